@@ -1,0 +1,41 @@
+/** The `vhdcrypt` command line: each part registers its own subcommands. */
+import { Command, CommanderError } from 'commander';
+import { VhdcryptError } from '../errors.js';
+import { exitCodeFor } from './exit-codes.js';
+import { registerBench } from './bench-command.js';
+import { registerVault } from './vault-command.js';
+import { registerImageCommands } from './image-commands.js';
+import { registerServe } from './serve-command.js';
+
+/** Build the program; exported for tests. */
+export function buildProgram(): Command {
+  const program = new Command('vhdcrypt')
+    .description('Encrypt VHD and raw disk images into LUKS volumes with AES-XTS; keys sealed in a vault')
+    .option('--debug', 'print stack traces on error')
+    .exitOverride();
+  registerImageCommands(program);
+  registerVault(program);
+  registerServe(program);
+  registerBench(program);
+  return program;
+}
+
+/** Run the CLI; resolves to the process exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    const debug = argv.includes('--debug');
+    if (e instanceof VhdcryptError) {
+      process.stderr.write(`vhdcrypt: ${e.code}: ${e.message}\n`);
+      if (debug && e.stack) process.stderr.write(e.stack + '\n');
+      return exitCodeFor(e);
+    }
+    process.stderr.write(`vhdcrypt: internal error: ${(e as Error)?.message ?? String(e)}\n`);
+    if (debug && (e as Error)?.stack) process.stderr.write((e as Error).stack + '\n');
+    return 70;
+  }
+}

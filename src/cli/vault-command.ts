@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Registers this part's subcommands (filled in by its issue). */
+export function registerVault(_program: Command): void {}

@@ -1,0 +1,2 @@
+/** vhdcrypt's public library API. */
+export { VhdcryptError, isVhdcryptError } from './errors.js';
