@@ -1,0 +1,24 @@
+{
+  "targets": [
+    {
+      "target_name": "vhdcrypt_native",
+      "sources": [
+        "native/addon.cc",
+        "native/cpu_features.cc",
+        "native/xts_aesni.cc",
+        "native/xts_vaes_avx2.cc",
+        "native/xts_vaes_avx512.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-O2"],
+      "cflags_cc!": ["-O2", "-std=gnu++17"],
+      "cflags": ["-O3", "-fvisibility=hidden"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-exceptions"],
+      "xcode_settings": {
+        "GCC_OPTIMIZATION_LEVEL": "3",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17"
+      }
+    }
+  ]
+}

@@ -1,0 +1,242 @@
+// Node-API entry of the native XTS backend: an XtsKey object that owns the key
+// schedules (wiped on dispose, on finalization and at environment teardown) and
+// runs a whole batch of sectors per call. State is per environment, so the addon
+// loads in any number of worker_threads. No C++ exceptions cross N-API
+// (NAPI_DISABLE_CPP_EXCEPTIONS): every failure becomes a pending JS error built
+// by the error factory the JS side registers (a VhdcryptError subclass).
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "cpu_features.h"
+#include "xts_kernels.h"
+
+namespace vhdcrypt {
+
+namespace {
+
+// Live key schedules of one environment, wiped by the environment cleanup hook
+// even if a key object's finalizer never runs (worker exit, process teardown).
+struct ScheduleRegistry {
+  std::unordered_set<XtsKeySchedule*> live;
+};
+
+struct EnvState {
+  Napi::FunctionReference keyClass;
+  Napi::FunctionReference errorFactory;  // (code, message) => Error, set by the JS loader
+  std::shared_ptr<ScheduleRegistry> registry = std::make_shared<ScheduleRegistry>();
+};
+
+void WipeRegistry(void* arg) {
+  auto* holder = static_cast<std::shared_ptr<ScheduleRegistry>*>(arg);
+  for (XtsKeySchedule* ks : (*holder)->live) SecureWipe(ks, sizeof *ks);
+  delete holder;
+}
+
+// Throws a typed error: the registered factory's object, or a plain Error with `code`.
+void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
+  EnvState* st = env.GetInstanceData<EnvState>();
+  if (st != nullptr && !st->errorFactory.IsEmpty()) {
+    Napi::Value err = st->errorFactory.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    if (env.IsExceptionPending()) return;  // the factory itself threw: let that propagate
+    napi_throw(env, err);
+    return;
+  }
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  err.ThrowAsJavaScriptException();
+}
+
+// A Uint8Array's bytes in place (any byte offset, ArrayBuffer or SharedArrayBuffer).
+bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
+  if (!v.IsTypedArray()) return false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void* ptr = nullptr;
+  if (napi_get_typedarray_info(v.Env(), v, &type, &len, &ptr, nullptr, nullptr) != napi_ok) return false;
+  if (type != napi_uint8_array) return false;
+  *data = static_cast<uint8_t*>(ptr);
+  *length = len;
+  return true;
+}
+
+const KernelEntry* FindKernel(const std::string& name) {
+  for (const KernelEntry& k : UsableKernels())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+class XtsKey : public Napi::ObjectWrap<XtsKey> {
+ public:
+  static Napi::Function DefineClass(Napi::Env env) {
+    return Napi::ObjectWrap<XtsKey>::DefineClass(
+        env, "XtsKey",
+        {InstanceMethod<&XtsKey::Crypt>("crypt"), InstanceMethod<&XtsKey::Dispose>("dispose"),
+         InstanceAccessor<&XtsKey::Kernel>("kernel")});
+  }
+
+  // new XtsKey(key: Uint8Array (32 or 64 bytes, unequal halves), kernel: string)
+  explicit XtsKey(const Napi::CallbackInfo& info) : Napi::ObjectWrap<XtsKey>(info) {
+    Napi::Env env = info.Env();
+    uint8_t* key = nullptr;
+    size_t keyLen = 0;
+    if (info.Length() < 2 || !GetBytes(info[0], &key, &keyLen) || !info[1].IsString()) {
+      ThrowXts(env, "XTS_BAD_ARG", "XtsKey expects (key: Uint8Array, kernel: string)");
+      return;
+    }
+    if (keyLen != 32 && keyLen != 64) {
+      ThrowXts(env, "XTS_BAD_KEY", "XTS key must be 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS), got " +
+                                       std::to_string(keyLen));
+      return;
+    }
+    const size_t half = keyLen / 2;
+    uint8_t diff = 0;  // compare the halves without an early exit
+    for (size_t i = 0; i < half; i++) diff |= key[i] ^ key[half + i];
+    if (diff == 0) {
+      ThrowXts(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
+      return;
+    }
+    const std::string kernelName = info[1].As<Napi::String>().Utf8Value();
+    kernel_ = FindKernel(kernelName);
+    if (kernel_ == nullptr) {
+      ThrowXts(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + kernelName + "' is not supported on this CPU");
+      return;
+    }
+    EnvState* st = env.GetInstanceData<EnvState>();
+    registry_ = st->registry;
+    schedule_ = new XtsKeySchedule();
+    ExpandXtsKey(*schedule_, key, key + half, half);
+    registry_->live.insert(schedule_);
+  }
+
+  ~XtsKey() override { Release(); }
+
+ private:
+  void Release() {
+    if (schedule_ == nullptr) return;
+    SecureWipe(schedule_, sizeof *schedule_);
+    registry_->live.erase(schedule_);
+    delete schedule_;
+    schedule_ = nullptr;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Kernel(const Napi::CallbackInfo& info) {
+    return kernel_ ? Napi::String::New(info.Env(), kernel_->name) : info.Env().Undefined();
+  }
+
+  // crypt(encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint,
+  //       sectorSize: number, tweakStep: number): every argument re-checked here.
+  Napi::Value Crypt(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (schedule_ == nullptr) {
+      ThrowXts(env, "XTS_DISPOSED", "XTS key was disposed");
+      return env.Undefined();
+    }
+    uint8_t *src = nullptr, *dst = nullptr;
+    size_t srcLen = 0, dstLen = 0;
+    if (info.Length() < 6 || !info[0].IsBoolean() || !GetBytes(info[1], &src, &srcLen) ||
+        !GetBytes(info[2], &dst, &dstLen) || !info[3].IsBigInt() || !info[4].IsNumber() || !info[5].IsNumber()) {
+      ThrowXts(env, "XTS_BAD_ARG",
+               "crypt expects (encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint, "
+               "sectorSize: number, tweakStep: number)");
+      return env.Undefined();
+    }
+    const bool encrypt = info[0].As<Napi::Boolean>().Value();
+    bool lossless = false;
+    const uint64_t firstTweak = info[3].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) {
+      ThrowXts(env, "XTS_TWEAK_OVERFLOW", "first tweak must be an integer from 0 to 2^64-1");
+      return env.Undefined();
+    }
+    const double sectorSizeD = info[4].As<Napi::Number>().DoubleValue();
+    if (!(sectorSizeD >= 16 && sectorSizeD <= 4096) || std::floor(sectorSizeD) != sectorSizeD ||
+        (static_cast<size_t>(sectorSizeD) & (static_cast<size_t>(sectorSizeD) - 1)) != 0) {
+      ThrowXts(env, "XTS_BAD_SECTOR_SIZE", "sector size must be a power of two from 16 to 4096");
+      return env.Undefined();
+    }
+    const size_t sectorSize = static_cast<size_t>(sectorSizeD);
+    const double stepD = info[5].As<Napi::Number>().DoubleValue();
+    if (!(stepD >= 1 && stepD <= 9007199254740991.0) || std::floor(stepD) != stepD) {
+      ThrowXts(env, "XTS_BAD_ARG", "tweak step must be an integer from 1 to 2^53-1");
+      return env.Undefined();
+    }
+    const uint64_t step = static_cast<uint64_t>(stepD);
+    if (srcLen != dstLen) {
+      ThrowXts(env, "XTS_BAD_LENGTH", "source is " + std::to_string(srcLen) + " bytes but destination is " +
+                                          std::to_string(dstLen));
+      return env.Undefined();
+    }
+    if (srcLen == 0 || srcLen % sectorSize != 0) {
+      ThrowXts(env, "XTS_BAD_LENGTH", "data length " + std::to_string(srcLen) +
+                                          " is not a whole non-zero number of " + std::to_string(sectorSize) +
+                                          "-byte sectors");
+      return env.Undefined();
+    }
+    const size_t sectorCount = srcLen / sectorSize;
+    uint64_t span = 0, lastTweak = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(sectorCount - 1), step, &span) ||
+        __builtin_add_overflow(firstTweak, span, &lastTweak)) {
+      ThrowXts(env, "XTS_TWEAK_OVERFLOW", "the batch's last sector number passes 2^64-1");
+      return env.Undefined();
+    }
+    const uintptr_t s = reinterpret_cast<uintptr_t>(src), d = reinterpret_cast<uintptr_t>(dst);
+    if (s != d && s < d + dstLen && d < s + srcLen) {
+      ThrowXts(env, "XTS_BAD_ARG", "source and destination overlap without being the same bytes");
+      return env.Undefined();
+    }
+    kernel_->fn(*schedule_, encrypt, src, dst, sectorCount, sectorSize, firstTweak, step);
+    return env.Undefined();
+  }
+
+  XtsKeySchedule* schedule_ = nullptr;
+  const KernelEntry* kernel_ = nullptr;
+  std::shared_ptr<ScheduleRegistry> registry_;
+};
+
+// kernels(): the kernels this CPU can run, best first.
+Napi::Value Kernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& ks = UsableKernels();
+  Napi::Array out = Napi::Array::New(env, ks.size());
+  for (size_t i = 0; i < ks.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, ks[i].name));
+  return out;
+}
+
+// setErrorFactory(fn: (code: string, message: string) => Error)
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    ThrowXts(env, "XTS_BAD_ARG", "setErrorFactory expects a function");
+    return env.Undefined();
+  }
+  env.GetInstanceData<EnvState>()->errorFactory = Napi::Persistent(info[0].As<Napi::Function>());
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* st = new EnvState();
+  env.SetInstanceData<EnvState>(st);  // deleted by node-addon-api when this environment goes away
+  napi_add_env_cleanup_hook(env, WipeRegistry, new std::shared_ptr<ScheduleRegistry>(st->registry));
+  Napi::Function keyClass = XtsKey::DefineClass(env);
+  st->keyClass = Napi::Persistent(keyClass);
+  exports.Set("XtsKey", keyClass);
+  exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
+  exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace vhdcrypt
+
+static Napi::Object InitVhdcryptNative(Napi::Env env, Napi::Object exports) { return vhdcrypt::Init(env, exports); }
+
+NODE_API_MODULE(vhdcrypt_native, InitVhdcryptNative)

@@ -1,0 +1,128 @@
+/**
+ * The native XTS backend: the vhdcrypt_native addon (native/, built by node-gyp
+ * into build/Release) with AES-NI / VAES kernels picked by CPUID at load.
+ * Loaded once per thread; every error it raises is an XtsError or an
+ * XtsBackendUnavailableError (the addon builds them through a factory we give it).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { XtsBackendUnavailableError, XtsError } from './backend-errors.js';
+import type { XtsBackend, XtsKernelInstance } from './kernel.js';
+
+/** The kernels the addon knows, best first. */
+export const NATIVE_KERNELS = ['vaes-avx512', 'vaes-avx2', 'aesni'] as const;
+
+interface NativeXtsKey {
+  readonly kernel: string;
+  crypt(encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint, sectorSize: number, tweakStep: number): void;
+  dispose(): void;
+}
+
+interface NativeAddon {
+  kernels(): string[];
+  setErrorFactory(factory: (code: string, message: string) => Error): void;
+  XtsKey: new (key: Uint8Array, kernel: string) => NativeXtsKey;
+}
+
+type LoadResult = { addon: NativeAddon; error?: undefined } | { addon?: undefined; error: string };
+
+let loaded: LoadResult | undefined;
+
+/** The package root: the nearest directory above this module whose package.json is vhdcrypt's. */
+function packageRoot(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      const parsed: unknown = JSON.parse(readFileSync(manifest, 'utf8'));
+      if (typeof parsed === 'object' && parsed !== null && (parsed as { name?: unknown }).name === 'vhdcrypt') return dir;
+    }
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+/** Absolute path of the built addon, or undefined when the package root cannot be found. */
+export function nativeAddonPath(): string | undefined {
+  const root = packageRoot();
+  return root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
+}
+
+function makeError(code: string, message: string): Error {
+  return code === 'XTS_BACKEND_UNAVAILABLE' ? new XtsBackendUnavailableError(message) : new XtsError(code, message);
+}
+
+function load(): LoadResult {
+  if (loaded !== undefined) return loaded;
+  const path = nativeAddonPath();
+  if (path === undefined) {
+    loaded = { error: 'cannot find the vhdcrypt package root to locate the native addon' };
+  } else if (!existsSync(path)) {
+    loaded = { error: `native addon not built (${path} is missing; run "npm run build:native")` };
+  } else {
+    try {
+      const addon = createRequire(import.meta.url)(path) as NativeAddon;
+      addon.setErrorFactory(makeError);
+      loaded = { addon };
+    } catch (e) {
+      loaded = { error: `native addon failed to load: ${e instanceof Error ? e.message : String(e)}` };
+    }
+  }
+  return loaded;
+}
+
+/** Native kernels usable on this CPU, best first; [] when the addon is missing. */
+export function nativeKernels(): string[] {
+  const { addon } = load();
+  return addon === undefined ? [] : addon.kernels();
+}
+
+/** The kernel to run by default: the best one, or the one VHDCRYPT_CPU forces. */
+function defaultKernel(usable: string[]): string {
+  const forced = process.env.VHDCRYPT_CPU;
+  if (forced === undefined || forced === '') {
+    const best = usable[0];
+    if (best === undefined) throw new XtsBackendUnavailableError('this CPU has no AES-NI: no native XTS kernel can run');
+    return best;
+  }
+  if (!(NATIVE_KERNELS as readonly string[]).includes(forced)) {
+    throw new XtsBackendUnavailableError(`VHDCRYPT_CPU=${forced} is not one of ${NATIVE_KERNELS.join(', ')}`);
+  }
+  return forced;
+}
+
+class NativeXtsInstance implements XtsKernelInstance {
+  constructor(private readonly key: NativeXtsKey) {}
+
+  crypt(encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint, sectorSize: number, tweakStep: number): void {
+    this.key.crypt(encrypt, src, dst, firstTweak, sectorSize, tweakStep);
+  }
+
+  dispose(): void {
+    this.key.dispose();
+  }
+}
+
+/** The native backend running `kernel` (default: best for this CPU, or VHDCRYPT_CPU); throws XtsBackendUnavailableError. */
+export function loadNativeBackend(kernel?: string): XtsBackend {
+  const { addon, error } = load();
+  if (addon === undefined) throw new XtsBackendUnavailableError(error);
+  const usable = addon.kernels();
+  const chosen = kernel ?? defaultKernel(usable);
+  if (!usable.includes(chosen)) {
+    const known = (NATIVE_KERNELS as readonly string[]).includes(chosen);
+    throw new XtsBackendUnavailableError(
+      known
+        ? `native kernel '${chosen}' is not supported on this CPU (usable: ${usable.join(', ') || 'none'})`
+        : `unknown native kernel '${chosen}' (known: ${NATIVE_KERNELS.join(', ')})`,
+    );
+  }
+  return {
+    backend: 'native',
+    kernel: chosen,
+    create: (key: Uint8Array) => new NativeXtsInstance(new addon.XtsKey(key, chosen)),
+  };
+}
