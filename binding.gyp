@@ -13,7 +13,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-O2"],
       "cflags_cc!": ["-O2", "-std=gnu++17"],
-      "cflags": ["-O3", "-fvisibility=hidden"],
+      "cflags": ["-O3", "-fvisibility=hidden", "-Wno-psabi"],
       "cflags_cc": ["-std=c++17", "-O3", "-fno-exceptions"],
       "xcode_settings": {
         "GCC_OPTIMIZATION_LEVEL": "3",

@@ -154,6 +154,11 @@ void ExpandXtsKey(XtsKeySchedule& ks, const uint8_t* key1, const uint8_t* key2, 
     ks.rounds = 14;
   }
   MakeDecryptKeys(ks.dec1, ks.enc1, ks.rounds);
+  for (int r = 0; r <= ks.rounds; r++)
+    for (int lane = 0; lane < 4; lane++) {
+      std::memcpy(ks.enc1Wide[r] + 16 * lane, ks.enc1[r], 16);
+      std::memcpy(ks.dec1Wide[r] + 16 * lane, ks.dec1[r], 16);
+    }
 }
 
 void XtsCryptAesni(const XtsKeySchedule& ks, bool encrypt, const uint8_t* src, uint8_t* dst, size_t sectorCount,

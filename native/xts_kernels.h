@@ -15,6 +15,10 @@ struct alignas(64) XtsKeySchedule {
   uint8_t enc1[15][16];  // K1 encryption round keys
   uint8_t dec1[15][16];  // K1 decryption round keys (equivalent inverse cipher, via aesimc)
   uint8_t enc2[15][16];  // K2 encryption round keys
+  // K1 round keys repeated across 64 bytes, so the VAES kernels use them as
+  // memory operands straight from this wiped object instead of stack copies.
+  alignas(64) uint8_t enc1Wide[15][64];
+  alignas(64) uint8_t dec1Wide[15][64];
   int rounds;            // 10 (AES-128) or 14 (AES-256)
 };
 
