@@ -196,6 +196,14 @@ describe('misuse reaches the addon and is refused with typed errors', () => {
     expect(b.equals(Buffer.alloc(1024))).toBe(true);
   });
 
+  test('a view of a detached (transferred) buffer is refused, not dereferenced', () => {
+    const ab = new ArrayBuffer(1024);
+    const view = new Uint8Array(ab);
+    structuredClone(ab, { transfer: [ab] }); // detaches ab: view now has length 0
+    expect(view.length).toBe(0);
+    expectXtsError(() => x.crypt(true, view, view, 0n, 512, 1), 'XTS_BAD_LENGTH');
+  });
+
   test('bad keys straight to the addon', () => {
     const backend = loadNativeBackend(kernel);
     expectXtsError(() => backend.create(randomBytes(48)), 'XTS_BAD_KEY');
