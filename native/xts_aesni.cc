@@ -33,6 +33,7 @@ AESNI_FN void Expand128(uint8_t out[15][16], const uint8_t* key) {
   AES128_STEP(5, 0x10); AES128_STEP(6, 0x20); AES128_STEP(7, 0x40); AES128_STEP(8, 0x80);
   AES128_STEP(9, 0x1b); AES128_STEP(10, 0x36);
   for (int i = 0; i <= 10; i++) _mm_store_si128(reinterpret_cast<__m128i*>(out[i]), rk[i]);
+  SecureWipe(rk, sizeof rk);  // no copy of the schedule left on the stack
 }
 
 // AES-256: even round keys take RotWord+SubWord+Rcon of the previous odd one, odd
@@ -51,6 +52,7 @@ AESNI_FN void Expand256(uint8_t out[15][16], const uint8_t* key) {
   AES256_EVEN(10, 0x10); AES256_ODD(11); AES256_EVEN(12, 0x20); AES256_ODD(13);
   AES256_EVEN(14, 0x40);
   for (int i = 0; i <= 14; i++) _mm_store_si128(reinterpret_cast<__m128i*>(out[i]), rk[i]);
+  SecureWipe(rk, sizeof rk);  // no copy of the schedule left on the stack
 }
 
 // Decryption keys for aesdec (FIPS 197 §5.3.5 equivalent inverse cipher):
@@ -138,6 +140,7 @@ AESNI_FN void CryptBatch(const XtsKeySchedule& ks, const uint8_t* src, uint8_t* 
       const size_t off = (s + k) * sectorSize;
       CryptSector<Enc, Nr>(src + off, dst + off, blocks, t0[k], rk);
     }
+    SecureWipe(t0, sizeof t0);  // encrypted tweaks derive from K2
   }
 }
 
@@ -188,9 +191,9 @@ void ExpandXtsKey(XtsKeySchedule& ks, const uint8_t*, const uint8_t*, size_t key
 namespace vhdcrypt {
 
 void SecureWipe(void* p, size_t n) {
-  // A store through a volatile pointer may not be removed as a dead store.
-  volatile uint8_t* v = static_cast<volatile uint8_t*>(p);
-  while (n--) *v++ = 0;
+  std::memset(p, 0, n);
+  // The empty asm "reads" p's memory, so the memset is not a dead store the compiler may drop.
+  __asm__ __volatile__("" : : "r"(p) : "memory");
 }
 
 }  // namespace vhdcrypt

@@ -103,6 +103,8 @@ Z_FN void CryptBatch(const XtsKeySchedule& ks, const uint8_t* src, uint8_t* dst,
       CryptSector<Enc, Nr>(src + off, dst + off, blocks, t0[k], rk, poly);
     }
   }
+  // The compiler keeps this round-key array on the stack: wipe it, and the encrypted tweaks.
+  SecureWipe(rk, sizeof rk);
   SecureWipe(t0, sizeof t0);
 }
 
