@@ -272,12 +272,15 @@ describe('threads and processes', () => {
     expectXtsError(() => loadNativeBackend().create(new Uint8Array(10)), 'XTS_BAD_KEY');
   });
 
-  describe('child processes through the compiled loader (dist/)', () => {
+  describe('workers and child processes through the compiled loader (dist/)', () => {
     const distLoader = join(root, 'dist', 'src', 'crypto', 'native-backend.js');
     beforeAll(() => {
       // Child processes need the compiled JS; rebuild it when it is older than the source.
-      const src = join(root, 'src', 'crypto', 'native-backend.ts');
-      if (!existsSync(distLoader) || statSync(distLoader).mtimeMs < statSync(src).mtimeMs) {
+      const stale = ['native-backend', 'backend-errors'].some((name) => {
+        const out = join(root, 'dist', 'src', 'crypto', `${name}.js`);
+        return !existsSync(out) || statSync(out).mtimeMs < statSync(join(root, 'src', 'crypto', `${name}.ts`)).mtimeMs;
+      });
+      if (stale) {
         spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], { stdio: 'ignore' });
       }
       expect(existsSync(distLoader)).toBe(true);
@@ -292,6 +295,42 @@ describe('threads and processes', () => {
       expect(r.status, r.stderr).toBe(0);
       return r.stdout.trim();
     };
+
+    test('worker_threads using the compiled loader get typed errors from their own addon instance', async () => {
+      const source = `
+        const { parentPort, workerData } = require('node:worker_threads');
+        import(workerData.loader).then(async (m) => {
+          const errors = await import(workerData.errors);
+          const x = m.loadNativeBackend().create(workerData.key);
+          const out = new Uint8Array(workerData.data.length);
+          x.crypt(true, workerData.data, out, 9n, 512, 1);
+          x.dispose();
+          let typed = 'none';
+          try { x.crypt(true, out, out, 9n, 512, 1); } catch (e) { typed = (e instanceof errors.XtsError) + ':' + e.code; }
+          parentPort.postMessage({ kernel: m.loadNativeBackend().kernel, out, typed });
+        });
+      `;
+      const key = keyOf(32);
+      const data = randomBytes(64 * 512);
+      const want = oracleXts(true, key, data, 9n, 512);
+      const workerData = {
+        loader: pathToFileURL(distLoader).href,
+        errors: pathToFileURL(join(root, 'dist', 'src', 'crypto', 'backend-errors.js')).href,
+        key,
+        data,
+      };
+      const got = await Promise.all(Array.from({ length: 3 }, () => new Promise<{ kernel: string; out: Uint8Array; typed: string }>((resolve, reject) => {
+        const w = new Worker(source, { eval: true, workerData });
+        w.once('message', resolve);
+        w.once('error', reject);
+        w.once('exit', (c) => { if (c !== 0) reject(new Error(`worker exited ${c}`)); });
+      })));
+      for (const r of got) {
+        expect(r.kernel).toBe(loadNativeBackend().kernel);
+        expect(Buffer.from(r.out).equals(want)).toBe(true);
+        expect(r.typed).toBe('true:XTS_DISPOSED');
+      }
+    });
 
     test('VHDCRYPT_CPU=aesni forces the aesni kernel', () => {
       expect(childKernel({ VHDCRYPT_CPU: 'aesni' })).toBe('kernel=aesni');
