@@ -55,9 +55,10 @@ function keyOf(bytes: number): Buffer {
 }
 
 test('dispatch offers exactly the kernels /proc/cpuinfo allows, best first', () => {
+  // With AES-NI in the flags the addon must have built and loaded; without, it must say unavailable.
   expect(kernels).toEqual(expectedKernels());
-  expect(kernels.length).toBeGreaterThan(0); // this machine (and CI) has AES-NI: the addon must have built
-  expect(loadNativeBackend().kernel).toBe(process.env.VHDCRYPT_CPU || kernels[0]);
+  if (kernels.length > 0) expect(loadNativeBackend().kernel).toBe(process.env.VHDCRYPT_CPU || kernels[0]);
+  else expectXtsError(() => loadNativeBackend(), 'XTS_BACKEND_UNAVAILABLE');
 });
 
 describe.each(kernels)('kernel %s against node:crypto', (kernel) => {
@@ -160,7 +161,9 @@ describe.each(kernels)('kernel %s against node:crypto', (kernel) => {
   });
 });
 
-describe('misuse reaches the addon and is refused with typed errors', () => {
+const noAddon = kernels.length === 0; // only on a CPU without AES-NI (checked against /proc/cpuinfo above)
+
+describe.skipIf(noAddon)('misuse reaches the addon and is refused with typed errors', () => {
   const kernel = kernels[0] ?? 'aesni';
   let x: XtsKernelInstance;
   beforeAll(() => {
@@ -227,7 +230,7 @@ describe('misuse reaches the addon and is refused with typed errors', () => {
   });
 });
 
-describe('threads and processes', () => {
+describe.skipIf(noAddon)('threads and processes', () => {
   test('the addon loads and encrypts in several worker_threads at once, matching this thread', async () => {
     const addonPath = nativeAddonPath()!;
     const key = keyOf(64);
