@@ -1,0 +1,9 @@
+/** NBD: serve images (plaintext or decrypted LUKS/plain) over NBD, and read source disks from NBD exports. */
+export * as nbdProtocol from './protocol.js';
+export type { NbdBacking, BlockStatusExtent, ReadSegment, BlockSizeConstraints } from './backing.js';
+export type { ContainerImage } from './container.js';
+export { NbdError, NbdRequestError, NbdProtocolError, NbdDisconnectedError, NbdServerError } from './errors.js';
+export { ExtentMap } from './extent-map.js';
+export { ImageBacking, type ImageBackingOptions } from './image-backing.js';
+export { NbdServer, type NbdServerOptions, type NbdEndpoint } from './server.js';
+export { parseNbdUri, formatNbdUri, isNbdUri, NBD_DEFAULT_PORT, type NbdAddress } from './uri.js';

@@ -1,0 +1,182 @@
+/**
+ * An NBD server for one export over a Unix socket or TCP. Every connection
+ * shares the one backing (so flush is consistent across connections and
+ * CAN_MULTI_CONN is honest). A misbehaving client only ever loses its own
+ * connection; close() finishes in-flight requests, flushes and closes the
+ * backing.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { lstat, unlink } from 'node:fs/promises';
+import type { NbdBacking } from './backing.js';
+import { ByteReader } from './byte-reader.js';
+import { NbdError } from './errors.js';
+import { negotiate } from './server-handshake.js';
+import { Transmission } from './server-transmission.js';
+import { formatNbdUri } from './uri.js';
+
+export interface NbdServerOptions {
+  /** The export's name; clients asking for '' get it too. Default ''. */
+  readonly exportName?: string;
+  /** Requests handled at once per connection (default 16). */
+  readonly maxInFlight?: number;
+  /** A client that has not finished negotiating by then is dropped (default 30 s). */
+  readonly handshakeTimeoutMs?: number;
+  /** Diagnostics (one line per dropped connection); never given key material. */
+  readonly log?: (line: string) => void;
+}
+
+/** Where to listen: a Unix socket path, or a TCP port on a host (default 127.0.0.1). */
+export type NbdEndpoint = { readonly socketPath: string } | { readonly port: number; readonly host?: string };
+
+interface Connection {
+  readonly socket: Socket;
+  transmission: Transmission | null;
+  done: Promise<void>;
+}
+
+export class NbdServer {
+  private server: Server | null = null;
+  private readonly connections = new Set<Connection>();
+  private shuttingDown = false;
+  private closing: Promise<void> | null = null;
+  private listenedUri: string | null = null;
+  private socketPath: string | null = null;
+  private readonly exportName: string;
+
+  constructor(
+    private readonly backing: NbdBacking,
+    private readonly opts: NbdServerOptions = {},
+  ) {
+    this.exportName = opts.exportName ?? '';
+  }
+
+  /** The URI clients connect to (after listen). */
+  get uri(): string {
+    if (this.listenedUri === null) throw new NbdError('NBD_NOT_LISTENING', 'the server is not listening');
+    return this.listenedUri;
+  }
+
+  /** Connections currently open. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Start listening; resolves with the URI to connect to. */
+  async listen(endpoint: NbdEndpoint): Promise<string> {
+    if (this.server !== null) throw new NbdError('NBD_ALREADY_LISTENING', 'the server is already listening');
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    server.on('error', (e) => this.opts.log?.(`nbd: listener error: ${e.message}`));
+    if ('socketPath' in endpoint) {
+      await removeStaleSocket(endpoint.socketPath);
+      await listenOn(server, { path: endpoint.socketPath });
+      this.socketPath = endpoint.socketPath;
+      this.listenedUri = formatNbdUri({ kind: 'unix', socketPath: endpoint.socketPath, exportName: this.exportName });
+    } else {
+      const host = endpoint.host ?? '127.0.0.1';
+      await listenOn(server, { port: endpoint.port, host });
+      const addr = server.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : endpoint.port;
+      this.listenedUri = formatNbdUri({ kind: 'tcp', host, port, exportName: this.exportName });
+    }
+    this.server = server;
+    return this.listenedUri;
+  }
+
+  /** Stop accepting, let in-flight requests finish, disconnect everyone, flush and close the backing. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    const server = this.server;
+    const stopped = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
+    await Promise.all(
+      [...this.connections].map(async (c) => {
+        if (c.transmission !== null) await c.transmission.drain();
+        c.socket.destroy();
+        await c.done;
+      }),
+    );
+    await stopped;
+    if (this.socketPath !== null) await unlink(this.socketPath).catch(() => undefined);
+    try {
+      if (!this.backing.readOnly && this.backing.canFlush) await this.backing.flush();
+    } finally {
+      await this.backing.close();
+    }
+  }
+
+  private accept(socket: Socket): void {
+    if (this.shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    const conn: Connection = { socket, transmission: null, done: Promise.resolve() };
+    this.connections.add(conn);
+    conn.done = this.serve(conn).finally(() => this.connections.delete(conn));
+  }
+
+  private async serve(conn: Connection): Promise<void> {
+    const { socket } = conn;
+    // Errors surface through ByteReader as rejections; this listener only keeps them from being "unhandled".
+    socket.on('error', () => undefined);
+    const reader = new ByteReader(socket, 2 * this.backing.blockSize.maximum + 64 * 1024);
+    const timeout = setTimeout(() => {
+      this.opts.log?.('nbd: handshake timed out');
+      socket.destroy();
+    }, this.opts.handshakeTimeoutMs ?? 30_000);
+    try {
+      const session = await negotiate(socket, reader, { name: this.exportName, backing: this.backing });
+      clearTimeout(timeout);
+      if (session === null) return;
+      conn.transmission = new Transmission(
+        socket,
+        reader,
+        this.backing,
+        session,
+        { maxInFlight: this.opts.maxInFlight ?? 16, maxQueuedReplyBytes: 64 * 1024 * 1024 },
+        () => this.shuttingDown,
+      );
+      await conn.transmission.run();
+      socket.end();
+    } catch (e) {
+      if (!this.shuttingDown) this.opts.log?.(`nbd: connection dropped: ${(e as Error)?.message ?? String(e)}`);
+      socket.destroy();
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+}
+
+function listenOn(server: Server, options: { path: string } | { port: number; host: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(new NbdError('NBD_LISTEN_FAILED', `cannot listen: ${e.message}`, { cause: e }));
+    server.once('error', onError);
+    server.listen(options, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** Remove a socket file left by a dead server; refuse anything else at that path. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw e;
+  });
+  if (st === null) return;
+  if (!st.isSocket()) throw new NbdError('NBD_SOCKET_EXISTS', `${path} exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new NbdError('NBD_SOCKET_EXISTS', `a server is already listening on ${path}`);
+  await unlink(path);
+}
