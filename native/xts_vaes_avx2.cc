@@ -67,7 +67,7 @@ Y_INLINE void CryptSector(const uint8_t* src, uint8_t* dst, size_t blocks, __m12
   __m256i tw[8];
   tw[0] = SpreadTweak(t0, poly);
   for (int i = 1; i < 8; i++) tw[i] = MulXk<2>(tw[i - 1], poly);
-  for (size_t j = 0; j < blocks; j += 16) {
+  for (size_t j = 0;;) {
     const uint8_t* s = src + 16 * j;
     uint8_t* d = dst + 16 * j;
     __m256i b[8];
@@ -83,8 +83,10 @@ Y_INLINE void CryptSector(const uint8_t* src, uint8_t* dst, size_t blocks, __m12
       const __m256i last = _mm256_xor_si256(kl, tw[i]);  // the last round's key xor also applies the tweak
       b[i] = Enc ? _mm256_aesenclast_epi128(b[i], last) : _mm256_aesdeclast_epi128(b[i], last);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * i), b[i]);
-      tw[i] = MulXk<16>(tw[i], poly);
     }
+    j += 16;
+    if (j >= blocks) break;  // no tweak advance past the sector's end
+    for (int i = 0; i < 8; i++) tw[i] = MulXk<16>(tw[i], poly);
   }
 }
 

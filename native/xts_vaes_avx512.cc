@@ -28,12 +28,12 @@ Z_INLINE __m512i MulXk(__m512i t, __m512i poly) {
                                    _mm512_clmulepi64_epi128(out, poly, 0x01), 0x96);
 }
 
-// [T, T*x, T*x^2, T*x^3] from T, by per-lane variable shifts.
-Z_INLINE __m512i SpreadTweak(__m128i t0, __m512i poly) {
-  const __m512i t = _mm512_broadcast_i32x4(t0);
-  const __m512i out = _mm512_srlv_epi64(t, _mm512_set_epi64(61, 61, 62, 62, 63, 63, 64, 64));
-  return _mm512_ternarylogic_epi64(_mm512_sllv_epi64(t, _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0)),
-                                   _mm512_bslli_epi128(out, 8), _mm512_clmulepi64_epi128(out, poly, 0x01), 0x96);
+// [T*x^B, T*x^(B+1), T*x^(B+2), T*x^(B+3)] from T (B <= 12), by per-lane variable shifts.
+template <int B>
+Z_INLINE __m512i SpreadTweak(__m512i t, __m512i poly) {
+  const __m512i out = _mm512_srlv_epi64(t, _mm512_set_epi64(61 - B, 61 - B, 62 - B, 62 - B, 63 - B, 63 - B, 64 - B, 64 - B));
+  const __m512i in = _mm512_sllv_epi64(t, _mm512_set_epi64(B + 3, B + 3, B + 2, B + 2, B + 1, B + 1, B, B));
+  return _mm512_ternarylogic_epi64(in, _mm512_bslli_epi128(out, 8), _mm512_clmulepi64_epi128(out, poly, 0x01), 0x96);
 }
 
 Z_INLINE __m512i TweakKey(const XtsKeySchedule& ks, int r) {
@@ -66,12 +66,9 @@ Z_INLINE void InitialTweaks(__m128i* out, const XtsKeySchedule& ks, uint64_t fir
 template <bool Enc, int Nr>
 Z_INLINE void CryptSector(const uint8_t* src, uint8_t* dst, size_t blocks, __m128i t0, const __m512i* rk,
                           __m512i poly) {
-  __m512i tw[4];
-  tw[0] = SpreadTweak(t0, poly);
-  tw[1] = MulXk<4>(tw[0], poly);
-  tw[2] = MulXk<8>(tw[0], poly);
-  tw[3] = MulXk<12>(tw[0], poly);
-  for (size_t j = 0; j < blocks; j += 16) {
+  const __m512i t = _mm512_broadcast_i32x4(t0);
+  __m512i tw[4] = {SpreadTweak<0>(t, poly), SpreadTweak<4>(t, poly), SpreadTweak<8>(t, poly), SpreadTweak<12>(t, poly)};
+  for (size_t j = 0;;) {
     const uint8_t* s = src + 16 * j;
     uint8_t* d = dst + 16 * j;
     __m512i b[4];
@@ -82,8 +79,10 @@ Z_INLINE void CryptSector(const uint8_t* src, uint8_t* dst, size_t blocks, __m12
       const __m512i last = _mm512_xor_si512(rk[Nr], tw[i]);  // the last round's key xor also applies the tweak
       b[i] = Enc ? _mm512_aesenclast_epi128(b[i], last) : _mm512_aesdeclast_epi128(b[i], last);
       _mm512_storeu_si512(d + 64 * i, b[i]);
-      tw[i] = MulXk<16>(tw[i], poly);
     }
+    j += 16;
+    if (j >= blocks) break;
+    for (int i = 0; i < 4; i++) tw[i] = MulXk<16>(tw[i], poly);
   }
 }
 
