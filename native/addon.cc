@@ -25,7 +25,6 @@ struct ScheduleRegistry {
 };
 
 struct EnvState {
-  Napi::FunctionReference keyClass;
   Napi::FunctionReference errorFactory;  // (code, message) => Error, set by the JS loader
   std::shared_ptr<ScheduleRegistry> registry = std::make_shared<ScheduleRegistry>();
 };
@@ -225,9 +224,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* st = new EnvState();
   env.SetInstanceData<EnvState>(st);  // deleted by node-addon-api when this environment goes away
   napi_add_env_cleanup_hook(env, WipeRegistry, new std::shared_ptr<ScheduleRegistry>(st->registry));
-  Napi::Function keyClass = XtsKey::DefineClass(env);
-  st->keyClass = Napi::Persistent(keyClass);
-  exports.Set("XtsKey", keyClass);
+  exports.Set("XtsKey", XtsKey::DefineClass(env));
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   return exports;
