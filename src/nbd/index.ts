@@ -7,3 +7,5 @@ export { ExtentMap } from './extent-map.js';
 export { ImageBacking, type ImageBackingOptions } from './image-backing.js';
 export { NbdServer, type NbdServerOptions, type NbdEndpoint } from './server.js';
 export { parseNbdUri, formatNbdUri, isNbdUri, NBD_DEFAULT_PORT, type NbdAddress } from './uri.js';
+export { EncryptedBacking, type CryptoLayout, type EncryptedBackingOptions } from './encrypted-backing.js';
+export { RangeLock } from './range-lock.js';
