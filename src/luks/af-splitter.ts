@@ -1,0 +1,59 @@
+/**
+ * Anti-forensic splitter of LUKS1 spec §2.4 (also LUKS2's "af": "luks1"):
+ * the key is spread over `stripes` blocks joined by a hash diffusion, so that
+ * losing any part of the area destroys the key.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { LuksHash } from './kdf.js';
+
+const DIGEST_BYTES: Record<LuksHash, number> = { sha1: 20, sha256: 32, sha512: 64 };
+
+/** H(be32(i) || block_i) over each digest-sized block, the last one truncated (spec §2.4 "diffuse"). */
+function diffuse(buf: Uint8Array, hash: LuksHash): void {
+  const ds = DIGEST_BYTES[hash];
+  const index = new Uint8Array(4);
+  for (let i = 0, off = 0; off < buf.length; i++, off += ds) {
+    const len = Math.min(ds, buf.length - off);
+    new DataView(index.buffer).setUint32(0, i, false);
+    const d = createHash(hash).update(index).update(buf.subarray(off, off + len)).digest();
+    buf.set(d.subarray(0, len), off);
+    d.fill(0);
+  }
+}
+
+function xorInto(dst: Uint8Array, src: Uint8Array): void {
+  for (let i = 0; i < dst.length; i++) dst[i]! ^= src[i]!;
+}
+
+/** Splits key into key.length*stripes bytes of AF material (caller wipes). */
+export function afSplit(key: Uint8Array, stripes: number, hash: LuksHash): Uint8Array {
+  const n = key.length;
+  const out = new Uint8Array(n * stripes);
+  out.set(randomBytes(n * (stripes - 1)));
+  const d = new Uint8Array(n);
+  for (let i = 0; i < stripes - 1; i++) {
+    xorInto(d, out.subarray(i * n, (i + 1) * n));
+    diffuse(d, hash);
+  }
+  const last = out.subarray((stripes - 1) * n);
+  last.set(d);
+  xorInto(last, key);
+  d.fill(0);
+  return out;
+}
+
+/** Recovers the keyBytes-long key from AF material (caller wipes both). */
+export function afMerge(material: Uint8Array, keyBytes: number, stripes: number, hash: LuksHash): Uint8Array {
+  const d = new Uint8Array(keyBytes);
+  for (let i = 0; i < stripes - 1; i++) {
+    xorInto(d, material.subarray(i * keyBytes, (i + 1) * keyBytes));
+    diffuse(d, hash);
+  }
+  xorInto(d, material.subarray((stripes - 1) * keyBytes, stripes * keyBytes));
+  return d;
+}
+
+/** Bytes of AF material rounded up to whole 512-byte sectors (what the keyslot area holds). */
+export function afSectorBytes(keyBytes: number, stripes: number): number {
+  return Math.ceil((keyBytes * stripes) / 512) * 512;
+}

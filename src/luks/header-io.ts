@@ -1,0 +1,97 @@
+/** Positional access to a LUKS header held in memory or in a file/device; reads only what is asked. */
+import { open, type FileHandle } from 'node:fs/promises';
+import { LuksError } from './errors.js';
+
+/** Header bytes in memory (edited in place by write operations) or a file/device path. */
+export type LuksTarget = Uint8Array | string;
+
+export interface HeaderIo {
+  /** Size of the device or buffer in bytes. */
+  readonly size: bigint;
+  readonly name: string;
+  /** Exactly `length` bytes at `offset`, or LUKS_TRUNCATED. */
+  read(offset: number, length: number, what: string): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Flush writes to stable storage (files). */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function truncated(name: string, what: string, offset: number, length: number, size: bigint): LuksError {
+  return new LuksError('LUKS_TRUNCATED', `${name}: ${what} needs bytes [${offset}, ${offset + length}) but the device has ${size} bytes`);
+}
+
+function memoryIo(buf: Uint8Array): HeaderIo {
+  const name = 'header buffer';
+  return {
+    size: BigInt(buf.length),
+    name,
+    async read(offset, length, what) {
+      if (offset + length > buf.length) throw truncated(name, what, offset, length, BigInt(buf.length));
+      return buf.slice(offset, offset + length);
+    },
+    async write(offset, data) {
+      if (offset + data.length > buf.length) throw truncated(name, 'write', offset, data.length, BigInt(buf.length));
+      buf.set(data, offset);
+    },
+    async sync() {},
+    async close() {},
+  };
+}
+
+async function fileSize(fh: FileHandle): Promise<bigint> {
+  const st = await fh.stat({ bigint: true });
+  if (st.isFile()) return st.size;
+  // A block device reports size 0 in stat; read() then meets EOF, reported as truncated.
+  return st.size > 0n ? st.size : BigInt(Number.MAX_SAFE_INTEGER);
+}
+
+async function fileIo(path: string, writable: boolean): Promise<HeaderIo> {
+  const fh = await open(path, writable ? 'r+' : 'r');
+  const size = await fileSize(fh);
+  return {
+    size,
+    name: path,
+    async read(offset, length, what) {
+      if (BigInt(offset + length) > size) throw truncated(path, what, offset, length, size);
+      const out = new Uint8Array(length);
+      let n = 0;
+      while (n < length) {
+        const { bytesRead } = await fh.read(out, n, length - n, offset + n);
+        if (bytesRead === 0) throw truncated(path, what, offset, length, BigInt(offset + n));
+        n += bytesRead;
+      }
+      return out;
+    },
+    async write(offset, data) {
+      let n = 0;
+      while (n < data.length) {
+        const { bytesWritten } = await fh.write(data, n, data.length - n, offset + n);
+        n += bytesWritten;
+      }
+    },
+    async sync() {
+      await fh.sync();
+    },
+    async close() {
+      await fh.close();
+    },
+  };
+}
+
+/** Opens a target for positional I/O; the caller closes it. */
+export async function openHeaderIo(target: LuksTarget, writable: boolean): Promise<HeaderIo> {
+  if (target instanceof Uint8Array) return memoryIo(target);
+  if (typeof target === 'string') return fileIo(target, writable);
+  throw new LuksError('LUKS_BAD_ARG', 'target expected Uint8Array header bytes or a file path');
+}
+
+/** Runs fn with an open io and always closes it. */
+export async function withHeaderIo<T>(target: LuksTarget, writable: boolean, fn: (io: HeaderIo) => Promise<T>): Promise<T> {
+  const io = await openHeaderIo(target, writable);
+  try {
+    return await fn(io);
+  } finally {
+    await io.close();
+  }
+}

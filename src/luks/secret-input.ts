@@ -1,0 +1,44 @@
+/** Turns a passphrase or key file into the bytes a KDF consumes, as cryptsetup does. */
+import { open } from 'node:fs/promises';
+import { LuksError } from './errors.js';
+
+/** A passphrase (UTF-8 when a string) or a key file whose whole content is the passphrase. */
+export type LuksSecret = { readonly passphrase: string | Uint8Array } | { readonly keyFile: string };
+
+/** cryptsetup's default --keyfile-size ceiling: 8192 KiB. */
+export const MAX_KEYFILE_BYTES = 8192 * 1024;
+
+/** Passphrase bytes in a buffer the caller must wipe (.fill(0)) after use. */
+export async function secretBytes(secret: LuksSecret): Promise<Uint8Array> {
+  if (secret !== null && typeof secret === 'object' && 'passphrase' in secret) {
+    const p = secret.passphrase;
+    if (typeof p === 'string') return new Uint8Array(Buffer.from(p, 'utf8'));
+    if (p instanceof Uint8Array) return Uint8Array.from(p);
+  } else if (secret !== null && typeof secret === 'object' && 'keyFile' in secret && typeof secret.keyFile === 'string') {
+    // cryptsetup reads a key file whole (newlines included) up to its size ceiling.
+    const fh = await open(secret.keyFile, 'r');
+    try {
+      const st = await fh.stat();
+      if (st.isFile() && st.size > MAX_KEYFILE_BYTES) {
+        throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} is ${st.size} bytes; the ceiling is ${MAX_KEYFILE_BYTES}`);
+      }
+      const buf = new Uint8Array(MAX_KEYFILE_BYTES + 1);
+      let n = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+        if (n > MAX_KEYFILE_BYTES) {
+          buf.fill(0);
+          throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} is larger than ${MAX_KEYFILE_BYTES} bytes`);
+        }
+      }
+      const out = buf.slice(0, n);
+      buf.fill(0);
+      return out;
+    } finally {
+      await fh.close();
+    }
+  }
+  throw new LuksError('LUKS_BAD_ARG', 'secret expected { passphrase: string | Uint8Array } or { keyFile: path }');
+}
