@@ -91,11 +91,12 @@ static inline void transpose(V x[8]) {
  * lane rotations (one pshufd-class shuffle) and ShiftRows rotates bytes inside
  * each 32-bit lane. TO_ROW_MAJOR converts (it is its own inverse).
  */
-#define TO_ROW_MAJOR(v) wasm_i8x16_shuffle((v), (v), 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
-/* The ShiftRows masks are read from mutable globals so the compiler keeps them as swizzles with a
+/* These byte-permutation masks are mutable globals so the compiler keeps them as swizzles with a
  * register mask: V8 otherwise rebuilds a constant shuffle mask at every use. */
+uint8_t row_major_mask[16] __attribute__((aligned(16))) = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 uint8_t shift_rows_mask[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14};
 uint8_t inv_shift_rows_mask[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 7, 4, 5, 6, 10, 11, 8, 9, 13, 14, 15, 12};
+#define TO_ROW_MAJOR(v) wasm_i8x16_swizzle((v), wasm_v128_load(row_major_mask))
 #define SHIFT_ROWS(v) wasm_i8x16_swizzle((v), srm)
 #define INV_SHIFT_ROWS(v) wasm_i8x16_swizzle((v), isrm)
 /* ROTk: row r takes row r+k of the same column. */
