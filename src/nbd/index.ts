@@ -9,3 +9,5 @@ export { NbdServer, type NbdServerOptions, type NbdEndpoint } from './server.js'
 export { parseNbdUri, formatNbdUri, isNbdUri, NBD_DEFAULT_PORT, type NbdAddress } from './uri.js';
 export { EncryptedBacking, type CryptoLayout, type EncryptedBackingOptions } from './encrypted-backing.js';
 export { RangeLock } from './range-lock.js';
+export { NbdClient, type NbdClientOptions } from './client.js';
+export { openNbdImage, type NbdImage } from './nbd-image.js';
