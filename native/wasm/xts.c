@@ -103,26 +103,7 @@ uint8_t inv_shift_rows_mask[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 7, 4
 #define ROT1(v) wasm_i32x4_shuffle((v), (v), 1, 2, 3, 0)
 #define ROT2(v) wasm_i32x4_shuffle((v), (v), 2, 3, 0, 1)
 
-/* out = 2*t ^ rot1(a) ^ rot2(t) with t = a ^ rot1(a) (FIPS-197 5.1.3 regrouped). */
-static inline void mix_columns(V a[8]) {
-  V r1[8], t[8];
-  for (int c = 0; c < 8; c++) {
-    r1[c] = ROT1(a[c]);
-    t[c] = X(a[c], r1[c]);
-  }
-  /* xtime on bit planes: multiply by x modulo x^8+x^4+x^3+x+1 */
-  V x2[8];
-  x2[0] = t[7];
-  x2[1] = X(t[0], t[7]);
-  x2[2] = t[1];
-  x2[3] = X(t[2], t[7]);
-  x2[4] = X(t[3], t[7]);
-  x2[5] = t[4];
-  x2[6] = t[5];
-  x2[7] = t[6];
-  for (int c = 0; c < 8; c++) a[c] = X(X(x2[c], r1[c]), ROT2(t[c]));
-}
-
+/* xtime on bit planes: multiply every byte by x modulo x^8+x^4+x^3+x+1 (FIPS-197 4.2.1). */
 static inline void xtime_planes(V o[8], const V t[8]) {
   o[0] = t[7];
   o[1] = X(t[0], t[7]);
@@ -134,7 +115,19 @@ static inline void xtime_planes(V o[8], const V t[8]) {
   o[7] = t[6];
 }
 
-/* InvMixColumns = MixColumns after a ^= 4*(a ^ rot2(a)) (FIPS-197 5.3.3 factored). */
+/* out = 2*t ^ rot1(a) ^ rot2(t) with t = a ^ rot1(a) (FIPS-197 5.1.3 regrouped). */
+static inline void mix_columns(V a[8]) {
+  V r1[8], t[8], x2[8];
+  for (int c = 0; c < 8; c++) {
+    r1[c] = ROT1(a[c]);
+    t[c] = X(a[c], r1[c]);
+  }
+  xtime_planes(x2, t);
+  for (int c = 0; c < 8; c++) a[c] = X(X(x2[c], r1[c]), ROT2(t[c]));
+}
+
+/* InvMixColumns = MixColumns after a ^= 4*(a ^ rot2(a)): the FIPS-197 5.3.3 matrix
+ * {0e,0b,0d,09} factors as {02,03,01,01} times {05,00,04,00}. */
 static inline void inv_mix_columns(V a[8]) {
   V t[8], u[8], w[8];
   for (int c = 0; c < 8; c++) t[c] = X(a[c], ROT2(a[c]));
