@@ -1,0 +1,65 @@
+/**
+ * Raw images and fixed VHDs: the virtual disk is the first `virtualSize` bytes
+ * of the file (a fixed VHD adds one footer after them, spec "Fixed Hard Disk
+ * Image").
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { ImageBase, type ImageDescription } from './image-base.js';
+import { readAt, writeAt, writeVectorAt } from './file-io.js';
+import { isAllZero, zeroPieces } from './zero-detect.js';
+import { CHUNK_SIZE, WrittenChunks } from './written-chunks.js';
+
+export class FlatImage extends ImageBase {
+  /** Set for files we created sparse: all-zero chunks never written can stay holes. */
+  private readonly fresh: WrittenChunks | null;
+
+  constructor(fh: FileHandle, d: ImageDescription, fresh: boolean) {
+    super(fh, d);
+    this.fresh = fresh ? new WrittenChunks() : null;
+  }
+
+  protected async readRange(pos: number, into: Uint8Array): Promise<void> {
+    const n = await readAt(this.fh, into, pos);
+    // A raw file shorter than its size (cannot happen with our size check, but the file may shrink under us) reads zeros.
+    if (n < into.length) into.fill(0, n);
+  }
+
+  protected async writeRange(pos: number, data: Uint8Array): Promise<void> {
+    if (!this.fresh) return writeAt(this.fh, data, pos);
+    // Fresh sparse file: skip whole all-zero chunks that were never written (they are holes already).
+    const end = pos + data.length;
+    let runStart = pos;
+    let p = pos;
+    while (p < end) {
+      const chunk = Math.floor(p / CHUNK_SIZE);
+      const cEnd = Math.min((chunk + 1) * CHUNK_SIZE, end);
+      const whole = p === chunk * CHUNK_SIZE && cEnd === (chunk + 1) * CHUNK_SIZE;
+      if (whole && !this.fresh.has(chunk) && isAllZero(data.subarray(p - pos, cEnd - pos))) {
+        if (p > runStart) await writeAt(this.fh, data.subarray(runStart - pos, p - pos), runStart);
+        runStart = cEnd;
+      } else {
+        this.fresh.add(chunk);
+      }
+      p = cEnd;
+    }
+    if (end > runStart) await writeAt(this.fh, data.subarray(runStart - pos), runStart);
+  }
+
+  protected async discardRange(pos: number, len: number): Promise<void> {
+    // Node cannot punch holes (no fallocate); writing zeros is the honest fallback.
+    const step = 16 << 20;
+    for (let o = 0; o < len; o += step) {
+      const n = Math.min(step, len - o);
+      await writeVectorAt(this.fh, zeroPieces(n), pos + o);
+    }
+  }
+
+  async allocatedRanges(): Promise<number[]> {
+    // Node has no SEEK_DATA/SEEK_HOLE: a file with no blocks on disk is one hole; otherwise report all allocated.
+    if (this.format === 'raw') {
+      const st = await this.fh.stat();
+      if (st.blocks === 0) return [];
+    }
+    return this.size > 0 ? [0, this.size] : [];
+  }
+}

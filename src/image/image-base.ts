@@ -1,0 +1,126 @@
+/** What every image shares: argument and state checks around the format's positional I/O. */
+import type { FileHandle } from 'node:fs/promises';
+import type { ChsGeometry } from './chs-geometry.js';
+import { extentsFromRanges } from './extent-merge.js';
+import { ImageError } from './errors.js';
+import type { DynamicHeader } from './vhd-dynamic-header.js';
+import type { VhdFooter } from './vhd-footer.js';
+import type { DiskImage, Extent, ImageFormat, WritableImage } from './types.js';
+
+/** Disk offsets are carried as plain numbers inside the layer; 2^53 bytes is far past any VHD. */
+const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+
+export interface ImageDescription {
+  readonly format: ImageFormat;
+  readonly path: string;
+  readonly virtualSize: bigint;
+  readonly writable: boolean;
+  readonly warnings?: readonly string[];
+  readonly uuid?: string;
+  readonly geometry?: ChsGeometry;
+  readonly blockSize?: number;
+  readonly footer?: VhdFooter;
+  readonly dynamicHeader?: DynamicHeader;
+  readonly parent?: DiskImage;
+}
+
+export abstract class ImageBase implements WritableImage {
+  readonly format: ImageFormat;
+  readonly path: string;
+  readonly virtualSize: bigint;
+  readonly writable: boolean;
+  readonly warnings: readonly string[];
+  readonly uuid?: string;
+  readonly geometry?: ChsGeometry;
+  readonly blockSize?: number;
+  readonly footer?: VhdFooter;
+  readonly dynamicHeader?: DynamicHeader;
+  readonly parent?: DiskImage;
+  protected readonly size: number;
+  private closed = false;
+
+  protected constructor(protected readonly fh: FileHandle, d: ImageDescription) {
+    this.format = d.format;
+    this.path = d.path;
+    this.virtualSize = d.virtualSize;
+    this.size = Number(d.virtualSize);
+    this.writable = d.writable;
+    this.warnings = Object.freeze([...(d.warnings ?? [])]);
+    if (d.uuid !== undefined) this.uuid = d.uuid;
+    if (d.geometry !== undefined) this.geometry = d.geometry;
+    if (d.blockSize !== undefined) this.blockSize = d.blockSize;
+    if (d.footer !== undefined) this.footer = d.footer;
+    if (d.dynamicHeader !== undefined) this.dynamicHeader = d.dynamicHeader;
+    if (d.parent !== undefined) this.parent = d.parent;
+  }
+
+  /** Read [pos, pos + into.length) of the virtual disk, already range-checked. */
+  protected abstract readRange(pos: number, into: Uint8Array): Promise<void>;
+  /** Write at `pos`, already range-checked and writable. */
+  protected abstract writeRange(pos: number, data: Uint8Array): Promise<void>;
+  /** Make [pos, pos + len) read as zeros. */
+  protected abstract discardRange(pos: number, len: number): Promise<void>;
+  /** Sorted disjoint allocated ranges as a flat [start, end, ...] list (used by child disks too). */
+  abstract allocatedRanges(): Promise<number[]>;
+  /** Release format-specific resources (parents). */
+  protected async closeExtra(): Promise<void> {}
+
+  async *extents(): AsyncIterable<Extent> {
+    this.checkOpen();
+    yield* extentsFromRanges(await this.allocatedRanges(), this.size);
+  }
+
+  async read(offset: bigint, into: Uint8Array): Promise<void> {
+    this.checkOpen();
+    const pos = this.checkRange(offset, BigInt(into.length));
+    if (into.length === 0) return;
+    await this.readRange(pos, into);
+  }
+
+  async write(offset: bigint, data: Uint8Array): Promise<void> {
+    this.checkOpen();
+    this.checkWritable();
+    const pos = this.checkRange(offset, BigInt(data.length));
+    if (data.length === 0) return;
+    await this.writeRange(pos, data);
+  }
+
+  async discard(offset: bigint, length: bigint): Promise<void> {
+    this.checkOpen();
+    this.checkWritable();
+    const pos = this.checkRange(offset, length);
+    if (length === 0n) return;
+    await this.discardRange(pos, Number(length));
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    if (this.writable) await this.fh.datasync();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.writable) await this.flush();
+    } finally {
+      this.closed = true;
+      await this.fh.close();
+      await this.closeExtra();
+    }
+  }
+
+  protected checkOpen(): void {
+    if (this.closed) throw new ImageError('IMAGE_CLOSED', `${this.path}: image is closed`);
+  }
+
+  private checkWritable(): void {
+    if (!this.writable) throw new ImageError('IMAGE_READ_ONLY', `${this.path}: image is open read-only`);
+  }
+
+  private checkRange(offset: bigint, length: bigint): number {
+    if (typeof offset !== 'bigint' || typeof length !== 'bigint' || offset < 0n || length < 0n || offset + length > this.virtualSize || offset > MAX_OFFSET) {
+      throw new ImageError('IMAGE_OUT_OF_RANGE', `${this.path}: range ${String(offset)}+${String(length)} is outside the ${this.virtualSize}-byte disk`);
+    }
+    return Number(offset);
+  }
+}

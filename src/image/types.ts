@@ -1,0 +1,47 @@
+import type { ChsGeometry } from './chs-geometry.js';
+import type { DynamicHeader } from './vhd-dynamic-header.js';
+import type { VhdFooter } from './vhd-footer.js';
+
+export type ImageFormat = 'vhd-fixed' | 'vhd-dynamic' | 'vhd-differencing' | 'raw';
+
+/** A run of the virtual disk; `allocated: false` reads as zeros. */
+export interface Extent {
+  readonly offset: bigint;
+  readonly length: bigint;
+  readonly allocated: boolean;
+}
+
+/** A virtual disk opened for reading. */
+export interface DiskImage {
+  readonly format: ImageFormat;
+  readonly path: string;
+  /** Virtual disk size in bytes (VHD: the footer's current size). */
+  readonly virtualSize: bigint;
+  readonly uuid?: string;
+  readonly geometry?: ChsGeometry;
+  /** Dynamic and differencing disks: bytes per block. */
+  readonly blockSize?: number;
+  readonly writable: boolean;
+  /** Non-fatal findings when opening (e.g. damaged end footer replaced by the copy at offset 0). */
+  readonly warnings: readonly string[];
+  /** VHD only: the footer in use. */
+  readonly footer?: VhdFooter;
+  /** Dynamic and differencing only. */
+  readonly dynamicHeader?: DynamicHeader;
+  /** Differencing only: the opened parent (itself possibly differencing). */
+  readonly parent?: DiskImage;
+  /** Merged, in order, covering the whole disk; differencing: allocated anywhere in the chain. */
+  extents(): AsyncIterable<Extent>;
+  /** Fill `into` from `offset`; unallocated ranges read as zeros. */
+  read(offset: bigint, into: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A virtual disk opened for writing. */
+export interface WritableImage extends DiskImage {
+  write(offset: bigint, data: Uint8Array): Promise<void>;
+  /** Make the range read as zeros, releasing space where the format allows. */
+  discard(offset: bigint, length: bigint): Promise<void>;
+  /** Make every completed write durable (fdatasync). */
+  flush(): Promise<void>;
+}

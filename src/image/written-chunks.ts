@@ -1,0 +1,30 @@
+/**
+ * Which 64 KiB chunks of a freshly created sparse file have ever been written,
+ * so all-zero chunks can be skipped (left as holes) without losing an earlier
+ * write. Bits live in 4 KiB pages allocated on first use: memory follows the
+ * data written, not the disk size.
+ */
+export const CHUNK_SIZE = 64 * 1024;
+const BITS_PER_PAGE = 4096 * 8;
+
+export class WrittenChunks {
+  private readonly pages = new Map<number, Uint8Array>();
+
+  has(chunk: number): boolean {
+    const page = this.pages.get(Math.floor(chunk / BITS_PER_PAGE));
+    if (!page) return false;
+    const bit = chunk % BITS_PER_PAGE;
+    return (page[bit >>> 3]! & (1 << (bit & 7))) !== 0;
+  }
+
+  add(chunk: number): void {
+    const key = Math.floor(chunk / BITS_PER_PAGE);
+    let page = this.pages.get(key);
+    if (!page) {
+      page = new Uint8Array(4096);
+      this.pages.set(key, page);
+    }
+    const bit = chunk % BITS_PER_PAGE;
+    page[bit >>> 3]! |= 1 << (bit & 7);
+  }
+}
