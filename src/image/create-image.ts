@@ -1,0 +1,225 @@
+/** createImage: new raw, fixed, dynamic or differencing images (never over an existing file). */
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { ImageError } from './errors.js';
+import { writeAt } from './file-io.js';
+import { FlatImage } from './flat-image.js';
+import { MAX_CHS, chsGeometry, chsSectors, type ChsGeometry } from './chs-geometry.js';
+import {
+  DEFAULT_BLOCK_SIZE,
+  DYNAMIC_HEADER_COOKIE,
+  DYNAMIC_HEADER_VERSION,
+  EMPTY_LOCATOR,
+  MAX_BLOCK_SIZE,
+  MIN_BLOCK_SIZE,
+  PlatformCode,
+  encodeDynamicHeader,
+  type DynamicHeader,
+  type ParentLocator,
+} from './vhd-dynamic-header.js';
+import {
+  VHD_FEATURES_RESERVED,
+  VHD_FOOTER_COOKIE,
+  VHD_FORMAT_VERSION,
+  VHD_NO_DATA_OFFSET,
+  VhdDiskType,
+  encodeVhdFooter,
+  type VhdFooter,
+} from './vhd-footer.js';
+import { vhdTimestamp } from './vhd-time.js';
+import { encodeAbsoluteLocator, encodeRelativeLocator } from './parent-locator.js';
+import { openImage } from './open-image.js';
+import { uuidToBytes } from './struct-layout.js';
+import type { ImageFormat, WritableImage } from './types.js';
+
+export interface CreateImageOptions {
+  readonly format: ImageFormat;
+  /** Bytes, a whole number of sectors; differencing: defaults to (and must equal) the parent's. */
+  readonly virtualSize?: bigint;
+  /** Differencing only: the parent VHD. */
+  readonly parent?: string;
+  /** Dynamic/differencing block size, a power of two (default 2 MiB). */
+  readonly blockSize?: number;
+  readonly uuid?: string;
+  /** Azure upload: a fixed VHD whose size is rounded up to a whole MiB. */
+  readonly azure?: boolean;
+}
+
+/** Our footer creator application and version. */
+export const CREATOR_APPLICATION = 'vhdc';
+export const CREATOR_VERSION = 0x00010000;
+/** Largest disk we create: 2 TiB, the reach of 32-bit BAT sector offsets. */
+export const MAX_VIRTUAL_SIZE = 2n ** 41n;
+const MIB = 1n << 20n;
+
+/**
+ * Geometry for the footer. Spec geometry when it covers the size exactly;
+ * otherwise the maximum geometry, which qemu (force_size) and Hyper-V take to
+ * mean "the current size field is the size" instead of truncating to CHS.
+ */
+function footerGeometry(size: bigint): ChsGeometry {
+  const g = chsGeometry(size);
+  return chsSectors(g) * 512n === size ? g : MAX_CHS;
+}
+
+function newFooter(size: bigint, diskType: number, uuid: string, dataOffset: bigint): VhdFooter {
+  const g = footerGeometry(size);
+  return {
+    cookie: VHD_FOOTER_COOKIE,
+    features: VHD_FEATURES_RESERVED,
+    formatVersion: VHD_FORMAT_VERSION,
+    dataOffset,
+    timestamp: vhdTimestamp(),
+    creatorApplication: CREATOR_APPLICATION,
+    creatorVersion: CREATOR_VERSION,
+    creatorHostOs: 'Wi2k',
+    originalSize: size,
+    currentSize: size,
+    cylinders: g.cylinders,
+    heads: g.heads,
+    sectorsPerTrack: g.sectorsPerTrack,
+    diskType,
+    checksum: 0,
+    uniqueId: uuid,
+    savedState: 0,
+  };
+}
+
+function checkSize(size: bigint | undefined): bigint {
+  if (typeof size !== 'bigint' || size <= 0n || size % 512n !== 0n) {
+    throw new ImageError('IMAGE_BAD_SIZE', `virtual size ${String(size)} must be a positive whole number of 512-byte sectors`);
+  }
+  if (size > MAX_VIRTUAL_SIZE) throw new ImageError('VHD_UNSUPPORTED_SIZE', `virtual size ${size} is over the 2 TiB VHD limit`);
+  return size;
+}
+
+async function createExclusive(p: string): Promise<FileHandle> {
+  try {
+    return await open(p, 'wx+');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new ImageError('IMAGE_DEST_EXISTS', `${p} already exists`);
+    throw e;
+  }
+}
+
+/** Create a new image and return it open for writing. */
+export async function createImage(p: string, opts: CreateImageOptions): Promise<WritableImage> {
+  const uuid = opts.uuid ?? randomUUID();
+  if (!uuidToBytes(uuid)) throw new ImageError('IMAGE_BAD_ARGUMENT', `uuid ${uuid} is not 32 hex digits`);
+  const format: ImageFormat = opts.azure ? 'vhd-fixed' : opts.format;
+  if (opts.azure && opts.format !== 'vhd-fixed') {
+    throw new ImageError('IMAGE_BAD_ARGUMENT', `azure: true makes a fixed VHD; format ${opts.format} conflicts`);
+  }
+  switch (format) {
+    case 'raw': {
+      const size = checkSize(opts.virtualSize);
+      const fh = await createExclusive(p);
+      await fh.truncate(Number(size));
+      return new FlatImage(fh, { format: 'raw', path: p, virtualSize: size, writable: true }, true);
+    }
+    case 'vhd-fixed': {
+      let size = checkSize(opts.virtualSize);
+      if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
+      const footer = newFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
+      const fh = await createExclusive(p);
+      await fh.truncate(Number(size));
+      await writeAt(fh, encodeVhdFooter(footer), Number(size));
+      const geometry = { cylinders: footer.cylinders, heads: footer.heads, sectorsPerTrack: footer.sectorsPerTrack };
+      return new FlatImage(fh, { format: 'vhd-fixed', path: p, virtualSize: size, writable: true, uuid, geometry, footer }, true);
+    }
+    case 'vhd-dynamic':
+      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null);
+    case 'vhd-differencing': {
+      if (!opts.parent) throw new ImageError('IMAGE_BAD_ARGUMENT', 'a differencing disk needs a parent');
+      const parent = await openImage(opts.parent, { format: 'vhd' });
+      let parentSize: bigint;
+      let parentUuid: string;
+      try {
+        if (!parent.uuid) throw new ImageError('VHD_PARENT_MISMATCH', `${opts.parent} has no UUID`);
+        parentSize = parent.virtualSize;
+        parentUuid = parent.uuid;
+      } finally {
+        await parent.close();
+      }
+      const size = opts.virtualSize ?? parentSize;
+      if (size !== parentSize) {
+        throw new ImageError('IMAGE_BAD_SIZE', `a differencing disk has its parent's size ${parentSize}, not ${size}`);
+      }
+      const mtime = (await stat(opts.parent)).mtime;
+      return createSparse(p, size, opts.blockSize ?? parent.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, {
+        path: opts.parent,
+        uuid: parentUuid,
+        timestamp: vhdTimestamp(mtime),
+      });
+    }
+    default:
+      throw new ImageError('IMAGE_BAD_ARGUMENT', `unknown image format ${String(format)}`);
+  }
+}
+
+interface ParentInfo {
+  readonly path: string;
+  readonly uuid: string;
+  readonly timestamp: number;
+}
+
+const align512 = (n: number) => Math.ceil(n / 512) * 512;
+
+/**
+ * Lay out a dynamic or differencing disk (spec "Dynamic Hard Disk Image"):
+ * footer copy at 0, header at 512, BAT at 1536, parent locator data after the
+ * BAT, then blocks, then the footer.
+ */
+async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null): Promise<WritableImage> {
+  if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+    throw new ImageError('VHD_BAD_BLOCK_SIZE', `block size ${blockSize} is not a power of two between 512 B and 256 MiB`);
+  }
+  const entries = Number((size + BigInt(blockSize) - 1n) / BigInt(blockSize));
+  const batOffset = 1536;
+  let pos = batOffset + align512(entries * 4);
+  const locators: ParentLocator[] = [];
+  const payloads: Array<[number, Uint8Array]> = [];
+  if (parent) {
+    for (const [code, bytes] of [
+      [PlatformCode.W2ru, encodeRelativeLocator(p, parent.path)],
+      [PlatformCode.W2ku, encodeAbsoluteLocator(parent.path)],
+    ] as const) {
+      const space = align512(bytes.length);
+      // Platform data space counts 512-byte sectors (spec "Parent Locator Entry").
+      locators.push({ platformCode: code, platformDataSpace: space / 512, platformDataLength: bytes.length, platformDataOffset: BigInt(pos) });
+      payloads.push([pos, bytes]);
+      pos += space;
+    }
+  }
+  const footer = newFooter(size, parent ? VhdDiskType.differencing : VhdDiskType.dynamic, uuid, 512n);
+  const header: DynamicHeader = {
+    cookie: DYNAMIC_HEADER_COOKIE,
+    dataOffset: VHD_NO_DATA_OFFSET,
+    tableOffset: BigInt(batOffset),
+    headerVersion: DYNAMIC_HEADER_VERSION,
+    maxTableEntries: entries,
+    blockSize,
+    checksum: 0,
+    parentUniqueId: parent ? parent.uuid : '00000000-0000-0000-0000-000000000000',
+    parentTimestamp: parent ? parent.timestamp : 0,
+    parentUnicodeName: parent ? path.basename(parent.path) : '',
+    parentLocators: Array.from({ length: 8 }, (_, i) => locators[i] ?? EMPTY_LOCATOR),
+  };
+  const footerBytes = encodeVhdFooter(footer);
+  const fh = await createExclusive(p);
+  try {
+    await writeAt(fh, footerBytes, 0);
+    await writeAt(fh, encodeDynamicHeader(header), 512);
+    const chunk = new Uint8Array(Math.min(align512(entries * 4), 1 << 20)).fill(0xff);
+    for (let o = 0; o < align512(entries * 4); o += chunk.length) {
+      await writeAt(fh, chunk.subarray(0, Math.min(chunk.length, align512(entries * 4) - o)), batOffset + o);
+    }
+    for (const [at, bytes] of payloads) await writeAt(fh, bytes, at);
+    await writeAt(fh, footerBytes, pos);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  return openImage(p, { writable: true, format: 'vhd' });
+}

@@ -1,0 +1,34 @@
+/** Disk images: VHD (fixed, dynamic, differencing) and raw behind one interface. */
+export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
+export { openImage, type OpenImageOptions } from './open-image.js';
+export { createImage, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
+export { checkAzureReady } from './azure.js';
+export { ImageError, type ImageErrorCode } from './errors.js';
+// Layout: one table per structure, shared by our reader and writer and by streaming parsers.
+export {
+  readVhdFooter,
+  encodeVhdFooter,
+  FOOTER_FIELDS,
+  VHD_FOOTER_SIZE,
+  VHD_FOOTER_COOKIE,
+  VhdDiskType,
+  type VhdFooter,
+} from './vhd-footer.js';
+export {
+  readDynamicHeader,
+  encodeDynamicHeader,
+  sectorBitmapSize,
+  DYNAMIC_HEADER_FIELDS,
+  PARENT_LOCATOR_FIELDS,
+  DYNAMIC_HEADER_SIZE,
+  BAT_UNALLOCATED,
+  DEFAULT_BLOCK_SIZE,
+  PlatformCode,
+  type DynamicHeader,
+  type ParentLocator,
+} from './vhd-dynamic-header.js';
+export { chsGeometry, chsSectors, MAX_CHS, type ChsGeometry } from './chs-geometry.js';
+export { vhdChecksum } from './vhd-checksum.js';
+export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
+export { bitmapTest } from './sector-bitmap.js';
+export { decodeStruct, encodeStruct, type FieldSpec } from './struct-layout.js';

@@ -1,0 +1,268 @@
+/**
+ * Dynamic and differencing VHDs (spec "Dynamic Hard Disk Image"): a BAT of
+ * block sector offsets, each block a sector bitmap padded to whole sectors
+ * followed by block-size bytes of data. Reads go straight to the file with no
+ * lock; allocations are serialized (they move the end footer and touch the
+ * BAT); differencing bitmap updates are serialized per block.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { ImageBase, type ImageDescription } from './image-base.js';
+import { readExactly, writeAt, writeVectorAt } from './file-io.js';
+import { isAllZero, zeroPieces } from './zero-detect.js';
+import { KeyedLock } from './keyed-lock.js';
+import { ImageError } from './errors.js';
+import { BAT_UNALLOCATED } from './vhd-dynamic-header.js';
+import { bitmapRun, bitmapSetRange, bitmapTest } from './sector-bitmap.js';
+import { pushRange, unionRanges } from './extent-merge.js';
+import type { DiskImage } from './types.js';
+
+const ALLOCATION = -1;
+const BITMAP_CACHE_ENTRIES = 1024;
+
+export interface SparseLayout {
+  /** In-memory BAT, one entry per block of the virtual disk (sector offsets, BAT_UNALLOCATED for none). */
+  readonly bat: Uint32Array;
+  readonly batOffset: number;
+  readonly blockSize: number;
+  readonly bitmapSize: number;
+  /** Where the next block goes: just past the last block or the metadata. */
+  readonly nextFree: number;
+  /** The encoded footer, written at the end and (unchanged) at offset 0. */
+  readonly footerBytes: Uint8Array;
+  /** Write the footer at `nextFree` before the first change (the end footer was damaged). */
+  readonly repairEndFooter: boolean;
+}
+
+/** Reads of a parent disk, which may be shorter than the child. */
+interface ParentSource {
+  readonly image: DiskImage & { allocatedRanges(): Promise<number[]> };
+}
+
+export class SparseVhdImage extends ImageBase {
+  private readonly bat: Uint32Array;
+  private readonly batOffset: number;
+  private readonly bs: number;
+  private readonly bitmapSize: number;
+  private readonly footerBytes: Uint8Array;
+  private nextFree: number;
+  private repairEndFooter: boolean;
+  private readonly differencing: boolean;
+  private readonly parentSource: ParentSource | null;
+  private readonly locks = new KeyedLock();
+  private readonly bitmaps = new Map<number, Uint8Array>();
+
+  constructor(fh: FileHandle, d: ImageDescription, layout: SparseLayout, parent: ParentSource | null) {
+    super(fh, d);
+    this.bat = layout.bat;
+    this.batOffset = layout.batOffset;
+    this.bs = layout.blockSize;
+    this.bitmapSize = layout.bitmapSize;
+    this.footerBytes = layout.footerBytes;
+    this.nextFree = layout.nextFree;
+    this.repairEndFooter = layout.repairEndFooter;
+    this.differencing = d.format === 'vhd-differencing';
+    this.parentSource = parent;
+  }
+
+  // ---- reading ----
+
+  protected async readRange(pos: number, into: Uint8Array): Promise<void> {
+    const jobs: Promise<void>[] = [];
+    const end = pos + into.length;
+    for (let p = pos; p < end; ) {
+      const blk = Math.floor(p / this.bs);
+      const n = Math.min((blk + 1) * this.bs, end) - p;
+      jobs.push(this.readInBlock(blk, p - blk * this.bs, into.subarray(p - pos, p - pos + n)));
+      p += n;
+    }
+    await Promise.all(jobs);
+  }
+
+  private async readInBlock(blk: number, within: number, out: Uint8Array): Promise<void> {
+    const entry = this.bat[blk]!;
+    if (entry === BAT_UNALLOCATED) return this.readParent(blk * this.bs + within, out);
+    const data = entry * 512 + this.bitmapSize;
+    if (!this.differencing) {
+      // Dynamic disks: data of an allocated block is authoritative (zeroed at allocation), as qemu reads it.
+      return readExactly(this.fh, out, data + within, `${this.path}: block ${blk}`);
+    }
+    const map = await this.bitmap(blk);
+    const first = Math.floor(within / 512);
+    const last = Math.floor((within + out.length - 1) / 512) + 1;
+    const jobs: Promise<void>[] = [];
+    for (let s = first; s < last; ) {
+      const run = bitmapRun(map, s, last);
+      const a = Math.max(s * 512, within);
+      const b = Math.min((s + run) * 512, within + out.length);
+      const piece = out.subarray(a - within, b - within);
+      jobs.push(bitmapTest(map, s) ? readExactly(this.fh, piece, data + a, `${this.path}: block ${blk}`) : this.readParent(blk * this.bs + a, piece));
+      s += run;
+    }
+    await Promise.all(jobs);
+  }
+
+  private async readParent(pos: number, out: Uint8Array): Promise<void> {
+    const parent = this.parentSource?.image;
+    if (!parent) {
+      out.fill(0);
+      return;
+    }
+    const psize = Number(parent.virtualSize);
+    const n = Math.max(0, Math.min(out.length, psize - pos));
+    if (n > 0) await parent.read(BigInt(pos), out.subarray(0, n));
+    if (n < out.length) out.fill(0, n);
+  }
+
+  private async bitmap(blk: number): Promise<Uint8Array> {
+    const cached = this.bitmaps.get(blk);
+    if (cached) return cached;
+    const map = new Uint8Array(this.bitmapSize);
+    await readExactly(this.fh, map, this.bat[blk]! * 512, `${this.path}: sector bitmap of block ${blk}`);
+    // Another reader may have loaded it meanwhile; keep one copy so bitmap updates are never lost.
+    const again = this.bitmaps.get(blk);
+    if (again) return again;
+    if (this.bitmaps.size >= BITMAP_CACHE_ENTRIES) {
+      const oldest = this.bitmaps.keys().next().value as number;
+      this.bitmaps.delete(oldest);
+    }
+    this.bitmaps.set(blk, map);
+    return map;
+  }
+
+  async allocatedRanges(): Promise<number[]> {
+    const own: number[] = [];
+    const bat = this.bat;
+    const bs = this.bs;
+    for (let i = 0; i < bat.length; i++) {
+      if (bat[i] !== BAT_UNALLOCATED) pushRange(own, i * bs, Math.min((i + 1) * bs, this.size));
+    }
+    const parent = this.parentSource?.image;
+    if (!parent) return own;
+    const inherited = (await parent.allocatedRanges()).map((x) => Math.min(x, this.size));
+    return unionRanges(own, inherited);
+  }
+
+  // ---- writing ----
+
+  protected async writeRange(pos: number, data: Uint8Array): Promise<void> {
+    if (this.differencing && (pos % 512 !== 0 || data.length % 512 !== 0)) {
+      // Bitmaps track whole sectors: widen to sectors, taking the edges from the merged view.
+      const a = Math.floor(pos / 512) * 512;
+      const b = Math.ceil((pos + data.length) / 512) * 512;
+      const buf = new Uint8Array(b - a);
+      await this.readRange(a, buf.subarray(0, 512));
+      if (b - a > 512) await this.readRange(b - 512, buf.subarray(b - a - 512));
+      buf.set(data, pos - a);
+      pos = a;
+      data = buf;
+    }
+    const jobs: Promise<void>[] = [];
+    const end = pos + data.length;
+    for (let p = pos; p < end; ) {
+      const blk = Math.floor(p / this.bs);
+      const n = Math.min((blk + 1) * this.bs, end) - p;
+      jobs.push(this.writeInBlock(blk, p - blk * this.bs, data.subarray(p - pos, p - pos + n)));
+      p += n;
+    }
+    await Promise.all(jobs);
+  }
+
+  private async writeInBlock(blk: number, within: number, data: Uint8Array): Promise<void> {
+    if (this.bat[blk] === BAT_UNALLOCATED) {
+      // A dynamic block never written reads as zeros already.
+      if (!this.differencing && isAllZero(data)) return;
+      const allocated = await this.locks.run(ALLOCATION, async () => {
+        if (this.bat[blk] !== BAT_UNALLOCATED) return false;
+        await this.allocate(blk, within, data);
+        return true;
+      });
+      if (allocated) return;
+    }
+    const dataPos = this.bat[blk]! * 512 + this.bitmapSize + within;
+    await writeAt(this.fh, data, dataPos);
+    if (this.differencing) {
+      // Data first, then the bits: a reader never sees a set bit over stale data.
+      await this.locks.run(blk, async () => {
+        const map = await this.bitmap(blk);
+        if (bitmapSetRange(map, within / 512, (within + data.length) / 512)) {
+          await writeAt(this.fh, map, this.bat[blk]! * 512);
+        }
+      });
+    }
+  }
+
+  /**
+   * Allocate block `blk` holding `data` at `within` (spec "Block Allocation
+   * Table and Data Blocks"): the footer goes to the new end first, then bitmap
+   * and data over the old footer, then the BAT entry, so after a crash at any
+   * step the file still ends in a valid footer and the BAT never points at
+   * unwritten data.
+   */
+  private async allocate(blk: number, within: number, data: Uint8Array): Promise<void> {
+    const start = this.nextFree;
+    const end = start + this.bitmapSize + this.bs;
+    if (start / 512 >= BAT_UNALLOCATED) {
+      throw new ImageError('VHD_UNSUPPORTED_SIZE', `${this.path}: file would grow past the 2 TiB a 32-bit BAT sector offset can address`);
+    }
+    await writeAt(this.fh, this.footerBytes, end);
+    const map = new Uint8Array(this.bitmapSize);
+    if (this.differencing) bitmapSetRange(map, within / 512, (within + data.length) / 512);
+    else map.fill(0xff); // every sector of a dynamic block is present (its data area is zeroed here), as qemu writes it
+    await writeVectorAt(this.fh, [map, ...zeroPieces(within), data, ...zeroPieces(this.bs - within - data.length)], start);
+    const entry = new Uint8Array(4);
+    new DataView(entry.buffer).setUint32(0, start / 512, false);
+    await writeAt(this.fh, entry, this.batOffset + blk * 4);
+    this.nextFree = end;
+    this.repairEndFooter = false;
+    this.bat[blk] = start / 512;
+    if (this.differencing) this.bitmaps.set(blk, map);
+  }
+
+  protected async discardRange(pos: number, len: number): Promise<void> {
+    if (this.differencing) {
+      // Deallocating would expose the parent: write zeros instead.
+      for (let o = 0; o < len; o += this.bs) {
+        const n = Math.min(this.bs, len - o);
+        const zeros = new Uint8Array(n);
+        await this.writeRange(pos + o, zeros);
+      }
+      return;
+    }
+    const end = pos + len;
+    for (let p = pos; p < end; ) {
+      const blk = Math.floor(p / this.bs);
+      const bEnd = Math.min((blk + 1) * this.bs, end);
+      const whole = p === blk * this.bs && (bEnd === (blk + 1) * this.bs || bEnd === this.size);
+      if (this.bat[blk] !== BAT_UNALLOCATED) {
+        if (whole) await this.deallocate(blk);
+        else await writeVectorAt(this.fh, zeroPieces(bEnd - p), this.bat[blk]! * 512 + this.bitmapSize + (p - blk * this.bs));
+      }
+      p = bEnd;
+    }
+  }
+
+  /** Mark a dynamic block unallocated (its space is left unused, as the spec allows). */
+  private async deallocate(blk: number): Promise<void> {
+    await this.locks.run(ALLOCATION, async () => {
+      const entry = new Uint8Array([0xff, 0xff, 0xff, 0xff]);
+      await writeAt(this.fh, entry, this.batOffset + blk * 4);
+      this.bat[blk] = BAT_UNALLOCATED;
+      this.bitmaps.delete(blk);
+    });
+  }
+
+  override async flush(): Promise<void> {
+    if (this.repairEndFooter && this.writable) {
+      await this.locks.run(ALLOCATION, async () => {
+        if (!this.repairEndFooter) return;
+        await writeAt(this.fh, this.footerBytes, this.nextFree);
+        this.repairEndFooter = false;
+      });
+    }
+    await super.flush();
+  }
+
+  protected override async closeExtra(): Promise<void> {
+    await this.parentSource?.image.close();
+  }
+}
