@@ -91,14 +91,15 @@ static inline void transpose(V x[8]) {
  * lane rotations (one pshufd-class shuffle) and ShiftRows rotates bytes inside
  * each 32-bit lane. TO_ROW_MAJOR converts (it is its own inverse).
  */
-/* These byte-permutation masks are mutable globals so the compiler keeps them as swizzles with a
- * register mask: V8 otherwise rebuilds a constant shuffle mask at every use. */
-uint8_t row_major_mask[16] __attribute__((aligned(16))) = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-uint8_t shift_rows_mask[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14};
-uint8_t inv_shift_rows_mask[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 7, 4, 5, 6, 10, 11, 8, 9, 13, 14, 15, 12};
-#define TO_ROW_MAJOR(v) wasm_i8x16_swizzle((v), wasm_v128_load(row_major_mask))
-#define SHIFT_ROWS(v) wasm_i8x16_swizzle((v), srm)
-#define INV_SHIFT_ROWS(v) wasm_i8x16_swizzle((v), isrm)
+/* Byte permutations are written as swizzles with constant masks, not as i8x16.shuffle:
+ * V8 (Node 20) then hoists one mask into a register and emits a bare pshufb, where
+ * for a shuffle it rebuilds the mask from immediates at every use. */
+#define TO_ROW_MAJOR(v) \
+  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15))
+#define SHIFT_ROWS(v) \
+  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14))
+#define INV_SHIFT_ROWS(v) \
+  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 1, 2, 3, 7, 4, 5, 6, 10, 11, 8, 9, 13, 14, 15, 12))
 /* ROTk: row r takes row r+k of the same column. */
 #define ROT1(v) wasm_i32x4_shuffle((v), (v), 1, 2, 3, 0)
 #define ROT2(v) wasm_i32x4_shuffle((v), (v), 2, 3, 0, 1)
@@ -143,7 +144,6 @@ static inline void add_round_key(V s[8], const V k[8]) {
 
 static inline __attribute__((always_inline)) void encrypt_planes(V s[8], V rk[15][8]) {
   const int nr = nrounds;
-  const V srm = wasm_v128_load(shift_rows_mask);
   add_round_key(s, rk[0]);
   for (int r = 1; r < nr; r++) {
     sub_bytes(s);
@@ -158,7 +158,6 @@ static inline __attribute__((always_inline)) void encrypt_planes(V s[8], V rk[15
 
 static inline __attribute__((always_inline)) void decrypt_planes(V s[8], V rk[15][8]) {
   const int nr = nrounds;
-  const V isrm = wasm_v128_load(inv_shift_rows_mask);
   add_round_key(s, rk[nr]);
   for (int r = nr - 1; r >= 1; r--) {
     for (int c = 0; c < 8; c++) s[c] = INV_SHIFT_ROWS(s[c]);
