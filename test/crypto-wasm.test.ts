@@ -8,11 +8,11 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { XtsError } from '../src/crypto/backend-errors.js';
+import { XtsBackendUnavailableError, XtsError } from '../src/crypto/backend-errors.js';
 import { loadWasmBackend } from '../src/crypto/wasm-backend.js';
 import { readCavpXts } from './helpers/cavp.js';
 import { oracleXts } from './helpers/xts-oracle.js';
@@ -183,6 +183,31 @@ describe('wasm backend on published vectors', () => {
       }
     });
   }
+});
+
+describe('wasm backend loading', () => {
+  it('reports a missing, a damaged and an incomplete module as XTS_BACKEND_UNAVAILABLE', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vhdcrypt-wasm-'));
+    try {
+      const damaged = join(dir, 'damaged.wasm');
+      writeFileSync(damaged, readFileSync(join(root, 'native/wasm/xts.wasm')).subarray(0, 100));
+      // A valid module without our exports: the 8-byte empty module (magic + version 1).
+      const empty = join(dir, 'empty.wasm');
+      writeFileSync(empty, Buffer.from('0061736d01000000', 'hex'));
+      for (const path of [join(dir, 'missing.wasm'), damaged, empty]) {
+        let err: unknown;
+        try {
+          loadWasmBackend(path);
+        } catch (e) {
+          err = e;
+        }
+        expect(err, path).toBeInstanceOf(XtsBackendUnavailableError);
+        expect((err as XtsBackendUnavailableError).code).toBe('XTS_BACKEND_UNAVAILABLE');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('wasm backend lifecycle', () => {

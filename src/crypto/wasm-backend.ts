@@ -50,27 +50,29 @@ function findPackageRoot(): string {
   }
 }
 
-let cached: { api: WasmApi; module: WasmModule } | undefined;
+interface CompiledXts {
+  readonly api: WasmApi;
+  readonly module: WasmModule;
+}
 
-function compileModule(): { api: WasmApi; module: WasmModule } {
-  if (cached !== undefined) return cached;
+let cached: CompiledXts | undefined;
+
+function compileModule(path: string): CompiledXts {
   const api = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
   if (api === undefined) throw new XtsBackendUnavailableError('wasm backend: this runtime has no WebAssembly');
-  const path = join(findPackageRoot(), WASM_RELATIVE_PATH);
   let module: WasmModule;
   try {
     module = new api.Module(readFileSync(path));
   } catch (e) {
-    // A missing file, or an engine without WebAssembly SIMD, lands here.
-    throw new XtsBackendUnavailableError(`wasm backend: cannot load ${WASM_RELATIVE_PATH}: ${(e as Error).message}`, { cause: e });
+    // A missing or damaged file, or an engine without WebAssembly SIMD, lands here.
+    throw new XtsBackendUnavailableError(`wasm backend: cannot load ${path}: ${(e as Error).message}`, { cause: e });
   }
   const names = new Set(api.Module.exports(module).map((d) => d.name));
   const missing = REQUIRED_EXPORTS.filter((n) => !names.has(n));
   if (missing.length > 0) {
-    throw new XtsBackendUnavailableError(`wasm backend: ${WASM_RELATIVE_PATH} lacks exports ${missing.join(', ')}`);
+    throw new XtsBackendUnavailableError(`wasm backend: ${path} lacks exports ${missing.join(', ')}`);
   }
-  cached = { api, module };
-  return cached;
+  return { api, module };
 }
 
 /** Best-effort wipe when an instance is collected without dispose(); holds the memory, never the instance. */
@@ -85,7 +87,13 @@ class WasmXtsInstance implements XtsKernelInstance {
   private readonly bufSize: number;
 
   constructor(api: WasmApi, module: WasmModule, key: Uint8Array) {
-    const instance = new api.Instance(module, {});
+    let instance: { readonly exports: unknown };
+    try {
+      instance = new api.Instance(module, {});
+    } catch (e) {
+      // Each instance needs its own 128 KiB memory; the engine may refuse it.
+      throw new XtsBackendUnavailableError(`wasm backend: cannot instantiate xts.wasm: ${(e as Error).message}`, { cause: e });
+    }
     const ex = instance.exports as unknown as XtsWasmExports;
     this.exports = ex;
     // The module never grows its memory, so this view stays valid.
@@ -131,9 +139,19 @@ class WasmXtsInstance implements XtsKernelInstance {
   }
 }
 
-/** Load the bitsliced WASM backend synchronously; throws XtsBackendUnavailableError if it cannot run here. */
-export function loadWasmBackend(): XtsBackend {
-  const { api, module } = compileModule();
+/**
+ * Load the bitsliced WASM backend synchronously; throws XtsBackendUnavailableError if it cannot run here.
+ * `wasmPath` overrides the packaged native/wasm/xts.wasm (tests use it to check the failure path).
+ */
+export function loadWasmBackend(wasmPath?: string): XtsBackend {
+  let compiled: CompiledXts;
+  if (wasmPath !== undefined) {
+    compiled = compileModule(wasmPath);
+  } else {
+    cached ??= compileModule(join(findPackageRoot(), WASM_RELATIVE_PATH));
+    compiled = cached;
+  }
+  const { api, module } = compiled;
   return {
     backend: 'wasm',
     kernel: 'wasm-simd-bitsliced',
