@@ -1,7 +1,7 @@
 /** LUKS1 volumes: unlock, format and keyslot changes over a HeaderIo (LUKS1 spec §3-4). */
 import { pbkdf2Sync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { LuksError } from './errors.js';
-import type { HeaderIo } from './header-io.js';
+import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams } from './kdf.js';
 import { LUKS_STRIPES, checkCipher, openKeyslot, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
 import { keyslotOrder, tryKeyslots } from './keyslot-order.js';
@@ -132,20 +132,9 @@ export async function luks1Format(
   const h0: Luks1Header = { ...base, mkDigest: new Uint8Array(digest), keyslots };
   digest.fill(0);
   const header = new Uint8Array(payloadSectors * SECTOR);
-  const io: HeaderIo = memoryHeaderIo(header);
+  const io = await openHeaderIo(header, true);
   const headerInfo = await luks1SetKeyslot(io, h0, 0, volumeKey, secret, kdf, DEFAULT_KDF_LIMITS);
   return { header, volumeKey, headerInfo };
-}
-
-function memoryHeaderIo(buf: Uint8Array): HeaderIo {
-  return {
-    size: BigInt(buf.length),
-    name: 'new header',
-    read: async (o, l) => buf.slice(o, o + l),
-    write: async (o, d) => void buf.set(d, o),
-    sync: async () => {},
-    close: async () => {},
-  };
 }
 
 /** Seals volumeKey into keyslot `id` (material first, then the phdr), returning the new header. */

@@ -1,0 +1,67 @@
+/** Header backup to a file and restore from it (like luksHeaderBackup / luksHeaderRestore). */
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { LuksError } from './errors.js';
+import { openHeaderIo, withHeaderIo } from './header-io.js';
+import { readLuksHeader, volumeInfoOf } from './volume-info.js';
+import { headerRegionBytes } from './dump.js';
+
+/** Largest region we copy: 2 x 4 MiB metadata + 128 MiB keyslots (cryptsetup's maximum keyslots area). */
+const MAX_REGION = 136 * 1024 * 1024;
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/** Copies the header region of `device` to a new file `backupFile` (temp file, fsync, rename). */
+export async function backupHeader(device: string, backupFile: string): Promise<{ bytes: number }> {
+  if (await exists(backupFile)) throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} exists; not overwriting`);
+  const region = await withHeaderIo(device, false, async (io) => {
+    const h = await readLuksHeader(io);
+    const n = headerRegionBytes(h);
+    if (n > MAX_REGION) throw new LuksError('LUKS_BAD_LAYOUT', `header region of ${n} bytes exceeds ${MAX_REGION}`);
+    return io.read(0, n, 'header region');
+  });
+  const tmp = join(dirname(backupFile), `.${basename(backupFile)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(region);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlink(tmp);
+    throw e;
+  }
+  await fh.close();
+  if (await exists(backupFile)) {
+    await unlink(tmp);
+    throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} appeared meanwhile; not overwriting`);
+  }
+  await rename(tmp, backupFile);
+  return { bytes: region.length };
+}
+
+/** Writes a validated backup's header region over the start of `device`. */
+export async function restoreHeader(device: string, backupFile: string): Promise<{ bytes: number }> {
+  const st = await stat(backupFile);
+  if (st.size > MAX_REGION) throw new LuksError('LUKS_BAD_LAYOUT', `backup ${backupFile} of ${st.size} bytes exceeds ${MAX_REGION}`);
+  const backup = await withHeaderIo(backupFile, false, (io) => io.read(0, Number(st.size), 'backup file'));
+  const io0 = await openHeaderIo(backup, false);
+  const h = await readLuksHeader(io0);
+  const info = volumeInfoOf(h);
+  const n = headerRegionBytes(h);
+  if (n > backup.length) throw new LuksError('LUKS_TRUNCATED', `backup ${backupFile} holds ${backup.length} bytes; its header needs ${n}`);
+  return withHeaderIo(device, true, async (io) => {
+    if (io.size < info.dataOffset) throw new LuksError('LUKS_TRUNCATED', `${device} (${io.size} bytes) is smaller than the backup's data offset ${info.dataOffset}`);
+    await io.write(0, backup.subarray(0, n));
+    await io.sync();
+    return { bytes: n };
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * LUKS2 binary header: 4096 bytes, big-endian, followed by the JSON area; two
+ * copies, the second at offset hdr_size (LUKS2 spec §2.1, Figure 2).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { defineStruct, type StructValue } from './struct-layout.js';
+import { LuksError } from './errors.js';
+
+export const LUKS2_BINARY_HEADER_SIZE = 4096;
+export const LUKS2_MAGIC_PRIMARY = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe); // "LUKS\xba\xbe"
+export const LUKS2_MAGIC_SECONDARY = Uint8Array.of(0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe); // "SKUL\xba\xbe"
+/** hdr_size values the format allows: 16 KiB .. 4 MiB, powers of two (spec §2.1). */
+export const LUKS2_HDR_SIZES: readonly number[] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096].map((k) => k * 1024);
+
+const FIELDS = [
+  ['magic', { bytes: 6 }],
+  ['version', 'u16'],
+  ['hdrSize', 'u64'],
+  ['seqid', 'u64'],
+  ['label', { cstring: 48 }],
+  ['checksumAlg', { cstring: 32 }],
+  ['salt', { bytes: 64 }],
+  ['uuid', { cstring: 40 }],
+  ['subsystem', { cstring: 48 }],
+  ['hdrOffset', 'u64'],
+  ['padding', { bytes: 184 }],
+  ['csum', { bytes: 64 }],
+] as const;
+
+export const LUKS2_HEADER_LAYOUT = defineStruct(FIELDS);
+const CSUM_OFFSET = LUKS2_HEADER_LAYOUT.offsetOf.csum;
+
+export type Luks2BinaryHeader = Readonly<Omit<StructValue<typeof FIELDS>, 'magic' | 'padding' | 'csum'>> & {
+  readonly which: 'primary' | 'secondary';
+};
+
+const CSUM_ALGS: Record<string, number> = { sha256: 32, sha512: 64, sha1: 20 };
+
+function checksum(alg: string, region: Uint8Array): Buffer {
+  const zeroed = Uint8Array.from(region);
+  zeroed.fill(0, CSUM_OFFSET, CSUM_OFFSET + 64);
+  return createHash(alg).update(zeroed).digest();
+}
+
+/**
+ * Decodes one copy from its whole region (hdr_size bytes: header + JSON area),
+ * checks magic, version, offset, size and checksum, and returns the header and
+ * the JSON text (before the first NUL).
+ */
+export function decodeLuks2Copy(region: Uint8Array, at: number, which: 'primary' | 'secondary'): { header: Luks2BinaryHeader; jsonText: string } {
+  const { magic, padding: _p, csum, ...f } = LUKS2_HEADER_LAYOUT.decode(region, 0);
+  const want = which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY;
+  if (!Buffer.from(magic).equals(want)) throw new LuksError('LUKS_BAD_MAGIC', `${which} LUKS2 header at ${at}: bad magic`);
+  if (f.version !== 2) throw new LuksError('LUKS_BAD_VERSION', `${which} header at ${at}: version ${f.version}, expected 2`);
+  if (!LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > 4n << 20n) {
+    throw new LuksError('LUKS_BAD_HEADER', `${which} header at ${at}: hdr_size ${f.hdrSize} is not an allowed metadata size`);
+  }
+  if (f.hdrOffset !== BigInt(at)) throw new LuksError('LUKS_BAD_HEADER', `${which} header at ${at}: hdr_offset says ${f.hdrOffset}`);
+  if (region.length !== Number(f.hdrSize)) throw new LuksError('LUKS_BAD_HEADER', `${which} header at ${at}: hdr_size ${f.hdrSize} differs from the copy's size`);
+  const len = CSUM_ALGS[f.checksumAlg];
+  if (len === undefined) throw new LuksError('LUKS_BAD_CHECKSUM', `${which} header at ${at}: checksum algorithm ${JSON.stringify(f.checksumAlg)} unsupported`);
+  const got = checksum(f.checksumAlg, region);
+  if (!got.equals(csum.subarray(0, len)) || csum.subarray(len).some((b) => b !== 0)) {
+    throw new LuksError('LUKS_BAD_CHECKSUM', `${which} header at ${at}: ${f.checksumAlg} checksum mismatch`);
+  }
+  const json = region.subarray(LUKS2_BINARY_HEADER_SIZE);
+  const nul = json.indexOf(0);
+  if (nul < 0) throw new LuksError('LUKS_BAD_JSON', `${which} header at ${at}: JSON area is not NUL-terminated (oversized JSON)`);
+  return { header: { ...f, which }, jsonText: Buffer.from(json.subarray(0, nul)).toString('utf8') };
+}
+
+/** Only the hdr_size of a copy whose magic/version look right, to know how much to read. */
+export function peekLuks2HdrSize(first4k: Uint8Array, which: 'primary' | 'secondary'): bigint | null {
+  const want = which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY;
+  if (!Buffer.from(first4k.subarray(0, 6)).equals(want)) return null;
+  const f = LUKS2_HEADER_LAYOUT.decode(first4k, 0);
+  if (f.version !== 2 || !LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > 4n << 20n) return null;
+  return f.hdrSize;
+}
+
+export interface Luks2CopyFields {
+  readonly hdrSize: number;
+  readonly seqid: bigint;
+  readonly label: string;
+  readonly uuid: string;
+  readonly subsystem: string;
+}
+
+/** Encodes both copies (primary then secondary, 2 x hdr_size bytes) with fresh salts and sha256 checksums. */
+export function encodeLuks2Copies(f: Luks2CopyFields, jsonText: string): Uint8Array {
+  const json = Buffer.from(jsonText, 'utf8');
+  const jsonSize = f.hdrSize - LUKS2_BINARY_HEADER_SIZE;
+  if (json.length >= jsonSize) throw new LuksError('LUKS_BAD_JSON', `metadata JSON is ${json.length} bytes; the JSON area holds ${jsonSize - 1}`);
+  const out = new Uint8Array(2 * f.hdrSize);
+  for (const which of ['primary', 'secondary'] as const) {
+    const at = which === 'primary' ? 0 : f.hdrSize;
+    const region = out.subarray(at, at + f.hdrSize);
+    LUKS2_HEADER_LAYOUT.encode(
+      {
+        magic: which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY,
+        version: 2,
+        hdrSize: BigInt(f.hdrSize),
+        seqid: f.seqid,
+        label: f.label,
+        checksumAlg: 'sha256',
+        salt: randomBytes(64),
+        uuid: f.uuid,
+        subsystem: f.subsystem,
+        hdrOffset: BigInt(at),
+        padding: new Uint8Array(0),
+        csum: new Uint8Array(0),
+      },
+      region,
+      0,
+    );
+    region.set(json, LUKS2_BINARY_HEADER_SIZE);
+    region.set(checksum('sha256', region), CSUM_OFFSET);
+  }
+  return out;
+}
