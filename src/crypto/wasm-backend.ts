@@ -50,6 +50,10 @@ function findPackageRoot(): string {
   }
 }
 
+function reason(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 interface CompiledXts {
   readonly api: WasmApi;
   readonly module: WasmModule;
@@ -65,7 +69,7 @@ function compileModule(path: string): CompiledXts {
     module = new api.Module(readFileSync(path));
   } catch (e) {
     // A missing or damaged file, or an engine without WebAssembly SIMD, lands here.
-    throw new XtsBackendUnavailableError(`wasm backend: cannot load ${path}: ${(e as Error).message}`, { cause: e });
+    throw new XtsBackendUnavailableError(`wasm backend: cannot load ${path}: ${reason(e)}`, { cause: e });
   }
   const names = new Set(api.Module.exports(module).map((d) => d.name));
   const missing = REQUIRED_EXPORTS.filter((n) => !names.has(n));
@@ -92,7 +96,7 @@ class WasmXtsInstance implements XtsKernelInstance {
       instance = new api.Instance(module, {});
     } catch (e) {
       // Each instance needs its own 128 KiB memory; the engine may refuse it.
-      throw new XtsBackendUnavailableError(`wasm backend: cannot instantiate xts.wasm: ${(e as Error).message}`, { cause: e });
+      throw new XtsBackendUnavailableError(`wasm backend: cannot instantiate xts.wasm: ${reason(e)}`, { cause: e });
     }
     const ex = instance.exports as unknown as XtsWasmExports;
     this.exports = ex;
