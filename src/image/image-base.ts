@@ -118,7 +118,10 @@ export abstract class ImageBase implements WritableImage {
   }
 
   private checkRange(offset: bigint, length: bigint): number {
-    if (typeof offset !== 'bigint' || typeof length !== 'bigint' || offset < 0n || length < 0n || offset + length > this.virtualSize || offset > MAX_OFFSET) {
+    if (typeof offset !== 'bigint' || typeof length !== 'bigint') {
+      throw new ImageError('IMAGE_BAD_ARGUMENT', `${this.path}: offsets and lengths are bigint`);
+    }
+    if (offset < 0n || length < 0n || offset + length > this.virtualSize || offset > MAX_OFFSET) {
       throw new ImageError('IMAGE_OUT_OF_RANGE', `${this.path}: range ${String(offset)}+${String(length)} is outside the ${this.virtualSize}-byte disk`);
     }
     return Number(offset);

@@ -140,6 +140,9 @@ export async function openVhd(fh: FileHandle, filePath: string, writable: boolea
   const batOffset = Number(header.tableOffset);
   const batBytes = header.maxTableEntries * 4;
   if (batOffset + batBytes > fileSize) {
+    if (header.maxTableEntries > blocks) {
+      throw new ImageError('VHD_BAD_TABLE', `${where}: max table entries ${header.maxTableEntries} is inconsistent with a disk of ${blocks} blocks and runs past the end of the file`);
+    }
     throw new ImageError('VHD_TRUNCATED', `${where}: BAT of ${header.maxTableEntries} entries at ${batOffset} runs past the end of the ${fileSize}-byte file`);
   }
   // Only entries that map the virtual disk are read: memory follows the disk's block count, bounded by the file.
@@ -223,13 +226,6 @@ function validateBlocks(
   for (let i = 0; i < bat.length; i++) if (bat[i] !== BAT_UNALLOCATED) starts[k++] = bat[i]! * 512;
   starts.sort();
   const blockAt = (s: number) => bat.indexOf(s / 512);
-  let end = 0;
-  for (let j = 0; j < count; j++) {
-    if (j > 0 && starts[j]! < starts[j - 1]! + span) {
-      throw new ImageError('VHD_BAT_OVERLAP', `${where}: blocks ${blockAt(starts[j - 1]!)} and ${blockAt(starts[j]!)} overlap`);
-    }
-    end = starts[j]! + span;
-  }
   for (const [a, b, what] of regions) {
     // First block that ends after a; it overlaps [a, b) when it starts before b.
     let lo = 0;
@@ -246,6 +242,13 @@ function validateBlocks(
       }
       throw new ImageError('VHD_BAT_OUT_OF_RANGE', `${where}: BAT entry ${blk} points inside ${what}`);
     }
+  }
+  let end = 0;
+  for (let j = 0; j < count; j++) {
+    if (j > 0 && starts[j]! < starts[j - 1]! + span) {
+      throw new ImageError('VHD_BAT_OVERLAP', `${where}: blocks ${blockAt(starts[j - 1]!)} and ${blockAt(starts[j]!)} overlap`);
+    }
+    end = starts[j]! + span;
   }
   let metaEnd = 0;
   for (const [, b, what] of regions) if (what !== 'the end footer') metaEnd = Math.max(metaEnd, b);

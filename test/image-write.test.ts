@@ -1,0 +1,121 @@
+/**
+ * Writing: concurrent allocation, discard, raw sparseness, writable opens of
+ * existing images. Results are checked by qemu reading the files.
+ */
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createImage, openImage } from '../src/image/index.js';
+import { allocatedOf, patternBytes, qemuDataRanges, readAll, tempDir, tool } from './image-helpers.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeAll(async () => ({ dir, cleanup } = await tempDir()));
+afterAll(async () => cleanup());
+
+const MiB = 1024 * 1024;
+
+async function qemuRaw(file: string): Promise<Buffer> {
+  await tool('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', file, file + '.raw']);
+  return readFile(file + '.raw');
+}
+
+describe('dynamic writes', () => {
+  it('64 concurrent writes into the same few unallocated blocks allocate each block once', async () => {
+    const file = path.join(dir, 'conc.vhd');
+    const img = await createImage(file, { format: 'vhd-dynamic', virtualSize: 8n * BigInt(MiB) });
+    const model = Buffer.alloc(8 * MiB);
+    const jobs: Promise<void>[] = [];
+    for (let i = 0; i < 64; i++) {
+      const off = ((i * 7919) % 64) * 128 * 1024; // permuted 128 KiB slots over 8 MiB
+      const data = patternBytes(128 * 1024, i + 1);
+      model.set(data, off);
+      jobs.push(img.write(BigInt(off), data));
+    }
+    await Promise.all(jobs);
+    await img.close();
+    expect((await stat(file)).size).toBe(512 + 1024 + 512 + 4 * (512 + 2 * MiB) + 512);
+    expect((await qemuRaw(file)).equals(model)).toBe(true);
+  });
+
+  it('discard deallocates whole blocks, zeros partial ones; qemu reads zeros and can still allocate', async () => {
+    const file = path.join(dir, 'discard.vhd');
+    const img = await createImage(file, { format: 'vhd-dynamic', virtualSize: 10n * BigInt(MiB) });
+    const model = Buffer.from(patternBytes(10 * MiB, 5));
+    await img.write(0n, model);
+    await img.discard(2n * BigInt(MiB), 4n * BigInt(MiB)); // blocks 1 and 2 whole
+    await img.discard(7n * BigInt(MiB) + 1000n, 5000n); // inside block 3
+    model.fill(0, 2 * MiB, 6 * MiB);
+    model.fill(0, 7 * MiB + 1000, 7 * MiB + 6000);
+    expect((await readAll(img)).equals(model)).toBe(true);
+    expect(await allocatedOf(img)).toEqual([[0, 2 * MiB], [6 * MiB, 10 * MiB]]);
+    await img.close();
+    expect((await qemuRaw(file)).equals(model)).toBe(true);
+    expect(await qemuDataRanges(file, 'vpc')).toEqual([[0, 2 * MiB], [6 * MiB, 10 * MiB]]);
+    // qemu allocates a block after the leaked space and nothing of ours is overwritten.
+    await tool('qemu-io', ['-f', 'vpc', '-c', 'write -q -P 0x7e 3M 4k', file]);
+    model.fill(0x7e, 3 * MiB, 3 * MiB + 4096);
+    const back = await openImage(file);
+    expect((await readAll(back)).equals(model)).toBe(true);
+    await back.close();
+  });
+
+  it('all-zero writes leave blocks unallocated; a differencing discard reads zeros over parent data', async () => {
+    const base = path.join(dir, 'zb.vhd');
+    const img = await createImage(base, { format: 'vhd-dynamic', virtualSize: 4n * BigInt(MiB) });
+    await img.write(0n, new Uint8Array(4 * MiB));
+    expect(await allocatedOf(img)).toEqual([]);
+    await img.write(BigInt(MiB), new Uint8Array(512).fill(1));
+    await img.close();
+    const child = await createImage(path.join(dir, 'zc.vhd'), { format: 'vhd-differencing', parent: base });
+    await child.discard(BigInt(MiB), 512n);
+    const b = new Uint8Array(512);
+    await child.read(BigInt(MiB), b);
+    expect(b.every((x) => x === 0)).toBe(true);
+    await child.close();
+  });
+});
+
+describe('raw and fixed', () => {
+  it('raw: holes are kept for all-zero chunks; data and explicit zeros over data are written', async () => {
+    const file = path.join(dir, 'sparse.raw');
+    const img = await createImage(file, { format: 'raw', virtualSize: 64n * BigInt(MiB) });
+    const data = Buffer.alloc(64 * MiB);
+    data.set(patternBytes(100_000, 3), 10 * MiB);
+    for (let o = 0; o < 64 * MiB; o += 4 * MiB) await img.write(BigInt(o), data.subarray(o, o + 4 * MiB));
+    // Zeros over earlier data must land even in a fresh file.
+    await img.write(10n * BigInt(MiB), new Uint8Array(65536));
+    data.fill(0, 10 * MiB, 10 * MiB + 65536);
+    await img.close();
+    const st = await stat(file);
+    expect(st.size).toBe(64 * MiB);
+    expect(st.blocks * 512).toBeLessThan(1 * MiB);
+    expect((await readFile(file)).equals(data)).toBe(true);
+  });
+
+  it('raw opened writable: zeros are written (no knowledge of holes), discard reads zeros', async () => {
+    const file = path.join(dir, 'exist.raw');
+    await writeFile(file, Buffer.from(patternBytes(MiB, 8)));
+    const img = await openImage(file, { writable: true });
+    expect(img.format).toBe('raw');
+    await img.write(0n, new Uint8Array(4096));
+    await img.discard(8192n, 8192n);
+    await img.close();
+    const b = await readFile(file);
+    expect(b.subarray(0, 4096).every((x) => x === 0)).toBe(true);
+    expect(b.subarray(8192, 16384).every((x) => x === 0)).toBe(true);
+    expect(b.subarray(4096, 8192).equals(Buffer.from(patternBytes(MiB, 8)).subarray(4096, 8192))).toBe(true);
+  });
+
+  it('fixed VHD opened writable: qemu sees our writes; the footer is untouched', async () => {
+    const file = path.join(dir, 'fx.vhd');
+    await tool('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', file, String(4 * MiB)]);
+    const footer = (await readFile(file)).subarray(4 * MiB);
+    const img = await openImage(file, { writable: true });
+    await img.write(4096n + 3n, Buffer.from('hello'));
+    await img.close();
+    const raw = await qemuRaw(file);
+    expect(raw.subarray(4099, 4104).toString()).toBe('hello');
+    expect((await readFile(file)).subarray(4 * MiB).equals(footer)).toBe(true);
+  });
+});
