@@ -101,8 +101,11 @@ export async function dump(target: LuksTarget): Promise<LuksDump> {
 /** Bytes of header region to back up: LUKS1 up to the payload, LUKS2 both copies and the keyslots area. */
 export function headerRegionBytes(h: LuksHeader): number {
   if (h.version === 1) {
-    const ends = h.phdr.keyslots.map((k) => (k.keyMaterialOffset + Math.ceil((h.phdr.keyBytes * 4000) / SECTOR)) * SECTOR);
-    return h.phdr.payloadOffset > 0 ? h.phdr.payloadOffset * SECTOR : Math.max(...ends);
+    // cryptsetup's LUKS1 backup: up to the end of the last keyslot area, 4096-aligned.
+    const area = Math.ceil((h.phdr.keyBytes * 4000) / SECTOR);
+    const end = Math.max(...h.phdr.keyslots.map((k) => (k.keyMaterialOffset + area) * SECTOR));
+    const aligned = Math.ceil(end / 4096) * 4096;
+    return h.phdr.payloadOffset > 0 ? Math.min(aligned, h.phdr.payloadOffset * SECTOR) : aligned;
   }
   return Number(2n * BigInt(h.state.hdrSize) + h.state.meta.config.keyslotsSize);
 }
