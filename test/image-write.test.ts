@@ -60,6 +60,22 @@ describe('dynamic writes', () => {
     await back.close();
   });
 
+  it('a block re-allocated over space a discard leaked reads zeros around new data', async () => {
+    const file = path.join(dir, 'reuse.vhd');
+    const img = await createImage(file, { format: 'vhd-dynamic', virtualSize: 8n * BigInt(MiB) });
+    await img.write(0n, patternBytes(4 * MiB, 11)); // blocks 0 and 1, block 1 last in the file
+    await img.discard(2n * BigInt(MiB), 2n * BigInt(MiB));
+    await img.close();
+    // Reopened, the next block goes where block 1 was (as qemu would place it): old bytes must not show.
+    const again = await openImage(file, { writable: true });
+    await again.write(6n * BigInt(MiB) + 4096n, new Uint8Array(512).fill(0xee));
+    await again.close();
+    const model = Buffer.alloc(8 * MiB);
+    model.set(patternBytes(2 * MiB, 11), 0);
+    model.fill(0xee, 6 * MiB + 4096, 6 * MiB + 4608);
+    expect((await qemuRaw(file)).equals(model)).toBe(true);
+  });
+
   it('all-zero writes leave blocks unallocated; a differencing discard reads zeros over parent data', async () => {
     const base = path.join(dir, 'zb.vhd');
     const img = await createImage(base, { format: 'vhd-dynamic', virtualSize: 4n * BigInt(MiB) });

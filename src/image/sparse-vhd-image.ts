@@ -31,6 +31,8 @@ export interface SparseLayout {
   readonly footerBytes: Uint8Array;
   /** Write the footer at `nextFree` before the first change (the end footer was damaged). */
   readonly repairEndFooter: boolean;
+  /** Current file length. */
+  readonly fileSize: number;
 }
 
 /** Reads of a parent disk, which may be shorter than the child. */
@@ -45,6 +47,7 @@ export class SparseVhdImage extends ImageBase {
   private readonly bitmapSize: number;
   private readonly footerBytes: Uint8Array;
   private nextFree: number;
+  private fileEnd: number;
   private repairEndFooter: boolean;
   private readonly differencing: boolean;
   private readonly parentSource: ParentSource | null;
@@ -59,6 +62,7 @@ export class SparseVhdImage extends ImageBase {
     this.bitmapSize = layout.bitmapSize;
     this.footerBytes = layout.footerBytes;
     this.nextFree = layout.nextFree;
+    this.fileEnd = layout.fileSize;
     this.repairEndFooter = layout.repairEndFooter;
     this.differencing = d.format === 'vhd-differencing';
     this.parentSource = parent;
@@ -207,8 +211,18 @@ export class SparseVhdImage extends ImageBase {
     await writeAt(this.fh, this.footerBytes, end);
     const map = new Uint8Array(this.bitmapSize);
     if (this.differencing) bitmapSetRange(map, within / 512, (within + data.length) / 512);
-    else map.fill(0xff); // every sector of a dynamic block is present (its data area is zeroed here), as qemu writes it
-    await writeVectorAt(this.fh, [map, ...zeroPieces(within), data, ...zeroPieces(this.bs - within - data.length)], start);
+    else map.fill(0xff); // every sector of a dynamic block is present (its data area reads zeros), as qemu writes it
+    // Data-area bytes at or past the old end of file are a hole already (the footer write extended the
+    // file): zeros need writing only below it, e.g. over the old footer or space leaked by a discard.
+    const dataStart = start + this.bitmapSize;
+    const zerosUpTo = (limit: number) => Math.max(0, Math.min(limit, this.fileEnd - dataStart));
+    const head = zerosUpTo(within);
+    const tailFrom = within + data.length;
+    const tail = Math.max(0, zerosUpTo(this.bs) - tailFrom);
+    await writeVectorAt(this.fh, [map, ...zeroPieces(head)], start);
+    await writeAt(this.fh, data, dataStart + within);
+    if (tail > 0) await writeVectorAt(this.fh, zeroPieces(tail), dataStart + tailFrom);
+    this.fileEnd = Math.max(this.fileEnd, end + this.footerBytes.length);
     const entry = new Uint8Array(4);
     new DataView(entry.buffer).setUint32(0, start / 512, false);
     await writeAt(this.fh, entry, this.batOffset + blk * 4);

@@ -193,7 +193,7 @@ export async function openVhd(fh: FileHandle, filePath: string, writable: boolea
       dynamicHeader: header,
       ...(parent ? { parent } : {}),
     },
-    { bat, batOffset, blockSize: bs, bitmapSize, nextFree, footerBytes: encodeVhdFooter(footer), repairEndFooter: !fromEnd },
+    { bat, batOffset, blockSize: bs, bitmapSize, nextFree, footerBytes: encodeVhdFooter(footer), repairEndFooter: !fromEnd, fileSize },
     parent ? { image: parent } : null,
   );
   return image;
