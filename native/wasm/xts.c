@@ -12,6 +12,12 @@
  *
  * The key schedule runs once per key; its SubWord uses the same bitsliced S-box.
  * Round keys are kept pre-transposed (each bit broadcast over the 8 blocks).
+ * XTS: a sector's initial tweak is AES-K2 of its plain64 tweak block, 8 sectors per
+ * bitsliced call; later tweaks are doubled in GF(2^128) without branches; blocks
+ * are gathered 8 at a time across sector boundaries (16-byte sectors included).
+ *
+ * Memory (one instance per key, 128 KiB): 16 KiB stack first (an overflow traps),
+ * then the key area, round keys and a 64 KiB working buffer. Rebuild: build.sh.
  *
  * Exports (all buffers live in this module's memory; JS copies in and out):
  *   xts_key_ptr()   -> 64-byte area where JS writes the XTS key before xts_set_key
