@@ -115,7 +115,9 @@ export class NbdServer {
     }
     const conn: Connection = { socket, transmission: null, done: Promise.resolve() };
     this.connections.add(conn);
-    conn.done = this.serve(conn).finally(() => this.connections.delete(conn));
+    // Tracked until the socket is really closed, so close() can always reach it.
+    socket.once('close', () => this.connections.delete(conn));
+    conn.done = this.serve(conn);
   }
 
   private async serve(conn: Connection): Promise<void> {
@@ -130,7 +132,10 @@ export class NbdServer {
     try {
       const session = await negotiate(socket, reader, { name: this.exportName, backing: this.backing });
       clearTimeout(timeout);
-      if (session === null) return;
+      if (session === null) {
+        socket.destroySoon(); // NBD_OPT_ABORT: acknowledged, now close
+        return;
+      }
       conn.transmission = new Transmission(
         socket,
         reader,
@@ -140,7 +145,7 @@ export class NbdServer {
         () => this.shuttingDown,
       );
       await conn.transmission.run();
-      socket.end();
+      socket.destroySoon(); // after DISC: replies flushed, then close
     } catch (e) {
       if (!this.shuttingDown) this.opts.log?.(`nbd: connection dropped: ${(e as Error)?.message ?? String(e)}`);
       socket.destroy();
