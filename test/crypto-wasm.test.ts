@@ -227,10 +227,13 @@ describe('wasm backend lifecycle', () => {
   });
 });
 
-const hasClang = spawnSync('clang', ['--version']).status === 0;
+const clang = spawnSync('clang', ['--version'], { encoding: 'utf8' });
+const hasClang = clang.status === 0;
+// The committed xts.wasm was built with this compiler; another version may emit other (equally valid) bytes.
+const COMMITTED_BUILD_CLANG = 'Debian clang version 14.0.6';
 
 describe('wasm build', () => {
-  it.skipIf(!hasClang)('build.sh is reproducible and matches the committed xts.wasm (skipped without clang)', () => {
+  it.skipIf(!hasClang)('build.sh gives the same bytes twice, and with clang 14.0.6 the committed xts.wasm (skipped without clang)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'vhdcrypt-wasm-'));
     try {
       const a = join(dir, 'a.wasm');
@@ -239,8 +242,9 @@ describe('wasm build', () => {
       execFileSync('bash', [join(root, 'native/wasm/build.sh'), b]);
       const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
       expect(sha(a)).toBe(sha(b));
-      // A different clang may emit different bytes; this machine's clang must reproduce the committed file.
-      expect(sha(a)).toBe(sha(join(root, 'native/wasm/xts.wasm')));
+      if (clang.stdout.includes(COMMITTED_BUILD_CLANG)) {
+        expect(sha(a)).toBe(sha(join(root, 'native/wasm/xts.wasm')));
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
