@@ -74,13 +74,13 @@ export function checkKdfCost(p: KdfParams, limits: KdfLimits, what: string): voi
   for (const [name, v] of [['time', p.time], ['memory', p.memory], ['cpus', p.cpus]] as const) {
     if (!Number.isSafeInteger(v) || v < 1) throw new LuksError('LUKS_BAD_HEADER', `${what}: ${p.type} ${name} ${v} invalid`);
   }
-  if (p.memory < 8 * p.cpus) throw new LuksError('LUKS_BAD_HEADER', `${what}: ${p.type} memory ${p.memory} KiB below 8 KiB per lane`);
   const over = (field: string, v: number, max: number) =>
     new LuksError('LUKS_KDF_TOO_COSTLY', `${what}: ${p.type} ${field} ${v} exceeds the ceiling ${max}`);
   if (p.memory > limits.maxArgon2MemoryKiB) throw over('memory (KiB)', p.memory, limits.maxArgon2MemoryKiB);
   if (p.time > limits.maxArgon2Time) throw over('time', p.time, limits.maxArgon2Time);
   if (p.cpus > limits.maxArgon2Parallelism) throw over('parallelism', p.cpus, limits.maxArgon2Parallelism);
   if (p.memory * p.time > limits.maxArgon2Work) throw over('memory x time', p.memory * p.time, limits.maxArgon2Work);
+  if (p.memory < 8 * p.cpus) throw new LuksError('LUKS_BAD_HEADER', `${what}: ${p.type} memory ${p.memory} KiB below 8 KiB per lane`);
 }
 
 function pbkdf2Async(secret: Uint8Array, salt: Uint8Array, iterations: number, length: number, hash: LuksHash): Promise<Uint8Array> {
