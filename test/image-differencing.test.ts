@@ -180,6 +180,24 @@ describe('differencing chains over a qemu-made base', () => {
     expect((await readFile(base.file + '.after')).equals(base.bytes)).toBe(true);
   });
 
+  it('concurrent writes to sectors of one block all keep their bitmap bits', async () => {
+    const base = await qemuBase('conc-base.vhd');
+    const model = Buffer.from(base.bytes);
+    const childPath = path.join(dir, 'conc-child.vhd');
+    const child = await createImage(childPath, { format: 'vhd-differencing', parent: base.file });
+    const jobs: Promise<void>[] = [];
+    for (let i = 0; i < 200; i++) {
+      // Blocks 0-2, disjoint runs of 1-3 sectors; many land in the same block at once.
+      const off = 2 * MiB * (i % 3) + Math.floor(i / 3) * 8 * 512;
+      jobs.push(both(child, model, off, patternBytes(512 * (1 + (i % 3)), i + 1)));
+    }
+    await Promise.all(jobs);
+    await child.close();
+    const again = await openImage(childPath);
+    expect((await readAll(again)).equals(model)).toBe(true);
+    await again.close();
+  });
+
   it('finds a parent by the relative locator after a move, by the absolute one when only the child moves', async () => {
     const base = await qemuBase('mv-base.vhd');
     const childPath = path.join(dir, 'mv-child.vhd');

@@ -53,6 +53,8 @@ export class SparseVhdImage extends ImageBase {
   private readonly parentSource: ParentSource | null;
   private readonly locks = new KeyedLock();
   private readonly bitmaps = new Map<number, Uint8Array>();
+  /** Bumped after every bitmap write: a bitmap loaded across one is used once, never cached. */
+  private bitmapEpoch = 0;
 
   constructor(fh: FileHandle, d: ImageDescription, layout: SparseLayout, parent: ParentSource | null) {
     super(fh, d);
@@ -120,17 +122,21 @@ export class SparseVhdImage extends ImageBase {
   private async bitmap(blk: number): Promise<Uint8Array> {
     const cached = this.bitmaps.get(blk);
     if (cached) return cached;
+    const epoch = this.bitmapEpoch;
     const map = new Uint8Array(this.bitmapSize);
     await readExactly(this.fh, map, this.bat[blk]! * 512, `${this.path}: sector bitmap of block ${blk}`);
-    // Another reader may have loaded it meanwhile; keep one copy so bitmap updates are never lost.
     const again = this.bitmaps.get(blk);
     if (again) return again;
-    if (this.bitmaps.size >= BITMAP_CACHE_ENTRIES) {
+    if (epoch === this.bitmapEpoch) this.cacheBitmap(blk, map);
+    return map;
+  }
+
+  private cacheBitmap(blk: number, map: Uint8Array): void {
+    if (!this.bitmaps.has(blk) && this.bitmaps.size >= BITMAP_CACHE_ENTRIES) {
       const oldest = this.bitmaps.keys().next().value as number;
       this.bitmaps.delete(oldest);
     }
     this.bitmaps.set(blk, map);
-    return map;
   }
 
   async allocatedRanges(): Promise<number[]> {
@@ -187,9 +193,12 @@ export class SparseVhdImage extends ImageBase {
     if (this.differencing) {
       // Data first, then the bits: a reader never sees a set bit over stale data.
       await this.locks.run(blk, async () => {
-        const map = await this.bitmap(blk);
+        // Under the block lock the disk copy is current: start from it (or the cache) and write it back.
+        const map = Uint8Array.from(await this.bitmap(blk));
         if (bitmapSetRange(map, within / 512, (within + data.length) / 512)) {
           await writeAt(this.fh, map, this.bat[blk]! * 512);
+          this.bitmapEpoch++;
+          this.cacheBitmap(blk, map);
         }
       });
     }
@@ -229,7 +238,7 @@ export class SparseVhdImage extends ImageBase {
     this.nextFree = end;
     this.repairEndFooter = false;
     this.bat[blk] = start / 512;
-    if (this.differencing) this.bitmaps.set(blk, map);
+    if (this.differencing) this.cacheBitmap(blk, map);
   }
 
   protected async discardRange(pos: number, len: number): Promise<void> {
@@ -261,6 +270,7 @@ export class SparseVhdImage extends ImageBase {
       const entry = new Uint8Array([0xff, 0xff, 0xff, 0xff]);
       await writeAt(this.fh, entry, this.batOffset + blk * 4);
       this.bat[blk] = BAT_UNALLOCATED;
+      this.bitmapEpoch++;
       this.bitmaps.delete(blk);
     });
   }
