@@ -9,3 +9,8 @@ export type { Xts, XtsOptions, SectorOptions, BackendChoice, BackendName } from 
 export * as luks from './luks/index.js';
 export { LuksError, segmentTweak } from './luks/index.js';
 export type { LuksVolumeInfo, LuksSecret, LuksErrorCode } from './luks/index.js';
+
+// Disk images (issue 3): VHD fixed/dynamic/differencing and raw, plus the VHD layout for streaming parsers.
+export { openImage, createImage, checkAzureReady, ImageError } from './image/index.js';
+export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
+export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, CreateImageOptions } from './image/index.js';
