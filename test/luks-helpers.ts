@@ -54,10 +54,11 @@ export function writeSecretFile(path: string, content: string | Uint8Array): str
 /**
  * Recomputes both LUKS2 checksums in place per the spec (sha256 over hdr_size
  * bytes with the 64-byte csum field at 448 zeroed); independent of src/luks.
+ * knownHdrSize: the layout's size when the hdr_size field itself was mutated.
  */
-export function resealLuks2(buf: Uint8Array): void {
+export function resealLuks2(buf: Uint8Array, knownHdrSize?: number): void {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const hdrSize = Number(dv.getBigUint64(8, false));
+  const hdrSize = knownHdrSize ?? Number(dv.getBigUint64(8, false));
   for (const at of [0, hdrSize]) {
     const region = buf.subarray(at, at + hdrSize);
     region.fill(0, 448, 512);
