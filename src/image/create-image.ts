@@ -55,15 +55,17 @@ const MIB = 1n << 20n;
 
 /**
  * Geometry for the footer. Spec geometry when it covers the size exactly;
- * otherwise the maximum geometry, which qemu (force_size) and Hyper-V take to
- * mean "the current size field is the size" instead of truncating to CHS.
+ * otherwise the maximum geometry, as qemu's force_size writes it: qemu then
+ * reads the disk by its current size instead of truncating to the CHS product
+ * (it trusts current size only for a few creator applications or that mark).
  */
-function footerGeometry(size: bigint): ChsGeometry {
+export function footerGeometry(size: bigint): ChsGeometry {
   const g = chsGeometry(size);
   return chsSectors(g) * 512n === size ? g : MAX_CHS;
 }
 
-function newFooter(size: bigint, diskType: number, uuid: string, dataOffset: bigint): VhdFooter {
+/** A fresh footer as we write it (creator "vhdc", time stamp now); streaming writers can encode it with encodeVhdFooter. */
+export function newVhdFooter(size: bigint, diskType: number, uuid: string, dataOffset: bigint): VhdFooter {
   const g = footerGeometry(size);
   return {
     cookie: VHD_FOOTER_COOKIE,
@@ -121,7 +123,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
     case 'vhd-fixed': {
       let size = checkSize(opts.virtualSize);
       if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
-      const footer = newFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
+      const footer = newVhdFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
       const fh = await createExclusive(p);
       await fh.truncate(Number(size));
       await writeAt(fh, encodeVhdFooter(footer), Number(size));
@@ -192,7 +194,7 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
       pos += space;
     }
   }
-  const footer = newFooter(size, parent ? VhdDiskType.differencing : VhdDiskType.dynamic, uuid, 512n);
+  const footer = newVhdFooter(size, parent ? VhdDiskType.differencing : VhdDiskType.dynamic, uuid, 512n);
   const header: DynamicHeader = {
     cookie: DYNAMIC_HEADER_COOKIE,
     dataOffset: VHD_NO_DATA_OFFSET,

@@ -1,7 +1,7 @@
 /** Disk images: VHD (fixed, dynamic, differencing) and raw behind one interface. */
 export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
 export { openImage, type OpenImageOptions } from './open-image.js';
-export { createImage, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
+export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';
 export { ImageError, type ImageErrorCode } from './errors.js';
 // Layout: one table per structure, shared by our reader and writer and by streaming parsers.
@@ -17,6 +17,7 @@ export {
 export {
   readDynamicHeader,
   encodeDynamicHeader,
+  readBat,
   sectorBitmapSize,
   DYNAMIC_HEADER_FIELDS,
   PARENT_LOCATOR_FIELDS,
@@ -30,5 +31,5 @@ export {
 export { chsGeometry, chsSectors, MAX_CHS, type ChsGeometry } from './chs-geometry.js';
 export { vhdChecksum } from './vhd-checksum.js';
 export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
-export { bitmapTest } from './sector-bitmap.js';
+export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
 export { decodeStruct, encodeStruct, type FieldSpec } from './struct-layout.js';

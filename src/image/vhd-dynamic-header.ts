@@ -124,3 +124,12 @@ export function encodeDynamicHeader(header: DynamicHeader): Uint8Array {
   new DataView(out.buffer).setUint32(DYNAMIC_HEADER_CHECKSUM_OFFSET, vhdChecksum(out, DYNAMIC_HEADER_CHECKSUM_OFFSET), false);
   return out;
 }
+
+/** Decode `entries` big-endian BAT entries (sector offsets, BAT_UNALLOCATED for none). */
+export function readBat(bytes: Uint8Array, entries: number): Uint32Array {
+  if (bytes.length < entries * 4) throw new ImageError('VHD_TRUNCATED', `BAT: need ${entries * 4} bytes, got ${bytes.length}`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const bat = new Uint32Array(entries);
+  for (let i = 0; i < entries; i++) bat[i] = dv.getUint32(i * 4, false);
+  return bat;
+}

@@ -13,6 +13,7 @@ import {
   BAT_UNALLOCATED,
   DYNAMIC_HEADER_SIZE,
   PlatformCode,
+  readBat,
   readDynamicHeader,
   sectorBitmapSize,
   type DynamicHeader,
@@ -148,9 +149,7 @@ export async function openVhd(fh: FileHandle, filePath: string, writable: boolea
   // Only entries that map the virtual disk are read: memory follows the disk's block count, bounded by the file.
   const raw = new Uint8Array(blocks * 4);
   await readExactly(fh, raw, batOffset, `${where}: BAT`);
-  const bat = new Uint32Array(blocks);
-  const dv = new DataView(raw.buffer);
-  for (let i = 0; i < blocks; i++) bat[i] = dv.getUint32(i * 4, false);
+  const bat = readBat(raw, blocks);
 
   // Metadata regions blocks must avoid.
   const regions: Array<[number, number, string]> = [
