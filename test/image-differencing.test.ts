@@ -75,6 +75,16 @@ describe('differencing chains over a qemu-made base', () => {
       const all = [...(await qemuDataRanges(base.file, 'vpc')), ...childBlocks].sort((a, b) => a[0] - b[0]);
       for (const [s, e] of all) mergePush(want, s, e);
       expect(await allocatedOf(again)).toEqual(want);
+      // Windows (block-status queries) are the whole-disk answer clipped, contiguous, exactly covering the window.
+      for (const [ws, we] of [[MiB + 512, 5 * MiB], [0, 512], [7 * MiB, 13 * MiB + 4096], [SIZE - 1024, SIZE]]) {
+        const got: Array<[number, number, boolean]> = [];
+        for await (const e of again.extents({ offset: BigInt(ws!), length: BigInt(we! - ws!) })) got.push([Number(e.offset), Number(e.offset + e.length), e.allocated]);
+        expect(got[0]![0]).toBe(ws);
+        expect(got[got.length - 1]![1]).toBe(we);
+        for (let i = 1; i < got.length; i++) expect(got[i]![0]).toBe(got[i - 1]![1]);
+        const clipped = want.map(([s, e]) => [Math.max(s, ws!), Math.min(e, we!)] as const).filter(([s, e]) => e > s);
+        expect(got.filter((g) => g[2]).map(([s, e]) => [s, e])).toEqual(clipped);
+      }
     } finally {
       await again.close();
     }

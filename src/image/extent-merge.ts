@@ -1,7 +1,7 @@
 /**
  * Turning allocation into extents: ranges are [start, end) pairs of plain
  * numbers in a flat array (disk offsets stay far below 2^53), sorted and
- * disjoint; the output is merged and covers [0, size).
+ * disjoint; the output is merged and covers the range asked for.
  */
 import type { Extent } from './types.js';
 
@@ -36,16 +36,16 @@ export function unionRanges(a: RangeList, b: RangeList): RangeList {
   return out;
 }
 
-/** Extents covering [0, size): allocated ranges and the gaps between them. */
-export function* extentsFromRanges(ranges: RangeList, size: number): Generator<Extent> {
-  let pos = 0;
+/** Extents covering [from, to): allocated ranges (clipped) and the gaps between them. */
+export function* extentsFromRanges(ranges: RangeList, from: number, to: number): Generator<Extent> {
+  let pos = from;
   for (let i = 0; i < ranges.length; i += 2) {
-    const s = Math.min(ranges[i]!, size);
-    const e = Math.min(ranges[i + 1]!, size);
+    const s = Math.max(Math.min(ranges[i]!, to), from);
+    const e = Math.max(Math.min(ranges[i + 1]!, to), from);
     if (e <= s) continue;
     if (s > pos) yield { offset: BigInt(pos), length: BigInt(s - pos), allocated: false };
     yield { offset: BigInt(s), length: BigInt(e - s), allocated: true };
     pos = e;
   }
-  if (pos < size) yield { offset: BigInt(pos), length: BigInt(size - pos), allocated: false };
+  if (pos < to) yield { offset: BigInt(pos), length: BigInt(to - pos), allocated: false };
 }

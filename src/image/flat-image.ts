@@ -54,12 +54,12 @@ export class FlatImage extends ImageBase {
     }
   }
 
-  async allocatedRanges(): Promise<number[]> {
+  async allocatedRanges(from: number, to: number): Promise<number[]> {
     // Node has no SEEK_DATA/SEEK_HOLE: a file with no blocks on disk is one hole; otherwise report all allocated.
     if (this.format === 'raw') {
       const st = await this.fh.stat();
       if (st.blocks === 0) return [];
     }
-    return this.size > 0 ? [0, this.size] : [];
+    return to > from ? [from, to] : [];
   }
 }

@@ -60,14 +60,16 @@ export abstract class ImageBase implements WritableImage {
   protected abstract writeRange(pos: number, data: Uint8Array): Promise<void>;
   /** Make [pos, pos + len) read as zeros. */
   protected abstract discardRange(pos: number, len: number): Promise<void>;
-  /** Sorted disjoint allocated ranges as a flat [start, end, ...] list (used by child disks too). */
-  abstract allocatedRanges(): Promise<number[]>;
+  /** Sorted disjoint allocated ranges meeting [from, to), as a flat [start, end, ...] list (used by child disks too). */
+  abstract allocatedRanges(from: number, to: number): Promise<number[]>;
   /** Release format-specific resources (parents). */
   protected async closeExtra(): Promise<void> {}
 
-  async *extents(): AsyncIterable<Extent> {
+  async *extents(range?: { offset: bigint; length: bigint }): AsyncIterable<Extent> {
     this.checkOpen();
-    yield* extentsFromRanges(await this.allocatedRanges(), this.size);
+    const from = range ? this.checkRange(range.offset, range.length) : 0;
+    const to = range ? from + Number(range.length) : this.size;
+    yield* extentsFromRanges(await this.allocatedRanges(from, to), from, to);
   }
 
   async read(offset: bigint, into: Uint8Array): Promise<void> {

@@ -37,7 +37,7 @@ export interface SparseLayout {
 
 /** Reads of a parent disk, which may be shorter than the child. */
 interface ParentSource {
-  readonly image: DiskImage & { allocatedRanges(): Promise<number[]> };
+  readonly image: DiskImage & { allocatedRanges(from: number, to: number): Promise<number[]> };
 }
 
 export class SparseVhdImage extends ImageBase {
@@ -139,17 +139,19 @@ export class SparseVhdImage extends ImageBase {
     this.bitmaps.set(blk, map);
   }
 
-  async allocatedRanges(): Promise<number[]> {
+  async allocatedRanges(from: number, to: number): Promise<number[]> {
     const own: number[] = [];
     const bat = this.bat;
     const bs = this.bs;
-    for (let i = 0; i < bat.length; i++) {
+    const last = Math.min(bat.length, Math.ceil(to / bs));
+    for (let i = Math.floor(from / bs); i < last; i++) {
       if (bat[i] !== BAT_UNALLOCATED) pushRange(own, i * bs, Math.min((i + 1) * bs, this.size));
     }
     const parent = this.parentSource?.image;
     if (!parent) return own;
-    const inherited = (await parent.allocatedRanges()).map((x) => Math.min(x, this.size));
-    return unionRanges(own, inherited);
+    const pto = Math.min(to, Number(parent.virtualSize));
+    if (pto <= from) return own;
+    return unionRanges(own, await parent.allocatedRanges(from, pto));
   }
 
   // ---- writing ----

@@ -30,8 +30,11 @@ export interface DiskImage {
   readonly dynamicHeader?: DynamicHeader;
   /** Differencing only: the opened parent (itself possibly differencing). */
   readonly parent?: DiskImage;
-  /** Merged, in order, covering the whole disk; differencing: allocated anywhere in the chain. */
-  extents(): AsyncIterable<Extent>;
+  /**
+   * Merged, in order, covering the whole disk (or just `range`, for block-status queries);
+   * differencing: allocated anywhere in the chain.
+   */
+  extents(range?: { offset: bigint; length: bigint }): AsyncIterable<Extent>;
   /** Fill `into` from `offset`; unallocated ranges read as zeros. */
   read(offset: bigint, into: Uint8Array): Promise<void>;
   close(): Promise<void>;
