@@ -1,0 +1,126 @@
+/**
+ * One whole-image pass: batches of the payload through the worker pool from a
+ * source image into the temp output, with checkpoints into the resume journal.
+ */
+import type { DiskImage, WritableImage } from '../image/index.js';
+import { availableBackends } from '../crypto/index.js';
+import { CryptPool } from './crypt-pool.js';
+import type { PayloadLayout } from './crypto-layout.js';
+import { mapWriteError } from './errors.js';
+import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from './payload-ranges.js';
+import { writeJournal, type JournalState } from './resume-journal.js';
+import { runSectorPipeline } from './sector-pipeline.js';
+import { SlotRing } from './slot-ring.js';
+import type { RunOptions } from './run-options.js';
+
+export const DEFAULT_BATCH_BYTES = 4 << 20;
+
+export interface CryptJobSpec {
+  readonly encrypt: boolean;
+  readonly input: DiskImage;
+  readonly output: WritableImage;
+  readonly layout: PayloadLayout;
+  /** Which payload ranges to process, in input-image coordinates via `selection.base`. */
+  readonly selection: RangeSelection;
+  /** Where payload offset 0 sits in the input and the output virtual disks. */
+  readonly inputBase: bigint;
+  readonly outputBase: bigint;
+  readonly volumeKey: Uint8Array;
+  readonly journalPath: string;
+  readonly journal: Omit<JournalState, 'doneBatches'>;
+  readonly skipBatches: number;
+}
+
+export interface CryptJobStats {
+  readonly bytesProcessed: bigint;
+  readonly bytesTotal: bigint;
+  readonly backend: string;
+  readonly kernel: string;
+  readonly threads: number;
+  readonly seconds: number;
+}
+
+export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions): Promise<CryptJobStats> {
+  const started = performance.now();
+  const batchBytes = spec.journal.batchBytes;
+  const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
+  const bytesTotal = await rangesTotal(ranges());
+  const pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
+  const slots = new SlotRing(pool.threads * 2 + 2, batchBytes);
+  const job = pool.startJob(spec.volumeKey);
+  let done = 0n;
+  let processed = 0n;
+  let skippedBytes = 0n;
+  const report = () => {
+    const secs = (performance.now() - started) / 1000;
+    opts.onProgress?.({ bytesDone: done, bytesTotal, rate: secs > 0 ? Number(processed) / secs : 0 });
+  };
+  try {
+    // Batches already durable before a resume count as done.
+    const batches = (async function* () {
+      for await (const b of batchesOf(ranges(), batchBytes)) {
+        if (b.index < spec.skipBatches) skippedBytes += BigInt(b.length);
+        yield b;
+      }
+    })();
+    const output = spec.output;
+    const where = output.path;
+    await runSectorPipeline({
+      pool,
+      job,
+      encrypt: spec.encrypt,
+      slots,
+      batches,
+      sectorSize: spec.layout.sectorSize,
+      tweak: (off) => spec.layout.tweak(off),
+      read: (off, into) => spec.input.read(spec.inputBase + off, into),
+      write: async (off, data) => {
+        try {
+          await output.write(spec.outputBase + off, data);
+        } catch (e) {
+          throw mapWriteError(e, where);
+        }
+      },
+      skipBatches: spec.skipBatches,
+      checkpoint: async (n) => {
+        try {
+          await output.flush();
+        } catch (e) {
+          throw mapWriteError(e, where);
+        }
+        await writeJournal(spec.journalPath, { ...spec.journal, doneBatches: n });
+      },
+      onBytes: (n) => {
+        processed += BigInt(n);
+        done = processed + skippedBytes;
+        report();
+      },
+      signal: opts.signal,
+    });
+    done = processed + skippedBytes;
+    report();
+  } finally {
+    try {
+      await pool.endJob(job);
+    } finally {
+      slots.wipe();
+      await pool.destroy();
+    }
+  }
+  const ran = pool.ran ?? expectedBackend(opts.backend ?? 'auto');
+  return {
+    bytesProcessed: processed,
+    bytesTotal,
+    backend: ran.backend,
+    kernel: ran.kernel,
+    threads: pool.threads,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/** What a choice resolves to on this machine, for runs that had nothing to process. */
+function expectedBackend(choice: string): { backend: string; kernel: string } {
+  const all = availableBackends();
+  const hit = choice === 'auto' ? all[0] : all.find((b) => b.backend === choice);
+  return hit ?? { backend: choice, kernel: 'unavailable' };
+}

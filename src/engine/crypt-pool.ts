@@ -1,0 +1,108 @@
+/**
+ * A piscina pool of XTS worker threads. A job's key is copied once into a small
+ * SharedArrayBuffer that every task references (never cloned into a message);
+ * endJob wipes it and has every worker dispose its key schedule.
+ */
+import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Piscina } from 'piscina';
+import type { BackendChoice } from '../crypto/index.js';
+import { VhdcryptError } from '../errors.js';
+import { EngineError } from './errors.js';
+import { packageRoot } from './package-root.js';
+import type { CryptTask, DisposeTask, WorkerReply } from './worker-messages.js';
+
+/** The compiled worker; tests and the CLI need `npx tsc` to have run. */
+export function workerPath(): string {
+  return join(packageRoot(), 'dist', 'src', 'engine', 'xts-worker.js');
+}
+
+export function defaultThreads(): number {
+  return Math.max(1, cpus().length);
+}
+
+export interface CryptJob {
+  readonly id: string;
+  readonly key: SharedArrayBuffer;
+  readonly keyLength: number;
+}
+
+/** A batch inside a shared slot. */
+export interface SectorBatchRef {
+  readonly buffer: SharedArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+  readonly firstTweak: bigint;
+  readonly sectorSize: number;
+  readonly tweakStep: number;
+}
+
+/** An error a worker reported, with its original code (XTS_..., ENGINE_...). */
+class WorkerCryptError extends VhdcryptError {}
+
+export class CryptPool {
+  readonly threads: number;
+  readonly backend: BackendChoice;
+  private readonly pool: Piscina;
+  private closed = false;
+  /** What really ran, from the first reply. */
+  ran: { backend: string; kernel: string } | null = null;
+
+  constructor(opts: { threads?: number; backend?: BackendChoice } = {}) {
+    const threads = opts.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+      throw new EngineError('ENGINE_BAD_ARGUMENT', `threads expected an integer from 1 to 256, got ${String(threads)}`);
+    }
+    const filename = workerPath();
+    if (!existsSync(filename)) {
+      throw new EngineError('ENGINE_WORKER_FAILED', `worker ${filename} is missing; build the package first (npm run build)`);
+    }
+    this.threads = threads;
+    this.backend = opts.backend ?? 'auto';
+    this.pool = new Piscina({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
+  }
+
+  /** Share a copy of the key with the workers; the caller may wipe its own copy afterwards. */
+  startJob(key: Uint8Array): CryptJob {
+    const sab = new SharedArrayBuffer(key.length);
+    new Uint8Array(sab).set(key);
+    return { id: randomUUID(), key: sab, keyLength: key.length };
+  }
+
+  async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef): Promise<void> {
+    const task: CryptTask = {
+      kind: 'crypt',
+      jobId: job.id,
+      key: job.key,
+      keyLength: job.keyLength,
+      backend: this.backend,
+      encrypt,
+      buffer: b.buffer,
+      offset: b.offset,
+      length: b.length,
+      firstTweak: b.firstTweak,
+      sectorSize: b.sectorSize,
+      tweakStep: b.tweakStep,
+    };
+    const reply = (await this.pool.run(task)) as WorkerReply;
+    if (!reply.ok) throw new WorkerCryptError(reply.code, reply.message);
+    if (!this.ran) this.ran = { backend: reply.backend, kernel: reply.kernel };
+  }
+
+  /** Wipe the shared key and make every worker drop its key schedule. */
+  async endJob(job: CryptJob): Promise<void> {
+    new Uint8Array(job.key).fill(0);
+    if (this.closed) return;
+    const barrier = new SharedArrayBuffer(4);
+    const task: DisposeTask = { kind: 'dispose', jobId: job.id, barrier, parties: this.threads };
+    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run(task)));
+  }
+
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.destroy();
+  }
+}

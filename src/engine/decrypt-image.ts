@@ -1,0 +1,122 @@
+/**
+ * decryptImage: an encrypted image back into a plaintext one whose virtual
+ * content is the original disk; unallocated payload stays unallocated in a
+ * dynamic output. Written safely (temp file, fsync, rename) and resumably.
+ */
+import { stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { createImage, openImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
+import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { EngineError } from './errors.js';
+import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
+import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
+import { unlockImage, type UnlockImageOptions } from './unlock-image.js';
+import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
+
+export interface DecryptOptions extends RunOptions, Omit<UnlockImageOptions, 'vault' | 'vaultCredentials'> {}
+
+/** Decrypt the image at `src` into a new plaintext image at `dst`. */
+export async function decryptImage(src: string, dst: string, opts: DecryptOptions = {}): Promise<RunResult> {
+  if (opts.outFormat !== undefined && !OUTPUT_FORMATS.includes(opts.outFormat)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(opts.outFormat)}`);
+  }
+  const started = performance.now();
+  const paths = outputPaths(dst);
+  const source = await openImage(src);
+  let output: WritableImage | null = null;
+  let volumeKey: Uint8Array | null = null;
+  let ownsTemp = false;
+  try {
+    await checkDestination(src, paths.dest, opts.force === true);
+    const unlocked = await unlockImage(source, opts);
+    volumeKey = unlocked.volumeKey;
+    const layout = unlocked.layout;
+    const container = opts.outFormat ?? containerFor(source.format);
+    const blockSize = source.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
+    if (layout.payloadSize <= 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', `${src}: the encrypted payload is empty`);
+    const st = await stat(src);
+    const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
+      version: 1,
+      operation: 'decrypt',
+      source: { path: resolve(src), size: st.size, mtimeMs: st.mtimeMs },
+      params: { format: layout.format, container, sectorSize: layout.sectorSize, dataOffset: String(layout.dataOffset), payloadSize: String(layout.payloadSize), blockSize },
+      batchBytes,
+    };
+    let skipBatches = 0;
+    let resumed = false;
+    const journal = await readJournal(paths.journal);
+    const tempExists = await exists(paths.temp);
+    if (opts.resume && journal && tempExists) {
+      checkJournalMatches(journal, journalBase, paths.journal);
+      output = await openOutput(paths.temp, container);
+      ownsTemp = true;
+      skipBatches = journal.doneBatches;
+      resumed = true;
+    } else {
+      if ((journal || tempExists) && !opts.resume && !opts.force) {
+        throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
+      }
+      await discardOutput(paths);
+      await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, layout.payloadSize, 0n, blockSize, false));
+      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize });
+      ownsTemp = true;
+      await output.flush();
+      await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId: unlocked.secretId });
+    }
+    const stats = await runCryptJob(
+      {
+        encrypt: false,
+        input: source,
+        output,
+        layout,
+        // Holes of the encrypted image are plaintext zeros: nothing to decrypt or write there.
+        selection: { base: layout.dataOffset, payloadSize: layout.payloadSize, granule: BigInt(layout.sectorSize), all: false },
+        inputBase: layout.dataOffset,
+        outputBase: 0n,
+        volumeKey,
+        journalPath: paths.journal,
+        journal: { ...journalBase, secretId: unlocked.secretId },
+        skipBatches,
+      },
+      opts,
+    );
+    const out = output;
+    output = null;
+    await out.close();
+    await commitOutput(paths, opts.force === true);
+    ownsTemp = false;
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      operation: 'decrypt',
+      source: resolve(src),
+      destination: paths.dest,
+      format: layout.format,
+      container,
+      sourceVirtualSize: source.virtualSize,
+      outputVirtualSize: layout.payloadSize,
+      outputFileSize: BigInt((await stat(paths.dest)).size),
+      dataOffset: layout.dataOffset,
+      sectorSize: layout.sectorSize,
+      bytesProcessed: stats.bytesProcessed,
+      bytesTotal: stats.bytesTotal,
+      backend: stats.backend,
+      kernel: stats.kernel,
+      threads: stats.threads,
+      seconds,
+      mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
+      resumed,
+      secretId: unlocked.secretId,
+      kekId: null,
+      vaultUri: unlocked.vaultUri,
+      luksUuid: unlocked.info?.uuid ?? null,
+    };
+  } finally {
+    volumeKey?.fill(0);
+    // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
+    if (output) await Promise.allSettled([output.close()]);
+    await source.close();
+    if (ownsTemp) await discardOutput(paths);
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * encryptImage: a VHD or raw image into an encrypted image whose virtual disk
+ * is a LUKS volume (or a plain dm-crypt volume) holding the source disk sector
+ * for sector, written safely (temp file, fsync, rename) and resumably.
+ */
+import { stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { createImage, openImage, DEFAULT_BLOCK_SIZE, type DiskImage, type WritableImage } from '../image/index.js';
+import type { KdfOptions } from '../luks/index.js';
+import type { EncryptionFormat } from './crypto-layout.js';
+import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { EngineError } from './errors.js';
+import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
+import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
+import { OUTPUT_FORMATS, type OutputFormat, type RunOptions, type RunResult } from './run-options.js';
+import { unlockImage } from './unlock-image.js';
+import type { KeySourceOptions } from './key-source.js';
+import { writeLuksRegion } from './luks-region.js';
+import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
+
+export interface EncryptOptions extends RunOptions, KeySourceOptions {
+  /** 'luks2' (default), 'luks1' (QEMU, nbdkit) or 'plain'. */
+  readonly format?: EncryptionFormat;
+  /** KEK name in the vault (default 'vhdcrypt-kek'). */
+  readonly kek?: string;
+  /** AES-XTS key size in bits: 512 (AES-256, default) or 256 (AES-128). */
+  readonly keySize?: 256 | 512;
+  /** Crypto sector size; LUKS1 and plain default 512, LUKS2 4096 when the disk size allows. */
+  readonly sectorSize?: 512 | 4096;
+  /** Write every block, unallocated ones as encrypted zeros (what QEMU's luks-over-vpc needs). */
+  readonly noSparse?: boolean;
+  /** A second keyslot for a passphrase a person types (argon2id). */
+  readonly addRecoveryPassphrase?: string | Uint8Array;
+  /** KDF of keyslots for the caller's passphrase/key file, and of the recovery keyslot. */
+  readonly kdf?: KdfOptions;
+  readonly recoveryKdf?: KdfOptions;
+  /** LUKS payload offset in bytes (default 2 MiB LUKS1, 16 MiB LUKS2, rounded up to whole VHD blocks). */
+  readonly dataOffset?: bigint;
+}
+
+const MIB = 1n << 20n;
+const FORMATS: readonly EncryptionFormat[] = ['luks2', 'luks1', 'plain'];
+
+function checkOptions(o: EncryptOptions): void {
+  if (o.format !== undefined && !FORMATS.includes(o.format)) throw new EngineError('ENGINE_BAD_ARGUMENT', `format expected luks2, luks1 or plain, got ${String(o.format)}`);
+  if (o.keySize !== undefined && o.keySize !== 256 && o.keySize !== 512) throw new EngineError('ENGINE_BAD_ARGUMENT', `key size expected 256 or 512, got ${String(o.keySize)}`);
+  if (o.sectorSize !== undefined && o.sectorSize !== 512 && o.sectorSize !== 4096) throw new EngineError('ENGINE_BAD_ARGUMENT', `sector size expected 512 or 4096, got ${String(o.sectorSize)}`);
+  if (o.outFormat !== undefined && !OUTPUT_FORMATS.includes(o.outFormat)) throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(o.outFormat)}`);
+  const bb = o.batchBytes ?? DEFAULT_BATCH_BYTES;
+  if (!Number.isInteger(bb) || bb < 4096 || bb % 4096 !== 0 || bb > 64 << 20) throw new EngineError('ENGINE_BAD_ARGUMENT', `batchBytes expected a multiple of 4096 up to 64 MiB, got ${String(bb)}`);
+}
+
+function chooseSectorSize(format: EncryptionFormat, asked: 512 | 4096 | undefined, size: bigint): 512 | 4096 {
+  if (format === 'luks1' && asked === 4096) throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', 'LUKS1 has 512-byte sectors only');
+  const s = asked ?? (format === 'luks2' && size % 4096n === 0n ? 4096 : 512);
+  if (size % BigInt(s) !== 0n) {
+    throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the disk size ${size} is not a whole number of ${s}-byte sectors; use --sector-size 512`);
+  }
+  return s;
+}
+
+function chooseDataOffset(format: EncryptionFormat, asked: bigint | undefined, blockSize: number): bigint {
+  if (format === 'plain') return 0n;
+  const bs = BigInt(blockSize);
+  const base = asked ?? (format === 'luks1' ? 2n * MIB : 16n * MIB);
+  if (asked !== undefined && (asked <= 0n || asked % 4096n !== 0n)) throw new EngineError('ENGINE_BAD_ARGUMENT', `data offset ${asked} must be a positive multiple of 4096`);
+  // A whole number of VHD blocks, so payload blocks line up with container blocks.
+  return ((base + bs - 1n) / bs) * bs;
+}
+
+/** Encrypt the image at `src` into a new image at `dst`. */
+export async function encryptImage(src: string, dst: string, opts: EncryptOptions = {}): Promise<RunResult> {
+  checkOptions(opts);
+  const started = performance.now();
+  const paths = outputPaths(dst);
+  const source = await openImage(src);
+  let output: WritableImage | null = null;
+  let prepared: PreparedEncryption | null = null;
+  let volumeKey: Uint8Array | null = null;
+  // Set once this run owns the temp file: only then does a failure remove it (never a leftover it refused to touch).
+  let ownsTemp = false;
+  try {
+    await checkDestination(src, paths.dest, opts.force === true);
+    const format = opts.format ?? 'luks2';
+    const container = opts.outFormat ?? containerFor(source.format);
+    const keyBits = opts.keySize ?? 512;
+    const sectorSize = chooseSectorSize(format, opts.sectorSize, source.virtualSize);
+    const blockSize = source.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const dataOffset = chooseDataOffset(format, opts.dataOffset, blockSize);
+    const diskSize = dataOffset + source.virtualSize;
+    const sparse = container === 'vhd-dynamic' && opts.noSparse !== true;
+    const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
+    const st = await stat(src);
+    const keySource = opts.keyFile !== undefined ? 'key-file' : opts.passphraseFile !== undefined || opts.passphrase !== undefined ? 'passphrase' : 'vault';
+    const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
+      version: 1,
+      operation: 'encrypt',
+      source: { path: resolve(src), size: st.size, mtimeMs: st.mtimeMs },
+      params: { format, container, keyBits, sectorSize, dataOffset: String(dataOffset), blockSize, sparse, keySource },
+      batchBytes,
+    };
+
+    let skipBatches = 0;
+    let resumed = false;
+    let secretId: string | null = null;
+    const journal = await readJournal(paths.journal);
+    const tempExists = await exists(paths.temp);
+    if (opts.resume && journal && tempExists) {
+      checkJournalMatches(journal, journalBase, paths.journal);
+      output = await openOutput(paths.temp, container);
+      const u = await unlockImage(output, { ...opts, secretId: journal.secretId ?? undefined, plain: { sectorSize, keyBits } });
+      volumeKey = u.volumeKey;
+      if (u.layout.dataOffset !== dataOffset || u.layout.sectorSize !== sectorSize || u.layout.format !== format) {
+        throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${paths.temp}: its header does not match the interrupted run; start over with --force`);
+      }
+      ownsTemp = true;
+      prepared = { volumeKey, header: null, layout: u.layout, secretId: u.secretId, kekId: null, vaultUri: u.vaultUri, luksUuid: u.info?.uuid ?? null };
+      secretId = journal.secretId ?? u.secretId;
+      skipBatches = journal.doneBatches;
+      resumed = true;
+    } else {
+      if ((journal || tempExists) && !opts.resume) {
+        if (!opts.force) {
+          throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
+        }
+      }
+      await discardOutput(paths);
+      await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
+      const containerUuid = randomUUID();
+      // The key is sealed and the header made before the output exists, so no data sector precedes them.
+      prepared = await prepareEncryption(
+        { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src) },
+        { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase },
+      );
+      volumeKey = prepared.volumeKey;
+      secretId = prepared.secretId;
+      output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
+      ownsTemp = true;
+      if (prepared.header) await writeLuksRegion(output, prepared.header);
+      else await output.flush();
+      await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
+    }
+
+    const stats = await runCryptJob(
+      {
+        encrypt: true,
+        input: source,
+        output,
+        layout: prepared.layout,
+        selection: { base: 0n, payloadSize: prepared.layout.payloadSize, granule: BigInt(sparse ? blockSize : sectorSize), all: !sparse },
+        inputBase: 0n,
+        outputBase: dataOffset,
+        volumeKey,
+        journalPath: paths.journal,
+        journal: { ...journalBase, secretId },
+        skipBatches,
+      },
+      opts,
+    );
+    const out = output;
+    output = null;
+    await out.close();
+    await commitOutput(paths, opts.force === true);
+    ownsTemp = false;
+    const outputFileSize = BigInt((await stat(paths.dest)).size);
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      operation: 'encrypt',
+      source: resolve(src),
+      destination: paths.dest,
+      format,
+      container,
+      sourceVirtualSize: source.virtualSize,
+      outputVirtualSize: diskSize,
+      outputFileSize,
+      dataOffset,
+      sectorSize,
+      bytesProcessed: stats.bytesProcessed,
+      bytesTotal: stats.bytesTotal,
+      backend: stats.backend,
+      kernel: stats.kernel,
+      threads: stats.threads,
+      seconds,
+      mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
+      resumed,
+      secretId,
+      kekId: prepared.kekId,
+      vaultUri: prepared.vaultUri,
+      luksUuid: prepared.luksUuid,
+    };
+  } finally {
+    volumeKey?.fill(0);
+    // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
+    if (output) await Promise.allSettled([output.close()]);
+    await source.close();
+    if (ownsTemp) await discardOutput(paths);
+  }
+}

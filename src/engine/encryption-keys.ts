@@ -1,0 +1,170 @@
+/**
+ * Keys for a new encrypted volume: a random volume key in a LUKS header whose
+ * keyslot opens with a random 256-bit passphrase sealed in the vault under the
+ * KEK (recorded in a vhdcrypt-vault token on LUKS2), or with the caller's own
+ * passphrase or key file; plain volumes seal the volume key itself.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  KDF_RANDOM_SECRET,
+  KDF_TYPED_PASSPHRASE,
+  addKeyslot,
+  addToken,
+  format as luksFormat,
+  vaultToken,
+  type KdfOptions,
+  type LuksSecret,
+} from '../luks/index.js';
+import { EngineError } from './errors.js';
+import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
+import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
+import { DEFAULT_KEK, openEngineVault } from './vault-link.js';
+
+/** For typed passphrases on LUKS1, which has PBKDF2 only (OWASP 2023 figure for PBKDF2-SHA256). */
+export const KDF_TYPED_PASSPHRASE_LUKS1: KdfOptions = { type: 'pbkdf2', hash: 'sha256', iterations: 600_000 };
+
+export interface EncryptionPlan {
+  readonly format: EncryptionFormat;
+  readonly keyBits: 256 | 512;
+  readonly sectorSize: 512 | 4096;
+  readonly dataOffset: bigint;
+  /** Virtual size of the encrypted disk (header area + payload). */
+  readonly diskSize: bigint;
+  /** Container UUID of the output (names a plain volume's secret). */
+  readonly containerUuid: string;
+  readonly sourceName: string;
+}
+
+export interface EncryptionKeyOptions extends KeySourceOptions {
+  readonly vault?: string;
+  readonly vaultCredentials?: unknown;
+  /** KEK name in the vault (created on first use); default 'vhdcrypt-kek'. */
+  readonly kek?: string;
+  /** KDF of a keyslot for the caller's passphrase or key file (default: argon2id as cryptsetup; PBKDF2 on LUKS1). */
+  readonly kdf?: KdfOptions;
+  /** A second keyslot for a passphrase a person types. */
+  readonly recoveryPassphrase?: string | Uint8Array;
+  readonly recoveryKdf?: KdfOptions;
+}
+
+export interface PreparedEncryption {
+  /** Caller wipes. */
+  readonly volumeKey: Uint8Array;
+  /** The LUKS header region to write at offset 0 (null for plain). */
+  readonly header: Uint8Array | null;
+  readonly layout: PayloadLayout;
+  readonly secretId: string | null;
+  readonly kekId: string | null;
+  readonly vaultUri: string | null;
+  readonly luksUuid: string | null;
+}
+
+function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined): KdfOptions {
+  return given ?? (format === 'luks1' ? KDF_TYPED_PASSPHRASE_LUKS1 : KDF_TYPED_PASSPHRASE);
+}
+
+/** Make the volume key and header, sealing what opens them in the vault unless the caller gave a secret. */
+export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOptions): Promise<PreparedEncryption> {
+  if (plan.format === 'plain') return preparePlain(plan, o);
+  const version = plan.format === 'luks1' ? 1 : 2;
+  const own = await userSecret(o);
+  const generated = own ? null : new Uint8Array(randomBytes(32));
+  const secret: LuksSecret = own ?? { passphrase: generated! };
+  let volumeKey: Uint8Array | null = null;
+  try {
+    const f = await luksFormat(plan.diskSize, {
+      version,
+      keyBits: plan.keyBits,
+      sectorSize: plan.sectorSize,
+      dataOffset: plan.dataOffset,
+      kdf: own ? typedKdf(plan.format, o.kdf) : KDF_RANDOM_SECRET,
+      ...secret,
+    });
+    volumeKey = f.volumeKey;
+    const header = f.header;
+    let info = f.info;
+    const slot = info.keyslots[0]?.id ?? 0;
+    if (o.recoveryPassphrase !== undefined) {
+      await addKeyslot(header, secret, { passphrase: o.recoveryPassphrase }, { kdf: o.recoveryKdf ?? typedKdf(plan.format, undefined), keyslot: slot });
+    }
+    let sealed: { secretId: string; kekId: string } | null = null;
+    let vaultUri: string | null = null;
+    if (generated) {
+      const vault = await openEngineVault(o.vault, o.vaultCredentials);
+      try {
+        sealed = await vault.seal({
+          diskId: info.uuid,
+          material: generated,
+          kek: o.kek ?? DEFAULT_KEK,
+          tags: { VhdcryptFormat: plan.format, VolumeUuid: info.uuid, Cipher: 'aes-xts-plain64', KeyBits: String(plan.keyBits), SectorSize: String(plan.sectorSize), DataOffset: String(plan.dataOffset) },
+          volumeUuid: info.uuid,
+          sourceName: plan.sourceName,
+        });
+        vaultUri = vault.uri;
+      } finally {
+        await vault.close();
+      }
+      if (version === 2) await addToken(header, vaultToken({ keyslot: slot, vault: vaultUri, secret: sealed.secretId }));
+    }
+    info = f.info;
+    return {
+      volumeKey,
+      header,
+      layout: luksLayout(info, plan.diskSize),
+      secretId: sealed?.secretId ?? null,
+      kekId: sealed?.kekId ?? null,
+      vaultUri,
+      luksUuid: info.uuid,
+    };
+  } catch (e) {
+    volumeKey?.fill(0);
+    throw e;
+  } finally {
+    generated?.fill(0);
+    wipeSecret(own);
+  }
+}
+
+async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Promise<PreparedEncryption> {
+  const layout = plainLayout(plan.diskSize, plan.sectorSize);
+  const keyBytes = plan.keyBits / 8;
+  if (o.keyFile !== undefined) {
+    const volumeKey = await plainKeyFromFile(o.keyFile, keyBytes);
+    return { volumeKey, header: null, layout, secretId: null, kekId: null, vaultUri: null, luksUuid: null };
+  }
+  if (hasUserSecret(o)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', 'plain volumes take a key file (the raw key) or a vault, not a passphrase');
+  }
+  if (o.recoveryPassphrase !== undefined) throw new EngineError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
+  let volumeKey: Uint8Array;
+  do volumeKey = new Uint8Array(randomBytes(keyBytes));
+  while (Buffer.compare(volumeKey.subarray(0, keyBytes / 2), volumeKey.subarray(keyBytes / 2)) === 0);
+  const vault = await openEngineVault(o.vault, o.vaultCredentials);
+  try {
+    const diskId = plan.containerUuid || randomUUID();
+    const sealed = await vault.seal({
+      diskId,
+      material: volumeKey,
+      kek: o.kek ?? DEFAULT_KEK,
+      // Plain has no header: every parameter needed to open it lives in these tags.
+      tags: {
+        VhdcryptFormat: 'plain',
+        Cipher: 'aes-xts-plain64',
+        KeyBits: String(plan.keyBits),
+        SectorSize: String(plan.sectorSize),
+        IvOffset: '0',
+        Offset: '0',
+        Hash: 'plain',
+        ContainerUuid: diskId,
+      },
+      volumeUuid: diskId,
+      sourceName: plan.sourceName,
+    });
+    return { volumeKey, header: null, layout, secretId: sealed.secretId, kekId: sealed.kekId, vaultUri: vault.uri, luksUuid: null };
+  } catch (e) {
+    volumeKey.fill(0);
+    throw e;
+  } finally {
+    await vault.close();
+  }
+}

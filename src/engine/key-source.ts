@@ -1,0 +1,55 @@
+/** Where a keyslot secret comes from: a passphrase, a passphrase file (one line), a key file (whole content). */
+import { readFile } from 'node:fs/promises';
+import type { LuksSecret } from '../luks/index.js';
+import { EngineError } from './errors.js';
+
+export interface KeySourceOptions {
+  /** A passphrase (library callers). */
+  readonly passphrase?: string | Uint8Array;
+  /** A file whose first line is the passphrase (a trailing newline is not part of it). */
+  readonly passphraseFile?: string;
+  /** A key file: its whole content is the secret, as cryptsetup --key-file (plain: the raw key). */
+  readonly keyFile?: string;
+}
+
+/** True when the caller gave a secret of their own (no vault needed). */
+export function hasUserSecret(o: KeySourceOptions): boolean {
+  return o.passphrase !== undefined || o.passphraseFile !== undefined || o.keyFile !== undefined;
+}
+
+/** The caller's secret as the LUKS library takes it, or null; the caller wipes `passphrase` bytes it gets. */
+export async function userSecret(o: KeySourceOptions): Promise<LuksSecret | null> {
+  const given = [o.passphrase, o.passphraseFile, o.keyFile].filter((x) => x !== undefined).length;
+  if (given > 1) throw new EngineError('ENGINE_BAD_ARGUMENT', 'give one of passphrase, passphraseFile and keyFile');
+  if (o.passphrase !== undefined) return { passphrase: o.passphrase };
+  if (o.keyFile !== undefined) return { keyFile: o.keyFile };
+  if (o.passphraseFile !== undefined) {
+    const raw = new Uint8Array(await readFile(o.passphraseFile));
+    let n = raw.indexOf(0x0a);
+    if (n < 0) n = raw.length;
+    if (n > 0 && raw[n - 1] === 0x0d) n--;
+    const pass = raw.slice(0, n);
+    raw.fill(0);
+    if (pass.length === 0) throw new EngineError('ENGINE_BAD_ARGUMENT', `passphrase file ${o.passphraseFile} is empty`);
+    return { passphrase: pass };
+  }
+  return null;
+}
+
+/** Wipe a secret's bytes when we made them. */
+export function wipeSecret(s: LuksSecret | null): void {
+  if (s && 'passphrase' in s && s.passphrase instanceof Uint8Array) s.passphrase.fill(0);
+}
+
+/** Plain mode with a key file: the first keyBytes of the file are the key (cryptsetup plain, --hash plain). */
+export async function plainKeyFromFile(path: string, keyBytes: number): Promise<Uint8Array> {
+  const raw = new Uint8Array(await readFile(path));
+  try {
+    if (raw.length < keyBytes) {
+      throw new EngineError('ENGINE_BAD_ARGUMENT', `key file ${path} has ${raw.length} bytes; plain mode needs ${keyBytes} bytes of key`);
+    }
+    return raw.slice(0, keyBytes);
+  } finally {
+    raw.fill(0);
+  }
+}

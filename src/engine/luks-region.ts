@@ -1,0 +1,57 @@
+/**
+ * The LUKS header region of an image's virtual disk, held in memory so the
+ * LUKS library works on it whatever the container (a dynamic VHD's virtual
+ * disk is not its file). Edits are written back with writeLuksRegion.
+ */
+import { readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
+import type { DiskImage, WritableImage } from '../image/index.js';
+import { VhdcryptError } from '../errors.js';
+import { EngineError } from './errors.js';
+
+const MIB = 1n << 20n;
+/** A first look covers cryptsetup's default 16 MiB LUKS2 header area. */
+const PROBE = 16n * MIB;
+/** cryptsetup's largest header region: 2 x 4 MiB metadata + 128 MiB keyslots. */
+export const MAX_HEADER_REGION = 136n * MIB;
+
+export interface LuksRegion {
+  readonly info: LuksVolumeInfo;
+  /** Bytes [0, dataOffset) of the virtual disk. */
+  readonly bytes: Uint8Array;
+}
+
+async function readPrefix(image: DiskImage, n: bigint): Promise<Uint8Array> {
+  const len = n < image.virtualSize ? n : image.virtualSize;
+  const buf = new Uint8Array(Number(len));
+  await image.read(0n, buf);
+  return buf;
+}
+
+/** The LUKS header region, or null when the disk holds no LUKS header (plain or not encrypted). */
+export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | null> {
+  let buf = await readPrefix(image, PROBE);
+  let info: LuksVolumeInfo;
+  try {
+    info = await readVolumeInfo(buf);
+  } catch (e) {
+    if (e instanceof VhdcryptError && e.code === 'LUKS_BAD_MAGIC') return null;
+    if (!(e instanceof VhdcryptError && e.code === 'LUKS_TRUNCATED') || image.virtualSize <= PROBE) throw e;
+    // A header area larger than the probe: read up to cryptsetup's ceiling and look again.
+    buf = await readPrefix(image, MAX_HEADER_REGION);
+    info = await readVolumeInfo(buf);
+  }
+  if (info.dataOffset > MAX_HEADER_REGION) {
+    throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${image.path}: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
+  }
+  if (info.dataOffset > image.virtualSize) {
+    throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: LUKS data offset ${info.dataOffset} is past the end of the ${image.virtualSize}-byte disk`);
+  }
+  if (BigInt(buf.length) < info.dataOffset) buf = await readPrefix(image, info.dataOffset);
+  return { info, bytes: buf.subarray(0, Number(info.dataOffset)) };
+}
+
+/** Write an edited header region back (then flush) into a writable image. */
+export async function writeLuksRegion(image: WritableImage, bytes: Uint8Array): Promise<void> {
+  await image.write(0n, bytes);
+  await image.flush();
+}

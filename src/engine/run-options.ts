@@ -1,0 +1,60 @@
+/** Options and results shared by encryptImage and decryptImage. */
+import type { BackendChoice } from '../crypto/index.js';
+import type { EncryptionFormat } from './crypto-layout.js';
+
+export type OutputFormat = 'vhd-fixed' | 'vhd-dynamic' | 'raw';
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ['vhd-fixed', 'vhd-dynamic', 'raw'];
+
+export interface Progress {
+  /** Bytes of payload done, including those done before a resume. */
+  readonly bytesDone: bigint;
+  readonly bytesTotal: bigint;
+  /** Bytes per second over this run. */
+  readonly rate: number;
+}
+
+export interface RunOptions {
+  /** Worker threads (default: one per core). */
+  readonly threads?: number;
+  readonly backend?: BackendChoice;
+  /** Replace an existing destination; discard a leftover interrupted run. */
+  readonly force?: boolean;
+  /** Finish an interrupted run from its journal (starts afresh when there is none). */
+  readonly resume?: boolean;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: Progress) => void;
+  /** Output container (default: follows the input; differencing chains are flattened into dynamic). */
+  readonly outFormat?: OutputFormat;
+  /** Vault URI (default: the embedded vault). */
+  readonly vault?: string;
+  readonly vaultCredentials?: unknown;
+  /** Bytes per batch (default 4 MiB), a multiple of 4096. */
+  readonly batchBytes?: number;
+}
+
+export interface RunResult {
+  readonly operation: 'encrypt' | 'decrypt';
+  readonly source: string;
+  readonly destination: string;
+  readonly format: EncryptionFormat;
+  readonly container: OutputFormat;
+  readonly sourceVirtualSize: bigint;
+  readonly outputVirtualSize: bigint;
+  readonly outputFileSize: bigint;
+  readonly dataOffset: bigint;
+  readonly sectorSize: number;
+  /** Payload bytes put through AES-XTS in this run. */
+  readonly bytesProcessed: bigint;
+  /** Payload bytes that needed processing in the whole job (allocated data). */
+  readonly bytesTotal: bigint;
+  readonly backend: string;
+  readonly kernel: string;
+  readonly threads: number;
+  readonly seconds: number;
+  readonly mbPerSecond: number;
+  readonly resumed: boolean;
+  readonly secretId: string | null;
+  readonly kekId: string | null;
+  readonly vaultUri: string | null;
+  readonly luksUuid: string | null;
+}

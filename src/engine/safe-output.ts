@@ -1,0 +1,87 @@
+/**
+ * The output's life: it is written to a temp file in the destination's
+ * directory, made durable, and renamed into place only when complete, so the
+ * destination name never holds a partial image (even after kill -9).
+ */
+import { open, rename, rm, stat, statfs } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { EngineError } from './errors.js';
+
+export interface OutputPaths {
+  readonly dest: string;
+  readonly temp: string;
+  readonly journal: string;
+}
+
+/** The temp and journal names beside the destination. */
+export function outputPaths(dest: string): OutputPaths {
+  const abs = resolve(dest);
+  const dir = dirname(abs);
+  const base = basename(abs);
+  return { dest: abs, temp: join(dir, `.${base}.vhdcrypt-tmp`), journal: join(dir, `.${base}.vhdcrypt-journal`) };
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/** Refuse an existing destination unless forced; refuse writing over the source. */
+export async function checkDestination(src: string, dest: string, force: boolean): Promise<void> {
+  const s = await stat(src);
+  let d;
+  try {
+    d = await stat(dest);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (d.ino === s.ino && d.dev === s.dev) throw new EngineError('ENGINE_SAME_FILE', `${dest} is the source image; choose another destination`);
+  if (!force) throw new EngineError('ENGINE_DEST_EXISTS', `${dest} already exists (use --force to replace it)`);
+}
+
+/** Refuse to start when the destination's file system reports less free space than needed. */
+export async function checkFreeSpace(dir: string, needed: bigint): Promise<void> {
+  let free: bigint;
+  try {
+    const s = await statfs(dir, { bigint: true });
+    free = s.bavail * s.bsize;
+  } catch (e) {
+    // statfs is not available everywhere; the write path still maps ENOSPC.
+    if ((e as NodeJS.ErrnoException).code === 'ENOSYS') return;
+    throw e;
+  }
+  if (free < needed) {
+    throw new EngineError('ENGINE_NO_SPACE', `${dir} has ${free} bytes free; the output needs about ${needed} (free some space or choose another destination)`);
+  }
+}
+
+/** fsync a directory so a rename in it is durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Move the finished temp file into place (it was fsynced by its image's close). */
+export async function commitOutput(p: OutputPaths, force: boolean): Promise<void> {
+  if (!force && (await exists(p.dest))) throw new EngineError('ENGINE_DEST_EXISTS', `${p.dest} appeared while writing (use --force to replace it)`);
+  await rename(p.temp, p.dest);
+  await syncDir(dirname(p.dest));
+  await rm(p.journal, { force: true });
+}
+
+/** Remove the temp file and journal after an error or abort. */
+export async function discardOutput(p: OutputPaths): Promise<void> {
+  await rm(p.temp, { force: true });
+  await rm(p.journal, { force: true });
+  await rm(p.journal + '.new', { force: true });
+}

@@ -1,0 +1,128 @@
+/**
+ * Moves batches through read -> XTS in a worker -> positional write, several
+ * at once: while one slot is in a worker the next is being read and the
+ * previous written. Memory in flight is the slot ring, whatever the image size.
+ * Checkpoints report the number of leading batches that are all written, for
+ * the resume journal (the caller makes them durable first).
+ */
+import type { CryptJob, CryptPool } from './crypt-pool.js';
+import { EngineError } from './errors.js';
+import type { Batch } from './payload-ranges.js';
+import type { SlotRing } from './slot-ring.js';
+
+export interface SectorTweak {
+  readonly firstTweak: bigint;
+  readonly tweakStep: number;
+}
+
+export interface PipelineSpec {
+  readonly pool: CryptPool;
+  readonly job: CryptJob;
+  readonly encrypt: boolean;
+  readonly slots: SlotRing;
+  readonly batches: AsyncIterable<Batch>;
+  readonly sectorSize: number;
+  /** Tweak of the sector at a payload offset. */
+  tweak(payloadOffset: bigint): SectorTweak;
+  read(payloadOffset: bigint, into: Uint8Array): Promise<void>;
+  write(payloadOffset: bigint, data: Uint8Array): Promise<void>;
+  /** Batches below this index are already done (resume). */
+  readonly skipBatches?: number;
+  /** Called with n when batches [0, n) are all written; at most one at a time. */
+  checkpoint?(doneBatches: number): Promise<void>;
+  /** Bytes of batches between checkpoints. */
+  readonly checkpointBytes?: number;
+  onBytes?(bytes: number): void;
+  readonly signal?: AbortSignal;
+}
+
+export interface PipelineResult {
+  /** Number of batches in the whole job (done before and now). */
+  readonly batches: number;
+  readonly bytes: bigint;
+}
+
+export function abortedError(signal: AbortSignal | undefined): EngineError {
+  const reason = signal?.reason;
+  const why = reason instanceof Error ? reason.message : reason !== undefined ? String(reason) : 'aborted';
+  return new EngineError('ENGINE_ABORTED', `operation aborted (${why})`);
+}
+
+export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult> {
+  const skip = p.skipBatches ?? 0;
+  const inflight = new Set<Promise<void>>();
+  const finished = new Set<number>();
+  let watermark = skip;
+  let failure: unknown = null;
+  let total = 0;
+  let bytes = 0n;
+  let sinceCheckpoint = 0;
+  let checkpointing: Promise<void> | null = null;
+  const every = p.checkpointBytes ?? 64 << 20;
+
+  const maybeCheckpoint = () => {
+    if (!p.checkpoint || checkpointing || sinceCheckpoint < every || failure) return;
+    sinceCheckpoint = 0;
+    const n = watermark;
+    checkpointing = p
+      .checkpoint(n)
+      .catch((e) => {
+        failure ??= e;
+      })
+      .finally(() => {
+        checkpointing = null;
+      });
+  };
+
+  const runBatch = async (b: Batch): Promise<void> => {
+    const slot = await p.slots.acquire();
+    try {
+      if (failure) return;
+      const view = slot.view(b.length);
+      await p.read(b.offset, view);
+      if (failure) return;
+      const t = p.tweak(b.offset);
+      await p.pool.crypt(p.job, p.encrypt, {
+        buffer: slot.buffer,
+        offset: slot.offset,
+        length: b.length,
+        firstTweak: t.firstTweak,
+        sectorSize: p.sectorSize,
+        tweakStep: t.tweakStep,
+      });
+      if (failure) return;
+      await p.write(b.offset, view);
+    } finally {
+      p.slots.release(slot);
+    }
+    finished.add(b.index);
+    while (finished.delete(watermark)) watermark++;
+    sinceCheckpoint += b.length;
+    p.onBytes?.(b.length);
+    maybeCheckpoint();
+  };
+
+  for await (const b of p.batches) {
+    total = b.index + 1;
+    if (b.index < skip) continue;
+    bytes += BigInt(b.length);
+    if (failure) break;
+    if (p.signal?.aborted) {
+      failure = abortedError(p.signal);
+      break;
+    }
+    // Wait for a free slot's worth of capacity before queueing more work.
+    while (inflight.size >= p.slots.count && !failure) await Promise.race(inflight);
+    if (failure) break;
+    const run: Promise<void> = runBatch(b).catch((e) => {
+      failure ??= e;
+    });
+    inflight.add(run);
+    void run.finally(() => inflight.delete(run));
+  }
+  await Promise.all(inflight);
+  if (checkpointing) await checkpointing;
+  if (!failure && p.signal?.aborted) failure = abortedError(p.signal);
+  if (failure) throw failure;
+  return { batches: total, bytes };
+}

@@ -1,0 +1,47 @@
+/** A fixed set of equal slots in one SharedArrayBuffer: bounds the memory in flight whatever the image size. */
+
+export interface Slot {
+  readonly index: number;
+  readonly buffer: SharedArrayBuffer;
+  readonly offset: number;
+  readonly size: number;
+  /** A view of `length` bytes at the slot's start. */
+  view(length: number): Uint8Array;
+}
+
+export class SlotRing {
+  readonly slotSize: number;
+  readonly count: number;
+  private readonly buffer: SharedArrayBuffer;
+  private readonly free: Slot[] = [];
+  private readonly waiters: Array<(s: Slot) => void> = [];
+
+  constructor(count: number, slotSize: number) {
+    this.count = count;
+    this.slotSize = slotSize;
+    this.buffer = new SharedArrayBuffer(count * slotSize);
+    for (let i = 0; i < count; i++) {
+      const offset = i * slotSize;
+      const buffer = this.buffer;
+      this.free.push({ index: i, buffer, offset, size: slotSize, view: (n) => new Uint8Array(buffer, offset, n) });
+    }
+  }
+
+  /** A free slot, waiting for one when all are in use. */
+  acquire(): Promise<Slot> {
+    const s = this.free.pop();
+    if (s) return Promise.resolve(s);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(s: Slot): void {
+    const w = this.waiters.shift();
+    if (w) w(s);
+    else this.free.push(s);
+  }
+
+  /** Zero every slot (plaintext passes through them). */
+  wipe(): void {
+    new Uint8Array(this.buffer).fill(0);
+  }
+}

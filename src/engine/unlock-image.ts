@@ -1,0 +1,101 @@
+/**
+ * unlockImage: the volume key and payload layout of an encrypted image, from
+ * the caller's passphrase or key file, else from the vault: a LUKS2
+ * vhdcrypt-vault token names the secret, a LUKS1 volume is found by its UUID,
+ * a plain volume by its secret id (or its VHD's UUID).
+ */
+import { unlock, type LuksSecret, type LuksVolumeInfo } from '../luks/index.js';
+import type { DiskImage } from '../image/index.js';
+import { EngineError } from './errors.js';
+import { readLuksRegion } from './luks-region.js';
+import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
+import { luksLayout, plainLayout, type PayloadLayout } from './crypto-layout.js';
+import { openEngineVault } from './vault-link.js';
+
+export interface UnlockImageOptions extends KeySourceOptions {
+  /** Vault URI (default: the token's vault, else the embedded vault). */
+  readonly vault?: string;
+  readonly vaultCredentials?: unknown;
+  /** The vault secret to use (plain volumes; overrides the token/UUID lookup). */
+  readonly secretId?: string;
+  /** Plain volumes: crypto sector size (default 512) and key size (default: from the key material, else 512). */
+  readonly plain?: { readonly sectorSize?: 512 | 4096; readonly keyBits?: 256 | 512 };
+}
+
+export interface UnlockedImage {
+  /** The volume key; the caller wipes it (.fill(0)) when done. */
+  readonly volumeKey: Uint8Array;
+  readonly layout: PayloadLayout;
+  /** LUKS volumes: the parsed header facts. */
+  readonly info: LuksVolumeInfo | null;
+  /** The keyslot that opened (LUKS). */
+  readonly keyslot: number | null;
+  /** The vault secret that opened it, if one did. */
+  readonly secretId: string | null;
+  readonly vaultUri: string | null;
+}
+
+const VAULT_TOKEN = 'vhdcrypt-vault';
+
+/** Open a LUKS or plain image's payload key. */
+export async function unlockImage(image: DiskImage, opts: UnlockImageOptions = {}): Promise<UnlockedImage> {
+  const region = await readLuksRegion(image);
+  if (!region) return unlockPlain(image, opts);
+  const { info } = region;
+  const layout = luksLayout(info, image.virtualSize);
+  const secret = await userSecret(opts);
+  if (secret) {
+    try {
+      const r = await unlock(region.bytes, secret);
+      return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: null, vaultUri: null };
+    } finally {
+      wipeSecret(secret);
+    }
+  }
+  const token = info.tokens.find((t) => t.type === VAULT_TOKEN && typeof t.json.secret === 'string');
+  const tokenVault = token && typeof token.json.vault === 'string' ? token.json.vault : undefined;
+  const vault = await openEngineVault(opts.vault ?? tokenVault, opts.vaultCredentials);
+  try {
+    const secretId = opts.secretId ?? (token ? String(token.json.secret) : await vault.findByVolumeUuid(info.uuid));
+    if (!secretId) {
+      throw new EngineError('ENGINE_NO_KEY_SOURCE', `${image.path}: no vault secret records LUKS UUID ${info.uuid}; give --passphrase-file or --key-file`);
+    }
+    const material = await vault.unseal(secretId);
+    const s: LuksSecret = { passphrase: material };
+    try {
+      const r = await unlock(region.bytes, s, token ? { keyslot: token.keyslots[0] } : {});
+      return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId, vaultUri: vault.uri };
+    } finally {
+      material.fill(0);
+    }
+  } finally {
+    await vault.close();
+  }
+}
+
+async function unlockPlain(image: DiskImage, opts: UnlockImageOptions): Promise<UnlockedImage> {
+  const sectorSize = opts.plain?.sectorSize ?? 512;
+  if (opts.keyFile !== undefined) {
+    const keyBytes = (opts.plain?.keyBits ?? 512) / 8;
+    const volumeKey = await plainKeyFromFile(opts.keyFile, keyBytes);
+    return { volumeKey, layout: plainLayout(image.virtualSize, sectorSize), info: null, keyslot: null, secretId: null, vaultUri: null };
+  }
+  if (hasUserSecret(opts)) {
+    throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: no LUKS header; a plain volume opens with a key file or its vault secret, not a passphrase`);
+  }
+  const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+  try {
+    const secretId = opts.secretId ?? (image.uuid ? await vault.findByVolumeUuid(image.uuid) : null);
+    if (!secretId) {
+      throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: no LUKS header and no vault secret for it; is it encrypted? (a plain volume needs its secret id or key file)`);
+    }
+    const material = await vault.unseal(secretId);
+    if (material.length !== 32 && material.length !== 64) {
+      material.fill(0);
+      throw new EngineError('ENGINE_NO_KEY_SOURCE', `vault secret ${secretId} does not hold a plain volume key`);
+    }
+    return { volumeKey: material, layout: plainLayout(image.virtualSize, sectorSize), info: null, keyslot: null, secretId, vaultUri: vault.uri };
+  } finally {
+    await vault.close();
+  }
+}

@@ -1,0 +1,35 @@
+/** The messages between the engine and its piscina workers: plain typed objects, no key bytes except by shared reference. */
+import type { BackendChoice } from '../crypto/index.js';
+
+/** Encrypt or decrypt one batch of sectors in place, inside a shared slot. */
+export interface CryptTask {
+  readonly kind: 'crypt';
+  /** Identifies the job's key; a worker keeps one Xts per job until the dispose task. */
+  readonly jobId: string;
+  /** The job key, shared once per job (never copied into a message); wiped by the engine at job end. */
+  readonly key: SharedArrayBuffer;
+  readonly keyLength: number;
+  readonly backend: BackendChoice;
+  readonly encrypt: boolean;
+  readonly buffer: SharedArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+  readonly firstTweak: bigint;
+  readonly sectorSize: number;
+  readonly tweakStep: number;
+}
+
+/** Drop the job's Xts; every worker takes exactly one (the barrier holds each until all have arrived). */
+export interface DisposeTask {
+  readonly kind: 'dispose';
+  readonly jobId: string;
+  /** Int32 counter shared by the dispose tasks of one job. */
+  readonly barrier: SharedArrayBuffer;
+  readonly parties: number;
+}
+
+export type WorkerTask = CryptTask | DisposeTask;
+
+export type WorkerReply =
+  | { readonly ok: true; readonly backend: string; readonly kernel: string }
+  | { readonly ok: false; readonly code: string; readonly message: string };

@@ -1,0 +1,58 @@
+/**
+ * The piscina worker: runs AES-XTS over batches held in shared slots. It keeps
+ * one Xts per job (built from the job's shared key on first use) so the key
+ * schedule is expanded once per thread, and disposes it on the job's dispose task.
+ */
+import { createXts, type Xts } from '../crypto/index.js';
+import type { CryptTask, DisposeTask, WorkerReply, WorkerTask } from './worker-messages.js';
+
+const jobs = new Map<string, Xts>();
+const BARRIER_TIMEOUT_MS = 10_000;
+
+function xtsFor(t: CryptTask): Xts {
+  let x = jobs.get(t.jobId);
+  if (!x) {
+    const key = new Uint8Array(t.key, 0, t.keyLength);
+    x = createXts(key, { backend: t.backend });
+    jobs.set(t.jobId, x);
+  }
+  return x;
+}
+
+function crypt(t: CryptTask): WorkerReply {
+  const x = xtsFor(t);
+  const data = new Uint8Array(t.buffer, t.offset, t.length);
+  const opts = { tweakStep: t.tweakStep };
+  if (t.encrypt) x.encryptSectors(data, t.firstTweak, t.sectorSize, opts);
+  else x.decryptSectors(data, t.firstTweak, t.sectorSize, opts);
+  return { ok: true, backend: x.backend, kernel: x.kernel };
+}
+
+function dispose(t: DisposeTask): WorkerReply {
+  jobs.get(t.jobId)?.dispose();
+  jobs.delete(t.jobId);
+  // Hold this worker until every worker has its dispose task, so each thread gets one.
+  const counter = new Int32Array(t.barrier);
+  Atomics.add(counter, 0, 1);
+  Atomics.notify(counter, 0);
+  const deadline = Date.now() + BARRIER_TIMEOUT_MS;
+  for (;;) {
+    const n = Atomics.load(counter, 0);
+    if (n >= t.parties) break;
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    Atomics.wait(counter, 0, n, left);
+  }
+  return { ok: true, backend: '', kernel: '' };
+}
+
+/** Piscina entry point. Errors come back as values so their codes survive the thread boundary. */
+export default function run(task: WorkerTask): WorkerReply {
+  try {
+    return task.kind === 'crypt' ? crypt(task) : dispose(task);
+  } catch (e) {
+    const code = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : 'ENGINE_WORKER_FAILED';
+    const message = e instanceof Error ? e.message : String(e);
+    return { ok: false, code, message };
+  }
+}
