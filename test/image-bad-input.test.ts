@@ -156,6 +156,11 @@ describe('bad input: each a typed error with a stable code', () => {
       fixHeader(h);
       await expectCode(h, 'VHD_BAD_TABLE');
     }
+    // A hostile size (1 PiB) with a consistent-looking table: refused before any allocation.
+    await expectCode(
+      editFooters(Buffer.from(dynBytes), (b, at) => b.writeBigUInt64BE(1n << 50n, at + 48)),
+      'VHD_BAD_TABLE',
+    );
     const h = Buffer.from(dynBytes);
     h.writeBigUInt64BE(1n << 50n, 512 + 16); // table offset past the end
     fixHeader(h);

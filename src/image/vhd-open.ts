@@ -22,6 +22,9 @@ import { VHD_FOOTER_SIZE, VhdDiskType, encodeVhdFooter, readVhdFooter, type VhdF
 import { MAX_LOCATOR_BYTES, decodeLocatorPath } from './parent-locator.js';
 import type { ImageBase } from './image-base.js';
 
+/** BAT entries held in memory at most (64 MiB): 2 TiB in 128 KiB blocks; a hostile size cannot make us allocate more. */
+export const MAX_BAT_ENTRIES = 1 << 24;
+
 /** Chains deeper than this are refused (a loop through distinct names, or a hostile chain). */
 export const MAX_CHAIN_DEPTH = 256;
 
@@ -132,6 +135,9 @@ export async function openVhd(fh: FileHandle, filePath: string, writable: boolea
   }
   const bs = header.blockSize;
   const blocks = Number((virtualSize + BigInt(bs) - 1n) / BigInt(bs));
+  if (blocks > MAX_BAT_ENTRIES) {
+    throw new ImageError('VHD_BAD_TABLE', `${where}: a ${virtualSize}-byte disk of ${bs}-byte blocks has ${blocks} blocks, over the ${MAX_BAT_ENTRIES} we hold in memory`);
+  }
   if (header.maxTableEntries < blocks) {
     throw new ImageError('VHD_BAD_TABLE', `${where}: BAT has ${header.maxTableEntries} entries but a ${virtualSize}-byte disk of ${bs}-byte blocks needs ${blocks}`);
   }
