@@ -1,4 +1,367 @@
-import type { Command } from 'commander';
+/** `vhdcrypt encrypt|decrypt|info|keyslot|header`: the engine's commands. */
+import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import {
+  addImageKeyslot,
+  backupImageHeader,
+  decryptImage,
+  describeImage,
+  encryptImage,
+  listImageKeyslots,
+  removeImageKeyslot,
+  restoreImageHeader,
+  type Progress,
+  type RunResult,
+} from '../engine/index.js';
+import type { BackendChoice } from '../crypto/index.js';
+import type { KdfOptions } from '../luks/index.js';
 
-/** Registers this part's subcommands (filled in by its issue). */
-export function registerImageCommands(_program: Command): void {}
+interface CommonFlags {
+  resume?: boolean;
+  vault?: string;
+  passphraseFile?: string;
+  keyFile?: string;
+  outFormat?: 'vhd-fixed' | 'vhd-dynamic' | 'raw';
+  threads?: number;
+  backend?: BackendChoice;
+  force?: boolean;
+  json?: boolean;
+}
+
+interface EncryptFlags extends CommonFlags {
+  format?: 'luks2' | 'luks1' | 'plain';
+  kek?: string;
+  keySize?: string;
+  sectorSize?: string;
+  sparse?: boolean;
+  addRecoveryPassphrase?: string | true;
+}
+
+interface DecryptFlags extends CommonFlags {
+  secret?: string;
+  keySize?: string;
+  sectorSize?: string;
+}
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('expected a whole number');
+  return n;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+const outFormatOption = () => new Option('--out-format <format>', 'output container (default: as the input)').choices(['vhd-fixed', 'vhd-dynamic', 'raw']);
+const backendOption = () => new Option('--backend <backend>', 'AES-XTS backend').choices(['auto', 'native', 'wasm', 'js']).default('auto');
+
+/** JSON with bigints as numbers when exact, else strings. */
+function toJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x instanceof Uint8Array ? Buffer.from(x).toString('hex') : x), 2);
+}
+
+/** A progress bar on a terminal; nothing when stderr is not a TTY or --json is given. */
+function progressReporter(json: boolean | undefined): { onProgress?: (p: Progress) => void; stop(): void } {
+  if (json || !process.stderr.isTTY) return { stop() {} };
+  const bar = new SingleBar(
+    { stream: process.stderr, format: ' {bar} {percentage}% | {done}/{total} MiB | {rate} MB/s | ETA {eta}s', hideCursor: true },
+    Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    onProgress(p) {
+      const total = Number(p.bytesTotal);
+      const payload = { done: (Number(p.bytesDone) / 2 ** 20).toFixed(0), total: (total / 2 ** 20).toFixed(0), rate: (p.rate / 1e6).toFixed(0) };
+      if (!started) {
+        bar.start(Math.max(total, 1), 0, payload);
+        started = true;
+      }
+      bar.update(Number(p.bytesDone), payload);
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** An AbortSignal fired by SIGINT/SIGTERM for the duration of `fn`; the engine then removes its temp file. */
+async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => ac.abort(new Error(`interrupted by ${sig}`));
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await fn(ac.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function summary(r: RunResult): Record<string, unknown> {
+  return {
+    operation: r.operation,
+    source: r.source,
+    destination: r.destination,
+    format: r.format,
+    container: r.container,
+    sourceVirtualSize: r.sourceVirtualSize,
+    outputVirtualSize: r.outputVirtualSize,
+    outputFileSize: r.outputFileSize,
+    dataOffset: r.dataOffset,
+    sectorSize: r.sectorSize,
+    bytesProcessed: r.bytesProcessed,
+    backend: r.backend,
+    kernel: r.kernel,
+    threads: r.threads,
+    seconds: Number(r.seconds.toFixed(3)),
+    mbPerSecond: Number(r.mbPerSecond.toFixed(1)),
+    resumed: r.resumed,
+    secretId: r.secretId,
+    kekId: r.kekId,
+    vault: r.vaultUri,
+    luksUuid: r.luksUuid,
+  };
+}
+
+function printResult(r: RunResult, json: boolean | undefined): void {
+  if (json) {
+    process.stdout.write(toJson(summary(r)) + '\n');
+    return;
+  }
+  const what = r.operation === 'encrypt' ? `encrypted (${r.format}, ${r.container})` : `decrypted (${r.container})`;
+  process.stdout.write(
+    `${what}: ${r.destination}\n  ${(Number(r.bytesProcessed) / 2 ** 20).toFixed(1)} MiB in ${r.seconds.toFixed(2)} s, ${r.mbPerSecond.toFixed(0)} MB/s, ${r.backend}/${r.kernel}, ${r.threads} threads${r.resumed ? ', resumed' : ''}\n` +
+      (r.secretId ? `  vault secret: ${r.secretId}\n` : ''),
+  );
+}
+
+/** A recovery passphrase from a file, or one line from stdin (typed on a terminal, echoed off is up to the terminal). */
+async function recoveryPassphrase(v: string | true): Promise<Uint8Array> {
+  let raw: Uint8Array;
+  if (v !== true) raw = new Uint8Array(await readFile(v));
+  else {
+    if (process.stdin.isTTY) process.stderr.write('recovery passphrase: ');
+    const rl = createInterface({ input: process.stdin, terminal: false });
+    const line = await new Promise<string>((resolve) => {
+      rl.once('line', resolve);
+      rl.once('close', () => resolve(''));
+    });
+    rl.close();
+    raw = new Uint8Array(Buffer.from(line, 'utf8'));
+  }
+  let n = raw.indexOf(0x0a);
+  if (n < 0) n = raw.length;
+  if (n > 0 && raw[n - 1] === 0x0d) n--;
+  const out = raw.slice(0, n);
+  raw.fill(0);
+  if (out.length === 0) throw new InvalidArgumentError('the recovery passphrase is empty');
+  return out;
+}
+
+function kdfOption(v: string | undefined): KdfOptions | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'pbkdf2') return { type: 'pbkdf2', hash: 'sha256', iterations: 600_000 };
+  if (v === 'argon2id') return { type: 'argon2id', time: 4, memoryKiB: 1048576, parallelism: 4 };
+  throw new InvalidArgumentError('expected pbkdf2 or argon2id');
+}
+
+export function registerImageCommands(program: Command): void {
+  program
+    .command('encrypt')
+    .description('encrypt a VHD or raw image into a LUKS (or plain) encrypted image; the key is sealed in the vault')
+    .argument('<src>', 'source image (VHD fixed/dynamic/differencing, or raw); never written')
+    .argument('<dst>', 'encrypted image to create')
+    .option('--resume', 'finish an interrupted run from its journal')
+    .addOption(new Option('--format <format>', 'encryption format').choices(['luks2', 'luks1', 'plain']).default('luks2'))
+    .option('--vault <uri>', 'vault URI (default: the embedded vault)')
+    .option('--kek <name>', 'key-encryption key in the vault (created on first use)', 'vhdcrypt-kek')
+    .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); no vault').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'keyslot key file (whole content; plain: the raw key); no vault').conflicts('passphraseFile'))
+    .addOption(new Option('--key-size <bits>', 'AES-XTS key bits').choices(['256', '512']).default('512'))
+    .addOption(new Option('--sector-size <bytes>', 'crypto sector size (LUKS2 default 4096 when the size allows)').choices(['512', '4096']))
+    .addOption(outFormatOption())
+    .option('--no-sparse', 'write every block, unallocated ones as encrypted zeros (needed by QEMU luks over vpc)')
+    .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
+    .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
+    .addOption(backendOption())
+    .option('--force', 'replace an existing destination; discard a leftover interrupted run')
+    .option('--json', 'print a JSON summary')
+    .action(async (src: string, dst: string, f: EncryptFlags) => {
+      const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
+      const progress = progressReporter(f.json);
+      try {
+        const r = await withInterrupt((signal) =>
+          encryptImage(src, dst, {
+            resume: f.resume,
+            format: f.format,
+            vault: f.vault,
+            kek: f.kek,
+            passphraseFile: f.passphraseFile,
+            keyFile: f.keyFile,
+            keySize: Number(f.keySize) as 256 | 512,
+            sectorSize: f.sectorSize !== undefined ? (Number(f.sectorSize) as 512 | 4096) : undefined,
+            outFormat: f.outFormat,
+            noSparse: f.sparse === false,
+            addRecoveryPassphrase: recovery,
+            threads: f.threads,
+            backend: f.backend,
+            force: f.force,
+            signal,
+            onProgress: progress.onProgress,
+          }),
+        );
+        progress.stop();
+        printResult(r, f.json);
+      } finally {
+        progress.stop();
+        recovery?.fill(0);
+      }
+    });
+
+  program
+    .command('decrypt')
+    .description('decrypt an encrypted image back into a plaintext image')
+    .argument('<src>', 'encrypted image; never written')
+    .argument('<dst>', 'plaintext image to create')
+    .option('--resume', 'finish an interrupted run from its journal')
+    .option('--vault <uri>', 'vault URI (default: the token\'s vault, else the embedded vault)')
+    .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line)').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'keyslot key file (plain: the raw key)').conflicts('passphraseFile'))
+    .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
+    .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(['256', '512']))
+    .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(['512', '4096']))
+    .addOption(outFormatOption())
+    .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
+    .addOption(backendOption())
+    .option('--force', 'replace an existing destination; discard a leftover interrupted run')
+    .option('--json', 'print a JSON summary')
+    .action(async (src: string, dst: string, f: DecryptFlags) => {
+      const progress = progressReporter(f.json);
+      try {
+        const r = await withInterrupt((signal) =>
+          decryptImage(src, dst, {
+            resume: f.resume,
+            vault: f.vault,
+            passphraseFile: f.passphraseFile,
+            keyFile: f.keyFile,
+            secretId: f.secret,
+            plain: {
+              ...(f.sectorSize !== undefined ? { sectorSize: Number(f.sectorSize) as 512 | 4096 } : {}),
+              ...(f.keySize !== undefined ? { keyBits: Number(f.keySize) as 256 | 512 } : {}),
+            },
+            outFormat: f.outFormat,
+            threads: f.threads,
+            backend: f.backend,
+            force: f.force,
+            signal,
+            onProgress: progress.onProgress,
+          }),
+        );
+        progress.stop();
+        printResult(r, f.json);
+      } finally {
+        progress.stop();
+      }
+    });
+
+  program
+    .command('info')
+    .description('container, size, allocation, LUKS summary, keyslots, tokens, and which vault secret unlocks it')
+    .argument('<img>', 'image')
+    .option('--vault <uri>', 'vault to look the LUKS UUID up in')
+    .option('--json', 'print JSON')
+    .action(async (img: string, f: { json?: boolean; vault?: string }) => {
+      const d = await describeImage(img, { vault: f.vault });
+      if (f.json) {
+        process.stdout.write(toJson(d) + '\n');
+        return;
+      }
+      const mib = (b: bigint) => `${(Number(b) / 2 ** 20).toFixed(1)} MiB`;
+      const lines = [
+        `image:       ${d.path}`,
+        `container:   ${d.container}${d.blockSize ? ` (block ${d.blockSize} bytes)` : ''}`,
+        `virtual:     ${d.virtualSize} bytes (${mib(d.virtualSize)}), allocated ${mib(d.allocatedBytes)}, file ${mib(d.fileSize)}`,
+        `encryption:  ${d.encryption}`,
+      ];
+      if (d.luks) {
+        const l = d.luks as Record<string, unknown>;
+        lines.push(`LUKS UUID:   ${String(l.uuid)}`, `data offset: ${d.luks.dataOffset} bytes, sector ${d.luks.sectorSize} bytes`);
+        const ks = l.keyslots;
+        if (Array.isArray(ks)) for (const k of ks) lines.push(`keyslot:     ${toJson(k).replace(/\s+/g, ' ')}`);
+        const tokens = l.tokens;
+        if (Array.isArray(tokens)) for (const t of tokens) lines.push(`token:       ${toJson(t).replace(/\s+/g, ' ')}`);
+      }
+      lines.push(`secret:      ${d.secret ? `${d.secret.id} (via ${d.secret.via})` : 'none known'}`);
+      for (const n of d.notes) lines.push(`note:        ${n}`);
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+
+  const keyslot = program.command('keyslot').description('LUKS keyslots of an encrypted image');
+  keyslot
+    .command('list')
+    .argument('<img>', 'encrypted image')
+    .option('--json', 'print JSON')
+    .action(async (img: string, f: { json?: boolean }) => {
+      const r = await listImageKeyslots(img);
+      if (f.json) process.stdout.write(toJson(r) + '\n');
+      else {
+        process.stdout.write(`LUKS${r.version} ${r.uuid}\n`);
+        for (const k of r.keyslots) process.stdout.write(`  keyslot ${k.id}: ${k.kdf}, priority ${k.priority}\n`);
+        for (const t of r.tokens) process.stdout.write(`  token ${t.id}: ${t.type} -> keyslots ${t.keyslots.join(',')}\n`);
+      }
+    });
+  keyslot
+    .command('add')
+    .argument('<img>', 'encrypted image')
+    .option('--vault <uri>', 'vault holding the existing secret')
+    .addOption(new Option('--passphrase-file <file>', 'existing passphrase (default: the vault secret)').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'existing key file').conflicts('passphraseFile'))
+    .addOption(new Option('--new-passphrase-file <file>', 'passphrase for the new keyslot').conflicts('newKeyFile'))
+    .option('--new-key-file <file>', 'key file for the new keyslot')
+    .option('--kdf <kdf>', 'KDF of the new keyslot: argon2id (default, LUKS2) or pbkdf2', kdfOption)
+    .option('--key-slot <n>', 'id of the new keyslot', nonNegativeInt)
+    .option('--json', 'print JSON')
+    .action(async (img: string, f: { vault?: string; passphraseFile?: string; keyFile?: string; newPassphraseFile?: string; newKeyFile?: string; kdf?: KdfOptions; keySlot?: number; json?: boolean }) => {
+      const id = await addImageKeyslot(
+        img,
+        { vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile },
+        { passphraseFile: f.newPassphraseFile, keyFile: f.newKeyFile },
+        { kdf: f.kdf, keyslot: f.keySlot },
+      );
+      process.stdout.write(f.json ? toJson({ keyslot: id }) + '\n' : `added keyslot ${id}\n`);
+    });
+  keyslot
+    .command('remove')
+    .argument('<img>', 'encrypted image')
+    .argument('<slot>', 'keyslot id', nonNegativeInt)
+    .option('--force', 'allow removing the last keyslot (the data becomes unrecoverable)')
+    .action(async (img: string, slot: number, f: { force?: boolean }) => {
+      await removeImageKeyslot(img, slot, { force: f.force });
+      process.stdout.write(`removed keyslot ${slot}\n`);
+    });
+
+  const header = program.command('header').description('LUKS header backup and restore');
+  header
+    .command('backup')
+    .argument('<img>', 'encrypted image')
+    .argument('<file>', 'backup file to create')
+    .action(async (img: string, file: string) => {
+      const r = await backupImageHeader(img, file);
+      process.stdout.write(`header region of ${r.bytes} bytes saved to ${file}\n`);
+    });
+  header
+    .command('restore')
+    .argument('<img>', 'encrypted image')
+    .argument('<file>', 'backup file')
+    .option('--force', 'replace a readable header of another volume')
+    .action(async (img: string, file: string, f: { force?: boolean }) => {
+      const r = await restoreImageHeader(img, file, { force: f.force });
+      process.stdout.write(`header region of ${r.bytes} bytes restored into ${img}\n`);
+    });
+}

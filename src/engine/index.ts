@@ -10,3 +10,12 @@ export { SlotRing, type Slot } from './slot-ring.js';
 export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './sector-pipeline.js';
 export { DEFAULT_KEK } from './vault-link.js';
 export type { OutputFormat, Progress, RunOptions, RunResult } from './run-options.js';
+export {
+  addImageKeyslot,
+  removeImageKeyslot,
+  listImageKeyslots,
+  backupImageHeader,
+  restoreImageHeader,
+  describeImage,
+  type ImageDescription,
+} from './header-ops.js';

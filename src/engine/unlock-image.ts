@@ -7,7 +7,7 @@
 import { unlock, type LuksSecret, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage } from '../image/index.js';
 import { EngineError } from './errors.js';
-import { readLuksRegion } from './luks-region.js';
+import { readLuksRegion, type LuksRegion } from './luks-region.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { luksLayout, plainLayout, type PayloadLayout } from './crypto-layout.js';
 import { openEngineVault } from './vault-link.js';
@@ -43,31 +43,39 @@ export async function unlockImage(image: DiskImage, opts: UnlockImageOptions = {
   if (!region) return unlockPlain(image, opts);
   const { info } = region;
   const layout = luksLayout(info, image.virtualSize);
-  const secret = await userSecret(opts);
-  if (secret) {
-    try {
-      const r = await unlock(region.bytes, secret);
-      return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: null, vaultUri: null };
-    } finally {
-      wipeSecret(secret);
-    }
+  const found = await keyslotSecret(image.path, region, opts);
+  try {
+    const r = await unlock(region.bytes, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
+    return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: found.secretId, vaultUri: found.vaultUri };
+  } finally {
+    wipeSecret(found.secret);
   }
+}
+
+export interface KeyslotSecret {
+  /** Wipe with wipeSecret when done. */
+  readonly secret: LuksSecret;
+  readonly secretId: string | null;
+  readonly vaultUri: string | null;
+  /** The keyslot to try first (the token's). */
+  readonly keyslot: number | null;
+}
+
+/** The secret that opens a keyslot of this header: the caller's, else the vault's (token, then LUKS UUID). */
+export async function keyslotSecret(name: string, region: LuksRegion, opts: UnlockImageOptions): Promise<KeyslotSecret> {
+  const own = await userSecret(opts);
+  if (own) return { secret: own, secretId: null, vaultUri: null, keyslot: null };
+  const { info } = region;
   const token = info.tokens.find((t) => t.type === VAULT_TOKEN && typeof t.json.secret === 'string');
-  const tokenVault = token && typeof token.json.vault === 'string' ? token.json.vault : undefined;
+  const tokenVault = token && typeof token.json.vault === 'string' && token.json.vault !== '' ? token.json.vault : undefined;
   const vault = await openEngineVault(opts.vault ?? tokenVault, opts.vaultCredentials);
   try {
     const secretId = opts.secretId ?? (token ? String(token.json.secret) : await vault.findByVolumeUuid(info.uuid));
     if (!secretId) {
-      throw new EngineError('ENGINE_NO_KEY_SOURCE', `${image.path}: no vault secret records LUKS UUID ${info.uuid}; give --passphrase-file or --key-file`);
+      throw new EngineError('ENGINE_NO_KEY_SOURCE', `${name}: no vault secret records LUKS UUID ${info.uuid}; give --passphrase-file or --key-file`);
     }
     const material = await vault.unseal(secretId);
-    const s: LuksSecret = { passphrase: material };
-    try {
-      const r = await unlock(region.bytes, s, token ? { keyslot: token.keyslots[0] } : {});
-      return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId, vaultUri: vault.uri };
-    } finally {
-      material.fill(0);
-    }
+    return { secret: { passphrase: material }, secretId, vaultUri: vault.uri, keyslot: token?.keyslots[0] ?? null };
   } finally {
     await vault.close();
   }

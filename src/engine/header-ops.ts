@@ -1,0 +1,189 @@
+/**
+ * Keyslot and header operations on an encrypted image, whatever its container:
+ * the header region is read from the virtual disk, changed in memory by the
+ * LUKS library, and written back.
+ */
+import { open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { openImage, type DiskImage, type WritableImage } from '../image/index.js';
+import { addKeyslot, dump, readVolumeInfo, removeKeyslot, KDF_TYPED_PASSPHRASE, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
+import { VhdcryptError } from '../errors.js';
+import { EngineError } from './errors.js';
+import { MAX_HEADER_REGION, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
+import { keyslotSecret, type UnlockImageOptions } from './unlock-image.js';
+import { userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
+import { KDF_TYPED_PASSPHRASE_LUKS1 } from './encryption-keys.js';
+import { exists, syncDir } from './safe-output.js';
+import { openEngineVault } from './vault-link.js';
+
+async function requireLuks(image: DiskImage): Promise<LuksRegion> {
+  const region = await readLuksRegion(image);
+  if (!region) throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: no LUKS header on its virtual disk`);
+  return region;
+}
+
+async function withImage<T>(path: string, writable: false, fn: (img: DiskImage) => Promise<T>): Promise<T>;
+async function withImage<T>(path: string, writable: true, fn: (img: WritableImage) => Promise<T>): Promise<T>;
+async function withImage<T>(path: string, writable: boolean, fn: (img: WritableImage) => Promise<T>): Promise<T> {
+  // Read-only opens go through the same callback type; they never write.
+  const img = (writable ? await openImage(path, { writable: true }) : await openImage(path)) as WritableImage;
+  try {
+    return await fn(img);
+  } finally {
+    await img.close();
+  }
+}
+
+/** Keyslots and tokens of an encrypted image. */
+export async function listImageKeyslots(path: string): Promise<Pick<LuksVolumeInfo, 'version' | 'uuid' | 'keyslots' | 'tokens'>> {
+  return withImage(path, false, async (img) => {
+    const { info } = await requireLuks(img);
+    return { version: info.version, uuid: info.uuid, keyslots: info.keyslots, tokens: info.tokens };
+  });
+}
+
+/** Add a keyslot for `added`, opening the volume with the existing secret (caller's or the vault's); returns its id. */
+export async function addImageKeyslot(
+  path: string,
+  existing: UnlockImageOptions,
+  added: KeySourceOptions,
+  opts: { kdf?: KdfOptions; keyslot?: number } = {},
+): Promise<number> {
+  return withImage(path, true, async (img) => {
+    const region = await requireLuks(img);
+    const newSecret = await userSecret(added);
+    if (!newSecret) throw new EngineError('ENGINE_BAD_ARGUMENT', 'the new keyslot needs a passphrase file or key file');
+    const old = await keyslotSecret(path, region, existing);
+    try {
+      const kdf = opts.kdf ?? (region.info.version === 1 ? KDF_TYPED_PASSPHRASE_LUKS1 : KDF_TYPED_PASSPHRASE);
+      const id = await addKeyslot(region.bytes, old.secret, newSecret, { kdf, ...(opts.keyslot !== undefined ? { newKeyslot: opts.keyslot } : {}), ...(old.keyslot !== null ? { keyslot: old.keyslot } : {}) });
+      await writeLuksRegion(img, region.bytes);
+      return id;
+    } finally {
+      wipeSecret(old.secret);
+      wipeSecret(newSecret);
+    }
+  });
+}
+
+/** Remove a keyslot (its key material is destroyed); the last one only with force. */
+export async function removeImageKeyslot(path: string, keyslot: number, opts: { force?: boolean } = {}): Promise<void> {
+  await withImage(path, true, async (img) => {
+    const region = await requireLuks(img);
+    await removeKeyslot(region.bytes, keyslot, { force: opts.force === true });
+    await writeLuksRegion(img, region.bytes);
+  });
+}
+
+/** Copy the header region [0, data offset) of the image's virtual disk into a new file (mode 0600). */
+export async function backupImageHeader(path: string, file: string): Promise<{ bytes: number }> {
+  if (await exists(file)) throw new EngineError('ENGINE_DEST_EXISTS', `${file} already exists; not overwriting`);
+  const region = await withImage(path, false, requireLuks);
+  const tmp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.vhdcrypt-tmp`);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(region.bytes);
+    await fh.sync();
+    await fh.close();
+    if (await exists(file)) throw new EngineError('ENGINE_DEST_EXISTS', `${file} appeared meanwhile; not overwriting`);
+    await rename(tmp, file);
+    await syncDir(dirname(file));
+  } catch (e) {
+    await Promise.allSettled([fh.close()]);
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  return { bytes: region.bytes.length };
+}
+
+/**
+ * Write a header backup over the image's header region. The backup must be a
+ * valid LUKS header; replacing a readable header of another volume (UUID or
+ * data offset differ) needs force.
+ */
+export async function restoreImageHeader(path: string, file: string, opts: { force?: boolean } = {}): Promise<{ bytes: number }> {
+  const st = await stat(file);
+  if (BigInt(st.size) > MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
+  const backup = new Uint8Array(await readFile(file));
+  const info = await readVolumeInfo(backup);
+  if (BigInt(backup.length) < info.dataOffset) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `${file}: holds ${backup.length} bytes but its header region is ${info.dataOffset}`);
+  }
+  return withImage(path, true, async (img) => {
+    if (info.dataOffset > img.virtualSize) throw new EngineError('ENGINE_BAD_ARGUMENT', `${path}: the backup's data offset ${info.dataOffset} is past the disk's end`);
+    let current: LuksRegion | null = null;
+    try {
+      current = await readLuksRegion(img);
+    } catch (e) {
+      // A damaged header (a typed parse error) is what restore is for: it is replaced below. I/O errors stop here.
+      if (!(e instanceof VhdcryptError)) throw e;
+    }
+    if (current && !opts.force && (current.info.uuid !== info.uuid || current.info.dataOffset !== info.dataOffset)) {
+      throw new EngineError('ENGINE_BAD_ARGUMENT', `${path}: its header (UUID ${current.info.uuid}) is not the backup's (UUID ${info.uuid}); use --force to replace it`);
+    }
+    const region = backup.subarray(0, Number(info.dataOffset));
+    await writeLuksRegion(img, region);
+    return { bytes: region.length };
+  });
+}
+
+export interface ImageDescription {
+  readonly path: string;
+  readonly container: string;
+  readonly virtualSize: bigint;
+  readonly fileSize: bigint;
+  readonly allocatedBytes: bigint;
+  readonly blockSize: number | null;
+  readonly uuid: string | null;
+  readonly encryption: 'luks1' | 'luks2' | 'none-or-plain';
+  readonly luks: (LuksDump & { readonly dataOffset: string; readonly sectorSize: number }) | null;
+  /** Which vault secret opens it (token, or lookup by LUKS UUID); null when none is known. */
+  readonly secret: { readonly id: string; readonly via: 'token' | 'volume-uuid'; readonly vault: string | null } | null;
+  readonly notes: readonly string[];
+}
+
+/** Container, size, allocation, LUKS summary, keyslots, tokens and the secret that unlocks it. */
+export async function describeImage(path: string, opts: { vault?: string; vaultCredentials?: unknown } = {}): Promise<ImageDescription> {
+  const fileSize = BigInt((await stat(path)).size);
+  return withImage(path, false, async (img) => {
+    let allocated = 0n;
+    for await (const e of img.extents()) if (e.allocated) allocated += e.length;
+    const notes: string[] = [...img.warnings];
+    const region = await readLuksRegion(img);
+    let luks: ImageDescription['luks'] = null;
+    let secret: ImageDescription['secret'] = null;
+    if (region) {
+      luks = { ...(await dump(region.bytes)), dataOffset: String(region.info.dataOffset), sectorSize: region.info.sectorSize };
+      const token = region.info.tokens.find((t) => t.type === 'vhdcrypt-vault' && typeof t.json.secret === 'string');
+      if (token) {
+        secret = { id: String(token.json.secret), via: 'token', vault: typeof token.json.vault === 'string' ? token.json.vault : null };
+      } else {
+        try {
+          const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+          try {
+            const id = await vault.findByVolumeUuid(region.info.uuid);
+            if (id) secret = { id, via: 'volume-uuid', vault: vault.uri };
+          } finally {
+            await vault.close();
+          }
+        } catch (e) {
+          notes.push(`vault lookup by LUKS UUID failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    }
+    return {
+      path,
+      container: img.format,
+      virtualSize: img.virtualSize,
+      fileSize,
+      allocatedBytes: allocated,
+      blockSize: img.blockSize ?? null,
+      uuid: img.uuid ?? null,
+      encryption: region ? (region.info.version === 1 ? 'luks1' : 'luks2') : 'none-or-plain',
+      luks,
+      secret,
+      notes,
+    };
+  });
+}
