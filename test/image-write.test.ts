@@ -109,6 +109,30 @@ describe('raw and fixed', () => {
     expect((await readFile(file)).equals(data)).toBe(true);
   });
 
+  it('raw: discarding the tail frees its blocks; discards of never-written chunks write nothing', async () => {
+    const file = path.join(dir, 'tail.raw');
+    const img = await createImage(file, { format: 'raw', virtualSize: 32n * BigInt(MiB) });
+    const data = Buffer.from(patternBytes(32 * MiB, 21));
+    await img.write(0n, data);
+    await img.flush();
+    const before = (await stat(file)).blocks;
+    await img.discard(16n * BigInt(MiB), 16n * BigInt(MiB));
+    await img.discard(BigInt(MiB) + 100n, 1000n);
+    data.fill(0, 16 * MiB);
+    data.fill(0, MiB + 100, MiB + 1100);
+    await img.close();
+    const st = await stat(file);
+    expect(st.size).toBe(32 * MiB);
+    expect(st.blocks).toBeLessThan(before * 0.6);
+    expect((await readFile(file)).equals(data)).toBe(true);
+    // A fresh file: discarding the never-written middle leaves it a hole.
+    const fresh = await createImage(path.join(dir, 'fresh.raw'), { format: 'raw', virtualSize: 64n * BigInt(MiB) });
+    await fresh.write(0n, new Uint8Array(4096).fill(1));
+    await fresh.discard(BigInt(MiB), 32n * BigInt(MiB));
+    await fresh.close();
+    expect((await stat(path.join(dir, 'fresh.raw'))).blocks * 512).toBeLessThan(MiB);
+  });
+
   it('raw opened writable: zeros are written (no knowledge of holes), discard reads zeros', async () => {
     const file = path.join(dir, 'exist.raw');
     await writeFile(file, Buffer.from(patternBytes(MiB, 8)));

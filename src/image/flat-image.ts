@@ -46,11 +46,25 @@ export class FlatImage extends ImageBase {
   }
 
   protected async discardRange(pos: number, len: number): Promise<void> {
-    // Node cannot punch holes (no fallocate); writing zeros is the honest fallback.
+    if (this.format === 'raw' && pos + len === this.size) {
+      // The tail of a raw file: cut and re-extend, which frees the blocks (Node has no fallocate hole punch).
+      await this.fh.truncate(pos);
+      await this.fh.truncate(this.size);
+      return;
+    }
+    // Otherwise zeros are written, except over chunks of a fresh file never written (holes already).
+    const end = pos + len;
     const step = 16 << 20;
-    for (let o = 0; o < len; o += step) {
-      const n = Math.min(step, len - o);
-      await writeVectorAt(this.fh, zeroPieces(n), pos + o);
+    for (let p = pos; p < end; ) {
+      const chunk = Math.floor(p / CHUNK_SIZE);
+      const cEnd = Math.min((chunk + 1) * CHUNK_SIZE, end);
+      if (this.fresh && !this.fresh.has(chunk)) {
+        p = cEnd;
+        continue;
+      }
+      const n = this.fresh ? cEnd - p : Math.min(step, end - p);
+      await writeVectorAt(this.fh, zeroPieces(n), p);
+      p += n;
     }
   }
 
