@@ -208,6 +208,27 @@ describe('differencing chains over a qemu-made base', () => {
     await again.close();
   });
 
+  it('a child of a qemu fixed disk, reopened writable and written again', async () => {
+    const base = path.join(dir, 'fixed-base.vhd');
+    await tool('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', base, String(6 * MiB)]);
+    await tool('qemu-io', ['-f', 'vpc', '-c', 'write -q -P 0xc4 1M 2M', base]);
+    const model = Buffer.alloc(6 * MiB);
+    model.fill(0xc4, MiB, 3 * MiB);
+    const childPath = path.join(dir, 'fixed-child.vhd');
+    const child = await createImage(childPath, { format: 'vhd-differencing', parent: base });
+    await both(child, model, 2 * MiB - 300, patternBytes(600, 41));
+    await child.close();
+    const w = await openImage(childPath, { writable: true });
+    expect(w.format).toBe('vhd-differencing');
+    await both(w, model, 2 * MiB + 100, patternBytes(5000, 42)); // into the block allocated before
+    await both(w, model, 5 * MiB, patternBytes(512, 43)); // a new block
+    await w.close();
+    const r = await openImage(childPath);
+    expect(r.parent?.format).toBe('vhd-fixed');
+    expect((await readAll(r)).equals(model)).toBe(true);
+    await r.close();
+  });
+
   it('finds a parent by the relative locator after a move, by the absolute one when only the child moves', async () => {
     const base = await qemuBase('mv-base.vhd');
     const childPath = path.join(dir, 'mv-child.vhd');
