@@ -96,6 +96,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions): Promise
         report();
       },
       signal: opts.signal,
+      ...(opts.checkpointBytes !== undefined ? { checkpointBytes: opts.checkpointBytes } : {}),
     });
     done = processed + skippedBytes;
     report();

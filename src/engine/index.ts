@@ -19,3 +19,4 @@ export {
   describeImage,
   type ImageDescription,
 } from './header-ops.js';
+export { runEncryptBench, type EndToEndBenchResult } from './bench-run.js';

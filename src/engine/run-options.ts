@@ -30,6 +30,8 @@ export interface RunOptions {
   readonly vaultCredentials?: unknown;
   /** Bytes per batch (default 4 MiB), a multiple of 4096. */
   readonly batchBytes?: number;
+  /** Payload bytes between resume checkpoints (flush + journal; default 64 MiB). */
+  readonly checkpointBytes?: number;
 }
 
 export interface RunResult {
