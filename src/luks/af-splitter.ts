@@ -3,22 +3,26 @@
  * the key is spread over `stripes` blocks joined by a hash diffusion, so that
  * losing any part of the area destroys the key.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { LuksHash } from './kdf.js';
 
 const DIGEST_BYTES: Record<LuksHash, number> = { sha1: 20, sha256: 32, sha512: 64 };
 
 /** H(be32(i) || block_i) over each digest-sized block, the last one truncated (spec §2.4 "diffuse"). */
-function diffuse(buf: Uint8Array, hash: LuksHash): void {
-  const ds = DIGEST_BYTES[hash];
-  const index = new Uint8Array(4);
+function diffuse(buf: Uint8Array, hashName: LuksHash): void {
+  const ds = DIGEST_BYTES[hashName];
+  const scratch = new Uint8Array(4 + ds);
+  const dv = new DataView(scratch.buffer);
   for (let i = 0, off = 0; off < buf.length; i++, off += ds) {
     const len = Math.min(ds, buf.length - off);
-    new DataView(index.buffer).setUint32(0, i, false);
-    const d = createHash(hash).update(index).update(buf.subarray(off, off + len)).digest();
+    dv.setUint32(0, i, false);
+    scratch.set(buf.subarray(off, off + len), 4);
+    // One-shot crypto.hash: 2-3x faster than createHash for 8000 tiny inputs per unlock.
+    const d = hash(hashName, scratch.subarray(0, 4 + len), 'buffer');
     buf.set(d.subarray(0, len), off);
     d.fill(0);
   }
+  scratch.fill(0);
 }
 
 function xorInto(dst: Uint8Array, src: Uint8Array): void {
