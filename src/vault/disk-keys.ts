@@ -1,0 +1,169 @@
+/**
+ * Disk keys sealed the way Azure Disk Encryption keeps them: the material is
+ * wrapped inside the vault by a key-encryption key (KEK) and only the wrapped
+ * form is stored, as a secret named after the disk.
+ *
+ * KEK choice: an RSA-2048 key used with RSA-OAEP-256, as ADE's KEKs are RSA
+ * (and Azure Key Vault's standard tier holds only RSA/EC keys, so the same
+ * KEK model carries over to that provider). An existing oct KEK is used with
+ * A256KW (RFC 3394).
+ *
+ * Versions: rotateKek rewraps a secret version V into a new version tagged
+ * RewrapOf=<V's root version>. A version, its root and the root's rewraps form
+ * a lineage holding the same material, and unsealing any member uses the
+ * lineage's newest member, so a stored id stays valid after rotation and
+ * disabling the newest member shreds the whole lineage.
+ */
+import { createHash } from 'node:crypto';
+import { VaultError } from './errors.js';
+import { resolveRef } from './object-id.js';
+import type { SecretProperties, Vault, WrapAlgorithm } from './types.js';
+
+export const WRAPPED_KEY_CONTENT_TYPE = 'application/vnd.vhdcrypt.wrapped-key+json';
+export const TAG_ALGORITHM = 'DiskEncryptionKeyEncryptionAlgorithm';
+export const TAG_KEK_URL = 'DiskEncryptionKeyEncryptionKeyURL';
+export const TAG_VOLUME_UUID = 'VolumeUuid';
+export const TAG_SOURCE_IMAGE = 'SourceImage';
+export const TAG_DISK_ID = 'DiskId';
+export const TAG_REWRAP_OF = 'RewrapOf';
+const KEK_RSA_BITS = 2048;
+
+export interface SealDiskKeyRequest {
+  readonly diskId: string;
+  readonly material: Uint8Array;
+  /** KEK name; created (RSA-2048) on first use. */
+  readonly kek: string;
+  readonly tags?: Record<string, string>;
+  readonly volumeUuid?: string;
+  readonly sourceName?: string;
+}
+
+/** The secret value: { alg, kid, wrapped } with wrapped in base64url. */
+export interface WrappedKeyDocument {
+  readonly alg: WrapAlgorithm;
+  readonly kid: string;
+  readonly wrapped: string;
+}
+
+/** The secret name for a disk id: the id itself when valid, else a sanitized form plus a hash suffix (no collisions). */
+export function diskSecretName(diskId: string): string {
+  if (/^[0-9A-Za-z-]{1,127}$/.test(diskId)) return diskId;
+  const hash = createHash('sha256').update(diskId, 'utf8').digest('hex').slice(0, 8);
+  const base = diskId.replace(/[^0-9A-Za-z-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 127 - 9).replace(/-+$/, '');
+  return `${base || 'disk'}-${hash}`;
+}
+
+function algFor(kty: string): WrapAlgorithm {
+  return kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
+}
+
+function isCode(e: unknown, code: string): boolean {
+  return e instanceof VaultError && e.code === code;
+}
+
+/** Wrap `material` under the KEK and store it as the disk's secret; returns the secret and KEK ids (with versions). */
+export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promise<{ secretId: string; kekId: string }> {
+  if (typeof req.diskId !== 'string' || req.diskId === '') throw new VaultError('VAULT_BAD_ARGUMENT', 'sealDiskKey needs a diskId');
+  if (!(req.material instanceof Uint8Array) || req.material.length === 0) throw new VaultError('VAULT_BAD_ARGUMENT', 'sealDiskKey needs key material');
+  const props = await vault.getProperties();
+  if (!props.enabledForDiskEncryption) {
+    throw new VaultError('VAULT_NOT_FOR_DISK_ENCRYPTION', `vault ${vault.uri} is not enabled for disk encryption (vault set-property --enabled-for-disk-encryption true)`);
+  }
+  let kty: string;
+  try {
+    kty = (await vault.getKey(req.kek)).key.kty;
+  } catch (e) {
+    if (!isCode(e, 'VAULT_KEY_NOT_FOUND')) throw e;
+    kty = (await vault.createKey(req.kek, { kty: 'RSA', size: KEK_RSA_BITS })).key.kty;
+  }
+  const alg = algFor(kty);
+  const w = await vault.wrapKey(req.kek, alg, req.material);
+  const doc: WrappedKeyDocument = { alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') };
+  const tags: Record<string, string> = {
+    ...req.tags,
+    [TAG_ALGORITHM]: alg,
+    [TAG_KEK_URL]: w.kid,
+    [TAG_DISK_ID]: req.diskId.slice(0, 256),
+  };
+  if (req.volumeUuid) tags[TAG_VOLUME_UUID] = req.volumeUuid.toLowerCase();
+  if (req.sourceName) tags[TAG_SOURCE_IMAGE] = req.sourceName.slice(-256);
+  const s = await vault.setSecret(diskSecretName(req.diskId), JSON.stringify(doc), { contentType: WRAPPED_KEY_CONTENT_TYPE, tags });
+  return { secretId: s.id, kekId: w.kid };
+}
+
+function parseDocument(vault: Vault, value: string, id: string): WrappedKeyDocument {
+  let doc: WrappedKeyDocument;
+  try {
+    doc = JSON.parse(value) as WrappedKeyDocument;
+  } catch (e) {
+    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${id} does not hold a wrapped key document`, { cause: e });
+  }
+  if (!doc || typeof doc.kid !== 'string' || typeof doc.wrapped !== 'string' || !['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'].includes(doc.alg)) {
+    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${id} does not hold a wrapped key document`);
+  }
+  resolveRef(vault.uri, 'keys', doc.kid);
+  return doc;
+}
+
+/** Root version of a secret version's lineage. */
+function rootOf(p: SecretProperties): string {
+  return p.tags[TAG_REWRAP_OF] ?? p.version;
+}
+
+/** The newest member of `root`'s lineage among `versions` (oldest first). */
+function newestOfLineage(versions: readonly SecretProperties[], root: string): SecretProperties | undefined {
+  let found: SecretProperties | undefined;
+  for (const v of versions) if (rootOf(v) === root) found = v;
+  return found;
+}
+
+/** Lineage roots of a secret, oldest first, each with its newest member. */
+export async function diskLineages(vault: Vault, name: string): Promise<Array<{ root: SecretProperties; newest: SecretProperties }>> {
+  const versions = await vault.listSecretVersions(name);
+  return versions.filter((v) => v.tags[TAG_REWRAP_OF] === undefined)
+    .map((root) => ({ root, newest: newestOfLineage(versions, root.version) ?? root }));
+}
+
+/** Unwrap a disk's key material through the vault; the caller wipes the result. */
+export async function unsealDiskKey(vault: Vault, ref: string | { name: string; version?: string }): Promise<Uint8Array> {
+  const r = typeof ref === 'string' ? resolveRef(vault.uri, 'secrets', ref) : resolveRef(vault.uri, 'secrets', ref.name, ref.version);
+  let target: string | undefined = r.version;
+  let versions: SecretProperties[] | null = null;
+  try {
+    versions = await vault.listSecretVersions(r.name);
+  } catch (e) {
+    // A principal with secrets/get but not list (like ADE's compute principal) unseals the exact version named.
+    if (!isCode(e, 'VAULT_FORBIDDEN')) throw e;
+  }
+  if (versions) {
+    const named = r.version === undefined ? undefined : versions.find((v) => v.version === r.version);
+    if (r.version !== undefined && !named) throw new VaultError('VAULT_SECRET_NOT_FOUND', `secret '${r.name}' version ${r.version} not found`);
+    const roots = versions.filter((v) => v.tags[TAG_REWRAP_OF] === undefined);
+    const root = named ? rootOf(named) : roots[roots.length - 1]?.version ?? versions[versions.length - 1]?.version;
+    if (root !== undefined) target = newestOfLineage(versions, root)?.version ?? target;
+  }
+  const secret = await vault.getSecret(r.name, target);
+  if (secret.properties.contentType !== WRAPPED_KEY_CONTENT_TYPE) {
+    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${secret.properties.id} is not a wrapped disk key (contentType ${String(secret.properties.contentType)})`);
+  }
+  const doc = parseDocument(vault, secret.value, secret.properties.id);
+  const wrapped = Buffer.from(doc.wrapped, 'base64url');
+  return (await vault.unwrapKey(doc.kid, doc.alg, wrapped)).result;
+}
+
+/** The disk secret recording LUKS/volume UUID `uuid` (newest sealing wins), or null. */
+export async function findDiskSecretByVolumeUuid(vault: Vault, uuid: string): Promise<SecretProperties | null> {
+  const want = uuid.toLowerCase();
+  let best: SecretProperties | null = null;
+  let bestRootTime = -Infinity;
+  for (const s of await vault.listSecrets()) {
+    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    for (const { root, newest } of await diskLineages(vault, s.name)) {
+      if (root.tags[TAG_VOLUME_UUID] === want && root.created.getTime() >= bestRootTime) {
+        best = newest;
+        bestRootTime = root.created.getTime();
+      }
+    }
+  }
+  return best;
+}

@@ -1,0 +1,20 @@
+/** The vault (issue 5): Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault. */
+export { VaultError } from './errors.js';
+export type { VaultErrorCode } from './errors.js';
+export * from './types.js';
+export { openVault, defaultVaultPath, defaultVaultUri } from './open-vault.js';
+export type { OpenVaultOptions } from './open-vault.js';
+export { objectId, resolveRef } from './object-id.js';
+export type { ObjectKind, ObjectRef } from './object-id.js';
+export {
+  MAX_SECRET_VALUE_BYTES, MAX_CONTENT_TYPE_CHARS, MAX_TAGS, MAX_TAG_NAME_CHARS, MAX_TAG_VALUE_CHARS,
+} from './limits.js';
+export {
+  sealDiskKey, unsealDiskKey, findDiskSecretByVolumeUuid, diskSecretName, diskLineages,
+  WRAPPED_KEY_CONTENT_TYPE, TAG_ALGORITHM, TAG_KEK_URL, TAG_VOLUME_UUID, TAG_SOURCE_IMAGE, TAG_DISK_ID, TAG_REWRAP_OF,
+} from './disk-keys.js';
+export type { SealDiskKeyRequest, WrappedKeyDocument } from './disk-keys.js';
+export { rotateKek, TAG_ROTATION } from './rotate-kek.js';
+export type { RotateKekOptions, RotateKekResult } from './rotate-kek.js';
+export { PRODUCTION_KDF } from './local/master-key.js';
+export { OWNER } from './local/local-vault.js';

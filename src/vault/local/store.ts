@@ -1,0 +1,183 @@
+/**
+ * The embedded vault's SQLite storage (better-sqlite3): WAL journal, a busy
+ * timeout and IMMEDIATE transactions so that several processes using one vault
+ * serialize their writes and lose no update. Rows hold only sealed blobs plus
+ * the plain columns needed to find them (kind, name, version, order).
+ */
+import Database from 'better-sqlite3';
+import { VaultError } from '../errors.js';
+
+export const DB_FILE_NAME = 'vault.sqlite';
+const BUSY_TIMEOUT_MS = 30_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+  kind TEXT NOT NULL, name TEXT NOT NULL COLLATE NOCASE, state BLOB NOT NULL,
+  PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS versions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL, name TEXT NOT NULL COLLATE NOCASE, version TEXT NOT NULL,
+  record BLOB NOT NULL, material BLOB NOT NULL,
+  UNIQUE (kind, name, version));
+CREATE TABLE IF NOT EXISTS principals (name TEXT PRIMARY KEY COLLATE NOCASE, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, principal TEXT NOT NULL,
+  operation TEXT NOT NULL, object_id TEXT NOT NULL, result TEXT NOT NULL, mac BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+`;
+
+export interface VersionRow {
+  readonly seq: number;
+  readonly name: string;
+  readonly version: string;
+  readonly record: Buffer;
+}
+
+export interface AuditRow {
+  readonly seq: number;
+  readonly time: string;
+  readonly principal: string;
+  readonly operation: string;
+  readonly object_id: string;
+  readonly result: string;
+  readonly mac: Buffer;
+}
+
+/** Map SQLite failures to vault errors: corruption is tampering, the rest storage trouble. */
+export function storageError(e: unknown): unknown {
+  if (e instanceof VaultError) return e;
+  const code = (e as { code?: unknown })?.code;
+  if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') {
+    return new VaultError('VAULT_TAMPERED', `the vault database is damaged or not a vault (${String(code)})`, { cause: e });
+  }
+  if (typeof code === 'string' && code.startsWith('SQLITE_')) {
+    return new VaultError('VAULT_STORAGE', `vault storage failed: ${(e as Error).message}`, { cause: e });
+  }
+  return e;
+}
+
+export class VaultStore {
+  readonly db: Database.Database;
+
+  constructor(path: string, options: { create: boolean }) {
+    try {
+      this.db = new Database(path, { fileMustExist: !options.create });
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.tx(() => this.db.exec(SCHEMA));
+    } catch (e) {
+      if ((e as { code?: unknown })?.code === 'SQLITE_CANTOPEN') {
+        throw new VaultError('VAULT_NOT_FOUND', `no vault at ${path}; create it with 'vhdcrypt vault init'`, { cause: e });
+      }
+      throw storageError(e);
+    }
+  }
+
+  /** Run `fn` in an IMMEDIATE transaction (takes the write lock first, so read-modify-write is atomic across processes). */
+  tx<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  getMeta(k: string): Buffer | string | undefined {
+    const row = this.db.prepare('SELECT v FROM meta WHERE k = ?').get(k) as { v: Buffer | string } | undefined;
+    return row?.v;
+  }
+
+  setMeta(k: string, v: Buffer | string): void {
+    this.db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+  }
+
+  getObject(kind: string, name: string): { name: string; state: Buffer } | undefined {
+    return this.db.prepare('SELECT name, state FROM objects WHERE kind = ? AND name = ?').get(kind, name) as { name: string; state: Buffer } | undefined;
+  }
+
+  putObject(kind: string, name: string, state: Buffer): void {
+    this.db.prepare('INSERT INTO objects (kind, name, state) VALUES (?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state')
+      .run(kind, name, state);
+  }
+
+  listObjects(kind: string): Array<{ name: string; state: Buffer }> {
+    return this.db.prepare('SELECT name, state FROM objects WHERE kind = ? ORDER BY name').all(kind) as Array<{ name: string; state: Buffer }>;
+  }
+
+  /** Remove an object and all its versions (purge). */
+  removeObject(kind: string, name: string): void {
+    this.db.prepare('DELETE FROM versions WHERE kind = ? AND name = ?').run(kind, name);
+    this.db.prepare('DELETE FROM objects WHERE kind = ? AND name = ?').run(kind, name);
+  }
+
+  insertVersion(kind: string, name: string, version: string, record: Buffer, material: Buffer): void {
+    this.db.prepare('INSERT INTO versions (kind, name, version, record, material) VALUES (?, ?, ?, ?, ?)').run(kind, name, version, record, material);
+  }
+
+  /** One version's record (latest when `version` is undefined). */
+  getVersion(kind: string, name: string, version?: string): VersionRow | undefined {
+    const row = version === undefined
+      ? this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT 1').get(kind, name)
+      : this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version);
+    return row as VersionRow | undefined;
+  }
+
+  getMaterial(kind: string, name: string, version: string): Buffer | undefined {
+    const row = this.db.prepare('SELECT material FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version) as
+      | { material: Buffer }
+      | undefined;
+    return row?.material;
+  }
+
+  listVersions(kind: string, name: string): VersionRow[] {
+    return this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq').all(kind, name) as VersionRow[];
+  }
+
+  /** Every version of every object of a kind, oldest first, without material (for export). */
+  allVersions(kind: string, name: string): Array<VersionRow & { material: Buffer }> {
+    return this.db.prepare('SELECT seq, name, version, record, material FROM versions WHERE kind = ? AND name = ? ORDER BY seq')
+      .all(kind, name) as Array<VersionRow & { material: Buffer }>;
+  }
+
+  setVersionRecord(kind: string, name: string, version: string, record: Buffer): void {
+    this.db.prepare('UPDATE versions SET record = ? WHERE kind = ? AND name = ? AND version = ?').run(record, kind, name, version);
+  }
+
+  getPrincipal(name: string): { name: string; record: Buffer } | undefined {
+    return this.db.prepare('SELECT name, record FROM principals WHERE name = ?').get(name) as { name: string; record: Buffer } | undefined;
+  }
+
+  putPrincipal(name: string, record: Buffer): void {
+    this.db.prepare('INSERT INTO principals (name, record) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET record = excluded.record').run(name, record);
+  }
+
+  deletePrincipal(name: string): boolean {
+    return this.db.prepare('DELETE FROM principals WHERE name = ?').run(name).changes > 0;
+  }
+
+  listPrincipals(): Array<{ name: string; record: Buffer }> {
+    return this.db.prepare('SELECT name, record FROM principals ORDER BY name').all() as Array<{ name: string; record: Buffer }>;
+  }
+
+  lastAudit(): AuditRow | undefined {
+    return this.db.prepare('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
+  }
+
+  appendAudit(row: Omit<AuditRow, 'seq'> & { seq: number }): void {
+    this.db.prepare('INSERT INTO audit (seq, time, principal, operation, object_id, result, mac) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(row.seq, row.time, row.principal, row.operation, row.object_id, row.result, row.mac);
+  }
+
+  auditRows(): AuditRow[] {
+    return this.db.prepare('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
+  }
+}

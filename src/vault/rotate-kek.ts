@@ -1,0 +1,110 @@
+/**
+ * KEK rotation: make a new KEK version, rewrap every disk secret lineage whose
+ * newest member is wrapped by an older version (a new secret version; the data
+ * on disk is untouched), then disable the older KEK versions. Restartable: the
+ * new version carries the tag vhdcrypt-rotation=pending until the run ends, so
+ * a rerun resumes with it. At every instant each lineage's newest member is
+ * wrapped by an enabled KEK version, so no disk is ever unopenable.
+ */
+import { VaultError } from './errors.js';
+import { objectId, resolveRef } from './object-id.js';
+import {
+  TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, type WrappedKeyDocument,
+} from './disk-keys.js';
+import type { KeyProperties, SecretProperties, Vault, WrapAlgorithm } from './types.js';
+
+export const TAG_ROTATION = 'vhdcrypt-rotation';
+
+export interface RotateKekOptions {
+  /** Called after each rewrap is stored (progress; tests use it to stop the process midway). */
+  readonly onRewrapped?: (secretId: string, index: number) => void;
+}
+
+export interface RotateKekResult {
+  /** The KEK version everything is now wrapped by. */
+  readonly kekId: string;
+  /** New secret versions written by this run. */
+  readonly rewrapped: string[];
+  /** Disk secret versions left as they were: disabled, outside nbf..exp, or deleted. */
+  readonly skipped: string[];
+  /** Old KEK versions disabled by this run. */
+  readonly disabled: string[];
+  /** Old KEK versions left enabled because a skipped secret still needs them. */
+  readonly keptEnabled: string[];
+}
+
+function usable(p: SecretProperties, now: number): boolean {
+  return p.enabled && (p.notBefore === null || p.notBefore.getTime() <= now) && (p.expiresOn === null || p.expiresOn.getTime() > now);
+}
+
+/** Rotate KEK `kekName` and rewrap the disk secrets that use it. */
+export async function rotateKek(vault: Vault, kekName: string, options: RotateKekOptions = {}): Promise<RotateKekResult> {
+  const versions = await vault.listKeyVersions(kekName);
+  const latest = versions[versions.length - 1];
+  if (!latest) throw new VaultError('VAULT_KEY_NOT_FOUND', `key '${kekName}' has no versions`);
+  let target: KeyProperties = latest;
+  if (latest.tags[TAG_ROTATION] !== 'pending') {
+    const fresh = await vault.rotateKey(kekName);
+    target = await vault.updateKeyProperties(fresh.properties.id, undefined, { tags: { ...fresh.properties.tags, [TAG_ROTATION]: 'pending' } });
+  }
+  const kekPrefix = objectId(vault.uri, 'keys', target.name) + '/';
+  const alg: WrapAlgorithm = target.kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
+  const rewrapped: string[] = [];
+  const skipped: string[] = [];
+  const stillNeeded = new Set<string>();
+  const now = Date.now();
+
+  for (const s of await vault.listSecrets()) {
+    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    for (const { root, newest } of await diskLineages(vault, s.name)) {
+      const kekUrl = newest.tags[TAG_KEK_URL] ?? '';
+      if (!kekUrl.startsWith(kekPrefix) || kekUrl === target.id) continue;
+      if (!usable(newest, now)) {
+        skipped.push(newest.id);
+        stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
+        continue;
+      }
+      const secret = await vault.getSecret(newest.id);
+      const doc = JSON.parse(secret.value) as WrappedKeyDocument;
+      const material = (await vault.unwrapKey(doc.kid, doc.alg, Buffer.from(doc.wrapped, 'base64url'))).result;
+      let w;
+      try {
+        w = await vault.wrapKey(target.id, alg, material);
+      } finally {
+        material.fill(0);
+      }
+      const next: WrappedKeyDocument = { alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') };
+      const stored = await vault.setSecret(s.name, JSON.stringify(next), {
+        contentType: WRAPPED_KEY_CONTENT_TYPE,
+        tags: { ...newest.tags, [TAG_ALGORITHM]: alg, [TAG_KEK_URL]: w.kid, [TAG_REWRAP_OF]: root.version },
+        notBefore: newest.notBefore,
+        expiresOn: newest.expiresOn,
+      });
+      rewrapped.push(stored.id);
+      options.onRewrapped?.(stored.id, rewrapped.length);
+    }
+  }
+  // Soft-deleted disk secrets keep their KEK version usable, so recovering them still opens the disk.
+  for (const d of await vault.listDeletedSecrets()) {
+    const kekUrl = d.properties.tags[TAG_KEK_URL] ?? '';
+    if (d.properties.contentType === WRAPPED_KEY_CONTENT_TYPE && kekUrl.startsWith(kekPrefix) && kekUrl !== target.id) {
+      skipped.push(d.properties.id);
+      stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
+    }
+  }
+
+  const disabled: string[] = [];
+  const keptEnabled: string[] = [];
+  for (const v of await vault.listKeyVersions(kekName)) {
+    if (v.version === target.version || !v.enabled) continue;
+    if (stillNeeded.has(v.version)) {
+      keptEnabled.push(v.id);
+      continue;
+    }
+    await vault.updateKeyProperties(v.id, undefined, { enabled: false });
+    disabled.push(v.id);
+  }
+  const { [TAG_ROTATION]: _pending, ...tags } = target.tags;
+  await vault.updateKeyProperties(target.id, undefined, { tags });
+  return { kekId: target.id, rewrapped, skipped, disabled, keptEnabled };
+}
