@@ -138,6 +138,26 @@ describe('headers we write, read by cryptsetup', () => {
   });
 });
 
+describe('KDF defaults', () => {
+  test('KDF_TYPED_PASSPHRASE (argon2id, 1 GiB, 4 lanes, time 4) is opened by cryptsetup', async () => {
+    const dev = tmp.path('typed.img');
+    const f = await luks.format(BigInt(20 << 20), { version: 2, keyBits: 512, kdf: luks.KDF_TYPED_PASSPHRASE, passphrase: 'typed by a person' });
+    writeVolume(dev, f.header, 20 << 20);
+    const k = JSON.parse(cryptsetup('luksDump', '--dump-json-metadata', dev)).keyslots['0'].kdf;
+    expect([k.type, k.memory, k.cpus, k.time]).toEqual(['argon2id', 1048576, 4, 4]);
+    expect(testPassphrase(dev, writeSecretFile(tmp.path('typed.pass'), 'typed by a person'))).toBe(0);
+  });
+
+  test('reencryption in progress (cryptsetup reencrypt --init-only) is refused, naming the requirement', async () => {
+    const dev = tmp.path('init-only.img');
+    writeFileSync(dev, randomBytes(40 << 20));
+    const passFile = writeSecretFile(tmp.path('init.pass'), 'init');
+    cryptsetup('reencrypt', '--encrypt', '--init-only', '--type', 'luks2', '--force-offline-reencrypt', '--reduce-device-size', String(32 << 20), ...CS_CHEAP, '--key-file', passFile, dev);
+    await expectCode(luks.unlock(dev, { keyFile: passFile }), 'LUKS_UNSUPPORTED_REQUIREMENT').then((e) => expect(e.message).toMatch(/online-reencrypt/));
+    expect((await luks.dump(dev)).requirements).toEqual(['online-reencrypt-v2']);
+  });
+});
+
 /** Our dump beside luksDump's JSON metadata (LUKS2). */
 function compareLuks2Dump(ours: luks.LuksDump, theirs: Record<string, any>, text: string): void {
   expect(ours.epoch).toBe(Number(dumpField(text, 'Epoch')));

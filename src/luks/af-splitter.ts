@@ -3,8 +3,15 @@
  * the key is spread over `stripes` blocks joined by a hash diffusion, so that
  * losing any part of the area destroys the key.
  */
-import { hash, randomBytes } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import type { LuksHash } from './kdf.js';
+
+/** crypto.hash exists from Node 20.12; older 20.x use createHash. */
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
+function digest(alg: LuksHash, data: Uint8Array): Buffer {
+  return oneShot ? oneShot(alg, data, 'buffer') : createHash(alg).update(data).digest();
+}
 
 const DIGEST_BYTES: Record<LuksHash, number> = { sha1: 20, sha256: 32, sha512: 64 };
 
@@ -18,7 +25,7 @@ function diffuse(buf: Uint8Array, hashName: LuksHash): void {
     dv.setUint32(0, i, false);
     scratch.set(buf.subarray(off, off + len), 4);
     // One-shot crypto.hash: 2-3x faster than createHash for 8000 tiny inputs per unlock.
-    const d = hash(hashName, scratch.subarray(0, 4 + len), 'buffer');
+    const d = digest(hashName, scratch.subarray(0, 4 + len));
     buf.set(d.subarray(0, len), off);
     d.fill(0);
   }
@@ -33,7 +40,7 @@ function xorInto(dst: Uint8Array, src: Uint8Array): void {
 export function afSplit(key: Uint8Array, stripes: number, hash: LuksHash): Uint8Array {
   const n = key.length;
   const out = new Uint8Array(n * stripes);
-  out.set(randomBytes(n * (stripes - 1)));
+  randomFillSync(out.subarray(0, n * (stripes - 1)));
   const d = new Uint8Array(n);
   for (let i = 0; i < stripes - 1; i++) {
     xorInto(d, out.subarray(i * n, (i + 1) * n));

@@ -152,20 +152,28 @@ function parseKdf(k: JsonObject, where: string): Luks2Kdf {
 
 function parseKeyslot(id: number, o: JsonObject): Luks2Keyslot {
   const w = `keyslots.${id}`;
-  const af = obj(o.af, `${w}.af`);
+  const type = str(o, 'type', w);
   const area = obj(o.area, `${w}.area`);
   const priority = o.priority === undefined ? 1 : int(o, 'priority', w, 0, 2);
-  return {
+  const common = {
     id,
-    type: str(o, 'type', w),
+    type,
     keySize: int(o, 'key_size', w, 1, 512),
     priority,
-    afType: str(af, 'type', `${w}.af`),
-    afStripes: int(af, 'stripes', `${w}.af`, 1, 65536),
-    afHash: str(af, 'hash', `${w}.af`),
     areaType: str(area, 'type', `${w}.area`),
     areaOffset: u64(area, 'offset', `${w}.area`),
     areaSize: u64(area, 'size', `${w}.area`),
+  };
+  if (type !== 'luks2') {
+    // Other keyslot types (e.g. "reencrypt") carry no AF or KDF; they keep their area and cannot unlock.
+    return { ...common, afType: '', afStripes: 0, afHash: '', areaEncryption: '', areaKeySize: 0, kdf: { type: 'unknown', name: `keyslot type ${type}` } };
+  }
+  const af = obj(o.af, `${w}.af`);
+  return {
+    ...common,
+    afType: str(af, 'type', `${w}.af`),
+    afStripes: int(af, 'stripes', `${w}.af`, 1, 65536),
+    afHash: str(af, 'hash', `${w}.af`),
     areaEncryption: str(area, 'encryption', `${w}.area`),
     areaKeySize: int(area, 'key_size', `${w}.area`, 1, 512),
     kdf: parseKdf(obj(o.kdf, `${w}.kdf`), `${w}.kdf`),
@@ -251,7 +259,8 @@ function checkLayout(m: Omit<Luks2Metadata, 'raw'>, hdrSize: number): void {
     claim(`keyslot ${k.id} area`, k.areaOffset, end);
   }
   spans.length = 0;
-  for (const s of m.segments) {
+  // Backup segments of a reencryption describe old/new placements and overlap by design.
+  for (const s of m.segments.filter((x) => !x.flags.some((f) => f.startsWith('backup-')))) {
     if (s.offset < metaEnd) throw layoutErr(`segment ${s.id} at ${s.offset} overlaps the metadata and keyslots ending at ${metaEnd}`);
     if (s.offset % 512n !== 0n) throw layoutErr(`segment ${s.id} offset ${s.offset} is not 512-byte aligned`);
     if (s.size !== 'dynamic') {
