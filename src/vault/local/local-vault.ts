@@ -13,7 +13,7 @@
  * master key on the callers' behalf.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { VaultError, type VaultErrorCode } from '../errors.js';
 import { generateKeyMaterial, importJwk, publicJwk, unwrapWith, wrapWith, type KeyMaterial } from '../key-material.js';
@@ -59,6 +59,7 @@ type Access = { kind: 'secrets'; perm: SecretPermission } | { kind: 'keys'; perm
 export async function openLocalVault(dir: string, uri: string, options: LocalVaultOptions = {}): Promise<LocalVault> {
   const create = options.create ?? true;
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
   const store = new VaultStore(join(dir, DB_FILE_NAME), { create });
   try {
     const passphrase = options.passphrase ?? process.env.VHDCRYPT_VAULT_PASSPHRASE;
