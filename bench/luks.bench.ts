@@ -30,7 +30,7 @@ function median(xs: number[]): number {
 
 function cryptsetup(args: string[]): number {
   const t0 = performance.now();
-  const r = spawnSync('cryptsetup', ['--batch-mode', ...args], { encoding: 'utf8' });
+  const r = spawnSync('cryptsetup', ['--batch-mode', ...args], { encoding: 'utf8', env: { ...process.env, PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` } });
   if (r.status !== 0) throw new Error(`cryptsetup ${args.join(' ')}: ${r.stderr}`);
   return performance.now() - t0;
 }
