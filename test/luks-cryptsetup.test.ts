@@ -138,6 +138,29 @@ describe('headers we write, read by cryptsetup', () => {
   });
 });
 
+describe('format options as cryptsetup sees them', () => {
+  test('64 KiB metadata, 4 MiB data offset, fixed segment, label and subsystem, key file ending in a newline', async () => {
+    const dev = tmp.path('options.img');
+    const keyFile = writeSecretFile(tmp.path('options.key'), 'line with newline\n');
+    const f = await luks.format(BigInt(12 << 20), {
+      version: 2, keyBits: 256, sectorSize: 4096, metadataSize: 65536, dataOffset: BigInt(4 << 20), segmentSize: BigInt(6 << 20),
+      label: 'vhdcrypt-disk', subsystem: 'vhdcrypt', kdf: CHEAP, keyFile,
+    });
+    expect(f.header.length).toBe(4 << 20);
+    writeVolume(dev, f.header, 12 << 20);
+    const text = cryptsetup('luksDump', dev);
+    expect(dumpField(text, 'Metadata area')).toBe('65536 [bytes]');
+    expect(dumpField(text, 'Keyslots area')).toBe(`${(4 << 20) - 2 * 65536} [bytes]`);
+    expect(dumpField(text, 'Label')).toBe('vhdcrypt-disk');
+    expect(dumpField(text, 'Subsystem')).toBe('vhdcrypt');
+    expect(dumpField(text, 'length')).toBe(`${6 << 20} [bytes]`);
+    expect(testPassphrase(dev, keyFile)).toBe(0);
+    // The newline is part of the key, as in cryptsetup: without it the passphrase is wrong.
+    await expectCode(luks.unlock(dev, { passphrase: 'line with newline' }), 'LUKS_WRONG_PASSPHRASE');
+    expect(f.info.dataSize).toBe(BigInt(6 << 20));
+  });
+});
+
 describe('KDF defaults', () => {
   test('KDF_TYPED_PASSPHRASE (argon2id, 1 GiB, 4 lanes, time 4) is opened by cryptsetup', async () => {
     const dev = tmp.path('typed.img');
