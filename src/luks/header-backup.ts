@@ -3,7 +3,7 @@ import { open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LuksError } from './errors.js';
-import { openHeaderIo, withHeaderIo } from './header-io.js';
+import { openHeaderIo, withHeaderIo, type LuksTarget } from './header-io.js';
 import { readLuksHeader, volumeInfoOf } from './volume-info.js';
 import { headerRegionBytes } from './dump.js';
 
@@ -21,7 +21,7 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /** Copies the header region of `device` to a new file `backupFile` (temp file, fsync, rename). */
-export async function backupHeader(device: string, backupFile: string): Promise<{ bytes: number }> {
+export async function backupHeader(device: LuksTarget, backupFile: string): Promise<{ bytes: number }> {
   if (await exists(backupFile)) throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} exists; not overwriting`);
   const region = await withHeaderIo(device, false, async (io) => {
     const h = await readLuksHeader(io);
@@ -49,7 +49,7 @@ export async function backupHeader(device: string, backupFile: string): Promise<
 }
 
 /** Writes a validated backup's header region over the start of `device`. */
-export async function restoreHeader(device: string, backupFile: string): Promise<{ bytes: number }> {
+export async function restoreHeader(device: LuksTarget, backupFile: string): Promise<{ bytes: number }> {
   const st = await stat(backupFile);
   if (st.size > MAX_REGION) throw new LuksError('LUKS_BAD_LAYOUT', `backup ${backupFile} of ${st.size} bytes exceeds ${MAX_REGION}`);
   const backup = await withHeaderIo(backupFile, false, (io) => io.read(0, Number(st.size), 'backup file'));
@@ -59,7 +59,7 @@ export async function restoreHeader(device: string, backupFile: string): Promise
   const n = headerRegionBytes(h);
   if (n > backup.length) throw new LuksError('LUKS_TRUNCATED', `backup ${backupFile} holds ${backup.length} bytes; its header needs ${n}`);
   return withHeaderIo(device, true, async (io) => {
-    if (io.size < info.dataOffset) throw new LuksError('LUKS_TRUNCATED', `${device} (${io.size} bytes) is smaller than the backup's data offset ${info.dataOffset}`);
+    if (io.size < info.dataOffset) throw new LuksError('LUKS_TRUNCATED', `${io.name} (${io.size} bytes) is smaller than the backup's data offset ${info.dataOffset}`);
     await io.write(0, backup.subarray(0, n));
     await io.sync();
     return { bytes: n };

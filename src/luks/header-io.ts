@@ -2,8 +2,21 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { LuksError } from './errors.js';
 
-/** Header bytes in memory (edited in place by write operations) or a file/device path. */
-export type LuksTarget = Uint8Array | string;
+/**
+ * Anything that reads and writes bytes at offsets, e.g. a DiskImage/WritableImage
+ * of src/image holding a LUKS volume; the caller opens and closes it.
+ */
+export interface LuksBlockDevice {
+  readonly virtualSize: bigint;
+  /** false: opened read-only (write operations refuse before touching it). */
+  readonly writable?: boolean;
+  read(offset: bigint, into: Uint8Array): Promise<void>;
+  write?(offset: bigint, data: Uint8Array): Promise<void>;
+  flush?(): Promise<void>;
+}
+
+/** Header bytes in memory (edited in place by write operations), a file/device path, or an open block device. */
+export type LuksTarget = Uint8Array | string | LuksBlockDevice;
 
 export interface HeaderIo {
   /** Size of the device or buffer in bytes. */
@@ -79,11 +92,41 @@ async function fileIo(path: string, writable: boolean): Promise<HeaderIo> {
   };
 }
 
+function deviceIo(dev: LuksBlockDevice, writable: boolean): HeaderIo {
+  const name = 'block device';
+  const size = dev.virtualSize;
+  return {
+    size,
+    name,
+    async read(offset, length, what) {
+      if (BigInt(offset + length) > size) throw truncated(name, what, offset, length, size);
+      const out = new Uint8Array(length);
+      await dev.read(BigInt(offset), out);
+      return out;
+    },
+    async write(offset, data) {
+      if (!writable || !dev.write || dev.writable === false) throw new LuksError('LUKS_BAD_ARG', 'the block device given is not writable');
+      if (BigInt(offset + data.length) > size) throw truncated(name, 'write', offset, data.length, size);
+      await dev.write(BigInt(offset), data);
+    },
+    async sync() {
+      await dev.flush?.();
+    },
+    // The caller owns the device.
+    async close() {},
+  };
+}
+
+function isBlockDevice(t: unknown): t is LuksBlockDevice {
+  return typeof t === 'object' && t !== null && typeof (t as LuksBlockDevice).virtualSize === 'bigint' && typeof (t as LuksBlockDevice).read === 'function';
+}
+
 /** Opens a target for positional I/O; the caller closes it. */
 export async function openHeaderIo(target: LuksTarget, writable: boolean): Promise<HeaderIo> {
   if (target instanceof Uint8Array) return memoryIo(target);
   if (typeof target === 'string') return fileIo(target, writable);
-  throw new LuksError('LUKS_BAD_ARG', 'target expected Uint8Array header bytes or a file path');
+  if (isBlockDevice(target)) return deviceIo(target, writable);
+  throw new LuksError('LUKS_BAD_ARG', 'target expected Uint8Array header bytes, a file path or a block device');
 }
 
 /** Runs fn with an open io and always closes it. */

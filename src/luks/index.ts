@@ -1,6 +1,6 @@
 /** LUKS1 and LUKS2 volumes: headers, keyslots, tokens (issue 4). */
 export { LuksError, type LuksErrorCode } from './errors.js';
-export type { LuksTarget } from './header-io.js';
+export type { LuksTarget, LuksBlockDevice } from './header-io.js';
 export { type LuksSecret, MAX_KEYFILE_BYTES } from './secret-input.js';
 export {
   DEFAULT_KDF_LIMITS,
