@@ -74,7 +74,7 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
     kty = (await vault.getKey(req.kek)).key.kty;
   } catch (e) {
     if (!isCode(e, 'VAULT_KEY_NOT_FOUND')) throw e;
-    kty = (await vault.createKey(req.kek, { kty: 'RSA', size: KEK_RSA_BITS })).key.kty;
+    kty = (await vault.createKey(req.kek, { kty: 'RSA', size: KEK_RSA_BITS, onlyIfAbsent: true })).key.kty;
   }
   const alg = algFor(kty);
   const w = await vault.wrapKey(req.kek, alg, req.material);

@@ -89,9 +89,11 @@ export interface CreateKeyOptions {
   readonly enabled?: boolean;
   readonly notBefore?: Date | null;
   readonly expiresOn?: Date | null;
+  /** When a live key of that name exists, return its latest version instead of adding one (atomic create-on-first-use). */
+  readonly onlyIfAbsent?: boolean;
 }
 
-export type ImportKeyOptions = Omit<CreateKeyOptions, 'kty' | 'size'>;
+export type ImportKeyOptions = Omit<CreateKeyOptions, 'kty' | 'size' | 'onlyIfAbsent'>;
 
 export interface WrapResult {
   /** Full id (with version) of the key that did the work. */

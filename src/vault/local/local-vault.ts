@@ -587,9 +587,15 @@ export class LocalVault implements Vault {
     }
   }
 
-  async #addKeyVersion(name: string, km: KeyMaterial, o: ImportKeyOptions, target: { id: string }): Promise<VaultKey> {
+  async #addKeyVersion(name: string, km: KeyMaterial, o: ImportKeyOptions, target: { id: string }, onlyIfAbsent = false): Promise<VaultKey> {
     try {
       return this.#store.tx(() => {
+        const existing = onlyIfAbsent ? this.#state('keys', name) : undefined;
+        if (existing && existing.deletedOn === null) {
+          const row = this.#row('keys', existing, undefined);
+          target.id = objectId(this.uri, 'keys', existing.name, row.version);
+          return this.#vaultKey(existing.name, row.version, this.#record<KeyRecord>('keys', row));
+        }
         const s = this.#stateForWrite('keys', name);
         const version = randomBytes(16).toString('hex');
         const rec: KeyRecord = { attrs: newAttrs(o, Date.now()), kty: km.kty, size: km.size, tags: checkTags(o.tags) };
@@ -614,7 +620,7 @@ export class LocalVault implements Vault {
     return this.#call('createKey', { kind: 'keys', perm: 'create' }, target, async () => {
       this.#checkKeyOptions(name, o);
       this.#store.db.transaction(() => this.#stateCheckWritable('keys', name))();
-      return this.#addKeyVersion(name, await generateKeyMaterial(o.kty, o.size), o, target);
+      return this.#addKeyVersion(name, await generateKeyMaterial(o.kty, o.size), o, target, o.onlyIfAbsent === true);
     });
   }
 
