@@ -102,7 +102,11 @@ async function unlockPlain(image: DiskImage, opts: UnlockImageOptions): Promise<
       material.fill(0);
       throw new EngineError('ENGINE_NO_KEY_SOURCE', `vault secret ${secretId} does not hold a plain volume key`);
     }
-    return { volumeKey: material, layout: plainLayout(image.virtualSize, sectorSize), info: null, keyslot: null, secretId, vaultUri: vault.uri };
+    // Plain volumes keep their parameters in the secret's tags (there is no header).
+    const tags = await vault.tags(secretId);
+    const tagged = Number(tags.SectorSize);
+    const size = opts.plain?.sectorSize ?? (tagged === 4096 ? 4096 : 512);
+    return { volumeKey: material, layout: plainLayout(image.virtualSize, size), info: null, keyslot: null, secretId, vaultUri: vault.uri };
   } finally {
     await vault.close();
   }

@@ -1,0 +1,242 @@
+/**
+ * createEncryptStream: a VHD (dynamic or fixed) or raw image stream in, the
+ * encrypted image stream out, in one pass with bounded memory. The output has
+ * encryptImage's layout: the LUKS header area (a whole number of VHD blocks)
+ * then the source disk sector for sector; keys are made and sealed in the
+ * vault by the engine's prepareEncryption, exactly as encryptImage does.
+ */
+import { randomUUID } from 'node:crypto';
+import { DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
+import type { KdfOptions } from '../luks/index.js';
+import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
+import { EngineError } from './errors.js';
+import { prepareEncryption } from './encryption-keys.js';
+import type { EncryptOptions } from './encrypt-image.js';
+import type { OutputFormat } from './run-options.js';
+import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
+import { readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
+import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
+import { cryptRun, memorySource, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
+
+export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
+  /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
+  readonly inputFormat?: StreamInputFormat;
+  /** Raw and fixed VHD streams: the virtual size, when known (checked at the end; lets LUKS2 pick its sector size as encryptImage does). */
+  readonly sourceSize?: bigint;
+  /** A name for the source, recorded with the vault secret. */
+  readonly sourceName?: string;
+}
+
+/** What an encrypt stream did; `secretId` names the vault secret that opens the output. */
+export interface StreamResult {
+  readonly operation: 'encrypt' | 'decrypt';
+  readonly format: EncryptionFormat;
+  readonly container: OutputFormat;
+  readonly sourceVirtualSize: bigint;
+  readonly outputVirtualSize: bigint;
+  /** Bytes of the output stream. */
+  readonly outputBytes: bigint;
+  readonly dataOffset: bigint;
+  readonly sectorSize: number;
+  readonly bytesProcessed: bigint;
+  readonly backend: string;
+  readonly kernel: string;
+  readonly threads: number;
+  readonly seconds: number;
+  readonly secretId: string | null;
+  readonly kekId: string | null;
+  readonly vaultUri: string | null;
+  readonly luksUuid: string | null;
+}
+
+const MIB = 1n << 20n;
+const FORMATS: readonly EncryptionFormat[] = ['luks2', 'luks1', 'plain'];
+
+function checkOptions(o: EncryptStreamOptions): void {
+  if (o.format !== undefined && !FORMATS.includes(o.format)) throw new EngineError('ENGINE_BAD_ARGUMENT', `format expected luks2, luks1 or plain, got ${String(o.format)}`);
+  if (o.keySize !== undefined && o.keySize !== 256 && o.keySize !== 512) throw new EngineError('ENGINE_BAD_ARGUMENT', `key size expected 256 or 512, got ${String(o.keySize)}`);
+  if (o.sectorSize !== undefined && o.sectorSize !== 512 && o.sectorSize !== 4096) throw new EngineError('ENGINE_BAD_ARGUMENT', `sector size expected 512 or 4096, got ${String(o.sectorSize)}`);
+}
+
+/** encryptImage's choice: LUKS2 takes 4096-byte sectors when the size allows (unknown size: assumed to). */
+function chooseSectorSize(format: EncryptionFormat, asked: 512 | 4096 | undefined, size: bigint | null): 512 | 4096 {
+  if (format === 'luks1' && asked === 4096) throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', 'LUKS1 has 512-byte sectors only');
+  const s = asked ?? (format === 'luks2' && (size === null || size % 4096n === 0n) ? 4096 : 512);
+  if (size !== null && size % BigInt(s) !== 0n) {
+    throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the disk size ${size} is not a whole number of ${s}-byte sectors; use sectorSize 512`);
+  }
+  return s;
+}
+
+/** encryptImage's data offset: 2 MiB (LUKS1) or 16 MiB (LUKS2) rounded up to whole VHD blocks; plain has none. */
+function chooseDataOffset(format: EncryptionFormat, asked: bigint | undefined, blockSize: number): bigint {
+  if (format === 'plain') return 0n;
+  const bs = BigInt(blockSize);
+  if (asked !== undefined && (typeof asked !== 'bigint' || asked <= 0n || asked % 4096n !== 0n)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `data offset ${String(asked)} must be a positive multiple of 4096`);
+  }
+  const base = asked ?? (format === 'luks1' ? 2n * MIB : 16n * MIB);
+  return ((base + bs - 1n) / bs) * bs;
+}
+
+function isAllZero(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** A Duplex: write the source image's bytes, read the encrypted image's bytes. */
+export class EncryptStream extends CryptStreamBase<StreamResult> {
+  private readonly opts: EncryptStreamOptions;
+
+  constructor(opts: EncryptStreamOptions = {}) {
+    checkOptions(opts);
+    super(opts);
+    this.opts = opts;
+  }
+
+  protected async run(out: StreamOutput): Promise<StreamResult> {
+    const o = this.opts;
+    const started = performance.now();
+    const input = this.input;
+    const src = await readStreamSource(input, o.inputFormat ?? 'vhd', o.sourceSize);
+    const format = o.format ?? 'luks2';
+    const keyBits = o.keySize ?? 512;
+    const sectorSize = chooseSectorSize(format, o.sectorSize, src.size);
+    const blockSize = src.kind === 'vhd-dynamic' ? src.blockSize : DEFAULT_BLOCK_SIZE;
+    const dataOffset = chooseDataOffset(format, o.dataOffset, blockSize);
+    // An unknown size (raw or fixed stream without sourceSize) only matters for LUKS's sanity check: the segment is dynamic.
+    const diskSize = dataOffset + (src.size ?? BigInt(sectorSize));
+    const containerUuid = randomUUID();
+    const prepared = await prepareEncryption(
+      { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: o.sourceName ?? 'stream' },
+      { ...o, recoveryPassphrase: o.addRecoveryPassphrase, kdf: o.kdf as KdfOptions | undefined },
+    );
+    let session: CryptSession;
+    try {
+      session = openCryptSession(o, prepared.volumeKey, true, sectorSize, out);
+    } finally {
+      prepared.volumeKey.fill(0);
+    }
+    let payloadBytes: bigint;
+    let outputVirtualSize: bigint;
+    try {
+      if (src.kind === 'vhd-dynamic') {
+        outputVirtualSize = dataOffset + src.size;
+        payloadBytes = await this.encryptDynamic(src, session, prepared.header, prepared.layout, dataOffset, outputVirtualSize, containerUuid);
+      } else {
+        payloadBytes = await this.encryptFlat(src, session, prepared.header, prepared.layout, sectorSize);
+        outputVirtualSize = dataOffset + payloadBytes;
+        if (src.kind === 'vhd-fixed') await session.queue.bytes(fixedFooter(outputVirtualSize, containerUuid));
+      }
+      await session.queue.drain();
+    } finally {
+      await session.close();
+    }
+    const ran = session.pool.ran;
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      operation: 'encrypt',
+      format,
+      container: src.kind,
+      sourceVirtualSize: payloadBytes,
+      outputVirtualSize,
+      outputBytes: out.written,
+      dataOffset,
+      sectorSize,
+      bytesProcessed: session.queue.processed,
+      backend: ran?.backend ?? o.backend ?? 'auto',
+      kernel: ran?.kernel ?? 'none',
+      threads: session.pool.threads,
+      seconds,
+      secretId: prepared.secretId,
+      kekId: prepared.kekId,
+      vaultUri: prepared.vaultUri,
+      luksUuid: prepared.luksUuid,
+    };
+  }
+
+  /** Raw and fixed: the header area, the data encrypted in order, then (fixed) the footer. Returns the source size. */
+  private async encryptFlat(src: FlatSource, s: CryptSession, header: Uint8Array | null, layout: PayloadLayout, sectorSize: number): Promise<bigint> {
+    const input = this.input;
+    if (header) await s.queue.bytes(header);
+    s.total = src.size ?? 0n;
+    const keep = src.kind === 'vhd-fixed' ? 512 : 0;
+    const source = (max: number) => input.readSome(max, keep);
+    const n = await cryptRun(s, source, 0n, null, sectorSize, (off) => layout.tweak(off), false);
+    if (src.kind === 'vhd-fixed') {
+      await readEndFooter(input, { diskType: VhdDiskType.fixed, size: n });
+    }
+    if (n === 0n) throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: no disk data');
+    if (src.size !== null && n !== src.size) {
+      throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: ${n} bytes of disk data, sourceSize says ${src.size} (truncated stream?)`);
+    }
+    return n;
+  }
+
+  /**
+   * Dynamic: output block i + shift holds input block i encrypted. Emission
+   * order (and so the BAT): the header area's non-zero blocks, the input's
+   * blocks in file order, then (noSparse) its unallocated blocks as encrypted zeros.
+   */
+  private async encryptDynamic(
+    src: DynamicSource,
+    s: CryptSession,
+    header: Uint8Array | null,
+    layout: PayloadLayout,
+    dataOffset: bigint,
+    outSize: bigint,
+    uuid: string,
+  ): Promise<bigint> {
+    const input = this.input;
+    const bs = src.blockSize;
+    const shift = Number(dataOffset / BigInt(bs));
+    const headerBlocks: number[] = [];
+    for (let b = 0; b < shift; b++) if (header && !isAllZero(header.subarray(b * bs, (b + 1) * bs))) headerBlocks.push(b);
+    const allocated = new Uint8Array(src.entries);
+    for (const p of src.blocks) allocated[p.index] = 1;
+    const holes: number[] = [];
+    if (this.opts.noSparse) for (let i = 0; i < src.entries; i++) if (!allocated[i]) holes.push(i);
+    const order = [...headerBlocks, ...src.blocks.map((p) => p.index + shift), ...holes.map((i) => i + shift)];
+    const plan = planDynamicOutput({ size: outSize, blockSize: bs, uuid, order, template: src.header });
+    const q = s.queue;
+    const blockPayload = (i: number) => {
+      const start = BigInt(i) * BigInt(bs);
+      const end = start + BigInt(bs) < src.size ? start + BigInt(bs) : src.size;
+      return { start, len: Number(end - start) };
+    };
+    s.total = BigInt(src.blocks.length + holes.length) * BigInt(bs);
+    await q.bytes(plan.prefix);
+    for (const b of headerBlocks) {
+      await q.bytes(plan.bitmap);
+      await q.bytes(header!.subarray(b * bs, (b + 1) * bs));
+    }
+    const tweak = (off: bigint) => layout.tweak(off);
+    for (const p of src.blocks) {
+      await enterBlock(input, src, p);
+      const { start, len } = blockPayload(p.index);
+      await q.bytes(plan.bitmap);
+      const left = BigInt(len);
+      const n = await cryptRun(s, (max) => input.readSome(max), start, left, layout.sectorSize, tweak, false);
+      if (n < left) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream ended early inside block ${p.index} (truncated image?)`);
+      // The disk ends inside this block: skip the input's tail of it; ours reads as zeros.
+      if (len < bs) {
+        await input.skip(BigInt(bs - len), `the end of block ${p.index}`);
+        await q.zeros(bs - len);
+      }
+    }
+    for (const i of holes) {
+      const { start, len } = blockPayload(i);
+      await q.bytes(plan.bitmap);
+      await cryptRun(s, zeroSource(len), start, BigInt(len), layout.sectorSize, tweak, false);
+      if (len < bs) await q.zeros(bs - len);
+    }
+    await readEndFooter(input, { diskType: VhdDiskType.dynamic, size: src.size });
+    await q.bytes(plan.footer);
+    return src.size;
+  }
+}
+
+/** Encrypt an image stream (see EncryptStreamOptions); the result is on `stream.result` once it ends. */
+export function createEncryptStream(opts: EncryptStreamOptions = {}): EncryptStream {
+  return new EncryptStream(opts);
+}

@@ -1,0 +1,166 @@
+/**
+ * The front of an incoming image stream: raw bytes, a fixed VHD (data, then
+ * the footer), or a dynamic VHD as backup tools emit it (spec "Dynamic Hard
+ * Disk Image": footer copy, dynamic header, BAT, blocks in file order,
+ * footer). Parsed with the image part's layout readers; the BAT tells which
+ * blocks exist, and they are visited in file order.
+ */
+import {
+  BAT_UNALLOCATED,
+  DYNAMIC_HEADER_SIZE,
+  VHD_FOOTER_COOKIE,
+  VHD_FOOTER_SIZE,
+  VhdDiskType,
+  readBat,
+  readDynamicHeader,
+  readVhdFooter,
+  sectorBitmapSize,
+  type DynamicHeader,
+  type VhdFooter,
+} from '../image/index.js';
+import { MAX_BAT_ENTRIES } from '../image/vhd-open.js';
+import { VhdcryptError } from '../errors.js';
+import { EngineError } from './errors.js';
+import type { StreamInput } from './stream-input.js';
+
+export type StreamInputFormat = 'vhd' | 'raw';
+
+export interface FlatSource {
+  readonly kind: 'raw' | 'vhd-fixed';
+  /** Virtual size when the caller gave it; a fixed VHD's footer tells it only at the end. */
+  readonly size: bigint | null;
+}
+
+/** An allocated block: its index in the virtual disk and where it sits in the file. */
+export interface BlockPlace {
+  readonly index: number;
+  readonly fileOffset: bigint;
+}
+
+export interface DynamicSource {
+  readonly kind: 'vhd-dynamic';
+  readonly size: bigint;
+  readonly footer: VhdFooter;
+  readonly header: DynamicHeader;
+  readonly blockSize: number;
+  readonly bitmapSize: number;
+  /** Blocks of the virtual disk (ceil(size / blockSize)). */
+  readonly entries: number;
+  /** Allocated blocks in file order. */
+  readonly blocks: readonly BlockPlace[];
+}
+
+export type StreamSource = FlatSource | DynamicSource;
+
+/** Wrap a layout reader's error into a stream error naming the structure. */
+function badInput(what: string, e: unknown): EngineError {
+  const why = e instanceof Error ? e.message : String(e);
+  const code = e instanceof VhdcryptError ? ` [${e.code}]` : '';
+  return new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: ${what}: ${why}${code}`, { cause: e });
+}
+
+/** Read the stream's leading structures and say what follows. */
+export async function readStreamSource(input: StreamInput, format: StreamInputFormat, sizeHint: bigint | undefined): Promise<StreamSource> {
+  if (sizeHint !== undefined && (typeof sizeHint !== 'bigint' || sizeHint <= 0n || sizeHint % 512n !== 0n)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `sourceSize expected a positive bigint, a whole number of 512-byte sectors, got ${String(sizeHint)}`);
+  }
+  if (format === 'raw') return { kind: 'raw', size: sizeHint ?? null };
+  if (format !== 'vhd') throw new EngineError('ENGINE_BAD_ARGUMENT', `inputFormat expected vhd or raw, got ${String(format)}`);
+  const first = await input.readExactly(VHD_FOOTER_SIZE, 'the first sector of the VHD');
+  const cookie = new TextDecoder('latin1').decode(first.subarray(0, 8));
+  // A dynamic disk starts with a footer copy; a fixed one starts with its data.
+  if (cookie !== VHD_FOOTER_COOKIE) return fixedSource(input, first, sizeHint);
+  let footer: VhdFooter;
+  try {
+    footer = readVhdFooter(first);
+  } catch (e) {
+    throw badInput('footer copy at offset 0', e);
+  }
+  if (footer.diskType === VhdDiskType.fixed) return fixedSource(input, first, sizeHint);
+  if (footer.diskType === VhdDiskType.differencing) {
+    throw new EngineError('ENGINE_UNSUPPORTED_FORMAT', 'input stream: a differencing VHD needs its parent; flatten it first (or use encryptImage on the chain)');
+  }
+  return readDynamicLayout(input, footer, sizeHint);
+}
+
+/** A fixed disk: the sector read to tell it from a dynamic one is data; it goes back in front. */
+function fixedSource(input: StreamInput, first: Uint8Array, sizeHint: bigint | undefined): FlatSource {
+  input.unread(first);
+  return { kind: 'vhd-fixed', size: sizeHint ?? null };
+}
+
+async function skipTo(input: StreamInput, offset: bigint, what: string): Promise<void> {
+  if (offset < input.position) {
+    throw new EngineError('ENGINE_STREAM_ORDER', `input stream: ${what} at offset ${offset} comes before offset ${input.position} already read; a one-pass stream needs it later`);
+  }
+  await input.skip(offset - input.position, what);
+}
+
+async function readDynamicLayout(input: StreamInput, footer: VhdFooter, sizeHint: bigint | undefined): Promise<DynamicSource> {
+  const size = footer.currentSize;
+  if (size <= 0n) throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the VHD footer gives a virtual size of 0');
+  if (sizeHint !== undefined && sizeHint !== size) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `sourceSize ${sizeHint} differs from the VHD footer's virtual size ${size}`);
+  }
+  await skipTo(input, footer.dataOffset, 'the dynamic disk header');
+  let header: DynamicHeader;
+  try {
+    header = readDynamicHeader(await input.readExactly(DYNAMIC_HEADER_SIZE, 'the dynamic disk header'));
+  } catch (e) {
+    if (e instanceof EngineError) throw e;
+    throw badInput('dynamic disk header', e);
+  }
+  const bs = header.blockSize;
+  const blocks = (size + BigInt(bs) - 1n) / BigInt(bs);
+  if (blocks > BigInt(MAX_BAT_ENTRIES)) {
+    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: a ${size}-byte disk of ${bs}-byte blocks has ${blocks} blocks, over the ${MAX_BAT_ENTRIES} held in memory`);
+  }
+  const entries = Number(blocks);
+  if (header.maxTableEntries < entries) {
+    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: BAT has ${header.maxTableEntries} entries but a ${size}-byte disk of ${bs}-byte blocks needs ${entries}`);
+  }
+  await skipTo(input, header.tableOffset, 'the BAT');
+  const bat = readBat(await input.readExactly(entries * 4, 'the BAT'), entries);
+  const batEnd = header.tableOffset + BigInt(header.maxTableEntries) * 4n;
+  const bitmapSize = sectorBitmapSize(bs);
+  const span = BigInt(bitmapSize + bs);
+  const places: BlockPlace[] = [];
+  for (let i = 0; i < entries; i++) {
+    const e = bat[i]!;
+    if (e !== BAT_UNALLOCATED) places.push({ index: i, fileOffset: BigInt(e) * 512n });
+  }
+  places.sort((a, b) => (a.fileOffset < b.fileOffset ? -1 : a.fileOffset > b.fileOffset ? 1 : 0));
+  let end = batEnd;
+  for (const p of places) {
+    if (p.fileOffset < end) {
+      const what = p.fileOffset < batEnd ? 'lies inside the disk header or BAT' : 'overlaps the block before it';
+      throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: block ${p.index} at file offset ${p.fileOffset} ${what}`);
+    }
+    end = p.fileOffset + span;
+  }
+  return Object.freeze({ kind: 'vhd-dynamic', size, footer, header, blockSize: bs, bitmapSize, entries, blocks: Object.freeze(places) });
+}
+
+/** Move to a block's data: past the gap before it and its sector bitmap (dynamic disks read the data, as qemu does). */
+export async function enterBlock(input: StreamInput, src: DynamicSource, p: BlockPlace): Promise<void> {
+  await skipTo(input, p.fileOffset, `block ${p.index}`);
+  await input.skip(BigInt(src.bitmapSize), `the sector bitmap of block ${p.index}`);
+}
+
+/** The stream's end footer (after any gap), checked against what the stream started with. */
+export async function readEndFooter(input: StreamInput, expect: { diskType: number; size: bigint | null }): Promise<VhdFooter> {
+  const { bytes } = await input.tail(VHD_FOOTER_SIZE, 'the VHD footer at the end');
+  let f: VhdFooter;
+  try {
+    f = readVhdFooter(bytes);
+  } catch (e) {
+    throw badInput('the last 512 bytes are not a valid VHD footer (truncated stream?)', e);
+  }
+  if (f.diskType !== expect.diskType) {
+    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: the end footer says disk type ${f.diskType}, the stream is of type ${expect.diskType}`);
+  }
+  if (expect.size !== null && f.currentSize !== expect.size) {
+    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: the end footer gives a virtual size of ${f.currentSize}, expected ${expect.size} (truncated stream?)`);
+  }
+  return f;
+}
