@@ -20,3 +20,5 @@ export {
   type ImageDescription,
 } from './header-ops.js';
 export { runEncryptBench, type EndToEndBenchResult } from './bench-run.js';
+export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './stream-encrypt.js';
+export type { StreamInputFormat } from './stream-vhd-parser.js';
