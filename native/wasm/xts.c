@@ -4,8 +4,9 @@
  * AES is bitsliced as in Kasper & Schwabe, "Faster and Timing-Attack Resistant
  * AES-GCM" (CHES 2009): eight blocks are transposed into eight v128 registers,
  * register c holding bit c of every byte; within a register, each byte holds that
- * bit of one state byte for the eight blocks (one bit per block). ShiftRows and
- * the MixColumns rotations are then constant-index byte shuffles, and SubBytes is
+ * bit of one state byte for the eight blocks (one bit per block). MixColumns
+ * rotations are constant-index byte shuffles, ShiftRows is absorbed by
+ * fixslicing (Adomnicai & Peyrin, TCHES 2021; see below), and SubBytes is
  * a boolean circuit (AND/XOR on whole registers, see sbox.h) built on the
  * Boyar-Peralta S-box circuit; InvSubBytes shares its non-linear part. Nothing
  * indexes memory or branches on key or data.
@@ -36,7 +37,8 @@ typedef v128_t V;
 static uint8_t key_area[64] __attribute__((aligned(16)));
 static uint8_t work_buf[XTS_BUF_SIZE] __attribute__((aligned(16)));
 /* Bitsliced round keys: [round][bit]. 15 rounds max (AES-256). */
-static V rk_data[15][8];
+static V rk_enc[15][8];  /* data key, encryption order (fixsliced, see encrypt_planes) */
+static V rk_dec[15][8];  /* data key, decryption order */
 static V rk_tweak[15][8];
 static int nrounds;
 /* Where the unused lanes of a last, partial group of blocks point. */
@@ -91,24 +93,42 @@ static inline void transpose(V x[8]) {
 #include "sbox.h"
 
 /*
- * ---- ShiftRows / MixColumns as byte shuffles ----
- * Inside a plane the 16 state bytes are kept row-major (byte 4*row + col), not in
- * FIPS-197 column-major input order, so the MixColumns row rotations are 32-bit
- * lane rotations (one pshufd-class shuffle) and ShiftRows rotates bytes inside
- * each 32-bit lane. TO_ROW_MAJOR converts (it is its own inverse).
+ * ---- ShiftRows / MixColumns, fixsliced ----
+ * Inside a plane the 16 state bytes are kept row-major (byte 4*row + col), so the
+ * MixColumns row rotations are 32-bit lane rotations. ShiftRows is never applied
+ * to the state (fixslicing: Adomnicai & Peyrin, "Fixslicing AES-like Ciphers",
+ * TCHES 2021): after e skipped ShiftRows the stored state S relates to the true
+ * state T by T = SR^e(S), so round e uses MixColumns conjugated by SR^e, whose row
+ * rotations ROTk_e = SR^-e . ROTk . SR^e are other fixed byte permutations; round
+ * keys are stored as SR^-e(K). SR has order 4, so four variants suffice.
+ *
+ * Byte permutations are swizzles with constant masks, not i8x16.shuffle: V8
+ * (Node 20) then hoists each mask into a register and emits a bare pshufb, where
+ * for a shuffle it rebuilds the mask from immediates at every use. Pure 32-bit lane
+ * rotations stay shuffles (one pshufd).
  */
-/* Byte permutations are written as swizzles with constant masks, not as i8x16.shuffle:
- * V8 (Node 20) then hoists one mask into a register and emits a bare pshufb, where
- * for a shuffle it rebuilds the mask from immediates at every use. */
-#define TO_ROW_MAJOR(v) \
-  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15))
-#define SHIFT_ROWS(v) \
-  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14))
-#define INV_SHIFT_ROWS(v) \
-  wasm_i8x16_swizzle((v), wasm_i8x16_const(0, 1, 2, 3, 7, 4, 5, 6, 10, 11, 8, 9, 13, 14, 15, 12))
-/* ROTk: row r takes row r+k of the same column. */
-#define ROT1(v) wasm_i32x4_shuffle((v), (v), 1, 2, 3, 0)
-#define ROT2(v) wasm_i32x4_shuffle((v), (v), 2, 3, 0, 1)
+#define SWIZZLE(v, ...) wasm_i8x16_swizzle((v), wasm_i8x16_const(__VA_ARGS__))
+/* Column-major (FIPS-197 input order) <-> row-major; its own inverse. */
+#define TO_ROW_MAJOR(v) SWIZZLE((v), 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+/* Stored state after 10 or 14 rounds (SR^2 of the true state, as 10 % 4 == 14 % 4 == 2) to column-major. */
+#define FROM_STORED(v) SWIZZLE((v), 0, 6, 8, 14, 1, 7, 9, 15, 2, 4, 10, 12, 3, 5, 11, 13)
+#define SHIFT_ROWS(v) SWIZZLE((v), 0, 1, 2, 3, 5, 6, 7, 4, 10, 11, 8, 9, 15, 12, 13, 14)
+#define INV_SHIFT_ROWS(v) SWIZZLE((v), 0, 1, 2, 3, 7, 4, 5, 6, 10, 11, 8, 9, 13, 14, 15, 12)
+
+/* ROTk_e: row r takes row r+k of the same column, in the coordinates of phase e.
+ * Masks: SR^e, then ROTk, then SR^-e, composed as byte permutations of 4*row+col. */
+static inline __attribute__((always_inline)) V rot1(V v, int e) {
+  switch (e & 3) {
+    case 0: return wasm_i32x4_shuffle(v, v, 1, 2, 3, 0);
+    case 1: return SWIZZLE(v, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0);
+    case 2: return SWIZZLE(v, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1);
+    default: return SWIZZLE(v, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14, 3, 0, 1, 2);
+  }
+}
+static inline __attribute__((always_inline)) V rot2(V v, int e) {
+  if ((e & 1) == 0) return wasm_i32x4_shuffle(v, v, 2, 3, 0, 1);
+  return SWIZZLE(v, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5);
+}
 
 /* xtime on bit planes: multiply every byte by x modulo x^8+x^4+x^3+x+1 (FIPS-197 4.2.1). */
 static inline void xtime_planes(V o[8], const V t[8]) {
@@ -123,55 +143,71 @@ static inline void xtime_planes(V o[8], const V t[8]) {
 }
 
 /* out = 2*t ^ rot1(a) ^ rot2(t) with t = a ^ rot1(a) (FIPS-197 5.1.3 regrouped). */
-static inline void mix_columns(V a[8]) {
+static inline __attribute__((always_inline)) void mix_columns(V a[8], int e) {
   V r1[8], t[8], x2[8];
   for (int c = 0; c < 8; c++) {
-    r1[c] = ROT1(a[c]);
+    r1[c] = rot1(a[c], e);
     t[c] = X(a[c], r1[c]);
   }
   xtime_planes(x2, t);
-  for (int c = 0; c < 8; c++) a[c] = X(X(x2[c], r1[c]), ROT2(t[c]));
+  for (int c = 0; c < 8; c++) a[c] = X(X(x2[c], r1[c]), rot2(t[c], e));
 }
 
 /* InvMixColumns = MixColumns after a ^= 4*(a ^ rot2(a)): the FIPS-197 5.3.3 matrix
  * {0e,0b,0d,09} factors as {02,03,01,01} times {05,00,04,00}. */
-static inline void inv_mix_columns(V a[8]) {
+static inline __attribute__((always_inline)) void inv_mix_columns(V a[8], int e) {
   V t[8], u[8], w[8];
-  for (int c = 0; c < 8; c++) t[c] = X(a[c], ROT2(a[c]));
+  for (int c = 0; c < 8; c++) t[c] = X(a[c], rot2(a[c], e));
   xtime_planes(u, t);
   xtime_planes(w, u);
   for (int c = 0; c < 8; c++) a[c] = X(a[c], w[c]);
-  mix_columns(a);
+  mix_columns(a, e);
 }
 
 static inline void add_round_key(V s[8], const V k[8]) {
   for (int c = 0; c < 8; c++) s[c] = X(s[c], k[c]);
 }
 
+/* One full round in phase e (its MixColumns conjugated by SR^e). */
+#define ENC_ROUND(s, k, e)  \
+  do {                      \
+    sub_bytes(s);           \
+    mix_columns((s), (e));  \
+    add_round_key((s), (k)); \
+  } while (0)
+#define DEC_ROUND(s, k, e)      \
+  do {                          \
+    inv_sub_bytes(s);           \
+    add_round_key((s), (k));    \
+    inv_mix_columns((s), (e));  \
+  } while (0)
+
+/* Encrypt row-major planes with fixsliced round keys (see expand_key); the result is SR^2 of the state. */
 static inline __attribute__((always_inline)) void encrypt_planes(V s[8], V rk[15][8]) {
-  const int nr = nrounds;
+  const int nr = nrounds; /* 10 or 14: rounds 1..nr-1 are (4 phases) x (nr-2)/4, then phase 1 */
   add_round_key(s, rk[0]);
-  for (int r = 1; r < nr; r++) {
-    sub_bytes(s);
-    for (int c = 0; c < 8; c++) s[c] = SHIFT_ROWS(s[c]);
-    mix_columns(s);
-    add_round_key(s, rk[r]);
+  for (int r = 1; r < nr - 1; r += 4) {
+    ENC_ROUND(s, rk[r], 1);
+    ENC_ROUND(s, rk[r + 1], 2);
+    ENC_ROUND(s, rk[r + 2], 3);
+    ENC_ROUND(s, rk[r + 3], 0);
   }
+  ENC_ROUND(s, rk[nr - 1], 1);
   sub_bytes(s);
-  for (int c = 0; c < 8; c++) s[c] = SHIFT_ROWS(s[c]);
   add_round_key(s, rk[nr]);
 }
 
+/* Decrypt the same way; decryption keys are stored as SR^(nr-r)(K_r), phases run 3, 2, 1, 0. */
 static inline __attribute__((always_inline)) void decrypt_planes(V s[8], V rk[15][8]) {
   const int nr = nrounds;
   add_round_key(s, rk[nr]);
-  for (int r = nr - 1; r >= 1; r--) {
-    for (int c = 0; c < 8; c++) s[c] = INV_SHIFT_ROWS(s[c]);
-    inv_sub_bytes(s);
-    add_round_key(s, rk[r]);
-    inv_mix_columns(s);
+  for (int r = nr - 1; r > 1; r -= 4) {
+    DEC_ROUND(s, rk[r], 3);
+    DEC_ROUND(s, rk[r - 1], 2);
+    DEC_ROUND(s, rk[r - 2], 1);
+    DEC_ROUND(s, rk[r - 3], 0);
   }
-  for (int c = 0; c < 8; c++) s[c] = INV_SHIFT_ROWS(s[c]);
+  DEC_ROUND(s, rk[1], 3);
   inv_sub_bytes(s);
   add_round_key(s, rk[0]);
 }
@@ -190,8 +226,12 @@ static uint32_t sub_word(uint32_t w) {
   return out;
 }
 
-/* Expand a 16- or 32-byte AES key into nr+1 round keys, each stored as 8 bit planes. */
-static void expand_key(const uint8_t *key, int nk, V rk[15][8]) {
+/*
+ * Expand a 16- or 32-byte AES key into nr+1 round keys, each stored as 8 row-major
+ * bit planes. Fixslicing stores round key r as SR^-r(K_r) for encryption (enc) and
+ * SR^(nr-r)(K_r) for decryption (dec); either may be NULL.
+ */
+static void expand_key(const uint8_t *key, int nk, V enc[15][8], V dec[15][8]) {
   uint32_t w[60];
   const int nr = nk + 6, total = 4 * (nr + 1);
   for (int i = 0; i < nk; i++)
@@ -217,7 +257,17 @@ static void expand_key(const uint8_t *key, int nk, V rk[15][8]) {
         const uint8_t kb = (uint8_t)(w[4 * r + j / 4] >> (8 * (j % 4))) ^ (r > 0 ? 0x63 : 0);
         b[j] = (uint8_t)(0 - ((kb >> c) & 1));
       }
-      rk[r][c] = TO_ROW_MAJOR(wasm_v128_load(b));
+      const V k = TO_ROW_MAJOR(wasm_v128_load(b));
+      if (enc) {
+        V ke = k;
+        for (int i = 0; i < (4 - r % 4) % 4; i++) ke = SHIFT_ROWS(ke); /* SR^-r = SR^(4 - r%4) */
+        enc[r][c] = ke;
+      }
+      if (dec) {
+        V kd = k;
+        for (int i = 0; i < (nr - r) % 4; i++) kd = SHIFT_ROWS(kd);
+        dec[r][c] = kd;
+      }
       wipe_bytes(b, sizeof b);
     }
   }
@@ -225,7 +275,8 @@ static void expand_key(const uint8_t *key, int nk, V rk[15][8]) {
 }
 
 __attribute__((export_name("xts_wipe"))) void xts_wipe(void) {
-  wipe_bytes(rk_data, sizeof rk_data);
+  wipe_bytes(rk_enc, sizeof rk_enc);
+  wipe_bytes(rk_dec, sizeof rk_dec);
   wipe_bytes(rk_tweak, sizeof rk_tweak);
   wipe_bytes(key_area, sizeof key_area);
   wipe_bytes(spare_blocks, sizeof spare_blocks);
@@ -236,8 +287,8 @@ __attribute__((export_name("xts_wipe"))) void xts_wipe(void) {
 __attribute__((export_name("xts_set_key"))) int xts_set_key(uint32_t key_bytes) {
   if (key_bytes != 32 && key_bytes != 64) return -1;
   const int half = (int)key_bytes / 2, nk = half / 4;
-  expand_key(key_area, nk, rk_data);
-  expand_key(key_area + half, nk, rk_tweak);
+  expand_key(key_area, nk, rk_enc, rk_dec);
+  expand_key(key_area + half, nk, rk_tweak, 0);
   nrounds = nk + 6;
   wipe_bytes(key_area, sizeof key_area);
   return 0;
@@ -259,10 +310,10 @@ static void crypt_blocks(int encrypt, uint8_t *const blk[8], const V tw[8]) {
   transpose(s);
   for (int c = 0; c < 8; c++) s[c] = TO_ROW_MAJOR(s[c]);
   if (encrypt)
-    encrypt_planes(s, rk_data);
+    encrypt_planes(s, rk_enc);
   else
-    decrypt_planes(s, rk_data);
-  for (int c = 0; c < 8; c++) s[c] = TO_ROW_MAJOR(s[c]);
+    decrypt_planes(s, rk_dec);
+  for (int c = 0; c < 8; c++) s[c] = FROM_STORED(s[c]);
   transpose(s);
   for (int k = 0; k < 8; k++) wasm_v128_store(blk[k], X(s[k], tw[k]));
 }
@@ -289,7 +340,7 @@ int xts_crypt(int encrypt, uint32_t nbytes, uint32_t sector_size, uint64_t first
     transpose(t);
     for (int c = 0; c < 8; c++) t[c] = TO_ROW_MAJOR(t[c]);
     encrypt_planes(t, rk_tweak);
-    for (int c = 0; c < 8; c++) t[c] = TO_ROW_MAJOR(t[c]);
+    for (int c = 0; c < 8; c++) t[c] = FROM_STORED(t[c]);
     transpose(t);
     for (uint32_t k = 0; k < g; k++) {
       uint64_t lo = wasm_i64x2_extract_lane(t[k], 0), hi = wasm_i64x2_extract_lane(t[k], 1);
