@@ -320,6 +320,29 @@ describe('LUKS1 phdr damage and truncation', () => {
   });
 });
 
+describe('string fields without their NUL', () => {
+  test('can be read but are not written back', async () => {
+    const h2 = copy(v2);
+    for (const at of [0, 16384]) h2.fill(0x41, at + 24, at + 24 + 48); // label: 48 x "A", no terminator
+    const { resealLuks2 } = await import('./luks-helpers.js');
+    resealLuks2(h2);
+    expect((await luks.dump(h2)).label).toBe('A'.repeat(48));
+    await fails(luks.addToken(h2, { type: 'x', keyslots: [] }), 'LUKS_BAD_HEADER', /label/);
+    const h1 = copy(v1);
+    h1.fill(0x31, 168, 208); // uuid: 40 x "1"
+    expect((await luks.unlock(h1, PASS)).keyslot).toBe(0);
+    await fails(luks.addKeyslot(h1, PASS, { passphrase: 'x' }, { kdf: CHEAP }), 'LUKS_BAD_HEADER', /uuid/);
+  });
+
+  test('an inactive LUKS1 slot pointing into the phdr is not written to', async () => {
+    const h = copy(v1);
+    new DataView(h.buffer).setUint32(208 + 48 + 40, 0, false); // slot 1 material offset 0
+    const before = Buffer.from(h);
+    await fails(luks.addKeyslot(h, PASS, { passphrase: 'x' }, { kdf: CHEAP }), 'LUKS_BAD_LAYOUT', /keyslot 1/);
+    expect(Buffer.from(h).equals(before)).toBe(true);
+  });
+});
+
 describe('format arguments', () => {
   test('refused with typed errors', async () => {
     await fails(luks.format(4n << 20n, { version: 1, keyBits: 256, sectorSize: 4096, kdf: CHEAP, ...PASS }), 'LUKS_BAD_ARG');

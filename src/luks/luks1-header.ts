@@ -2,7 +2,7 @@
  * LUKS1 partition header (phdr): 592 bytes, big-endian, 8 keyslots
  * ("LUKS On-Disk Format Specification Version 1.2.3", §2.4, Table 1 and 2).
  */
-import { defineStruct, type StructValue } from './struct-layout.js';
+import { FieldTooLongError, defineStruct, type StructValue } from './struct-layout.js';
 import { LuksError } from './errors.js';
 import { LUKS_HASHES, type LuksHash } from './kdf.js';
 import { afSectorBytes } from './af-splitter.js';
@@ -75,7 +75,7 @@ export function decodeLuks1Header(buf: Uint8Array): Luks1Header {
 }
 
 /** Keyslot areas lie after the phdr, before the payload, and do not overlap (LUKS1 §2.4). */
-function checkLuks1Layout(h: Luks1Header): void {
+export function checkLuks1Layout(h: Luks1Header): void {
   if (!Number.isInteger(h.keyBytes) || h.keyBytes < 1 || h.keyBytes > 512) {
     throw new LuksError('LUKS_BAD_HEADER', `key bytes ${h.keyBytes} invalid`);
   }
@@ -103,10 +103,16 @@ function checkLuks1Layout(h: Luks1Header): void {
 export function encodeLuks1Header(h: Luks1Header): Uint8Array {
   const buf = new Uint8Array(LUKS1_PHDR_SIZE);
   const { keyslots, ...fields } = h;
-  LUKS1_PHDR_LAYOUT.encode({ magic: LUKS_MAGIC, ...fields }, buf, 0);
-  for (const ks of keyslots) {
-    const { index, ...f } = ks;
-    LUKS1_KEYSLOT_LAYOUT.encode(f, buf, LUKS1_PHDR_LAYOUT.size + index * LUKS1_KEYSLOT_LAYOUT.size);
+  try {
+    LUKS1_PHDR_LAYOUT.encode({ magic: LUKS_MAGIC, ...fields }, buf, 0);
+    for (const ks of keyslots) {
+      const { index, ...f } = ks;
+      LUKS1_KEYSLOT_LAYOUT.encode(f, buf, LUKS1_PHDR_LAYOUT.size + index * LUKS1_KEYSLOT_LAYOUT.size);
+    }
+  } catch (e) {
+    // Only a header read without its string terminators gets here; refuse to rewrite it.
+    if (e instanceof FieldTooLongError) throw new LuksError('LUKS_BAD_HEADER', `LUKS1 ${e.field} is not NUL-terminated`);
+    throw e;
   }
   return buf;
 }

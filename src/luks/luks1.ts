@@ -12,6 +12,7 @@ import {
   LUKS1_KEY_ENABLED,
   LUKS1_PHDR_SIZE,
   SECTOR,
+  checkLuks1Layout,
   decodeLuks1Header,
   encodeLuks1Header,
   isLuks1Hash,
@@ -152,14 +153,19 @@ export async function luks1SetKeyslot(
   }
   const old = h.keyslots[id]!;
   const ks: Luks1Keyslot = { ...old, active: LUKS1_KEY_ENABLED, iterations: kdf.iterations, salt: kdf.salt, stripes: LUKS_STRIPES };
+  const next: Luks1Header = { ...h, keyslots: h.keyslots.map((k) => (k.index === id ? ks : k)) };
+  // Refuse before any write: a foreign inactive slot may point anywhere, and the header must encode.
+  checkLuks1Layout(next);
+  const end = BigInt(ks.keyMaterialOffset * SECTOR + luks1AreaBytes(h, LUKS_STRIPES));
+  if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
+  const phdr = encodeLuks1Header(next);
   const material = await sealKeyslot(geometry(h, ks), volumeKey, secret, limits);
   try {
     await io.write(ks.keyMaterialOffset * SECTOR, material);
   } finally {
     material.fill(0);
   }
-  const next: Luks1Header = { ...h, keyslots: h.keyslots.map((k) => (k.index === id ? ks : k)) };
-  await io.write(0, encodeLuks1Header(next));
+  await io.write(0, phdr);
   await io.sync();
   return next;
 }

@@ -3,7 +3,7 @@
  * copies, the second at offset hdr_size (LUKS2 spec §2.1, Figure 2).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { defineStruct, type StructValue } from './struct-layout.js';
+import { FieldTooLongError, defineStruct, type StructValue } from './struct-layout.js';
 import { LuksError } from './errors.js';
 
 export const LUKS2_BINARY_HEADER_SIZE = 4096;
@@ -86,6 +86,16 @@ export interface Luks2CopyFields {
   readonly subsystem: string;
 }
 
+function encodeFields(v: Parameters<typeof LUKS2_HEADER_LAYOUT.encode>[0], region: Uint8Array): void {
+  try {
+    LUKS2_HEADER_LAYOUT.encode(v, region, 0);
+  } catch (e) {
+    // A label, subsystem or uuid read without its NUL (48/48/40 chars) cannot be written back.
+    if (e instanceof FieldTooLongError) throw new LuksError('LUKS_BAD_HEADER', `LUKS2 ${e.field} is too long to write (${e.message})`);
+    throw e;
+  }
+}
+
 /** Encodes both copies (primary then secondary, 2 x hdr_size bytes) with fresh salts and sha256 checksums. */
 export function encodeLuks2Copies(f: Luks2CopyFields, jsonText: string): Uint8Array {
   const json = Buffer.from(jsonText, 'utf8');
@@ -95,7 +105,7 @@ export function encodeLuks2Copies(f: Luks2CopyFields, jsonText: string): Uint8Ar
   for (const which of ['primary', 'secondary'] as const) {
     const at = which === 'primary' ? 0 : f.hdrSize;
     const region = out.subarray(at, at + f.hdrSize);
-    LUKS2_HEADER_LAYOUT.encode(
+    encodeFields(
       {
         magic: which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY,
         version: 2,
@@ -111,7 +121,6 @@ export function encodeLuks2Copies(f: Luks2CopyFields, jsonText: string): Uint8Ar
         csum: new Uint8Array(0),
       },
       region,
-      0,
     );
     region.set(json, LUKS2_BINARY_HEADER_SIZE);
     region.set(checksum('sha256', region), CSUM_OFFSET);

@@ -22,9 +22,14 @@ export async function secretBytes(secret: LuksSecret): Promise<Uint8Array> {
       if (st.isFile() && st.size > MAX_KEYFILE_BYTES) {
         throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} is ${st.size} bytes; the ceiling is ${MAX_KEYFILE_BYTES}`);
       }
-      const buf = new Uint8Array(MAX_KEYFILE_BYTES + 1);
+      // Regular files: their size (+1 to see growth); pipes and devices: up to the ceiling.
+      const buf = new Uint8Array(st.isFile() ? Math.min(st.size + 1, MAX_KEYFILE_BYTES + 1) : MAX_KEYFILE_BYTES + 1);
       let n = 0;
       for (;;) {
+        if (n === buf.length) {
+          buf.fill(0);
+          throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} grew while read or exceeds ${MAX_KEYFILE_BYTES} bytes`);
+        }
         const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
         if (bytesRead === 0) break;
         n += bytesRead;

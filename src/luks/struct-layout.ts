@@ -3,6 +3,13 @@
  * both the reader and the writer (LUKS1 phdr and LUKS2 binary header are both
  * big-endian: LUKS1 spec §2.4, LUKS2 spec §2.1).
  */
+/** A value does not fit its field (e.g. a 40-char UUID read from a header without its NUL). */
+export class FieldTooLongError extends RangeError {
+  constructor(readonly field: string, message: string) {
+    super(message);
+  }
+}
+
 export type FieldKind = 'u16' | 'u32' | 'u64' | { readonly bytes: number } | { readonly cstring: number };
 
 type FieldValue<K> = K extends 'u16' | 'u32'
@@ -22,7 +29,7 @@ export interface StructLayout<F extends FieldTable> {
   /** Byte offset of each field from the start of the struct. */
   readonly offsetOf: Readonly<Record<F[number][0], number>>;
   decode(buf: Uint8Array, at?: number): StructValue<F>;
-  /** Writes every field into buf at `at`; strings are NUL-padded, too-long values throw RangeError. */
+  /** Writes every field into buf at `at`; strings are NUL-padded, too-long values throw FieldTooLongError. */
   encode(value: StructValue<F>, buf: Uint8Array, at?: number): void;
 }
 
@@ -74,13 +81,13 @@ export function defineStruct<const F extends FieldTable>(fields: F): StructLayou
         else if (kind === 'u64') dv.setBigUint64(o, x as bigint, false);
         else if ('bytes' in kind) {
           const b = x as Uint8Array;
-          if (b.length > kind.bytes) throw new RangeError(`field ${name} is ${b.length} bytes, room for ${kind.bytes}`);
+          if (b.length > kind.bytes) throw new FieldTooLongError(name, `field ${name} is ${b.length} bytes, room for ${kind.bytes}`);
           buf.fill(0, o, o + kind.bytes);
           buf.set(b, o);
         } else {
           const b = Buffer.from(x as string, 'latin1');
           // A C string field keeps room for its terminating NUL.
-          if (b.length >= kind.cstring) throw new RangeError(`field ${name} is ${b.length} chars, room for ${kind.cstring - 1}`);
+          if (b.length >= kind.cstring) throw new FieldTooLongError(name, `field ${name} is ${b.length} chars, room for ${kind.cstring - 1}`);
           buf.fill(0, o, o + kind.cstring);
           buf.set(b, o);
         }
