@@ -43,6 +43,8 @@ const CHECK_TEXT = 'vhdcrypt-vault-master-key-check';
 export interface LocalVaultOptions {
   /** Create the vault when absent (default true). */
   readonly create?: boolean;
+  /** Refuse an existing vault (vault init). */
+  readonly exclusive?: boolean;
   /** Bearer token of a non-owner principal. */
   readonly token?: string;
   /** Master-key passphrase (else $VHDCRYPT_VAULT_PASSPHRASE; else the key file). */
@@ -58,6 +60,7 @@ type Access = { kind: 'secrets'; perm: SecretPermission } | { kind: 'keys'; perm
 /** Open (creating on first use) the embedded vault in directory `dir`. */
 export async function openLocalVault(dir: string, uri: string, options: LocalVaultOptions = {}): Promise<LocalVault> {
   const create = options.create ?? true;
+  if (options.exclusive && existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_ALREADY_EXISTS', `a vault already exists in ${dir}`);
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
   else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
   const store = new VaultStore(join(dir, DB_FILE_NAME), { create });
