@@ -1,0 +1,278 @@
+/**
+ * Faults: kill -9 then resume, SIGINT, abort, ENOSPC (tmpfs), existing
+ * destination, wrong passphrase, a missing vault, a disabled secret. In every
+ * case the source is unchanged and nothing appears under the destination name.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { encryptImage, decryptImage, unlockImage } from '../src/engine/index.js';
+import { openImage } from '../src/image/index.js';
+import { openVault, unsealDiskKey } from '../src/vault/index.js';
+import { PBKDF2_FAST, entries, firstDifference, makeRaw, qemuCompare, rawToVhd, removeDir, run, tempDir } from './fixtures/engine/helpers.js';
+
+const MIB = 1 << 20;
+const ROOT = join(import.meta.dirname, '..');
+let dir: string;
+let raw: string;
+let model: Uint8Array;
+let fixed: string;
+let vaultDir: string;
+const savedVault = process.env.VHDCRYPT_VAULT;
+
+function sha(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+beforeAll(() => {
+  dir = tempDir('engine-faults');
+  vaultDir = join(dir, 'vault');
+  process.env.VHDCRYPT_VAULT = vaultDir;
+  raw = join(dir, 'src.raw');
+  model = makeRaw(raw, 12 * MIB, [[0, 12 * MIB]]);
+  fixed = join(dir, 'src.vhd');
+  rawToVhd(raw, fixed, 'fixed');
+});
+
+afterAll(() => {
+  if (savedVault === undefined) delete process.env.VHDCRYPT_VAULT;
+  else process.env.VHDCRYPT_VAULT = savedVault;
+  removeDir(dir);
+});
+
+/** Start the child encryptor; resolve after it reported `killAt` bytes done, then kill -9 it. */
+function runAndKill(src: string, dst: string, format: string, killAt: number): Promise<{ killed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/encrypt-child.mjs'), src, dst, format, 'fresh'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let killed = false;
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const m = /^P (\d+)$/.exec(line);
+      if (m && !killed && Number(m[1]) >= killAt) {
+        killed = true;
+        child.kill('SIGKILL');
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (!killed && code !== 0) reject(new Error(`child failed (${code}): ${stderr}`));
+      else resolve({ killed: killed && signal === 'SIGKILL' });
+    });
+  });
+}
+
+describe('kill -9 at random points, then --resume', () => {
+  const fractions = [0.15, 0.5, 0.85].map((f) => f + (Math.random() - 0.5) * 0.1);
+  for (const [i, f] of fractions.entries()) {
+    const format = i === 1 ? 'luks1' : 'luks2';
+    it(`${format}: killed at ~${Math.round(f * 100)}%, resumed on another backend, decrypts to the source`, async () => {
+      const dst = join(dir, `resume-${i}.vhd`);
+      const before = sha(fixed);
+      const { killed } = await runAndKill(fixed, dst, format, Math.floor(12 * MIB * f));
+      expect(killed).toBe(true);
+      expect(existsSync(dst)).toBe(false);
+      expect(entries(dir).some((n) => n === `.resume-${i}.vhd.vhdcrypt-tmp`)).toBe(true);
+      const r = await encryptImage(fixed, dst, {
+        format: format as 'luks1' | 'luks2',
+        passphrase: 'resume-test',
+        kdf: PBKDF2_FAST,
+        batchBytes: 256 * 1024,
+        checkpointBytes: 512 * 1024,
+        resume: true,
+      });
+      expect(r.resumed).toBe(true);
+      expect(r.bytesProcessed).toBeLessThanOrEqual(BigInt(12 * MIB));
+      // Past the first checkpoints the journal must have saved work (an early kill may precede the first one).
+      if (f > 0.4) expect(r.bytesProcessed).toBeLessThan(BigInt(12 * MIB));
+      expect(sha(fixed)).toBe(before);
+      expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+      if (format === 'luks1') {
+        const q = join(dir, `resume-${i}.qemu.raw`);
+        run('qemu-img', ['convert', '--object', 'secret,id=s,data=resume-test', '--image-opts', `driver=luks,key-secret=s,file.driver=vpc,file.file.filename=${dst}`, '-O', 'raw', q]);
+        expect(firstDifference(new Uint8Array(readFileSync(q)), model)).toBe(-1);
+      } else {
+        const dec = join(dir, `resume-${i}.dec.vhd`);
+        await decryptImage(dst, dec, { passphrase: 'resume-test' });
+        expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);
+      }
+    });
+  }
+
+  it('without --resume a leftover run is refused (ENGINE_TEMP_EXISTS); --force starts over', async () => {
+    const dst = join(dir, 'leftover.vhd');
+    expect((await runAndKill(fixed, dst, 'luks2', 2 * MIB)).killed).toBe(true);
+    await expect(encryptImage(fixed, dst, { passphrase: 'x', kdf: PBKDF2_FAST })).rejects.toMatchObject({ code: 'ENGINE_TEMP_EXISTS' });
+    expect(existsSync(join(dir, '.leftover.vhd.vhdcrypt-tmp'))).toBe(true);
+    const r = await encryptImage(fixed, dst, { passphrase: 'x', kdf: PBKDF2_FAST, force: true });
+    expect(r.resumed).toBe(false);
+    expect(existsSync(dst)).toBe(true);
+  });
+});
+
+describe('vault-held keys', () => {
+  it('the sealed keyslot passphrase opens the raw LUKS2 output in cryptsetup; decrypt finds it through the token', async () => {
+    const dst = join(dir, 'vault.img');
+    const r = await encryptImage(raw, dst, { kek: 'test-kek' });
+    expect(r.secretId).toMatch(/\/secrets\//);
+    expect(r.kekId).toMatch(/\/keys\/test-kek\//);
+    const v = await openVault();
+    const material = await unsealDiskKey(v, r.secretId!);
+    await v.close();
+    expect(material.length).toBe(32);
+    const kf = join(dir, 'unsealed.key');
+    writeFileSync(kf, material, { mode: 0o600 });
+    const ok = spawnSync('cryptsetup', ['open', '--test-passphrase', '--key-file', kf, dst], { encoding: 'utf8' });
+    rmSync(kf);
+    expect(ok.status, ok.stderr).toBe(0);
+    const dec = join(dir, 'vault.dec');
+    const d = await decryptImage(dst, dec, {});
+    expect(d.secretId).toBe(r.secretId);
+    expect(firstDifference(new Uint8Array(readFileSync(dec)), model)).toBe(-1);
+  });
+
+  it('LUKS1 finds its secret by LUKS UUID; plain by its VHD UUID', async () => {
+    for (const format of ['luks1', 'plain'] as const) {
+      const dst = join(dir, `vault-${format}.vhd`);
+      const r = await encryptImage(fixed, dst, { format });
+      const img = await openImage(dst);
+      const u = await unlockImage(img);
+      u.volumeKey.fill(0);
+      await img.close();
+      expect(u.secretId).toBe(r.secretId);
+    }
+  });
+
+  it('a disabled secret refuses decrypt (VAULT_ code), and re-enabling it restores access', async () => {
+    const dst = join(dir, 'shred.vhd');
+    const r = await encryptImage(fixed, dst, {});
+    const v = await openVault();
+    const name = r.secretId!.split('/secrets/')[1]!.split('/')[0]!;
+    const version = r.secretId!.split('/').pop()!;
+    await v.updateSecretProperties(name, version, { enabled: false });
+    const dec = join(dir, 'shred.dec.vhd');
+    await expect(decryptImage(dst, dec, {})).rejects.toMatchObject({ code: expect.stringMatching(/^VAULT_/) });
+    expect(existsSync(dec)).toBe(false);
+    await v.updateSecretProperties(name, version, { enabled: true });
+    await v.close();
+    await decryptImage(dst, dec, {});
+    expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);
+  });
+
+  it('a missing vault (its directory gone) refuses decrypt with a VAULT_ code; nothing under the destination', async () => {
+    const other = join(dir, 'other-vault');
+    const dst = join(dir, 'gone.vhd');
+    await encryptImage(fixed, dst, { vault: `file:${other}` });
+    removeDir(other);
+    const dec = join(dir, 'gone.dec.vhd');
+    await expect(decryptImage(dst, dec, {})).rejects.toMatchObject({ code: expect.stringMatching(/^VAULT_/) });
+    expect(existsSync(dec)).toBe(false);
+    expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+  });
+});
+
+describe('refusals and interruptions', () => {
+  it('an existing destination is refused (ENGINE_DEST_EXISTS) and left as it was; --force replaces it', async () => {
+    const dst = join(dir, 'exists.img');
+    writeFileSync(dst, 'keep me');
+    await expect(encryptImage(raw, dst, { passphrase: 'x', kdf: PBKDF2_FAST })).rejects.toMatchObject({ code: 'ENGINE_DEST_EXISTS' });
+    expect(readFileSync(dst, 'utf8')).toBe('keep me');
+    await encryptImage(raw, dst, { passphrase: 'x', kdf: PBKDF2_FAST, force: true });
+    expect(readFileSync(dst).length).toBe(12 * MIB + 16 * MIB);
+  });
+
+  it('a wrong passphrase is LUKS_WRONG_PASSPHRASE; nothing under the destination', async () => {
+    const enc = join(dir, 'exists.img');
+    const dec = join(dir, 'wrong.dec');
+    await expect(decryptImage(enc, dec, { passphrase: 'not it' })).rejects.toMatchObject({ code: expect.stringMatching(/WRONG_PASSPHRASE|NO_KEYSLOT/) });
+    expect(existsSync(dec)).toBe(false);
+  });
+
+  it('AbortSignal mid-run: ENGINE_ABORTED, temp and journal removed, source unchanged', async () => {
+    const before = sha(fixed);
+    const ac = new AbortController();
+    const dst = join(dir, 'aborted.vhd');
+    await expect(
+      encryptImage(fixed, dst, { passphrase: 'x', kdf: PBKDF2_FAST, backend: 'js', batchBytes: 256 * 1024, signal: ac.signal, onProgress: () => ac.abort(new Error('test abort')) }),
+    ).rejects.toMatchObject({ code: 'ENGINE_ABORTED' });
+    expect(existsSync(dst)).toBe(false);
+    expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+    expect(sha(fixed)).toBe(before);
+  });
+
+  it('SIGINT to the CLI: exit 130, no temp file, nothing under the destination', async () => {
+    const dst = join(dir, 'sigint.vhd');
+    const temp = '.sigint.vhd.vhdcrypt-tmp';
+    const pass = join(dir, 'p.txt');
+    writeFileSync(pass, 'pw\n');
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const w = watch(dir);
+      const child = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'encrypt', fixed, dst, '--format', 'luks1', '--passphrase-file', pass, '--backend', 'js', '--threads', '1'], { stdio: 'ignore' });
+      // The temp file appears once the header is written: interrupt then.
+      w.on('change', (_e, name) => {
+        if (String(name) === temp) {
+          w.close();
+          child.kill('SIGINT');
+        }
+      });
+      child.on('error', reject);
+      child.on('exit', (c) => {
+        w.close();
+        resolve(c);
+      });
+    });
+    expect(code).toBe(130);
+    expect(existsSync(dst)).toBe(false);
+    expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+  });
+});
+
+describe('ENOSPC on a small tmpfs', () => {
+  let mnt: string;
+  let mounted = false;
+  beforeAll(() => {
+    mnt = join(dir, 'small');
+    mkdirSync(mnt);
+    mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]).status === 0;
+  });
+  afterAll(() => {
+    if (mounted) spawnSync('umount', [mnt]);
+  });
+
+  it('refuses up front when the file system reports too little free space (ENGINE_NO_SPACE)', async (ctx) => {
+    if (!mounted) ctx.skip(); // mount needs root; skipped otherwise
+    await expect(encryptImage(raw, join(mnt, 'big.img'), { passphrase: 'x', kdf: PBKDF2_FAST })).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE' });
+    expect(entries(mnt)).toEqual([]);
+  });
+
+  it('ENOSPC in the middle of a run is ENGINE_NO_SPACE; temp removed, nothing under the destination', async (ctx) => {
+    if (!mounted) ctx.skip();
+    const small = join(dir, 'small-src.raw');
+    makeRaw(small, 4 * MIB, [[0, 4 * MIB]]);
+    let filled = false;
+    const fill = () => {
+      if (filled) return;
+      filled = true;
+      // Take what is left of the file system, so the next output writes fail.
+      const free = Number(statfsSync(mnt).bavail) * Number(statfsSync(mnt).bsize);
+      const fd = openSync(join(mnt, 'filler'), 'w');
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      for (let left = free; left > 0; left -= chunk.length) {
+        try {
+          writeSync(fd, chunk, 0, Math.min(chunk.length, left));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+          break;
+        }
+      }
+      closeSync(fd);
+    };
+    await expect(
+      encryptImage(small, join(mnt, 'out.img'), { format: 'luks1', passphrase: 'x', kdf: PBKDF2_FAST, backend: 'js', threads: 1, batchBytes: 256 * 1024, onProgress: fill }),
+    ).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE' });
+    expect(entries(mnt)).toEqual(['filler']);
+  });
+});
