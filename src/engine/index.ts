@@ -22,3 +22,4 @@ export {
 export { runEncryptBench, type EndToEndBenchResult } from './bench-run.js';
 export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './stream-encrypt.js';
 export type { StreamInputFormat } from './stream-vhd-parser.js';
+export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './stream-decrypt.js';

@@ -164,7 +164,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
     const source = (max: number) => input.readSome(max, keep);
     const n = await cryptRun(s, source, 0n, null, sectorSize, (off) => layout.tweak(off), false);
     if (src.kind === 'vhd-fixed') {
-      await readEndFooter(input, { diskType: VhdDiskType.fixed, size: n });
+      await readEndFooter(input, { diskType: VhdDiskType.fixed, size: 'before' });
     }
     if (n === 0n) throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: no disk data');
     if (src.size !== null && n !== src.size) {

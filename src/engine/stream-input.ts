@@ -104,6 +104,7 @@ export class StreamInput {
 
   /** Exactly `n` bytes (a copy when they span chunks); a typed error naming `what` when the input ends first. */
   async readExactly(n: number, what: string): Promise<Uint8Array> {
+    if (n === 0) return new Uint8Array(0);
     await this.fill(n - 1);
     if (this.queued < n) throw truncated(what, n, this.queued, this.position);
     if (this.chunks[0]!.length >= n) return this.take(n);

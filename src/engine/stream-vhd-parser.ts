@@ -147,9 +147,13 @@ export async function enterBlock(input: StreamInput, src: DynamicSource, p: Bloc
   await input.skip(BigInt(src.bitmapSize), `the sector bitmap of block ${p.index}`);
 }
 
-/** The stream's end footer (after any gap), checked against what the stream started with. */
-export async function readEndFooter(input: StreamInput, expect: { diskType: number; size: bigint | null }): Promise<VhdFooter> {
+/**
+ * The stream's end footer (after any gap), checked against what the stream
+ * started with; size 'before' means the disk is every byte before the footer (fixed).
+ */
+export async function readEndFooter(input: StreamInput, expect: { diskType: number; size: bigint | 'before' }): Promise<VhdFooter> {
   const { bytes } = await input.tail(VHD_FOOTER_SIZE, 'the VHD footer at the end');
+  const size = expect.size === 'before' ? input.position - BigInt(VHD_FOOTER_SIZE) : expect.size;
   let f: VhdFooter;
   try {
     f = readVhdFooter(bytes);
@@ -159,8 +163,8 @@ export async function readEndFooter(input: StreamInput, expect: { diskType: numb
   if (f.diskType !== expect.diskType) {
     throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: the end footer says disk type ${f.diskType}, the stream is of type ${expect.diskType}`);
   }
-  if (expect.size !== null && f.currentSize !== expect.size) {
-    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: the end footer gives a virtual size of ${f.currentSize}, expected ${expect.size} (truncated stream?)`);
+  if (f.currentSize !== size) {
+    throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: the end footer gives a virtual size of ${f.currentSize}, the stream carries ${size} bytes (truncated stream?)`);
   }
   return f;
 }

@@ -1,0 +1,337 @@
+/**
+ * createDecryptStream: an encrypted image stream (as encryptImage or
+ * createEncryptStream write it: dynamic or fixed VHD, or raw) in, the
+ * plaintext image stream out, in one pass. The LUKS header area arrives
+ * first: it alone is buffered, the keyslot is opened (the caller's secret or
+ * the vault, as unlockImage does), then the payload streams through the pool.
+ */
+import { randomUUID } from 'node:crypto';
+import { VhdDiskType } from '../image/index.js';
+import { readVolumeInfo, unlock, type LuksVolumeInfo } from '../luks/index.js';
+import { VhdcryptError } from '../errors.js';
+import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
+import type { DecryptOptions } from './decrypt-image.js';
+import { EngineError } from './errors.js';
+import { hasUserSecret, plainKeyFromFile, wipeSecret } from './key-source.js';
+import { MAX_HEADER_REGION } from './luks-region.js';
+import { keyslotSecret } from './unlock-image.js';
+import { openEngineVault } from './vault-link.js';
+import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
+import type { StreamResult } from './stream-encrypt.js';
+import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
+import { enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
+import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
+
+export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
+  /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
+  readonly inputFormat?: StreamInputFormat;
+  /** Raw and fixed VHD streams: the encrypted disk's virtual size, when known. */
+  readonly sourceSize?: bigint;
+}
+
+/** A first look covers cryptsetup's default 16 MiB LUKS2 header area (as readLuksRegion). */
+const PROBE = 16n << 20n;
+
+interface Unlocked {
+  readonly volumeKey: Uint8Array;
+  readonly layout: PayloadLayout;
+  readonly info: LuksVolumeInfo | null;
+  readonly secretId: string | null;
+  readonly vaultUri: string | null;
+}
+
+/** The virtual disk's first bytes as they arrived (dynamic: with the blocks that carried them). */
+interface Prefix {
+  readonly bytes: Uint8Array;
+  readonly info: LuksVolumeInfo | null;
+  /** Dynamic: blocks already read, in file order, and how many of src.blocks that is. */
+  readonly consumed: readonly BlockPlace[];
+}
+
+/** readVolumeInfo, or null without a LUKS magic; 'more' when the header runs past the bytes given. */
+async function probeLuks(bytes: Uint8Array, complete: boolean): Promise<LuksVolumeInfo | null | 'more'> {
+  try {
+    return await readVolumeInfo(bytes);
+  } catch (e) {
+    if (e instanceof VhdcryptError && e.code === 'LUKS_BAD_MAGIC') return null;
+    if (e instanceof VhdcryptError && e.code === 'LUKS_TRUNCATED' && !complete) return 'more';
+    throw e;
+  }
+}
+
+function checkDataOffset(info: LuksVolumeInfo): void {
+  if (info.dataOffset > MAX_HEADER_REGION) {
+    throw new EngineError('ENGINE_HEADER_TOO_LARGE', `input stream: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
+  }
+}
+
+/** A Duplex: write the encrypted image's bytes, read the plaintext image's bytes. */
+export class DecryptStream extends CryptStreamBase<StreamResult> {
+  private readonly opts: DecryptStreamOptions;
+
+  constructor(opts: DecryptStreamOptions = {}) {
+    super(opts);
+    this.opts = opts;
+  }
+
+  protected async run(out: StreamOutput): Promise<StreamResult> {
+    const o = this.opts;
+    const started = performance.now();
+    const src = await readStreamSource(this.input, o.inputFormat ?? 'vhd', o.sourceSize);
+    const prefix = src.kind === 'vhd-dynamic' ? await this.dynamicPrefix(src) : await this.flatPrefix(src);
+    const diskSize = src.size;
+    const u = await this.unlock(prefix, src);
+    const layout = u.layout;
+    let session: CryptSession;
+    try {
+      session = openCryptSession(o, u.volumeKey, false, layout.sectorSize, out);
+    } finally {
+      u.volumeKey.fill(0);
+    }
+    let plainSize: bigint;
+    try {
+      if (src.kind === 'vhd-dynamic') {
+        plainSize = await this.decryptDynamic(src, prefix, session, layout);
+      } else {
+        plainSize = await this.decryptFlat(src, prefix, session, layout, u.info);
+        if (src.kind === 'vhd-fixed') await session.queue.bytes(fixedFooter(plainSize, randomUUID()));
+      }
+      await session.queue.drain();
+    } finally {
+      await session.close();
+    }
+    const ran = session.pool.ran;
+    return {
+      operation: 'decrypt',
+      format: layout.format as EncryptionFormat,
+      container: src.kind,
+      sourceVirtualSize: diskSize ?? layout.dataOffset + plainSize,
+      outputVirtualSize: plainSize,
+      outputBytes: out.written,
+      dataOffset: layout.dataOffset,
+      sectorSize: layout.sectorSize,
+      bytesProcessed: session.queue.processed,
+      backend: ran?.backend ?? o.backend ?? 'auto',
+      kernel: ran?.kernel ?? 'none',
+      threads: session.pool.threads,
+      seconds: (performance.now() - started) / 1000,
+      secretId: u.secretId,
+      kekId: null,
+      vaultUri: u.vaultUri,
+      luksUuid: u.info?.uuid ?? null,
+    };
+  }
+
+  /** Raw and fixed: the first 16 MiB (or what there is), more when the LUKS header says so. */
+  private async flatPrefix(src: FlatSource): Promise<Prefix> {
+    const keep = src.kind === 'vhd-fixed' ? 512 : 0;
+    const readUpTo = async (buf: Uint8Array, from: number): Promise<number> => {
+      let at = from;
+      while (at < buf.length) {
+        const piece = await this.input.readSome(buf.length - at, keep);
+        if (!piece) break;
+        buf.set(piece, at);
+        at += piece.length;
+      }
+      return at;
+    };
+    let buf = new Uint8Array(Number(PROBE));
+    let n = await readUpTo(buf, 0);
+    let info = await probeLuks(buf.subarray(0, n), n < buf.length);
+    if (info === 'more') {
+      const bigger = new Uint8Array(Number(MAX_HEADER_REGION));
+      bigger.set(buf);
+      buf = bigger;
+      n = await readUpTo(buf, n);
+      info = await probeLuks(buf.subarray(0, n), true);
+    }
+    if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
+    if (info) checkDataOffset(info);
+    if (info && info.dataOffset > BigInt(n)) {
+      throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: LUKS data offset ${info.dataOffset} is past the ${n} bytes of the stream (truncated image?)`);
+    }
+    return { bytes: buf.subarray(0, n), info, consumed: [] };
+  }
+
+  /**
+   * Dynamic: the blocks that hold the first 16 MiB (more when the header says
+   * so) must come before any other block in the file, as our writers and
+   * backup tools place them; they are held in memory.
+   */
+  private async dynamicPrefix(src: DynamicSource): Promise<Prefix> {
+    const bs = BigInt(src.blockSize);
+    const wholeBlocks = (n: bigint) => {
+      const r = ((n + bs - 1n) / bs) * bs;
+      return r < src.size ? r : src.size;
+    };
+    let len = wholeBlocks(PROBE);
+    let buf = new Uint8Array(Number(len));
+    const consumed: BlockPlace[] = [];
+    let cursor = 0;
+    const collect = async () => {
+      const needed = src.blocks.filter((p) => BigInt(p.index) * bs < len).length;
+      let have = consumed.filter((p) => BigInt(p.index) * bs < len).length;
+      while (have < needed) {
+        const p = src.blocks[cursor++]!;
+        const at = BigInt(p.index) * bs;
+        if (at >= len) {
+          throw new EngineError('ENGINE_STREAM_ORDER', `input stream: block ${p.index} comes before the blocks of the LUKS header area; a one-pass decrypt needs the header first`);
+        }
+        await enterBlock(this.input, src, p);
+        const within = Number((len - at < bs ? len - at : bs));
+        buf.set(await this.input.readExactly(within, `block ${p.index}`), Number(at));
+        if (within < src.blockSize) await this.input.skip(BigInt(src.blockSize - within), `the end of block ${p.index}`);
+        consumed.push(p);
+        have++;
+      }
+    };
+    await collect();
+    let info = await probeLuks(buf, len === src.size);
+    if (info === 'more') {
+      len = wholeBlocks(MAX_HEADER_REGION);
+      const bigger = new Uint8Array(Number(len));
+      bigger.set(buf);
+      buf = bigger;
+      await collect();
+      info = await probeLuks(buf, true);
+    }
+    if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
+    if (info) checkDataOffset(info);
+    return { bytes: buf, info, consumed };
+  }
+
+  /** The volume key from the header bytes (caller's secret, else the vault), or a plain volume's key. */
+  private async unlock(prefix: Prefix, src: StreamSource): Promise<Unlocked> {
+    const o = this.opts;
+    const size = src.size;
+    const info = prefix.info;
+    if (info) {
+      const diskSize = size ?? info.dataOffset + BigInt(info.sectorSize);
+      const bytes = prefix.bytes.subarray(0, Number(info.dataOffset));
+      const found = await keyslotSecret('input stream', { info, bytes }, o);
+      try {
+        const r = await unlock(bytes, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
+        return { volumeKey: r.volumeKey, layout: luksLayout(info, diskSize), info, secretId: found.secretId, vaultUri: found.vaultUri };
+      } finally {
+        wipeSecret(found.secret);
+      }
+    }
+    // No LUKS header: a plain volume (as unlockImage's plain path), opened by key file or vault secret.
+    const sectorSize = o.plain?.sectorSize ?? 512;
+    const layout = plainLayout(size ?? BigInt(sectorSize), sectorSize);
+    if (o.keyFile !== undefined) {
+      return { volumeKey: await plainKeyFromFile(o.keyFile, (o.plain?.keyBits ?? 512) / 8), layout, info: null, secretId: null, vaultUri: null };
+    }
+    if (hasUserSecret(o)) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: no LUKS header; a plain volume opens with a key file or its vault secret, not a passphrase');
+    const uuid = src.kind === 'vhd-dynamic' ? src.footer.uniqueId : null;
+    const vault = await openEngineVault(o.vault, o.vaultCredentials);
+    try {
+      const secretId = o.secretId ?? (uuid ? await vault.findByVolumeUuid(uuid) : null);
+      if (!secretId) {
+        throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: no LUKS header and no vault secret for it; is it encrypted? (a plain volume needs its secretId or key file)');
+      }
+      const material = await vault.unseal(secretId);
+      if (material.length !== 32 && material.length !== 64) {
+        material.fill(0);
+        throw new EngineError('ENGINE_NO_KEY_SOURCE', `vault secret ${secretId} does not hold a plain volume key`);
+      }
+      return { volumeKey: material, layout, info: null, secretId, vaultUri: vault.uri };
+    } finally {
+      await vault.close();
+    }
+  }
+
+  /** Raw and fixed: the payload after the header area, decrypted in order. Returns the plaintext size. */
+  private async decryptFlat(src: FlatSource, prefix: Prefix, s: CryptSession, layout: PayloadLayout, info: LuksVolumeInfo | null): Promise<bigint> {
+    const input = this.input;
+    const keep = src.kind === 'vhd-fixed' ? 512 : 0;
+    const off = Number(layout.dataOffset);
+    // A LUKS2 segment of fixed size ends there; a dynamic one (and plain) runs to the end of the disk.
+    const limit = info && info.dataSize !== 'dynamic' ? info.dataSize : src.size !== null ? layout.payloadSize : null;
+    s.total = limit ?? 0n;
+    const head = memorySource(prefix.bytes.subarray(off));
+    let fromHead = true;
+    const source = async (max: number): Promise<Uint8Array | null> => {
+      if (fromHead) {
+        const piece = await head(max);
+        if (piece) return piece;
+        fromHead = false;
+      }
+      return input.readSome(max, keep);
+    };
+    const n = await cryptRun(s, source, 0n, limit, layout.sectorSize, (x) => layout.tweak(x), true);
+    if (n === 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: the encrypted payload is empty');
+    if (src.kind === 'vhd-fixed') {
+      await readEndFooter(input, { diskType: VhdDiskType.fixed, size: 'before' });
+    } else {
+      // Bytes past a fixed-size segment (or a partial last sector) are not payload.
+      await input.tail(0, 'the end of the disk');
+      if (src.size !== null && input.position !== src.size) {
+        throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: ${input.position} bytes, sourceSize says ${src.size} (truncated stream?)`);
+      }
+    }
+    if (limit !== null && n !== limit) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: payload of ${n} bytes, the header says ${limit} (truncated stream?)`);
+    return n;
+  }
+
+  /** Dynamic: output block j holds input block j + shift decrypted; blocks read with the header first, then the rest in file order. */
+  private async decryptDynamic(src: DynamicSource, prefix: Prefix, s: CryptSession, layout: PayloadLayout): Promise<bigint> {
+    const input = this.input;
+    const bs = src.blockSize;
+    if (layout.dataOffset % BigInt(bs) !== 0n) {
+      throw new EngineError('ENGINE_UNSUPPORTED_FORMAT', `input stream: LUKS data offset ${layout.dataOffset} is not a whole number of ${bs}-byte VHD blocks; use decryptImage`);
+    }
+    const shift = Number(layout.dataOffset / BigInt(bs));
+    const payloadSize = layout.payloadSize;
+    if (payloadSize <= 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: the encrypted payload is empty');
+    const outEntries = Number((payloadSize + BigInt(bs) - 1n) / BigInt(bs));
+    const inPayload = (p: BlockPlace) => p.index >= shift && p.index - shift < outEntries;
+    const early = prefix.consumed.filter(inPayload);
+    const rest = src.blocks.slice(prefix.consumed.length);
+    const plan = planDynamicOutput({
+      size: payloadSize,
+      blockSize: bs,
+      uuid: randomUUID(),
+      order: [...early, ...rest.filter(inPayload)].map((p) => p.index - shift),
+      template: src.header,
+    });
+    const q = s.queue;
+    const tweak = (x: bigint) => layout.tweak(x);
+    const span = (p: BlockPlace) => {
+      const start = BigInt(p.index - shift) * BigInt(bs);
+      const end = start + BigInt(bs) < payloadSize ? start + BigInt(bs) : payloadSize;
+      return { start, len: Number(end - start) };
+    };
+    s.total = BigInt(early.length + rest.filter(inPayload).length) * BigInt(bs);
+    await q.bytes(plan.prefix);
+    for (const p of early) {
+      const { start, len } = span(p);
+      const at = p.index * bs;
+      await q.bytes(plan.bitmap);
+      await cryptRun(s, memorySource(prefix.bytes.subarray(at, at + len)), start, BigInt(len), layout.sectorSize, tweak, false);
+      if (len < bs) await q.zeros(bs - len);
+    }
+    for (const p of rest) {
+      if (!inPayload(p)) continue;
+      await enterBlock(input, src, p);
+      const { start, len } = span(p);
+      await q.bytes(plan.bitmap);
+      const n = await cryptRun(s, (max) => input.readSome(max), start, BigInt(len), layout.sectorSize, tweak, false);
+      if (n < BigInt(len)) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream ended early inside block ${p.index} (truncated image?)`);
+      if (len < bs) {
+        await input.skip(BigInt(bs - len), `the end of block ${p.index}`);
+        await q.zeros(bs - len);
+      }
+    }
+    await readEndFooter(input, { diskType: VhdDiskType.dynamic, size: src.size });
+    await q.bytes(plan.footer);
+    return payloadSize;
+  }
+}
+
+type StreamSource = FlatSource | DynamicSource;
+
+/** Decrypt an encrypted image stream (see DecryptStreamOptions); the result is on `stream.result` once it ends. */
+export function createDecryptStream(opts: DecryptStreamOptions = {}): DecryptStream {
+  return new DecryptStream(opts);
+}
