@@ -72,9 +72,9 @@ describe('create, import, get', () => {
     }
     const oct = await vault.createKey('oct', { kty: 'oct' });
     expect(oct.key).toEqual({ kid: oct.properties.id, kty: 'oct', key_ops: ['wrapKey', 'unwrapKey'] });
-    await expectCode(vault.createKey('bad', { kty: 'RSA', size: 1024 }), 'VAULT_BAD_KEY');
-    await expectCode(vault.createKey('bad', { kty: 'oct', size: 128 }), 'VAULT_BAD_KEY');
-    await expectCode(vault.createKey('bad', { kty: 'EC' as 'RSA' }), 'VAULT_BAD_KEY');
+    await expectCode(vault.createKey('bad', { kty: 'RSA', size: 1024 }), 'VAULT_INVALID_KEY');
+    await expectCode(vault.createKey('bad', { kty: 'oct', size: 128 }), 'VAULT_INVALID_KEY');
+    await expectCode(vault.createKey('bad', { kty: 'EC' as 'RSA' }), 'VAULT_INVALID_KEY');
     await expectCode(vault.createKey('bad_name', { kty: 'oct' }), 'VAULT_BAD_NAME');
   });
 
@@ -83,10 +83,10 @@ describe('create, import, get', () => {
     const k = await vault.importKey('imp', jwk);
     expect(k.key.n).toBe(jwk.n);
     const pubOnly = { kty: 'RSA', n: jwk.n, e: jwk.e };
-    await expectCode(vault.importKey('pub', pubOnly), 'VAULT_BAD_KEY');
-    await expectCode(vault.importKey('small', rsaJwk(1024)), 'VAULT_BAD_KEY');
-    await expectCode(vault.importKey('o', { kty: 'oct', k: randomBytes(16).toString('base64url') }), 'VAULT_BAD_KEY');
-    await expectCode(vault.importKey('garbage', { kty: 'RSA', n: 'AA', e: 'AQAB', d: 'AA', p: 'AA', q: 'AA', dp: 'AA', dq: 'AA', qi: 'AA' }), 'VAULT_BAD_KEY');
+    await expectCode(vault.importKey('pub', pubOnly), 'VAULT_INVALID_KEY');
+    await expectCode(vault.importKey('small', rsaJwk(1024)), 'VAULT_INVALID_KEY');
+    await expectCode(vault.importKey('o', { kty: 'oct', k: randomBytes(16).toString('base64url') }), 'VAULT_INVALID_KEY');
+    await expectCode(vault.importKey('garbage', { kty: 'RSA', n: 'AA', e: 'AQAB', d: 'AA', p: 'AA', q: 'AA', dp: 'AA', dq: 'AA', qi: 'AA' }), 'VAULT_INVALID_KEY');
   });
 
   test('no call returns private or symmetric key material', async () => {

@@ -1,5 +1,5 @@
 /** Secrets: Key Vault's limits, versions, attributes and dates on get, soft delete, backup/restore. */
-import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { openVault, type Vault } from '../src/vault/index.js';
 import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
 
@@ -202,4 +202,32 @@ test('object ids use the vault URI and openVault refuses other providers', async
   await expectCode(openVault('https://myvault.vault.azure.net'), 'VAULT_UNSUPPORTED_PROVIDER');
   await expectCode(openVault('hsm:slot0'), 'VAULT_UNSUPPORTED_PROVIDER');
   await expectCode(openVault(`file:${tempDir()}/missing`, { create: false }), 'VAULT_NOT_FOUND');
+});
+
+describe('retention', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  test('a soft-deleted secret is purged automatically once its retention has passed', async () => {
+    await vault.setProperties({ softDeleteRetentionDays: 7 });
+    await vault.setSecret('old', 'v');
+    await vault.setSecret('kept', 'v');
+    await vault.deleteSecret('old');
+    await vault.deleteSecret('kept');
+    await vault.close();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 6 * 86_400_000);
+    vault = await openVault(`file:${dir}`);
+    expect((await vault.listDeletedSecrets()).map((d) => d.name)).toEqual(['kept', 'old']);
+    await vault.recoverDeletedSecret('kept');
+    await vault.close();
+    vi.setSystemTime(Date.now() + 2 * 86_400_000);
+    vault = await openVault(`file:${dir}`);
+    expect(await vault.listDeletedSecrets()).toEqual([]);
+    await expectCode(vault.getSecret('old'), 'VAULT_SECRET_NOT_FOUND');
+    expect((await vault.getSecret('kept')).value).toBe('v');
+    const log = await vault.readAudit();
+    expect(log.filter((e) => e.operation === 'purgeAfterRetention').map((e) => [e.principal, e.objectId])).toEqual([['system', `file:${dir}/secrets/old`]]);
+  });
 });

@@ -253,7 +253,7 @@ function registerKey(vault: Command): void {
       try {
         jwk = JSON.parse(raw.toString('utf8')) as JsonWebKey;
       } catch (e) {
-        throw new VaultError('VAULT_BAD_KEY', `${o.file} is not a JSON Web Key`, { cause: e });
+        throw new VaultError('VAULT_INVALID_KEY', `${o.file} is not a JSON Web Key`, { cause: e });
       } finally {
         raw.fill(0);
       }

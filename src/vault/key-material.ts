@@ -29,44 +29,44 @@ export interface KeyMaterial {
 export async function generateKeyMaterial(kty: KeyType, size: number | undefined): Promise<KeyMaterial> {
   if (kty === 'RSA') {
     const bits = size ?? 2048;
-    if (!(RSA_SIZES as readonly number[]).includes(bits)) throw new VaultError('VAULT_BAD_KEY', `RSA keys are 2048, 3072 or 4096 bits, not ${bits}`);
+    if (!(RSA_SIZES as readonly number[]).includes(bits)) throw new VaultError('VAULT_INVALID_KEY', `RSA keys are 2048, 3072 or 4096 bits, not ${bits}`);
     const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: bits, publicExponent: 0x10001 });
     return { kty, size: bits, material: privateKey.export({ format: 'der', type: 'pkcs8' }) };
   }
   if (kty === 'oct') {
-    if (size !== undefined && size !== OCT_SIZE) throw new VaultError('VAULT_BAD_KEY', `oct keys are 256 bits, not ${size}`);
+    if (size !== undefined && size !== OCT_SIZE) throw new VaultError('VAULT_INVALID_KEY', `oct keys are 256 bits, not ${size}`);
     return { kty, size: OCT_SIZE, material: randomBytes(32) };
   }
-  throw new VaultError('VAULT_BAD_KEY', `unsupported key type ${JSON.stringify(kty)}; RSA or oct`);
+  throw new VaultError('VAULT_INVALID_KEY', `unsupported key type ${JSON.stringify(kty)}; RSA or oct`);
 }
 
 /** Validate a private RSA JWK or a 256-bit oct JWK and turn it into material. */
 export function importJwk(jwk: JsonWebKey): KeyMaterial {
-  if (jwk === null || typeof jwk !== 'object') throw new VaultError('VAULT_BAD_KEY', 'a JWK is an object');
+  if (jwk === null || typeof jwk !== 'object') throw new VaultError('VAULT_INVALID_KEY', 'a JWK is an object');
   if (jwk.kty === 'oct') {
-    if (typeof jwk.k !== 'string') throw new VaultError('VAULT_BAD_KEY', 'oct JWK without k');
+    if (typeof jwk.k !== 'string') throw new VaultError('VAULT_INVALID_KEY', 'oct JWK without k');
     const k = Buffer.from(jwk.k, 'base64url');
     if (k.length !== 32) {
       k.fill(0);
-      throw new VaultError('VAULT_BAD_KEY', `oct keys are 256 bits; this JWK's k is ${k.length * 8}`);
+      throw new VaultError('VAULT_INVALID_KEY', `oct keys are 256 bits; this JWK's k is ${k.length * 8}`);
     }
     return { kty: 'oct', size: OCT_SIZE, material: k };
   }
   if (jwk.kty === 'RSA') {
     for (const f of ['n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi'] as const) {
-      if (typeof jwk[f] !== 'string') throw new VaultError('VAULT_BAD_KEY', `RSA JWK without '${f}' (import takes a private key)`);
+      if (typeof jwk[f] !== 'string') throw new VaultError('VAULT_INVALID_KEY', `RSA JWK without '${f}' (import takes a private key)`);
     }
     let key: KeyObject;
     try {
       key = createPrivateKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e, d: jwk.d, p: jwk.p, q: jwk.q, dp: jwk.dp, dq: jwk.dq, qi: jwk.qi }, format: 'jwk' });
     } catch (e) {
-      throw new VaultError('VAULT_BAD_KEY', 'the RSA JWK is not a valid private key', { cause: e });
+      throw new VaultError('VAULT_INVALID_KEY', 'the RSA JWK is not a valid private key', { cause: e });
     }
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-    if (!(RSA_SIZES as readonly number[]).includes(bits)) throw new VaultError('VAULT_BAD_KEY', `RSA keys are 2048, 3072 or 4096 bits, not ${bits}`);
+    if (!(RSA_SIZES as readonly number[]).includes(bits)) throw new VaultError('VAULT_INVALID_KEY', `RSA keys are 2048, 3072 or 4096 bits, not ${bits}`);
     return { kty: 'RSA', size: bits, material: key.export({ format: 'der', type: 'pkcs8' }) };
   }
-  throw new VaultError('VAULT_BAD_KEY', `unsupported JWK kty ${JSON.stringify(jwk.kty)}; RSA or oct`);
+  throw new VaultError('VAULT_INVALID_KEY', `unsupported JWK kty ${JSON.stringify(jwk.kty)}; RSA or oct`);
 }
 
 /** The public JWK: n and e for RSA, nothing secret for oct. */
