@@ -14,3 +14,19 @@ export type { LuksVolumeInfo, LuksSecret, LuksErrorCode } from './luks/index.js'
 export { openImage, createImage, checkAzureReady, ImageError } from './image/index.js';
 export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
 export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, CreateImageOptions } from './image/index.js';
+
+// The engine (issue 6): whole images through the worker pool, unlocking, keyslots and headers of encrypted images.
+export {
+  encryptImage,
+  decryptImage,
+  unlockImage,
+  describeImage,
+  addImageKeyslot,
+  removeImageKeyslot,
+  listImageKeyslots,
+  backupImageHeader,
+  restoreImageHeader,
+  runEncryptBench,
+  EngineError,
+} from './engine/index.js';
+export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription } from './engine/index.js';
