@@ -316,7 +316,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
       await enterBlock(input, src, p);
       const { start, len } = span(p);
       await q.bytes(plan.bitmap);
-      const n = await cryptRun(s, (max) => input.readSome(max), start, BigInt(len), layout.sectorSize, tweak, false);
+      const n = await cryptRun(s, (max) => input.readRequired(max, `block ${p.index}`), start, BigInt(len), layout.sectorSize, tweak, false);
       if (n < BigInt(len)) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream ended early inside block ${p.index} (truncated image?)`);
       if (len < bs) {
         await input.skip(BigInt(bs - len), `the end of block ${p.index}`);

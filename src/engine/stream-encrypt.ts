@@ -10,6 +10,7 @@ import { DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
 import { EngineError } from './errors.js';
+import { isVhdcryptError } from '../errors.js';
 import { prepareEncryption } from './encryption-keys.js';
 import type { EncryptOptions } from './encrypt-image.js';
 import type { OutputFormat } from './run-options.js';
@@ -162,7 +163,17 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
     s.total = src.size ?? 0n;
     const keep = src.kind === 'vhd-fixed' ? 512 : 0;
     const source = (max: number) => input.readSome(max, keep);
-    const n = await cryptRun(s, source, 0n, null, sectorSize, (off) => layout.tweak(off), false);
+    let n: bigint;
+    try {
+      n = await cryptRun(s, source, 0n, null, sectorSize, (off) => layout.tweak(off), false);
+    } catch (e) {
+      // Data ending inside a crypto sector is most often a cut stream: say so when we can tell.
+      if (isVhdcryptError(e, 'ENGINE_UNSUPPORTED_SECTOR_SIZE')) {
+        if (src.kind === 'vhd-fixed') await readEndFooter(input, { diskType: VhdDiskType.fixed, size: 'before' });
+        if (src.size !== null) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: shorter than sourceSize ${src.size} (truncated stream?)`);
+      }
+      throw e;
+    }
     if (src.kind === 'vhd-fixed') {
       await readEndFooter(input, { diskType: VhdDiskType.fixed, size: 'before' });
     }
@@ -216,7 +227,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
       const { start, len } = blockPayload(p.index);
       await q.bytes(plan.bitmap);
       const left = BigInt(len);
-      const n = await cryptRun(s, (max) => input.readSome(max), start, left, layout.sectorSize, tweak, false);
+      const n = await cryptRun(s, (max) => input.readRequired(max, `block ${p.index}`), start, left, layout.sectorSize, tweak, false);
       if (n < left) throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream ended early inside block ${p.index} (truncated image?)`);
       // The disk ends inside this block: skip the input's tail of it; ours reads as zeros.
       if (len < bs) {

@@ -102,6 +102,13 @@ export class StreamInput {
     return this.take(Math.min(max, avail, this.chunks[0]!.length));
   }
 
+  /** Up to `max` bytes (at least one) of data that must be there: a typed error naming `what` at the end of the input. */
+  async readRequired(max: number, what: string): Promise<Uint8Array> {
+    const piece = await this.readSome(max);
+    if (!piece) throw truncated(what, max, 0, this.position);
+    return piece;
+  }
+
   /** Exactly `n` bytes (a copy when they span chunks); a typed error naming `what` when the input ends first. */
   async readExactly(n: number, what: string): Promise<Uint8Array> {
     if (n === 0) return new Uint8Array(0);
