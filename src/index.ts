@@ -30,3 +30,7 @@ export {
   EngineError,
 } from './engine/index.js';
 export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription } from './engine/index.js';
+
+// Engine streams (issue 6): a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
+export { createEncryptStream, createDecryptStream, EncryptStream, DecryptStream } from './engine/index.js';
+export type { EncryptStreamOptions, DecryptStreamOptions, StreamResult, StreamInputFormat } from './engine/index.js';
