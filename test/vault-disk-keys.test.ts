@@ -206,6 +206,32 @@ describe('rotate-kek', () => {
     await unsealDiskKey(vault, gone.secretId);
   });
 
+  test('a seal racing a rotation (wrapped with the old version, stored after the rotation scanned) ends on the new version', async () => {
+    const early = await sealDiskKey(vault, { diskId: 'early', material: randomBytes(32), kek: 'kek' });
+    const rotator = await openVault(uri);
+    let rotated: Awaited<ReturnType<typeof rotateKek>> | undefined;
+    // The vault as seen by the sealing caller: its first setSecret waits for a whole rotation run by another handle.
+    const racing = new Proxy(vault, {
+      get(target, prop, receiver) {
+        if (prop === 'setSecret' && !rotated) {
+          return async (...args: Parameters<Vault['setSecret']>) => {
+            rotated = await rotateKek(rotator, 'kek');
+            return target.setSecret(...args);
+          };
+        }
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const material = randomBytes(64);
+    const late = await sealDiskKey(racing, { diskId: 'late', material, kek: 'kek' });
+    await rotator.close();
+    expect(rotated!.disabled).toEqual([early.kekId]);
+    expect(late.kekId).toBe(rotated!.kekId);
+    expect(Buffer.from(await unsealDiskKey(vault, late.secretId)).equals(material)).toBe(true);
+    expect((await vault.listSecretVersions('late'))).toHaveLength(2);
+  });
+
   describe('killed halfway (a child process SIGKILLs itself after some rewraps)', () => {
     let mod: string;
     beforeAll(() => {

@@ -79,13 +79,15 @@ function parseInteger(s: string | undefined, flag: string): number | undefined {
 function writeFileAtomic(path: string, data: Uint8Array): void {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', 0o600);
+  let open = true;
   try {
     writeSync(fd, data);
     fsyncSync(fd);
     closeSync(fd);
+    open = false;
     renameSync(tmp, path);
   } catch (e) {
-    closeSync(fd);
+    if (open) closeSync(fd);
     unlinkSync(tmp);
     throw e;
   }

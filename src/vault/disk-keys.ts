@@ -87,8 +87,21 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
   };
   if (req.volumeUuid) tags[TAG_VOLUME_UUID] = req.volumeUuid.toLowerCase();
   if (req.sourceName) tags[TAG_SOURCE_IMAGE] = req.sourceName.slice(-256);
-  const s = await vault.setSecret(diskSecretName(req.diskId), JSON.stringify(doc), { contentType: WRAPPED_KEY_CONTENT_TYPE, tags });
-  return { secretId: s.id, kekId: w.kid };
+  const name = diskSecretName(req.diskId);
+  let stored = await vault.setSecret(name, JSON.stringify(doc), { contentType: WRAPPED_KEY_CONTENT_TYPE, tags });
+  let kid = w.kid;
+  // A rotateKek that made its new KEK version after our wrap may have scanned before our secret existed and
+  // will disable the version we used: while the KEK's latest version differs, rewrap the material we still hold.
+  for (let latest = (await vault.getKey(req.kek)).properties.id; latest !== kid; latest = (await vault.getKey(req.kek)).properties.id) {
+    const again = await vault.wrapKey(latest, alg, req.material);
+    kid = again.kid;
+    const next: WrappedKeyDocument = { alg, kid, wrapped: Buffer.from(again.result).toString('base64url') };
+    stored = await vault.setSecret(name, JSON.stringify(next), {
+      contentType: WRAPPED_KEY_CONTENT_TYPE,
+      tags: { ...tags, [TAG_KEK_URL]: kid, [TAG_REWRAP_OF]: stored.tags[TAG_REWRAP_OF] ?? stored.version },
+    });
+  }
+  return { secretId: stored.id, kekId: kid };
 }
 
 function parseDocument(vault: Vault, value: string, id: string): WrappedKeyDocument {

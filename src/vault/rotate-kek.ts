@@ -4,7 +4,9 @@
  * on disk is untouched), then disable the older KEK versions. Restartable: the
  * new version carries the tag vhdcrypt-rotation=pending until the run ends, so
  * a rerun resumes with it. At every instant each lineage's newest member is
- * wrapped by an enabled KEK version, so no disk is ever unopenable.
+ * wrapped by an enabled KEK version, so no disk is ever unopenable. A seal
+ * running concurrently rewraps itself if the KEK gained a version after its
+ * wrap (see sealDiskKey), so it cannot be left on a version disabled here.
  */
 import { VaultError } from './errors.js';
 import { objectId, resolveRef } from './object-id.js';
