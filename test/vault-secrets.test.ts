@@ -231,3 +231,10 @@ describe('retention', () => {
     expect(log.filter((e) => e.operation === 'purgeAfterRetention').map((e) => [e.principal, e.objectId])).toEqual([['system', `file:${dir}/secrets/old`]]);
   });
 });
+
+test('every vault error code maps to exit status 5 in the CLI', async () => {
+  const { exitCodeFor } = await import('../src/cli/exit-codes.js');
+  const { VAULT_ERROR_CODES, VaultError } = await import('../src/vault/index.js');
+  expect(VAULT_ERROR_CODES.length).toBeGreaterThan(30);
+  for (const code of VAULT_ERROR_CODES) expect([code, exitCodeFor(new VaultError(code, 'x'))]).toEqual([code, 5]);
+});

@@ -1,5 +1,5 @@
 /** The vault (issue 5): Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault. */
-export { VaultError } from './errors.js';
+export { VaultError, VAULT_ERROR_CODES } from './errors.js';
 export type { VaultErrorCode } from './errors.js';
 export * from './types.js';
 export { openVault, defaultVaultPath, defaultVaultUri } from './open-vault.js';
