@@ -1,0 +1,116 @@
+/**
+ * The image commands as a user runs them (child processes of bin/vhdcrypt.js):
+ * encrypt/decrypt with --json, info, keyslot add/list/remove, header
+ * backup/restore after damaging the header, and the exit statuses of errors.
+ * Cross-checked with cryptsetup (keyslots) and qemu-img compare (content).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync, openSync, readSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeRaw, qemuCompare, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const MIB = 1 << 20;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let src: string;
+let pass: string;
+let pass2: string;
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { env, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(() => {
+  dir = tempDir('engine-cli');
+  env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') };
+  const raw = join(dir, 'src.raw');
+  makeRaw(raw, 16 * MIB, [[0, 3 * MIB], [9 * MIB, 2 * MIB]]);
+  src = join(dir, 'src.vhd');
+  rawToVhd(raw, src, 'dynamic');
+  pass = join(dir, 'pass.txt');
+  writeFileSync(pass, 'first passphrase\n');
+  pass2 = join(dir, 'pass2.txt');
+  writeFileSync(pass2, 'second passphrase\n');
+});
+
+afterAll(() => removeDir(dir));
+
+describe('vhdcrypt image commands', () => {
+  it('encrypt --json (vault) and decrypt give the source back; info names the secret', () => {
+    const enc = join(dir, 'enc.vhd');
+    const r = cli('encrypt', src, enc, '--json', '--threads', '2');
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(j).toMatchObject({ operation: 'encrypt', format: 'luks2', container: 'vhd-dynamic', threads: 2 });
+    expect(String(j.secretId)).toContain('/secrets/');
+    for (const k of ['backend', 'kernel', 'seconds', 'mbPerSecond', 'outputVirtualSize', 'sourceVirtualSize']) expect(j).toHaveProperty(k);
+    const info = cli('info', enc, '--json');
+    expect(info.status, info.stderr).toBe(0);
+    const d = JSON.parse(info.stdout) as { container: string; encryption: string; secret: { id: string; via: string } };
+    expect(d.encryption).toBe('luks2');
+    expect(d.secret).toMatchObject({ id: j.secretId, via: 'token' });
+    const dec = join(dir, 'dec.vhd');
+    expect(cli('decrypt', enc, dec).status).toBe(0);
+    expect(qemuCompare(src, 'vpc', dec, 'vpc').same).toBe(true);
+  });
+
+  it('keyslot add (unlocking through the vault) / list / remove; cryptsetup opens the new keyslot of a raw image', () => {
+    const enc = join(dir, 'ks.img');
+    expect(cli('encrypt', src, enc, '--out-format', 'raw').status).toBe(0);
+    const add = cli('keyslot', 'add', enc, '--new-passphrase-file', pass2, '--kdf', 'pbkdf2', '--json');
+    expect(add.status, add.stderr).toBe(0);
+    const slot = (JSON.parse(add.stdout) as { keyslot: number }).keyslot;
+    expect(slot).toBe(1);
+    const ok = spawnSync('cryptsetup', ['open', '--test-passphrase', '--key-slot', String(slot), '--key-file', pass2, '--keyfile-size', '17', enc]);
+    expect(ok.status).toBe(0);
+    const list = JSON.parse(cli('keyslot', 'list', enc, '--json').stdout) as { keyslots: Array<{ id: number }> };
+    expect(list.keyslots.map((k) => k.id)).toEqual([0, 1]);
+    // Remove the vault's keyslot; the image then opens with the passphrase only.
+    expect(cli('keyslot', 'remove', enc, '0').status).toBe(0);
+    const dec = join(dir, 'ks.dec.vhd');
+    expect(cli('decrypt', enc, dec, '--passphrase-file', pass2, '--out-format', 'vhd-dynamic').status).toBe(0);
+    expect(qemuCompare(src, 'vpc', dec, 'vpc').same).toBe(true);
+    const last = cli('keyslot', 'remove', enc, String(slot));
+    expect(last.status).not.toBe(0);
+    expect(last.stderr).toContain('LUKS_LAST_KEYSLOT');
+  });
+
+  it('header backup, damage, restore: the image opens again (dynamic VHD container)', () => {
+    const enc = join(dir, 'hdr.vhd');
+    expect(cli('encrypt', src, enc, '--passphrase-file', pass, '--format', 'luks1').status).toBe(0);
+    const backup = join(dir, 'hdr.backup');
+    expect(cli('header', 'backup', enc, backup).status).toBe(0);
+    expect(readFileSync(backup).subarray(0, 6)).toEqual(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]));
+    // Damage the LUKS magic inside the first block of the container (block data starts after its sector bitmap).
+    const fd = openSync(enc, 'r+');
+    const bat = Buffer.alloc(4);
+    readSync(fd, bat, 0, 4, 1536);
+    writeSync(fd, Buffer.from('XXXX'), 0, 4, bat.readUInt32BE(0) * 512 + 512);
+    closeSync(fd);
+    const broken = cli('decrypt', enc, join(dir, 'x.vhd'), '--passphrase-file', pass);
+    expect(broken.status).not.toBe(0);
+    expect(existsSync(join(dir, 'x.vhd'))).toBe(false);
+    const restored = cli('header', 'restore', enc, backup);
+    expect(restored.status, restored.stderr).toBe(0);
+    const dec = join(dir, 'hdr.dec.vhd');
+    expect(cli('decrypt', enc, dec, '--passphrase-file', pass).status).toBe(0);
+    expect(qemuCompare(src, 'vpc', dec, 'vpc').same).toBe(true);
+  });
+
+  it('errors are one line with their code and the documented exit status', () => {
+    const enc = join(dir, 'enc.vhd');
+    const exists = cli('encrypt', src, enc, '--passphrase-file', pass);
+    expect(exists.status).toBe(6);
+    expect(exists.stderr.trim().split('\n')).toHaveLength(1);
+    expect(exists.stderr).toContain('ENGINE_DEST_EXISTS');
+    const wrong = cli('decrypt', enc, join(dir, 'w.vhd'), '--passphrase-file', pass);
+    expect(wrong.status).toBe(4);
+    const unsupported = cli('encrypt', src, join(dir, 'u.vhd'), '--format', 'luks1', '--sector-size', '4096');
+    expect(unsupported.status).toBe(7);
+    const usage = cli('encrypt', src);
+    expect(usage.status).toBe(2);
+  });
+});
