@@ -41,7 +41,8 @@ function memoryIo(buf: Uint8Array): HeaderIo {
     name,
     async read(offset, length, what) {
       if (offset + length > buf.length) throw truncated(name, what, offset, length, BigInt(buf.length));
-      return buf.slice(offset, offset + length);
+      // A copy, never a view: callers decrypt and wipe what they read, and Buffer#slice would share the caller's bytes.
+      return Uint8Array.prototype.slice.call(buf, offset, offset + length);
     },
     async write(offset, data) {
       if (offset + data.length > buf.length) throw truncated(name, 'write', offset, data.length, BigInt(buf.length));

@@ -61,7 +61,8 @@ export function defineStruct<const F extends FieldTable>(fields: F): StructLayou
         if (kind === 'u16') out[name] = dv.getUint16(o, false);
         else if (kind === 'u32') out[name] = dv.getUint32(o, false);
         else if (kind === 'u64') out[name] = dv.getBigUint64(o, false);
-        else if ('bytes' in kind) out[name] = buf.slice(o, o + kind.bytes);
+        // A copy (Buffer#slice would be a view into the caller's header).
+        else if ('bytes' in kind) out[name] = Uint8Array.prototype.slice.call(buf, o, o + kind.bytes);
         else {
           const raw = buf.subarray(o, o + kind.cstring);
           const nul = raw.indexOf(0);
