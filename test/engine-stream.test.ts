@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createDecipheriv, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -20,6 +20,8 @@ import { encryptImage } from '../src/engine/encrypt-image.js';
 import { createEncryptStream, type StreamResult } from '../src/engine/stream-encrypt.js';
 import { createDecryptStream } from '../src/engine/stream-decrypt.js';
 import { readVolumeInfo } from '../src/luks/index.js';
+import { unlockImage } from '../src/engine/unlock-image.js';
+import { openImage } from '../src/image/index.js';
 import { isVhdcryptError } from '../src/errors.js';
 
 const MIB = 1 << 20;
@@ -108,6 +110,14 @@ async function expectCode(promise: Promise<unknown>, code: string): Promise<void
   }
   expect(caught, `expected ${code}`).not.toBeNull();
   expect(isVhdcryptError(caught) ? caught.code : String(caught)).toBe(code);
+}
+
+/** AES-XTS decrypt of one sector with node:crypto (IV = 16-byte little-endian tweak): the oracle. */
+function oracleDecrypt(key: Uint8Array, tweak: bigint, data: Uint8Array): Buffer {
+  const iv = Buffer.alloc(16);
+  iv.writeBigUInt64LE(tweak, 0);
+  const d = createDecipheriv(key.length === 64 ? 'aes-256-xts' : 'aes-128-xts', key, iv);
+  return Buffer.concat([d.update(data), d.final()]);
 }
 
 beforeAll(() => {
@@ -242,6 +252,31 @@ describe('encrypt stream output is a valid image that decrypts to the source', (
   });
 });
 
+describe('payload crypto of the stream output, checked with node:crypto', () => {
+  it('LUKS2 dynamic, 4096-byte sectors: sector k of the payload is AES-XTS under the volume key with tweak 8k (plain64 in 512-byte units); progress reaches the total', async () => {
+    const enc = p('oracle-l2.vhd');
+    const seen: bigint[] = [];
+    const r = await through(dynSrc, createEncryptStream({ passphraseFile: passFile, kdf: FAST, onProgress: (x) => seen.push(x.bytesDone) }), enc);
+    expect(seen.length).toBeGreaterThan(0);
+    expect([...seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(seen);
+    expect(seen[seen.length - 1]).toBe(r.bytesProcessed);
+    const img = await openImage(enc);
+    const u = await unlockImage(img, { passphraseFile: passFile });
+    try {
+      expect(u.layout.dataOffset).toBe(16n * 1024n * 1024n);
+      // Sectors in the data of blocks 0, 2, 10 and 19 of the source (block edges included).
+      for (const k of [1, 2, 1025, 5120, 5375, 9729, 10239]) {
+        const cipher = new Uint8Array(4096);
+        await img.read(u.layout.dataOffset + BigInt(k) * 4096n, cipher);
+        expect(oracleDecrypt(u.volumeKey, BigInt(k) * 8n, cipher).equals(model.subarray(k * 4096, (k + 1) * 4096)), `sector ${k}`).toBe(true);
+      }
+    } finally {
+      u.volumeKey.fill(0);
+      await img.close();
+    }
+  });
+});
+
 describe('stream output vs file API output (same source, same options)', () => {
   for (const [name, src, fmt] of [
     ['dynamic', () => dynSrc, 'luks2'],
@@ -334,6 +369,23 @@ describe('bad input and abort', () => {
     await expectCode(pipeline(createReadStream(child), createEncryptStream({ passphraseFile: passFile, kdf: FAST }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_UNSUPPORTED_FORMAT');
   });
 
+  it('an encrypted dynamic VHD whose header block comes after payload blocks in the file -> ENGINE_STREAM_ORDER (decryptImage still reads it)', async () => {
+    const enc = p('order-l1.vhd');
+    await through(dynSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST }), enc);
+    // Move block 0 (the LUKS1 header area) behind every other block: copy it before the end footer, repoint the BAT.
+    const b = readFileSync(enc);
+    const tableOffset = Number(b.readBigUInt64BE(512 + 16));
+    const span = 512 + 2 * MIB;
+    const oldAt = b.readUInt32BE(tableOffset) * 512;
+    const endAt = b.length - 512;
+    const moved = Buffer.concat([b.subarray(0, endAt), b.subarray(oldAt, oldAt + span), b.subarray(endAt)]);
+    moved.writeUInt32BE(endAt / 512, tableOffset);
+    const reordered = p('order-l1-moved.vhd');
+    writeFileSync(reordered, moved);
+    expect((await decryptedByEngine(reordered, 'order.dec', { passphraseFile: passFile })).equals(model)).toBe(true);
+    await expectCode(pipeline(createReadStream(reordered), createDecryptStream({ passphraseFile: passFile }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_STREAM_ORDER');
+  });
+
   it('a wrong passphrase on the decrypt stream -> LUKS_WRONG_PASSPHRASE-like typed error', async () => {
     const enc = p('wrong-l1.vhd');
     await through(fixedSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST }), enc);
@@ -386,7 +438,8 @@ const [mode, src, dst] = process.argv.slice(2);
 const h = createHash('sha256');
 let n = 0;
 const s = mode === 'decrypt' ? createDecryptStream({ passphrase: 'x' }) : createEncryptStream({ passphrase: 'x', kdf: { type: 'pbkdf2', hash: 'sha256', iterations: 1000 }, threads: 2 });
-const sink = dst ? createWriteStream(dst) : new Writable({ write(c, _e, cb) { n += c.length; h.update(c); cb(); } });
+// A sink slower than the crypto (hashing each chunk 8 times): without backpressure the output would pile up in memory.
+const sink = dst ? createWriteStream(dst) : new Writable({ write(c, _e, cb) { n += c.length; for (let i = 0; i < 8; i++) h.update(c); cb(); } });
 await pipeline(createReadStream(src), s, sink);
 process.stdout.write(JSON.stringify({ maxRss: process.resourceUsage().maxRSS * 1024, bytes: dst ? s.result.outputBytes.toString() : n }));
 `,
