@@ -1,4 +1,117 @@
+/** `vhdcrypt serve`: export an image (decrypted, when it is encrypted) over NBD until SIGINT/SIGTERM. */
 import type { Command } from 'commander';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { VhdcryptError } from '../errors.js';
+import { NbdServer, type NbdEndpoint } from '../nbd/index.js';
+import { openExportBacking } from '../nbd/open-export.js';
 
-/** Registers this part's subcommands (filled in by its issue). */
-export function registerServe(_program: Command): void {}
+interface ServeOptions {
+  socket?: string;
+  port?: string;
+  bind?: string;
+  readOnly?: boolean;
+  exportName?: string;
+  vault?: string;
+  passphraseFile?: string;
+  keyFile?: string;
+  plain?: boolean;
+  sectorSize?: string;
+  backend?: string;
+  verbose?: boolean;
+}
+
+function usage(message: string): VhdcryptError {
+  return new VhdcryptError('CLI_USAGE', message);
+}
+
+/** $XDG_RUNTIME_DIR when it exists (private to the user), else the OS temp directory. */
+async function socketParent(): Promise<string> {
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  if (xdg && (await stat(xdg).then((s) => s.isDirectory(), () => false))) return xdg;
+  return tmpdir();
+}
+
+async function serve(image: string, o: ServeOptions): Promise<void> {
+  if (o.socket !== undefined && o.port !== undefined) throw usage('give --socket or --port, not both');
+  if (o.bind !== undefined && o.port === undefined) throw usage('--bind needs --port');
+  if (o.passphraseFile !== undefined && o.keyFile !== undefined) throw usage('give --passphrase-file or --key-file, not both');
+  let port: number | undefined;
+  if (o.port !== undefined) {
+    port = Number(o.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`--port expects 0..65535, got ${o.port}`);
+  }
+  let sectorSize: 512 | 4096 | undefined;
+  if (o.sectorSize !== undefined) {
+    if (o.sectorSize !== '512' && o.sectorSize !== '4096') throw usage('--sector-size expects 512 or 4096');
+    sectorSize = Number(o.sectorSize) as 512 | 4096;
+  }
+  const backend = o.backend as 'auto' | 'native' | 'wasm' | 'js' | undefined;
+  if (backend !== undefined && !['auto', 'native', 'wasm', 'js'].includes(backend)) throw usage('--backend expects auto, native, wasm or js');
+
+  const backing = await openExportBacking(image, {
+    readOnly: o.readOnly === true,
+    ...(o.passphraseFile !== undefined ? { passphraseFile: o.passphraseFile } : {}),
+    ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
+    ...(o.vault !== undefined ? { vault: o.vault } : {}),
+    ...(o.plain === true ? { plain: true } : {}),
+    ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
+    ...(backend !== undefined ? { backend } : {}),
+  });
+  const verbose = o.verbose === true;
+  const server = new NbdServer(backing, {
+    exportName: o.exportName ?? '',
+    ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
+  });
+
+  let socketDir: string | null = null;
+  let endpoint: NbdEndpoint;
+  if (port !== undefined) endpoint = { port, host: o.bind ?? '127.0.0.1' };
+  else if (o.socket !== undefined) endpoint = { socketPath: o.socket };
+  else {
+    socketDir = await mkdtemp(join(await socketParent(), 'vhdcrypt-nbd-'));
+    endpoint = { socketPath: join(socketDir, 'nbd.sock') };
+  }
+
+  try {
+    const uri = await server.listen(endpoint);
+    // Tests and scripts wait for this line: the server accepts connections from now on.
+    process.stdout.write(uri + '\n');
+    await new Promise<void>((resolve) => {
+      const stop = (sig: NodeJS.Signals): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        if (verbose) process.stderr.write(`vhdcrypt serve: ${sig}: finishing requests, flushing, closing the image\n`);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+  } finally {
+    // Flushes and closes the image consistently (close() waits for in-flight requests).
+    await server.close();
+    if (socketDir !== null) await rm(socketDir, { recursive: true, force: true });
+  }
+}
+
+/** Registers `vhdcrypt serve`. */
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('export an image over NBD: LUKS/plain volumes decrypted on the fly, other images as they are')
+    .argument('<image>', 'VHD or raw image')
+    .option('--socket <path>', 'Unix socket to listen on (default: a new one under $XDG_RUNTIME_DIR or the temp dir)')
+    .option('--port <n>', 'listen on TCP instead (0 = any free port)')
+    .option('--bind <addr>', 'TCP address to bind (default 127.0.0.1)')
+    .option('--read-only', 'refuse writes')
+    .option('--export-name <name>', 'export name (clients asking for "" get it too)')
+    .option('--vault <uri>', 'vault holding the key (default: the LUKS2 token\'s vault, else the embedded vault)')
+    .option('--passphrase-file <file>', 'LUKS passphrase from the first line of a file')
+    .option('--key-file <file>', 'LUKS key file, or the raw key of a plain volume')
+    .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
+    .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
+    .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
+    .option('--verbose', 'log dropped connections to stderr')
+    .action(async (image: string, o: ServeOptions) => serve(image, o));
+}

@@ -1,0 +1,56 @@
+/**
+ * Open what `vhdcrypt serve` exports: an image holding a LUKS volume (or a
+ * plain dm-crypt volume, when a key is given) is served decrypted; any other
+ * image is served as it is.
+ */
+import { createXts, type BackendChoice } from '../crypto/index.js';
+import { openImage, type DiskImage } from '../image/index.js';
+import { readLuksRegion, unlockImage } from '../engine/index.js';
+import type { NbdBacking } from './backing.js';
+import { EncryptedBacking } from './encrypted-backing.js';
+import { ImageBacking } from './image-backing.js';
+
+export interface OpenExportOptions {
+  readonly readOnly?: boolean;
+  /** A file whose first line is the LUKS passphrase. */
+  readonly passphraseFile?: string;
+  /** A LUKS key file (whole content), or a plain volume's raw key. */
+  readonly keyFile?: string;
+  /** Vault URI to unseal the key from (default: the LUKS2 token's vault, else the embedded vault). */
+  readonly vault?: string;
+  /** Treat an image without a LUKS header as a plain dm-crypt volume (needs --key-file or a vault secret). */
+  readonly plain?: boolean;
+  readonly plainSectorSize?: 512 | 4096;
+  readonly backend?: BackendChoice;
+}
+
+/** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
+export async function openExportBacking(path: string, opts: OpenExportOptions = {}): Promise<NbdBacking> {
+  const image: DiskImage = opts.readOnly === true ? await openImage(path) : await openImage(path, { writable: true });
+  try {
+    const isLuks = (await readLuksRegion(image)) !== null;
+    const wantsPlain = opts.plain === true || (!isLuks && opts.keyFile !== undefined);
+    if (!isLuks && !wantsPlain) return await ImageBacking.open(image, { readOnly: opts.readOnly === true });
+    const unlocked = await unlockImage(image, {
+      ...(opts.passphraseFile !== undefined ? { passphraseFile: opts.passphraseFile } : {}),
+      ...(opts.keyFile !== undefined ? { keyFile: opts.keyFile } : {}),
+      ...(opts.vault !== undefined ? { vault: opts.vault } : {}),
+      ...(opts.plainSectorSize !== undefined ? { plain: { sectorSize: opts.plainSectorSize } } : {}),
+    });
+    let xts;
+    try {
+      xts = createXts(unlocked.volumeKey, opts.backend !== undefined ? { backend: opts.backend } : {});
+    } finally {
+      unlocked.volumeKey.fill(0);
+    }
+    try {
+      return await EncryptedBacking.open(image, xts, unlocked.layout, { readOnly: opts.readOnly === true });
+    } catch (e) {
+      xts.dispose();
+      throw e;
+    }
+  } catch (e) {
+    await image.close();
+    throw e;
+  }
+}
