@@ -62,3 +62,9 @@ export function checkDate(d: Date | null | undefined, what: string): Date | null
   if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new VaultError('VAULT_BAD_ARGUMENT', `${what} is not a valid date`);
   return d;
 }
+
+/** Soft-delete retention is 7-90 days, as Key Vault's. */
+export function checkRetention(days: number): number {
+  if (!Number.isInteger(days) || days < 7 || days > 90) throw new VaultError('VAULT_BAD_ARGUMENT', `softDeleteRetentionDays is 7-90, not ${days}`);
+  return days;
+}

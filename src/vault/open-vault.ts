@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VaultError } from './errors.js';
-import { openLocalVault, type LocalVaultOptions } from './local/local-vault.js';
+import { openLocalVault, type LocalVaultOptions } from './local/open-local-vault.js';
 import type { Vault, VaultCredentials } from './types.js';
 
 export type OpenVaultOptions = VaultCredentials & Omit<LocalVaultOptions, 'token' | 'passphrase'>;

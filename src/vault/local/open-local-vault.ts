@@ -1,0 +1,122 @@
+/**
+ * Opening the embedded vault: create it on first use (master key from a
+ * passphrase through argon2id, else a new key file), or unlock it and check
+ * the master key against a sealed check value. Both run in one IMMEDIATE
+ * transaction so concurrent first uses agree on one vault.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { VaultError } from '../errors.js';
+import { checkRetention } from '../limits.js';
+import type { VaultPropertiesUpdate } from '../types.js';
+import { LocalVault } from './local-vault.js';
+import { createOrReadKeyFile, deriveMasterKey, newKdfParams, readKeyFile, type KdfParams } from './master-key.js';
+import { RecordCipher } from './record-cipher.js';
+import { toJson, type PropertiesRecord } from './records.js';
+import { DB_FILE_NAME, VaultStore } from './store.js';
+
+const CHECK_TEXT = 'vhdcrypt-vault-master-key-check';
+
+export interface LocalVaultOptions {
+  /** Create the vault when absent (default true). */
+  readonly create?: boolean;
+  /** Refuse an existing vault (vault init). */
+  readonly exclusive?: boolean;
+  /** Bearer token of a non-owner principal. */
+  readonly token?: string;
+  /** Master-key passphrase (else $VHDCRYPT_VAULT_PASSPHRASE; else the key file). */
+  readonly passphrase?: string;
+  /** Properties of a newly created vault. */
+  readonly initialProperties?: VaultPropertiesUpdate;
+  /** argon2id cost of a newly created passphrase vault. */
+  readonly kdf?: Partial<Omit<KdfParams, 'salt'>>;
+}
+
+
+/** Open (creating on first use) the embedded vault in directory `dir`. */
+export async function openLocalVault(dir: string, uri: string, options: LocalVaultOptions = {}): Promise<LocalVault> {
+  const create = options.create ?? true;
+  if (options.exclusive && existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_ALREADY_EXISTS', `a vault already exists in ${dir}`);
+  if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
+  const store = new VaultStore(join(dir, DB_FILE_NAME), { create });
+  try {
+    const passphrase = options.passphrase ?? process.env.VHDCRYPT_VAULT_PASSPHRASE;
+    const cipher = store.tx(() => (store.getMeta('vault_id') === undefined
+      ? initialize(store, dir, passphrase, options, create)
+      : unlock(store, dir, passphrase)));
+    const vault = new LocalVault(store, cipher, uri);
+    vault.authenticate(options.token);
+    vault.purgeExpiredDeleted();
+    return vault;
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}
+
+function initialize(store: VaultStore, dir: string, passphrase: string | undefined, o: LocalVaultOptions, create: boolean): RecordCipher {
+  if (!create) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
+  const vaultId = randomBytes(16).toString('hex');
+  let master: Buffer;
+  if (passphrase !== undefined && passphrase !== '') {
+    const kdf = newKdfParams(o.kdf);
+    store.setMeta('key_source', 'passphrase');
+    store.setMeta('kdf', JSON.stringify(kdf));
+    master = deriveMasterKey(passphrase, kdf);
+  } else {
+    store.setMeta('key_source', 'key-file');
+    master = createOrReadKeyFile(dir);
+  }
+  const cipher = new RecordCipher(master, vaultId);
+  master.fill(0);
+  const p = o.initialProperties ?? {};
+  // The embedded vault exists to hold disk keys, so unlike Azure it starts enabledForDiskEncryption.
+  const props: PropertiesRecord = {
+    enabledForDiskEncryption: p.enabledForDiskEncryption ?? true,
+    softDeleteRetentionDays: checkRetention(p.softDeleteRetentionDays ?? 90),
+    purgeProtection: p.purgeProtection ?? false,
+    created: Date.now(),
+  };
+  store.setMeta('vault_id', vaultId);
+  store.setMeta('format', '1');
+  store.setMeta('check', cipher.seal(Buffer.from(CHECK_TEXT), 'meta|check'));
+  store.setMeta('properties', cipher.seal(toJson(props), 'meta|properties'));
+  return cipher;
+}
+
+function unlock(store: VaultStore, dir: string, passphrase: string | undefined): RecordCipher {
+  const vaultId = String(store.getMeta('vault_id'));
+  const source = String(store.getMeta('key_source'));
+  let master: Buffer;
+  if (source === 'passphrase') {
+    if (passphrase === undefined || passphrase === '') {
+      throw new VaultError('VAULT_PASSPHRASE_REQUIRED', 'this vault is protected by a passphrase; set VHDCRYPT_VAULT_PASSPHRASE');
+    }
+    let kdf: KdfParams;
+    try {
+      kdf = JSON.parse(String(store.getMeta('kdf'))) as KdfParams;
+    } catch (e) {
+      throw new VaultError('VAULT_TAMPERED', 'the vault KDF parameters are unreadable', { cause: e });
+    }
+    master = deriveMasterKey(passphrase, kdf);
+  } else if (source === 'key-file') {
+    master = readKeyFile(dir);
+  } else {
+    throw new VaultError('VAULT_TAMPERED', 'the vault does not say where its master key comes from');
+  }
+  const cipher = new RecordCipher(master, vaultId);
+  master.fill(0);
+  const check = store.getMeta('check');
+  const opened = Buffer.isBuffer(check) ? cipher.tryOpen(check, 'meta|check') : null;
+  const ok = opened !== null && opened.toString() === CHECK_TEXT;
+  if (!ok) {
+    cipher.wipe();
+    throw new VaultError('VAULT_WRONG_MASTER_KEY', source === 'passphrase'
+      ? 'wrong vault passphrase (or the vault was altered)'
+      : `the key file ${join(dir, 'master.key')} does not open this vault (or the vault was altered)`);
+  }
+  return cipher;
+}
+
