@@ -11,7 +11,7 @@ import type { StreamOutput } from './stream-duplex.js';
 
 type Entry =
   | { readonly kind: 'bytes'; readonly bytes: Uint8Array }
-  | { readonly kind: 'batch'; readonly slot: Slot; readonly length: number; readonly done: Promise<void>; settled: boolean };
+  | { readonly kind: 'batch'; readonly slot: Slot; readonly length: number; readonly done: Promise<void>; readonly state: { settled: boolean } };
 
 /** A batch being filled by the parser before it goes to the pool. */
 export interface OpenBatch {
@@ -85,8 +85,8 @@ export class StreamCryptQueue {
       this.release(b.slot);
       return;
     }
-    const entry: Entry & { kind: 'batch' } = { kind: 'batch', slot: b.slot, length, done: Promise.resolve(), settled: false };
-    (entry as { done: Promise<void> }).done = this.pool
+    const state = { settled: false };
+    const done = this.pool
       .crypt(this.job, this.encrypt, {
         buffer: b.slot.buffer,
         offset: b.slot.offset,
@@ -99,9 +99,9 @@ export class StreamCryptQueue {
         this.failure ??= e;
       })
       .finally(() => {
-        entry.settled = true;
+        state.settled = true;
       });
-    this.entries.push(entry);
+    this.entries.push({ kind: 'batch', slot: b.slot, length, done, state });
     await this.emitReady();
   }
 
@@ -131,7 +131,7 @@ export class StreamCryptQueue {
   /** Emit leading entries that need no waiting. */
   private async emitReady(): Promise<void> {
     this.check();
-    for (let e = this.entries[0]; e && (e.kind === 'bytes' || e.settled); e = this.entries[0]) await this.emitHead();
+    for (let e = this.entries[0]; e && (e.kind === 'bytes' || e.state.settled); e = this.entries[0]) await this.emitHead();
   }
 
   /** Emit everything queued. */

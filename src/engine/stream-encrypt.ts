@@ -7,7 +7,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
-import type { KdfOptions } from '../luks/index.js';
 import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
 import { EngineError } from './errors.js';
 import { isVhdcryptError } from '../errors.js';
@@ -110,7 +109,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
     const containerUuid = randomUUID();
     const prepared = await prepareEncryption(
       { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: o.sourceName ?? 'stream' },
-      { ...o, recoveryPassphrase: o.addRecoveryPassphrase, kdf: o.kdf as KdfOptions | undefined },
+      { ...o, recoveryPassphrase: o.addRecoveryPassphrase },
     );
     let session: CryptSession;
     try {
