@@ -51,11 +51,15 @@ export async function sealKeyslot(g: KeyslotGeometry, volumeKey: Uint8Array, sec
   const material = new Uint8Array(afSectorBytes(g.keyBytes, g.stripes));
   material.set(split);
   split.fill(0);
-  const areaKey = await deriveKey(g.kdf, secret, g.areaKeyBytes, limits, g.what);
+  let areaKey: Uint8Array | null = null;
   try {
+    areaKey = await deriveKey(g.kdf, secret, g.areaKeyBytes, limits, g.what);
     encryptKeyslotArea(areaKey, material);
     return material;
+  } catch (e) {
+    material.fill(0); // unencrypted AF material recovers the volume key
+    throw e;
   } finally {
-    areaKey.fill(0);
+    areaKey?.fill(0);
   }
 }

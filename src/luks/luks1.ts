@@ -1,5 +1,5 @@
 /** LUKS1 volumes: unlock, format and keyslot changes over a HeaderIo (LUKS1 spec §3-4). */
-import { pbkdf2Sync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams } from './kdf.js';
@@ -70,12 +70,15 @@ export async function luks1Unlock(
     const end = BigInt(ks.keyMaterialOffset * SECTOR + luks1AreaBytes(h, ks.stripes));
     if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
     const candidate = await openKeyslot(io, geometry(h, ks), secret, limits);
-    const d = mkDigest(h, candidate);
-    const ok = timingSafeEqual(d, h.mkDigest);
-    d.fill(0);
-    if (ok) return candidate;
-    candidate.fill(0);
-    return null;
+    let ok = false;
+    try {
+      const d = mkDigest(h, candidate);
+      ok = timingSafeEqual(d, h.mkDigest);
+      d.fill(0);
+    } finally {
+      if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
+    }
+    return ok ? candidate : null;
   });
 }
 
@@ -112,30 +115,36 @@ export async function luks1Format(
   }
   const digestIterations = p.digestIterations ?? 1000;
   if (!Number.isSafeInteger(digestIterations) || digestIterations < 1000) throw new LuksError('LUKS_BAD_ARG', 'digestIterations must be >= 1000');
-  const volumeKey = new Uint8Array(randomBytes(p.keyBytes));
-  const keyslots: Luks1Keyslot[] = [];
-  for (let i = 0; i < LUKS1_KEYSLOTS; i++) {
-    keyslots.push({ index: i, active: LUKS1_KEY_DISABLED, iterations: 0, salt: new Uint8Array(32), keyMaterialOffset: 8 + i * slotSectors, stripes: LUKS_STRIPES });
+  // Filled in place: new Uint8Array(randomBytes(n)) would leave the key in an unwiped Buffer.
+  const volumeKey = randomFillSync(new Uint8Array(p.keyBytes));
+  try {
+    const keyslots: Luks1Keyslot[] = [];
+    for (let i = 0; i < LUKS1_KEYSLOTS; i++) {
+      keyslots.push({ index: i, active: LUKS1_KEY_DISABLED, iterations: 0, salt: new Uint8Array(32), keyMaterialOffset: 8 + i * slotSectors, stripes: LUKS_STRIPES });
+    }
+    const mkDigestSalt = new Uint8Array(randomBytes(32));
+    const base = {
+      version: 1,
+      cipherName: 'aes',
+      cipherMode: 'xts-plain64',
+      hashSpec: kdf.hash,
+      payloadOffset: payloadSectors,
+      keyBytes: p.keyBytes,
+      mkDigestSalt,
+      mkDigestIterations: digestIterations,
+      uuid: randomUUID(),
+    };
+    const digest = mkDigest(base, volumeKey);
+    const h0: Luks1Header = { ...base, mkDigest: new Uint8Array(digest), keyslots };
+    digest.fill(0);
+    const header = new Uint8Array(payloadSectors * SECTOR);
+    const io = await openHeaderIo(header, true);
+    const headerInfo = await luks1SetKeyslot(io, h0, 0, volumeKey, secret, kdf, DEFAULT_KDF_LIMITS);
+    return { header, volumeKey, headerInfo };
+  } catch (e) {
+    volumeKey.fill(0);
+    throw e;
   }
-  const mkDigestSalt = new Uint8Array(randomBytes(32));
-  const base = {
-    version: 1,
-    cipherName: 'aes',
-    cipherMode: 'xts-plain64',
-    hashSpec: kdf.hash,
-    payloadOffset: payloadSectors,
-    keyBytes: p.keyBytes,
-    mkDigestSalt,
-    mkDigestIterations: digestIterations,
-    uuid: randomUUID(),
-  };
-  const digest = mkDigest(base, volumeKey);
-  const h0: Luks1Header = { ...base, mkDigest: new Uint8Array(digest), keyslots };
-  digest.fill(0);
-  const header = new Uint8Array(payloadSectors * SECTOR);
-  const io = await openHeaderIo(header, true);
-  const headerInfo = await luks1SetKeyslot(io, h0, 0, volumeKey, secret, kdf, DEFAULT_KDF_LIMITS);
-  return { header, volumeKey, headerInfo };
 }
 
 /** Seals volumeKey into keyslot `id` (material first, then the phdr), returning the new header. */

@@ -1,5 +1,5 @@
 /** LUKS2 volumes: both header copies, unlock, format, keyslot and token changes over a HeaderIo (LUKS2 spec §2-4). */
-import { pbkdf2Sync, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { afSectorBytes } from './af-splitter.js';
@@ -184,12 +184,15 @@ export async function luks2Unlock(
     const end = k.areaOffset + BigInt(afSectorBytes(k.keySize, k.afStripes));
     if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
     const candidate = await openKeyslot(io, g, secret, limits);
-    const d = pbkdf2Sync(candidate, digest.salt, digest.iterations, digest.digest.length, digest.hash);
-    const ok = timingSafeEqual(d, digest.digest);
-    d.fill(0);
-    if (ok) return candidate;
-    candidate.fill(0);
-    return null;
+    let ok = false;
+    try {
+      const d = pbkdf2Sync(candidate, digest.salt, digest.iterations, digest.digest.length, digest.hash);
+      ok = timingSafeEqual(d, digest.digest);
+      d.fill(0);
+    } finally {
+      if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
+    }
+    return ok ? candidate : null;
   });
 }
 
@@ -365,29 +368,35 @@ export async function luks2Format(p: Luks2FormatParams, secret: Uint8Array): Pro
   }
   const digestIterations = p.digestIterations ?? 1000;
   if (!Number.isSafeInteger(digestIterations) || digestIterations < 1000) throw new LuksError('LUKS_BAD_ARG', 'digestIterations must be >= 1000');
-  const volumeKey = new Uint8Array(randomBytes(p.keyBytes));
-  const dsalt = randomBytes(32);
-  const digest = pbkdf2Sync(volumeKey, dsalt, digestIterations, 32, 'sha256');
-  const raw: JsonObject = {
-    keyslots: {},
-    tokens: {},
-    segments: {
-      '0': { type: 'crypt', offset: String(dataOffset), size: segSize === 'dynamic' ? 'dynamic' : String(segSize), iv_tweak: '0', encryption: XTS_PLAIN64, sector_size: p.sectorSize },
-    },
-    digests: {
-      '0': { type: 'pbkdf2', keyslots: [], segments: ['0'], hash: 'sha256', iterations: digestIterations, salt: dsalt.toString('base64'), digest: digest.toString('base64') },
-    },
-    config: { json_size: String(hdrSize - LUKS2_BINARY_HEADER_SIZE), keyslots_size: String(keyslotsSize) },
-  };
-  digest.fill(0);
-  const header = new Uint8Array(Number(dataOffset));
-  const io = await openHeaderIo(header, true);
-  const text = JSON.stringify(raw);
-  const label = p.label ?? '';
-  const subsystem = p.subsystem ?? '';
-  if (Buffer.byteLength(label, 'latin1') > 47 || Buffer.byteLength(subsystem, 'latin1') > 47) throw new LuksError('LUKS_BAD_ARG', 'label and subsystem hold at most 47 characters');
-  header.set(encodeLuks2Copies({ hdrSize, seqid: 0n, label, uuid: randomUUID(), subsystem }, text));
-  const empty = await readLuks2(io);
-  const state = await luks2SetKeyslot(io, empty, 0, volumeKey, secret, p.kdf, DEFAULT_KDF_LIMITS);
-  return { header, volumeKey, state };
+  // Filled in place: new Uint8Array(randomBytes(n)) would leave the key in an unwiped Buffer.
+  const volumeKey = randomFillSync(new Uint8Array(p.keyBytes));
+  try {
+    const dsalt = randomBytes(32);
+    const digest = pbkdf2Sync(volumeKey, dsalt, digestIterations, 32, 'sha256');
+    const raw: JsonObject = {
+      keyslots: {},
+      tokens: {},
+      segments: {
+        '0': { type: 'crypt', offset: String(dataOffset), size: segSize === 'dynamic' ? 'dynamic' : String(segSize), iv_tweak: '0', encryption: XTS_PLAIN64, sector_size: p.sectorSize },
+      },
+      digests: {
+        '0': { type: 'pbkdf2', keyslots: [], segments: ['0'], hash: 'sha256', iterations: digestIterations, salt: dsalt.toString('base64'), digest: digest.toString('base64') },
+      },
+      config: { json_size: String(hdrSize - LUKS2_BINARY_HEADER_SIZE), keyslots_size: String(keyslotsSize) },
+    };
+    digest.fill(0);
+    const header = new Uint8Array(Number(dataOffset));
+    const io = await openHeaderIo(header, true);
+    const text = JSON.stringify(raw);
+    const label = p.label ?? '';
+    const subsystem = p.subsystem ?? '';
+    if (Buffer.byteLength(label, 'latin1') > 47 || Buffer.byteLength(subsystem, 'latin1') > 47) throw new LuksError('LUKS_BAD_ARG', 'label and subsystem hold at most 47 characters');
+    header.set(encodeLuks2Copies({ hdrSize, seqid: 0n, label, uuid: randomUUID(), subsystem }, text));
+    const empty = await readLuks2(io);
+    const state = await luks2SetKeyslot(io, empty, 0, volumeKey, secret, p.kdf, DEFAULT_KDF_LIMITS);
+    return { header, volumeKey, state };
+  } catch (e) {
+    volumeKey.fill(0);
+    throw e;
+  }
 }

@@ -12,7 +12,8 @@ export const MAX_KEYFILE_BYTES = 8192 * 1024;
 export async function secretBytes(secret: LuksSecret): Promise<Uint8Array> {
   if (secret !== null && typeof secret === 'object' && 'passphrase' in secret) {
     const p = secret.passphrase;
-    if (typeof p === 'string') return new Uint8Array(Buffer.from(p, 'utf8'));
+    // TextEncoder gives a fresh array; Buffer.from(string) would leave a copy in Node's shared allocation pool.
+    if (typeof p === 'string') return new TextEncoder().encode(p);
     if (p instanceof Uint8Array) return Uint8Array.from(p);
   } else if (secret !== null && typeof secret === 'object' && 'keyFile' in secret && typeof secret.keyFile === 'string') {
     // cryptsetup reads a key file whole (newlines included) up to its size ceiling.
@@ -24,23 +25,23 @@ export async function secretBytes(secret: LuksSecret): Promise<Uint8Array> {
       }
       // Regular files: their size (+1 to see growth); pipes and devices: up to the ceiling.
       const buf = new Uint8Array(st.isFile() ? Math.min(st.size + 1, MAX_KEYFILE_BYTES + 1) : MAX_KEYFILE_BYTES + 1);
-      let n = 0;
-      for (;;) {
-        if (n === buf.length) {
-          buf.fill(0);
-          throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} grew while read or exceeds ${MAX_KEYFILE_BYTES} bytes`);
+      try {
+        let n = 0;
+        for (;;) {
+          if (n === buf.length) {
+            throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} grew while read or exceeds ${MAX_KEYFILE_BYTES} bytes`);
+          }
+          const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+          if (bytesRead === 0) break;
+          n += bytesRead;
+          if (n > MAX_KEYFILE_BYTES) {
+            throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} is larger than ${MAX_KEYFILE_BYTES} bytes`);
+          }
         }
-        const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-        if (n > MAX_KEYFILE_BYTES) {
-          buf.fill(0);
-          throw new LuksError('LUKS_KEYFILE_TOO_LARGE', `key file ${secret.keyFile} is larger than ${MAX_KEYFILE_BYTES} bytes`);
-        }
+        return buf.slice(0, n); // buf is a plain Uint8Array: slice copies
+      } finally {
+        buf.fill(0); // on every path, read errors included
       }
-      const out = buf.slice(0, n);
-      buf.fill(0);
-      return out;
     } finally {
       await fh.close();
     }
