@@ -12,7 +12,7 @@
 import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Algorithm, hashRawSync } from '@node-rs/argon2';
+import { Algorithm, hashRaw } from '@node-rs/argon2';
 import { VaultError } from '../errors.js';
 
 export const MASTER_KEY_BYTES = 32;
@@ -49,7 +49,7 @@ export function newKdfParams(override?: Partial<Omit<KdfParams, 'salt'>>): KdfPa
 }
 
 /** argon2id(passphrase) -> 32-byte master key; refuses out-of-range stored parameters. */
-export function deriveMasterKey(passphrase: string, p: KdfParams): Buffer {
+export async function deriveMasterKey(passphrase: string, p: KdfParams): Promise<Buffer> {
   const ok = (n: unknown, lo: number, hi: number): boolean => Number.isInteger(n) && (n as number) >= lo && (n as number) <= hi;
   if (!ok(p.memoryKiB, 8, MAX_MEMORY_KIB) || !ok(p.iterations, 1, MAX_ITERATIONS) || !ok(p.parallelism, 1, MAX_PARALLELISM)
     || p.memoryKiB < 8 * p.parallelism || typeof p.salt !== 'string') {
@@ -57,7 +57,8 @@ export function deriveMasterKey(passphrase: string, p: KdfParams): Buffer {
   }
   const salt = Buffer.from(p.salt, 'base64');
   if (salt.length < 16) throw new VaultError('VAULT_TAMPERED', 'vault KDF salt is too short');
-  return hashRawSync(Buffer.from(passphrase, 'utf8'), {
+  // Async: argon2 runs on libuv's pool, not on the event loop.
+  return hashRaw(Buffer.from(passphrase, 'utf8'), {
     algorithm: Algorithm.Argon2id,
     memoryCost: p.memoryKiB,
     timeCost: p.iterations,

@@ -1,8 +1,9 @@
 /**
  * Opening the embedded vault: create it on first use (master key from a
  * passphrase through argon2id, else a new key file), or unlock it and check
- * the master key against a sealed check value. Both run in one IMMEDIATE
- * transaction so concurrent first uses agree on one vault.
+ * the master key against a sealed check value. Creation writes its metadata in
+ * one IMMEDIATE transaction that first re-checks for it, so concurrent first
+ * uses agree on one vault.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -43,9 +44,12 @@ export async function openLocalVault(dir: string, uri: string, options: LocalVau
   const store = new VaultStore(join(dir, DB_FILE_NAME), { create });
   try {
     const passphrase = options.passphrase ?? process.env.VHDCRYPT_VAULT_PASSPHRASE;
-    const cipher = store.tx(() => (store.getMeta('vault_id') === undefined
-      ? initialize(store, dir, passphrase, options, create)
-      : unlock(store, dir, passphrase)));
+    let cipher: RecordCipher | null = null;
+    if (store.getMeta('vault_id') === undefined) {
+      if (!create) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
+      cipher = await initialize(store, dir, passphrase, options);
+    }
+    cipher ??= await unlock(store, dir, passphrase);
     const vault = new LocalVault(store, cipher, uri);
     vault.authenticate(options.token);
     vault.purgeExpiredDeleted();
@@ -56,19 +60,14 @@ export async function openLocalVault(dir: string, uri: string, options: LocalVau
   }
 }
 
-function initialize(store: VaultStore, dir: string, passphrase: string | undefined, o: LocalVaultOptions, create: boolean): RecordCipher {
-  if (!create) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
+/**
+ * Create the vault's metadata; null when another process created it meanwhile.
+ * The (slow) key derivation runs before the write lock is taken.
+ */
+async function initialize(store: VaultStore, dir: string, passphrase: string | undefined, o: LocalVaultOptions): Promise<RecordCipher | null> {
   const vaultId = randomBytes(16).toString('hex');
-  let master: Buffer;
-  if (passphrase !== undefined && passphrase !== '') {
-    const kdf = newKdfParams(o.kdf);
-    store.setMeta('key_source', 'passphrase');
-    store.setMeta('kdf', JSON.stringify(kdf));
-    master = deriveMasterKey(passphrase, kdf);
-  } else {
-    store.setMeta('key_source', 'key-file');
-    master = createOrReadKeyFile(dir);
-  }
+  const kdf = passphrase !== undefined && passphrase !== '' ? newKdfParams(o.kdf) : null;
+  const master = kdf ? await deriveMasterKey(passphrase!, kdf) : createOrReadKeyFile(dir);
   const cipher = new RecordCipher(master, vaultId);
   master.fill(0);
   const p = o.initialProperties ?? {};
@@ -79,14 +78,22 @@ function initialize(store: VaultStore, dir: string, passphrase: string | undefin
     purgeProtection: p.purgeProtection ?? false,
     created: Date.now(),
   };
-  store.setMeta('vault_id', vaultId);
-  store.setMeta('format', '1');
-  store.setMeta('check', cipher.seal(Buffer.from(CHECK_TEXT), 'meta|check'));
-  store.setMeta('properties', cipher.seal(toJson(props), 'meta|properties'));
-  return cipher;
+  const created = store.tx(() => {
+    if (store.getMeta('vault_id') !== undefined) return false;
+    store.setMeta('key_source', kdf ? 'passphrase' : 'key-file');
+    if (kdf) store.setMeta('kdf', JSON.stringify(kdf));
+    store.setMeta('vault_id', vaultId);
+    store.setMeta('format', '1');
+    store.setMeta('check', cipher.seal(Buffer.from(CHECK_TEXT), 'meta|check'));
+    store.setMeta('properties', cipher.seal(toJson(props), 'meta|properties'));
+    return true;
+  });
+  if (created) return cipher;
+  cipher.wipe();
+  return null;
 }
 
-function unlock(store: VaultStore, dir: string, passphrase: string | undefined): RecordCipher {
+async function unlock(store: VaultStore, dir: string, passphrase: string | undefined): Promise<RecordCipher> {
   const vaultId = String(store.getMeta('vault_id'));
   const source = String(store.getMeta('key_source'));
   let master: Buffer;
@@ -100,7 +107,7 @@ function unlock(store: VaultStore, dir: string, passphrase: string | undefined):
     } catch (e) {
       throw new VaultError('VAULT_TAMPERED', 'the vault KDF parameters are unreadable', { cause: e });
     }
-    master = deriveMasterKey(passphrase, kdf);
+    master = await deriveMasterKey(passphrase, kdf);
   } else if (source === 'key-file') {
     master = readKeyFile(dir);
   } else {
@@ -119,4 +126,3 @@ function unlock(store: VaultStore, dir: string, passphrase: string | undefined):
   }
   return cipher;
 }
-
