@@ -40,12 +40,12 @@ export interface CryptJobStats {
   readonly seconds: number;
 }
 
-export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions): Promise<CryptJobStats> {
+/** Run the job; `pool` (started early by the caller so workers load while keys are made) is destroyed at the end. */
+export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: CryptPool): Promise<CryptJobStats> {
   const started = performance.now();
   const batchBytes = spec.journal.batchBytes;
   const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
   const bytesTotal = await rangesTotal(ranges());
-  const pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
   const slots = new SlotRing(pool.threads * 2 + 2, batchBytes);
   const job = pool.startJob(spec.volumeKey);
   let done = 0n;

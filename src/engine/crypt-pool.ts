@@ -12,7 +12,7 @@ import type { BackendChoice } from '../crypto/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
 import { packageRoot } from './package-root.js';
-import type { CryptTask, DisposeTask, WorkerReply } from './worker-messages.js';
+import type { CryptTask, DisposeTask, WarmTask, WorkerReply } from './worker-messages.js';
 
 /** The compiled worker; tests and the CLI need `npx tsc` to have run. */
 export function workerPath(): string {
@@ -62,6 +62,17 @@ export class CryptPool {
     this.threads = threads;
     this.backend = opts.backend ?? 'auto';
     this.pool = new Piscina({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
+  }
+
+  /** Start every worker's backend now (no key involved), so the first batch does not wait for it. */
+  warm(): Promise<void> {
+    const task: WarmTask = { kind: 'warm', backend: this.backend };
+    const all = Promise.all(Array.from({ length: this.threads }, () => this.pool.run(task) as Promise<WorkerReply>)).then((replies) => {
+      for (const r of replies) if (!r.ok) throw new WorkerCryptError(r.code, r.message);
+    });
+    // A failure here is reported again by the first real batch; keep it from being unhandled meanwhile.
+    all.catch(() => undefined);
+    return all;
   }
 
   /** Share a copy of the key with the workers; the caller may wipe its own copy afterwards. */

@@ -7,6 +7,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createImage, openImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
 import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
@@ -27,8 +28,12 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   let output: WritableImage | null = null;
   let volumeKey: Uint8Array | null = null;
   let ownsTemp = false;
+  let pool: CryptPool | null = null;
   try {
     await checkDestination(src, paths.dest, opts.force === true);
+    // Workers load their backend while the keys are made or unlocked.
+    pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
+    void pool.warm();
     const unlocked = await unlockImage(source, opts);
     volumeKey = unlocked.volumeKey;
     const layout = unlocked.layout;
@@ -81,6 +86,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
         skipBatches,
       },
       opts,
+      pool,
     );
     const out = output;
     output = null;
@@ -117,6 +123,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
     if (output) await Promise.allSettled([output.close()]);
     await source.close();
+    await pool?.destroy();
     if (ownsTemp) await discardOutput(paths);
   }
 }

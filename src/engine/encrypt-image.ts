@@ -10,6 +10,7 @@ import { createImage, openImage, DEFAULT_BLOCK_SIZE, type DiskImage, type Writab
 import type { KdfOptions } from '../luks/index.js';
 import type { EncryptionFormat } from './crypto-layout.js';
 import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
@@ -81,8 +82,12 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   let volumeKey: Uint8Array | null = null;
   // Set once this run owns the temp file: only then does a failure remove it (never a leftover it refused to touch).
   let ownsTemp = false;
+  let pool: CryptPool | null = null;
   try {
     await checkDestination(src, paths.dest, opts.force === true);
+    // Workers load their backend while the keys are made or unlocked.
+    pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
+    void pool.warm();
     const format = opts.format ?? 'luks2';
     const container = opts.outFormat ?? containerFor(source.format);
     const keyBits = opts.keySize ?? 512;
@@ -158,6 +163,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         skipBatches,
       },
       opts,
+      pool,
     );
     const out = output;
     output = null;
@@ -195,6 +201,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
     if (output) await Promise.allSettled([output.close()]);
     await source.close();
+    await pool?.destroy();
     if (ownsTemp) await discardOutput(paths);
   }
 }

@@ -30,7 +30,7 @@ export interface RunOptions {
   readonly vaultCredentials?: unknown;
   /** Bytes per batch (default 4 MiB), a multiple of 4096. */
   readonly batchBytes?: number;
-  /** Payload bytes between resume checkpoints (flush + journal; default 64 MiB). */
+  /** Payload bytes between resume checkpoints (flush + journal; default 256 MiB). */
   readonly checkpointBytes?: number;
 }
 

@@ -58,7 +58,7 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
   let bytes = 0n;
   let sinceCheckpoint = 0;
   let checkpointing: Promise<void> | null = null;
-  const every = p.checkpointBytes ?? 64 << 20;
+  const every = p.checkpointBytes ?? 256 << 20;
 
   const maybeCheckpoint = () => {
     if (!p.checkpoint || checkpointing || sinceCheckpoint < every || failure) return;

@@ -28,7 +28,13 @@ export interface DisposeTask {
   readonly parties: number;
 }
 
-export type WorkerTask = CryptTask | DisposeTask;
+/** Load the backend ahead of the first batch (module, addon or WASM compile), with a throwaway key. */
+export interface WarmTask {
+  readonly kind: 'warm';
+  readonly backend: BackendChoice;
+}
+
+export type WorkerTask = CryptTask | DisposeTask | WarmTask;
 
 export type WorkerReply =
   | { readonly ok: true; readonly backend: string; readonly kernel: string }

@@ -4,7 +4,8 @@
  * schedule is expanded once per thread, and disposes it on the job's dispose task.
  */
 import { createXts, type Xts } from '../crypto/index.js';
-import type { CryptTask, DisposeTask, WorkerReply, WorkerTask } from './worker-messages.js';
+import { randomBytes } from 'node:crypto';
+import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 
 const jobs = new Map<string, Xts>();
 const BARRIER_TIMEOUT_MS = 10_000;
@@ -46,10 +47,19 @@ function dispose(t: DisposeTask): WorkerReply {
   return { ok: true, backend: '', kernel: '' };
 }
 
+function warm(t: WarmTask): WorkerReply {
+  const key = randomBytes(64);
+  const x = createXts(key, { backend: t.backend });
+  key.fill(0);
+  const reply: WorkerReply = { ok: true, backend: x.backend, kernel: x.kernel };
+  x.dispose();
+  return reply;
+}
+
 /** Piscina entry point. Errors come back as values so their codes survive the thread boundary. */
 export default function run(task: WorkerTask): WorkerReply {
   try {
-    return task.kind === 'crypt' ? crypt(task) : dispose(task);
+    return task.kind === 'crypt' ? crypt(task) : task.kind === 'dispose' ? dispose(task) : warm(task);
   } catch (e) {
     const code = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : 'ENGINE_WORKER_FAILED';
     const message = e instanceof Error ? e.message : String(e);
