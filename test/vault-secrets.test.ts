@@ -238,3 +238,9 @@ test('every vault error code maps to exit status 5 in the CLI', async () => {
   expect(VAULT_ERROR_CODES.length).toBeGreaterThan(30);
   for (const code of VAULT_ERROR_CODES) expect([code, exitCodeFor(new VaultError(code, 'x'))]).toEqual([code, 5]);
 });
+
+test('a closed handle refuses calls', async () => {
+  const v = await openVault(`file:${tempDir()}`);
+  await v.close();
+  await expectCode(v.listSecrets(), 'VAULT_CLOSED');
+});

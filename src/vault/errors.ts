@@ -39,6 +39,7 @@ export const VAULT_ERROR_CODES = [
   'VAULT_UNSUPPORTED_PROVIDER',
   'VAULT_UNSUPPORTED_ALGORITHM',
   'VAULT_STORAGE',
+  'VAULT_CLOSED',
 ] as const;
 
 export type VaultErrorCode = (typeof VAULT_ERROR_CODES)[number];

@@ -102,7 +102,7 @@ export class LocalVault implements Vault {
   }
 
   #authorize(access: Access, operation: string): void {
-    if (this.#closed) throw new VaultError('VAULT_BAD_ARGUMENT', 'the vault handle is closed');
+    if (this.#closed) throw new VaultError('VAULT_CLOSED', 'the vault handle is closed');
     if (this.#principal === OWNER) return;
     if (access === 'owner') throw new VaultError('VAULT_FORBIDDEN', `only the vault owner may ${operation}`);
     // Re-read the principal each call: a removed principal or a changed policy takes effect at once, across processes.
@@ -128,7 +128,8 @@ export class LocalVault implements Vault {
       this.#authorize(access, operation);
       return await fn();
     } catch (e) {
-      result = (e as { code?: unknown })?.code && typeof (e as { code?: unknown }).code === 'string' ? String((e as { code: string }).code) : 'ERROR';
+      const code = (e as { code?: unknown } | null)?.code;
+      result = typeof code === 'string' && code !== '' ? code : 'ERROR';
       throw e;
     } finally {
       if (!this.#closed) this.#audit(this.#principal, operation, target.id, result);
