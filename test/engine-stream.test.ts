@@ -369,21 +369,36 @@ describe('bad input and abort', () => {
     await expectCode(pipeline(createReadStream(child), createEncryptStream({ passphraseFile: passFile, kdf: FAST }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_UNSUPPORTED_FORMAT');
   });
 
-  it('an encrypted dynamic VHD whose header block comes after payload blocks in the file -> ENGINE_STREAM_ORDER (decryptImage still reads it)', async () => {
-    const enc = p('order-l1.vhd');
-    await through(dynSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST }), enc);
-    // Move block 0 (the LUKS1 header area) behind every other block: copy it before the end footer, repoint the BAT.
-    const b = readFileSync(enc);
+  /** A copy of a dynamic VHD with block 0 (the LUKS1 header area) moved behind every other block (copied before the end footer, BAT repointed). */
+  function headerBlockLast(src: string, dst: string): void {
+    const b = readFileSync(src);
     const tableOffset = Number(b.readBigUInt64BE(512 + 16));
     const span = 512 + 2 * MIB;
     const oldAt = b.readUInt32BE(tableOffset) * 512;
     const endAt = b.length - 512;
     const moved = Buffer.concat([b.subarray(0, endAt), b.subarray(oldAt, oldAt + span), b.subarray(endAt)]);
     moved.writeUInt32BE(endAt / 512, tableOffset);
+    writeFileSync(dst, moved);
+  }
+
+  it('an encrypted dynamic VHD whose header block comes after its payload blocks: decrypted (payload held) up to 16 MiB of them, ENGINE_STREAM_ORDER past that', async () => {
+    const enc = p('order-l1.vhd');
+    await through(dynSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST }), enc);
     const reordered = p('order-l1-moved.vhd');
-    writeFileSync(reordered, moved);
+    headerBlockLast(enc, reordered);
     expect((await decryptedByEngine(reordered, 'order.dec', { passphraseFile: passFile })).equals(model)).toBe(true);
-    await expectCode(pipeline(createReadStream(reordered), createDecryptStream({ passphraseFile: passFile }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_STREAM_ORDER');
+    // Four payload blocks (8 MiB) precede the header: held, then decrypted.
+    const dec = p('order-l1.dec.vhd');
+    await through(reordered, createDecryptStream({ passphraseFile: passFile }), dec);
+    expect(qemuRaw(dec, 'vpc').equals(model)).toBe(true);
+    expect(qemuMap(dec)).toEqual(qemuMap(dynSrc));
+    // Every block written (20 payload blocks = 40 MiB before the header): too much to hold.
+    const full = p('order-l1-full.vhd');
+    await through(dynSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST, noSparse: true }), full);
+    const fullMoved = p('order-l1-full-moved.vhd');
+    headerBlockLast(full, fullMoved);
+    expect((await decryptedByEngine(fullMoved, 'order-full.dec', { passphraseFile: passFile })).equals(model)).toBe(true);
+    await expectCode(pipeline(createReadStream(fullMoved), createDecryptStream({ passphraseFile: passFile }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_STREAM_ORDER');
   });
 
   it('a wrong passphrase on the decrypt stream -> LUKS_WRONG_PASSPHRASE-like typed error', async () => {

@@ -31,6 +31,10 @@ export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 're
 
 /** A first look covers cryptsetup's default 16 MiB LUKS2 header area (as readLuksRegion). */
 const PROBE = 16n << 20n;
+/** Dynamic input: the first look, then PROBE, then MAX_HEADER_REGION when the header needs more. */
+const LOOK = 64n << 10n;
+/** Dynamic input: payload bytes held while the header's blocks are still to come. */
+const HOLD = 16n << 20n;
 
 interface Unlocked {
   readonly volumeKey: Uint8Array;
@@ -44,8 +48,9 @@ interface Unlocked {
 interface Prefix {
   readonly bytes: Uint8Array;
   readonly info: LuksVolumeInfo | null;
-  /** Dynamic: blocks already read, in file order, and how many of src.blocks that is. */
+  /** Dynamic: blocks already read, in file order (the first consumed.length of src.blocks), and their data. */
   readonly consumed: readonly BlockPlace[];
+  readonly held: ReadonlyMap<number, Uint8Array>;
 }
 
 /** readVolumeInfo, or null without a LUKS magic; 'more' when the header runs past the bytes given. */
@@ -150,54 +155,73 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     if (info && info.dataOffset > BigInt(n)) {
       throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: LUKS data offset ${info.dataOffset} is past the ${n} bytes of the stream (truncated image?)`);
     }
-    return { bytes: buf.subarray(0, n), info, consumed: [] };
+    return { bytes: buf.subarray(0, n), info, consumed: [], held: new Map() };
   }
 
   /**
-   * Dynamic: the blocks that hold the first 16 MiB (more when the header says
-   * so) must come before any other block in the file, as our writers and
-   * backup tools place them; they are held in memory.
+   * Dynamic: blocks arrive in file order, which need not be disk order. The
+   * blocks under the header area are gathered (first a 64 KiB look, which
+   * holds a LUKS1 phdr or both default LUKS2 metadata copies, then up to the
+   * data offset); payload blocks arriving meanwhile are held, up to 16 MiB
+   * of them, and decrypted first once the key is open.
    */
   private async dynamicPrefix(src: DynamicSource): Promise<Prefix> {
     const bs = BigInt(src.blockSize);
-    const wholeBlocks = (n: bigint) => {
+    const upTo = (n: bigint) => {
       const r = ((n + bs - 1n) / bs) * bs;
       return r < src.size ? r : src.size;
     };
-    let len = wholeBlocks(PROBE);
-    let buf = new Uint8Array(Number(len));
+    const held = new Map<number, Uint8Array>();
     const consumed: BlockPlace[] = [];
+    let heldPayload = 0n;
     let cursor = 0;
-    const collect = async () => {
-      const needed = src.blocks.filter((p) => BigInt(p.index) * bs < len).length;
-      let have = consumed.filter((p) => BigInt(p.index) * bs < len).length;
-      while (have < needed) {
+    let need = upTo(LOOK);
+    // Blocks under `need` still to come (counted once per need: no rescans of a large BAT).
+    const pendingUnder = () => {
+      let n = 0;
+      for (let k = cursor; k < src.blocks.length; k++) if (BigInt(src.blocks[k]!.index) * bs < need) n++;
+      return n;
+    };
+    const gather = async () => {
+      for (let pending = pendingUnder(); pending > 0; ) {
         const p = src.blocks[cursor++]!;
-        const at = BigInt(p.index) * bs;
-        if (at >= len) {
-          throw new EngineError('ENGINE_STREAM_ORDER', `input stream: block ${p.index} comes before the blocks of the LUKS header area; a one-pass decrypt needs the header first`);
+        if (BigInt(p.index) * bs < need) pending--;
+        if (BigInt(p.index) * bs >= need) {
+          heldPayload += bs;
+          if (heldPayload > HOLD) {
+            throw new EngineError('ENGINE_STREAM_ORDER', `input stream: more than ${HOLD} bytes of blocks come before the blocks of the LUKS header area; a one-pass decrypt needs the header sooner`);
+          }
         }
         await enterBlock(this.input, src, p);
-        const within = Number((len - at < bs ? len - at : bs));
-        buf.set(await this.input.readExactly(within, `block ${p.index}`), Number(at));
-        if (within < src.blockSize) await this.input.skip(BigInt(src.blockSize - within), `the end of block ${p.index}`);
+        held.set(p.index, Uint8Array.from(await this.input.readExactly(src.blockSize, `block ${p.index}`)));
         consumed.push(p);
-        have++;
       }
     };
-    await collect();
-    let info = await probeLuks(buf, len === src.size);
-    if (info === 'more') {
-      len = wholeBlocks(MAX_HEADER_REGION);
-      const bigger = new Uint8Array(Number(len));
-      bigger.set(buf);
-      buf = bigger;
-      await collect();
-      info = await probeLuks(buf, true);
+    const assemble = () => {
+      const buf = new Uint8Array(Number(need));
+      for (const [i, data] of held) {
+        const at = BigInt(i) * bs;
+        if (at < need) buf.set(data.subarray(0, Number(need - at < bs ? need - at : bs)), Number(at));
+      }
+      return buf;
+    };
+    await gather();
+    let info = await probeLuks(assemble(), need === src.size);
+    for (const next of [PROBE, MAX_HEADER_REGION]) {
+      if (info !== 'more') break;
+      need = upTo(next);
+      await gather();
+      info = await probeLuks(assemble(), need === src.size || next === MAX_HEADER_REGION);
     }
     if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
-    if (info) checkDataOffset(info);
-    return { bytes: buf, info, consumed };
+    if (info) {
+      checkDataOffset(info);
+      if (info.dataOffset > need) {
+        need = upTo(info.dataOffset);
+        await gather();
+      }
+    }
+    return { bytes: assemble(), info, consumed, held };
   }
 
   /** The volume key from the header bytes (caller's secret, else the vault), or a plain volume's key. */
@@ -306,9 +330,8 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     await q.bytes(plan.prefix);
     for (const p of early) {
       const { start, len } = span(p);
-      const at = p.index * bs;
       await q.bytes(plan.bitmap);
-      await cryptRun(s, memorySource(prefix.bytes.subarray(at, at + len)), start, BigInt(len), layout.sectorSize, tweak, false);
+      await cryptRun(s, memorySource(prefix.held.get(p.index)!.subarray(0, len)), start, BigInt(len), layout.sectorSize, tweak, false);
       if (len < bs) await q.zeros(bs - len);
     }
     for (const p of rest) {
