@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import * as luks from '../src/luks/index.js';
 import { LuksError } from '../src/luks/index.js';
-import { cryptsetup, luks2JsonAt, makeTmp, run, setLuks2Json, writeSecretFile, writeVolume } from './luks-helpers.js';
+import { cryptsetup, dumpField, luks2JsonAt, makeTmp, run, setLuks2Json, writeSecretFile, writeVolume } from './luks-helpers.js';
 
 const tmp = makeTmp('luks-bad');
 afterAll(() => tmp.remove());
@@ -188,6 +188,49 @@ describe('hostile JSON metadata', () => {
     await fails(luks.unlock(editJson(v2, (j) => j.digests['0'].keyslots.push('7')), PASS), 'LUKS_BAD_JSON', /keyslot 7/);
     await fails(luks.unlock(editJson(v2, (j) => (j.segments['0'].offset = 1048576)), PASS), 'LUKS_BAD_JSON', /segments\.0\.offset/);
     await fails(luks.unlock(editJson(v2, (j) => delete j.config), PASS), 'LUKS_BAD_JSON', /config/);
+  });
+
+  test('JSON nested thousands of levels deep in a token: refused on read (cryptsetup too), never a stack overflow on write', async () => {
+    const { text } = luks2JsonAt(v2, 0);
+    const deep = text.replace('"tokens":{}', `"tokens":{"0":{"type":"x","keyslots":[],"deep":${'['.repeat(5000)}${']'.repeat(5000)}}}`);
+    expect(deep).not.toBe(text);
+    const h = copy(v2);
+    setLuks2Json(h, deep);
+    expect(cryptsetupAccepts(h, 'deep')).toBe(false);
+    await fails(luks.readVolumeInfo(h), 'LUKS_BAD_JSON', /nested deeper/);
+    await fails(luks.removeKeyslot(h, 0, { force: true }), 'LUKS_BAD_JSON', /nested deeper/);
+    // A token of ordinary depth is fine; a cyclic or absurdly deep token object given to addToken is a bad token.
+    const ok = copy(v2);
+    await luks.addToken(ok, { type: 'nested', keyslots: ['0'], a: { b: { c: [[['d']]] } } });
+    expect((await luks.listTokens(ok))[0]!.json).toMatchObject({ a: { b: { c: [[['d']]] } } });
+    const cyclic: Record<string, unknown> = { type: 'cyclic', keyslots: ['0'] };
+    cyclic.self = cyclic;
+    await fails(luks.addToken(copy(v2), cyclic as never), 'LUKS_BAD_TOKEN');
+    let tower: unknown = 'x';
+    for (let i = 0; i < 5000; i++) tower = [tower];
+    await fails(luks.addToken(copy(v2), { type: 'tower', keyslots: ['0'], tower: tower as never }), 'LUKS_BAD_TOKEN', /deeper/);
+  });
+
+  test('a keyslots area over 128 MiB (a hostile size for the area wiped on removal): refused, by cryptsetup too', async () => {
+    const h = editJson(v2, (j) => {
+      j.config.keyslots_size = String(1n << 40n);
+      j.keyslots['0'].area.size = String(1n << 39n);
+      j.segments['0'].offset = String((1n << 40n) + 32768n);
+    });
+    expect(cryptsetupAccepts(h, 'ks-huge')).toBe(false);
+    await fails(luks.readVolumeInfo(h), 'LUKS_BAD_LAYOUT', /keyslots_size/);
+    await fails(luks.removeKeyslot(h, 0, { force: true }), 'LUKS_BAD_LAYOUT', /keyslots_size/);
+  });
+
+  test('format with a data offset past 128 MiB of keyslots caps the keyslots area as cryptsetup does', async () => {
+    const f = await luks.format((129n << 20n) + 4096n, { version: 2, keyBits: 256, sectorSize: 512, dataOffset: 129n << 20n, kdf: CHEAP, ...PASS });
+    const d = await luks.dump(f.header);
+    expect(d.keyslotsArea).toBe(128 * 1024 * 1024);
+    expect((await luks.readVolumeInfo(f.header)).dataOffset).toBe(129n << 20n);
+    const p = tmp.path('big-offset.img');
+    writeVolume(p, f.header.subarray(0, 2 * 16384 + 1024 * 1024), (129 << 20) + 4096);
+    expect(dumpField(cryptsetup('luksDump', p), 'Keyslots area')).toMatch(/^134217728 \[bytes\]/);
+    f.volumeKey.fill(0);
   });
 
   test('a keyslot area past the end of the device', async () => {

@@ -14,6 +14,15 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObj
 /** Ids of keyslots, tokens, segments, digests run 0..31 in cryptsetup. */
 export const LUKS2_MAX_ID = 32;
 
+/** cryptsetup's LUKS2_MAX_KEYSLOTS_SIZE (128 MiB): a larger keyslots area is refused, by cryptsetup too. */
+export const LUKS2_MAX_KEYSLOTS_SIZE = 128n << 20n;
+
+/**
+ * Deepest nesting accepted (json-c, cryptsetup's parser, stops at 32). Deeper
+ * JSON would blow the stack of the recursive JSON.stringify on the next write.
+ */
+export const LUKS2_MAX_JSON_DEPTH = 32;
+
 export type Luks2Kdf = KdfParams | { readonly type: 'unknown'; readonly name: string };
 
 export interface Luks2Keyslot {
@@ -242,6 +251,7 @@ function checkLayout(m: Omit<Luks2Metadata, 'raw'>, hdrSize: number): void {
     throw bad(`config.json_size ${m.config.jsonSize} does not match hdr_size ${hdrSize} - 4096`);
   }
   if (ksSize % 4096n !== 0n) throw layoutErr(`config.keyslots_size ${ksSize} is not a multiple of 4096`);
+  if (ksSize > LUKS2_MAX_KEYSLOTS_SIZE) throw layoutErr(`config.keyslots_size ${ksSize} exceeds the ${LUKS2_MAX_KEYSLOTS_SIZE}-byte maximum`);
   const metaEnd = metaStart + ksSize;
   const spans: Array<[string, bigint, bigint]> = [];
   const claim = (what: string, start: bigint, end: bigint) => {
@@ -279,6 +289,7 @@ export function parseLuks2Json(text: string, hdrSize: number): Luks2Metadata {
   } catch (e) {
     throw new LuksError('LUKS_BAD_JSON', `metadata is not JSON (${(e as Error).message})`);
   }
+  checkJsonDepth(v, LUKS2_MAX_JSON_DEPTH, 'metadata');
   const raw = obj(v, 'metadata');
   const keyslots = entries(obj(raw.keyslots, 'keyslots'), 'keyslots').map(([id, o]) => parseKeyslot(id, o));
   const segments = entries(obj(raw.segments, 'segments'), 'segments').map(([id, o]) => parseSegment(id, o));
@@ -295,6 +306,17 @@ export function parseLuks2Json(text: string, hdrSize: number): Luks2Metadata {
   const m = { keyslots, segments, digests, tokens, config };
   checkLayout(m, hdrSize);
   return { raw, ...m };
+}
+
+/** Throws LUKS_BAD_JSON when objects/arrays nest deeper than `max` (checked without recursion). */
+export function checkJsonDepth(v: unknown, max: number, what: string): void {
+  const stack: Array<[unknown, number]> = [[v, 1]];
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!;
+    if (typeof x !== 'object' || x === null) continue;
+    if (depth > max) throw bad(`${what}: JSON nested deeper than ${max} levels`);
+    for (const child of Object.values(x)) stack.push([child, depth + 1]);
+  }
 }
 
 /** Deep copy of the raw JSON for editing. */

@@ -14,7 +14,7 @@ import {
   peekLuks2HdrSize,
   type Luks2BinaryHeader,
 } from './luks2-binary-header.js';
-import { LUKS2_MAX_ID, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
+import { LUKS2_MAX_ID, LUKS2_MAX_JSON_DEPTH, LUKS2_MAX_KEYSLOTS_SIZE, checkJsonDepth, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
 
 /** The header as read: the copy in force, and whether the other copy needs repair. */
 export interface Luks2State {
@@ -316,8 +316,16 @@ export async function luks2AddToken(io: HeaderIo, state: Luks2State, token: Json
   }
   if (!Number.isInteger(id) || id < 0 || id >= LUKS2_MAX_ID) throw new LuksError('LUKS_BAD_TOKEN', `token id ${id} out of range (or all ${LUKS2_MAX_ID} in use)`);
   if (used.has(id)) throw new LuksError('LUKS_BAD_TOKEN', `token ${id} exists`);
+  let copy: JsonObject;
+  try {
+    // A cyclic object or a BigInt makes JSON.stringify throw a TypeError: refuse it as a bad token.
+    checkJsonDepth(token, LUKS2_MAX_JSON_DEPTH - 2, 'token');
+    copy = cloneJson(token);
+  } catch (e) {
+    throw new LuksError('LUKS_BAD_TOKEN', `token rejected: ${(e as Error).message}`, { cause: e });
+  }
   const raw = cloneJson(state.meta.raw);
-  (raw.tokens as JsonObject)[String(id)] = cloneJson(token);
+  (raw.tokens as JsonObject)[String(id)] = copy;
   try {
     return { state: await writeLuks2(io, state, raw), id };
   } catch (e) {
@@ -352,7 +360,9 @@ export async function luks2Format(p: Luks2FormatParams, secret: Uint8Array): Pro
   if (!LUKS2_HDR_SIZES.includes(hdrSize)) throw new LuksError('LUKS_BAD_ARG', `metadataSize ${hdrSize} is not one of ${LUKS2_HDR_SIZES.join(', ')}`);
   if (p.sectorSize !== 512 && p.sectorSize !== 4096) throw new LuksError('LUKS_BAD_ARG', `sectorSize ${String(p.sectorSize)} must be 512 or 4096`);
   const dataOffset = p.dataOffset ?? 16n << 20n;
-  const keyslotsSize = dataOffset - 2n * BigInt(hdrSize);
+  // cryptsetup caps the keyslots area (the rest of a large data offset stays unused), and so does the parser.
+  const keyslotsSpace = dataOffset - 2n * BigInt(hdrSize);
+  const keyslotsSize = keyslotsSpace < LUKS2_MAX_KEYSLOTS_SIZE ? keyslotsSpace : LUKS2_MAX_KEYSLOTS_SIZE;
   const area = BigInt(Math.ceil(afSectorBytes(p.keyBytes, LUKS_STRIPES) / 4096) * 4096);
   if (dataOffset % 4096n !== 0n || keyslotsSize < area) {
     throw new LuksError('LUKS_BAD_ARG', `dataOffset ${dataOffset} must be a multiple of 4096 with room for metadata (${2 * hdrSize}) and one keyslot (${area})`);
