@@ -44,9 +44,9 @@ afterAll(() => {
 });
 
 /** Start the child encryptor; resolve after it reported `killAt` bytes done, then kill -9 it. */
-function runAndKill(src: string, dst: string, format: string, killAt: number): Promise<{ killed: boolean }> {
+function runAndKill(src: string, dst: string, format: string, killAt: number, op: 'encrypt' | 'decrypt' = 'encrypt'): Promise<{ killed: boolean }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/encrypt-child.mjs'), src, dst, format, 'fresh'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/encrypt-child.mjs'), src, dst, format, 'fresh', op], { stdio: ['ignore', 'pipe', 'pipe'] });
     let killed = false;
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -101,6 +101,18 @@ describe('kill -9 at random points, then --resume', () => {
       }
     });
   }
+
+  it('decrypt killed halfway, then resumed: the plaintext equals the source', async () => {
+    const enc = join(dir, 'resume-1.vhd'); // LUKS1 fixed, from the test above
+    const dec = join(dir, 'resume-dec.vhd');
+    expect((await runAndKill(enc, dec, '', Math.floor(12 * MIB * 0.6), 'decrypt')).killed).toBe(true);
+    expect(existsSync(dec)).toBe(false);
+    const r = await decryptImage(enc, dec, { passphrase: 'resume-test', batchBytes: 256 * 1024, checkpointBytes: 512 * 1024, resume: true });
+    expect(r.resumed).toBe(true);
+    expect(r.bytesProcessed).toBeLessThan(BigInt(12 * MIB));
+    expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);
+    expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+  });
 
   it('without --resume a leftover run is refused (ENGINE_TEMP_EXISTS); --force starts over', async () => {
     const dst = join(dir, 'leftover.vhd');

@@ -184,6 +184,36 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     }
   });
 
+  it('a recovery passphrase keyslot (argon2id) opens the volume too; cryptsetup agrees', async () => {
+    const enc = out('recovery.img');
+    await encryptImage(raw, enc, {
+      format: 'luks2',
+      passphrase: 'main',
+      kdf: PBKDF2_FAST,
+      addRecoveryPassphrase: 'recovery words',
+      recoveryKdf: { type: 'argon2id', time: 4, memoryKiB: 8192, parallelism: 1 },
+    });
+    const dump = run('cryptsetup', ['luksDump', enc]);
+    expect(dump).toMatch(/1: luks2[\s\S]*PBKDF:\s+argon2id/);
+    const rk = out('recovery.key');
+    writeFileSync(rk, 'recovery words');
+    expect(spawnSync('cryptsetup', ['open', '--test-passphrase', '--key-file', rk, enc]).status).toBe(0);
+    const dec = out('recovery.dec');
+    await decryptImage(enc, dec, { passphrase: 'recovery words' });
+    expect(firstDifference(new Uint8Array(readFileSync(dec)), rawModel)).toBe(-1);
+  });
+
+  it('progress events rise to the total with a rate', async () => {
+    const seen: Array<{ done: bigint; total: bigint; rate: number }> = [];
+    const enc = out('progress.img');
+    await encryptImage(raw, enc, { passphrase: 'p', kdf: PBKDF2_FAST, batchBytes: 1 * MIB, onProgress: (p) => seen.push({ done: p.bytesDone, total: p.bytesTotal, rate: p.rate }) });
+    expect(seen.length).toBeGreaterThanOrEqual(24);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!.done).toBeGreaterThanOrEqual(seen[i - 1]!.done);
+    expect(seen.at(-1)!.done).toBe(BigInt(24 * MIB));
+    expect(seen.every((p) => p.total === BigInt(24 * MIB))).toBe(true);
+    expect(seen.at(-1)!.rate).toBeGreaterThan(0);
+  });
+
   it('leaves no temp or journal files behind', () => {
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });
