@@ -19,7 +19,7 @@ import { openEngineVault } from './vault-link.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
-import { enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
+import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
 import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
 
 export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
@@ -48,7 +48,7 @@ interface Unlocked {
 interface Prefix {
   readonly bytes: Uint8Array;
   readonly info: LuksVolumeInfo | null;
-  /** Dynamic: blocks already read, in file order (the first consumed.length of src.blocks), and their data. */
+  /** Dynamic: blocks already read, in file order (the first consumed.length of src.order), and their data. */
   readonly consumed: readonly BlockPlace[];
   readonly held: ReadonlyMap<number, Uint8Array>;
 }
@@ -179,12 +179,12 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     // Blocks under `need` still to come (counted once per need: no rescans of a large BAT).
     const pendingUnder = () => {
       let n = 0;
-      for (let k = cursor; k < src.blocks.length; k++) if (BigInt(src.blocks[k]!.index) * bs < need) n++;
+      for (let k = cursor; k < src.order.length; k++) if (BigInt(src.order[k]!) * bs < need) n++;
       return n;
     };
     const gather = async () => {
       for (let pending = pendingUnder(); pending > 0; ) {
-        const p = src.blocks[cursor++]!;
+        const p = blockInFileOrder(src, cursor++);
         if (BigInt(p.index) * bs < need) pending--;
         if (BigInt(p.index) * bs >= need) {
           heldPayload += bs;
@@ -309,16 +309,15 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     const payloadSize = layout.payloadSize;
     if (payloadSize <= 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: the encrypted payload is empty');
     const outEntries = Number((payloadSize + BigInt(bs) - 1n) / BigInt(bs));
-    const inPayload = (p: BlockPlace) => p.index >= shift && p.index - shift < outEntries;
-    const early = prefix.consumed.filter(inPayload);
-    const rest = src.blocks.slice(prefix.consumed.length);
-    const plan = planDynamicOutput({
-      size: payloadSize,
-      blockSize: bs,
-      uuid: randomUUID(),
-      order: [...early, ...rest.filter(inPayload)].map((p) => p.index - shift),
-      template: src.header,
-    });
+    const inPayload = (index: number) => index >= shift && index - shift < outEntries;
+    const early = prefix.consumed.filter((p) => inPayload(p.index));
+    // Emission order, 4 bytes per block: the held blocks, then the rest in file order.
+    let later = 0;
+    for (let k = prefix.consumed.length; k < src.order.length; k++) if (inPayload(src.order[k]!)) later++;
+    const order = new Uint32Array(early.length + later);
+    early.forEach((p, k) => (order[k] = p.index - shift));
+    for (let k = prefix.consumed.length, o = early.length; k < src.order.length; k++) if (inPayload(src.order[k]!)) order[o++] = src.order[k]! - shift;
+    const plan = planDynamicOutput({ size: payloadSize, blockSize: bs, uuid: randomUUID(), order, template: src.header });
     const q = s.queue;
     const tweak = (x: bigint) => layout.tweak(x);
     const span = (p: BlockPlace) => {
@@ -326,7 +325,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
       const end = start + BigInt(bs) < payloadSize ? start + BigInt(bs) : payloadSize;
       return { start, len: Number(end - start) };
     };
-    s.total = BigInt(early.length + rest.filter(inPayload).length) * BigInt(bs);
+    s.total = BigInt(order.length) * BigInt(bs);
     await q.bytes(plan.prefix);
     for (const p of early) {
       const { start, len } = span(p);
@@ -334,8 +333,9 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
       await cryptRun(s, memorySource(prefix.held.get(p.index)!.subarray(0, len)), start, BigInt(len), layout.sectorSize, tweak, false);
       if (len < bs) await q.zeros(bs - len);
     }
-    for (const p of rest) {
-      if (!inPayload(p)) continue;
+    for (let k = prefix.consumed.length; k < src.order.length; k++) {
+      const p = blockInFileOrder(src, k);
+      if (!inPayload(p.index)) continue;
       await enterBlock(input, src, p);
       const { start, len } = span(p);
       await q.bytes(plan.bitmap);

@@ -6,7 +6,7 @@
  * vault by the engine's prepareEncryption, exactly as encryptImage does.
  */
 import { randomUUID } from 'node:crypto';
-import { DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
+import { BAT_UNALLOCATED, DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
 import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
 import { EngineError } from './errors.js';
 import { isVhdcryptError } from '../errors.js';
@@ -14,7 +14,7 @@ import { prepareEncryption } from './encryption-keys.js';
 import type { EncryptOptions } from './encrypt-image.js';
 import type { OutputFormat } from './run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
-import { readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
+import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
 import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
 import { cryptRun, memorySource, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
@@ -202,11 +202,15 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
     const shift = Number(dataOffset / BigInt(bs));
     const headerBlocks: number[] = [];
     for (let b = 0; b < shift; b++) if (header && !isAllZero(header.subarray(b * bs, (b + 1) * bs))) headerBlocks.push(b);
-    const allocated = new Uint8Array(src.entries);
-    for (const p of src.blocks) allocated[p.index] = 1;
-    const holes: number[] = [];
-    if (this.opts.noSparse) for (let i = 0; i < src.entries; i++) if (!allocated[i]) holes.push(i);
-    const order = [...headerBlocks, ...src.blocks.map((p) => p.index + shift), ...holes.map((i) => i + shift)];
+    // Emission order, 4 bytes per block: header blocks, the input's blocks in file order, then holes (noSparse).
+    const holes = this.opts.noSparse ? src.entries - src.order.length : 0;
+    const order = new Uint32Array(headerBlocks.length + src.order.length + holes);
+    order.set(headerBlocks, 0);
+    for (let k = 0; k < src.order.length; k++) order[headerBlocks.length + k] = src.order[k]! + shift;
+    if (holes > 0) {
+      let k = headerBlocks.length + src.order.length;
+      for (let i = 0; i < src.entries; i++) if (src.bat[i] === BAT_UNALLOCATED) order[k++] = i + shift;
+    }
     const plan = planDynamicOutput({ size: outSize, blockSize: bs, uuid, order, template: src.header });
     const q = s.queue;
     const blockPayload = (i: number) => {
@@ -214,14 +218,15 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
       const end = start + BigInt(bs) < src.size ? start + BigInt(bs) : src.size;
       return { start, len: Number(end - start) };
     };
-    s.total = BigInt(src.blocks.length + holes.length) * BigInt(bs);
+    s.total = BigInt(src.order.length + holes) * BigInt(bs);
     await q.bytes(plan.prefix);
     for (const b of headerBlocks) {
       await q.bytes(plan.bitmap);
       await q.bytes(header!.subarray(b * bs, (b + 1) * bs));
     }
     const tweak = (off: bigint) => layout.tweak(off);
-    for (const p of src.blocks) {
+    for (let k = 0; k < src.order.length; k++) {
+      const p = blockInFileOrder(src, k);
       await enterBlock(input, src, p);
       const { start, len } = blockPayload(p.index);
       await q.bytes(plan.bitmap);
@@ -234,8 +239,8 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
         await q.zeros(bs - len);
       }
     }
-    for (const i of holes) {
-      const { start, len } = blockPayload(i);
+    for (let k = headerBlocks.length + src.order.length; k < order.length; k++) {
+      const { start, len } = blockPayload(order[k]! - shift);
       await q.bytes(plan.bitmap);
       await cryptRun(s, zeroSource(len), start, BigInt(len), layout.sectorSize, tweak, false);
       if (len < bs) await q.zeros(bs - len);

@@ -46,8 +46,16 @@ export interface DynamicSource {
   readonly bitmapSize: number;
   /** Blocks of the virtual disk (ceil(size / blockSize)). */
   readonly entries: number;
-  /** Allocated blocks in file order. */
-  readonly blocks: readonly BlockPlace[];
+  /** The input BAT (sector offsets, BAT_UNALLOCATED for none): 4 bytes per block. */
+  readonly bat: Uint32Array;
+  /** Indices of the allocated blocks in file order (compact: a large disk's BAT is the only per-block state). */
+  readonly order: Uint32Array;
+}
+
+/** The k-th allocated block in file order. */
+export function blockInFileOrder(src: DynamicSource, k: number): BlockPlace {
+  const index = src.order[k]!;
+  return { index, fileOffset: BigInt(src.bat[index]!) * 512n };
 }
 
 export type StreamSource = FlatSource | DynamicSource;
@@ -124,21 +132,22 @@ async function readDynamicLayout(input: StreamInput, footer: VhdFooter, sizeHint
   const batEnd = header.tableOffset + BigInt(header.maxTableEntries) * 4n;
   const bitmapSize = sectorBitmapSize(bs);
   const span = BigInt(bitmapSize + bs);
-  const places: BlockPlace[] = [];
-  for (let i = 0; i < entries; i++) {
-    const e = bat[i]!;
-    if (e !== BAT_UNALLOCATED) places.push({ index: i, fileOffset: BigInt(e) * 512n });
-  }
-  places.sort((a, b) => (a.fileOffset < b.fileOffset ? -1 : a.fileOffset > b.fileOffset ? 1 : 0));
+  let allocated = 0;
+  for (let i = 0; i < entries; i++) if (bat[i] !== BAT_UNALLOCATED) allocated++;
+  const order = new Uint32Array(allocated);
+  for (let i = 0, k = 0; i < entries; i++) if (bat[i] !== BAT_UNALLOCATED) order[k++] = i;
+  // Sector offsets are below 2^32, so the difference is exact.
+  order.sort((a, b) => bat[a]! - bat[b]!);
   let end = batEnd;
-  for (const p of places) {
-    if (p.fileOffset < end) {
-      const what = p.fileOffset < batEnd ? 'lies inside the disk header or BAT' : 'overlaps the block before it';
-      throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: block ${p.index} at file offset ${p.fileOffset} ${what}`);
+  for (const i of order) {
+    const at = BigInt(bat[i]!) * 512n;
+    if (at < end) {
+      const what = at < batEnd ? 'lies inside the disk header or BAT' : 'overlaps the block before it';
+      throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: block ${i} at file offset ${at} ${what}`);
     }
-    end = p.fileOffset + span;
+    end = at + span;
   }
-  return Object.freeze({ kind: 'vhd-dynamic', size, footer, header, blockSize: bs, bitmapSize, entries, blocks: Object.freeze(places) });
+  return Object.freeze({ kind: 'vhd-dynamic', size, footer, header, blockSize: bs, bitmapSize, entries, bat, order });
 }
 
 /** Move to a block's data: past the gap before it and its sector bitmap (dynamic disks read the data, as qemu does). */

@@ -33,7 +33,7 @@ function checkSize(size: bigint): void {
  * indices, in emission order). `template` is the input's dynamic header (its
  * cookie, version and reserved fields are kept; table fields are ours).
  */
-export function planDynamicOutput(p: { size: bigint; blockSize: number; uuid: string; order: readonly number[]; template: DynamicHeader }): DynamicOutput {
+export function planDynamicOutput(p: { size: bigint; blockSize: number; uuid: string; order: ArrayLike<number>; template: DynamicHeader }): DynamicOutput {
   checkSize(p.size);
   const bs = p.blockSize;
   const entries = Number((p.size + BigInt(bs) - 1n) / BigInt(bs));
