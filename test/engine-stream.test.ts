@@ -112,6 +112,14 @@ async function expectCode(promise: Promise<unknown>, code: string): Promise<void
   expect(isVhdcryptError(caught) ? caught.code : String(caught)).toBe(code);
 }
 
+/** Recompute a VHD footer's checksum (one's complement of the byte sum, spec "Hard Disk Footer Format") after an edit. */
+function resealFooter(b: Buffer, at: number): void {
+  b.writeUInt32BE(0, at + 64);
+  let sum = 0;
+  for (let i = at; i < at + 512; i++) sum += b[i]!;
+  b.writeUInt32BE(~sum >>> 0, at + 64);
+}
+
 /** AES-XTS decrypt of one sector with node:crypto (IV = 16-byte little-endian tweak): the oracle. */
 function oracleDecrypt(key: Uint8Array, tweak: bigint, data: Uint8Array): Buffer {
   const iv = Buffer.alloc(16);
@@ -346,6 +354,15 @@ describe('bad input and abort', () => {
     expect((caught as { code: string }).code).toMatch(/^(LUKS_|ENGINE_STREAM_)/);
   });
 
+  it('a hostile virtual size in the footer copy (2 TiB over a 20-entry BAT) -> ENGINE_STREAM_BAD_INPUT before any allocation', async () => {
+    const b = Buffer.from(readFileSync(dynSrc));
+    b.writeBigUInt64BE(2n ** 41n, 48);
+    resealFooter(b, 0);
+    const hostile = p('hostile-size.vhd');
+    writeFileSync(hostile, b);
+    await expectCode(pipeline(createReadStream(hostile), createEncryptStream({ passphraseFile: passFile, kdf: FAST }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_STREAM_BAD_INPUT');
+  });
+
   it('a BAT entry pointing into the header -> ENGINE_STREAM_BAD_INPUT; a differencing VHD -> ENGINE_UNSUPPORTED_FORMAT', async () => {
     const bytes = readFileSync(dynSrc);
     const tableOffset = Number(bytes.readBigUInt64BE(512 + 16));
@@ -360,10 +377,7 @@ describe('bad input and abort', () => {
     const c = readFileSync(child);
     for (const at of [0, c.length - 512]) {
       c.writeUInt32BE(4, at + 60);
-      c.writeUInt32BE(0, at + 64);
-      let sum = 0;
-      for (let i = at; i < at + 512; i++) sum += c[i]!;
-      c.writeUInt32BE(~sum >>> 0, at + 64);
+      resealFooter(c, at);
     }
     writeFileSync(child, c);
     await expectCode(pipeline(createReadStream(child), createEncryptStream({ passphraseFile: passFile, kdf: FAST }), new Writable({ write: (_c, _e, cb) => cb() })), 'ENGINE_UNSUPPORTED_FORMAT');
