@@ -7,7 +7,7 @@
 import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ImageError, checkAzureReady, createImage, openImage, type ImageErrorCode } from '../src/image/index.js';
+import { FOOTER_FIELDS, ImageError, checkAzureReady, createImage, decodeStruct, openImage, readBat, readDynamicHeader, readVhdFooter, type ImageErrorCode } from '../src/image/index.js';
 import { readAll, tempDir, tool } from './image-helpers.js';
 
 let dir: string;
@@ -316,5 +316,88 @@ describe('property: random damage to footers, header and BAT', () => {
     // Damage reached the parser; where a second copy or locator exists, some damage was also survived.
     expect([...outcomes.keys()].filter((k) => k !== 'read ok').length).toBeGreaterThan(0);
     if (kind !== 'fixed') expect(outcomes.get('read ok') ?? 0).toBeGreaterThan(0);
+  });
+});
+
+describe('property: the exported layout parsers on random and truncated bytes', () => {
+  // Deterministic xorshift, independent of the one above.
+  let x = 0x2545f491;
+  const rnd = (n: number) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+  /** The spec's checksum (one's complement of the byte sum, field counted as zero), recomputed here. */
+  const reseal = (b: Uint8Array, at: number) => {
+    b.fill(0, at, at + 4);
+    let sum = 0;
+    for (const v of b) sum = (sum + v) >>> 0;
+    new DataView(b.buffer, b.byteOffset).setUint32(at, ~sum >>> 0, false);
+  };
+  const typedOrValue = (what: string, f: () => unknown): string => {
+    try {
+      f();
+      return 'ok';
+    } catch (e) {
+      expect(e, `${what}: untyped ${String(e)}`).toBeInstanceOf(ImageError);
+      return (e as ImageError).code;
+    }
+  };
+
+  it('readVhdFooter, readDynamicHeader, readBat and decodeStruct: a value or an ImageError, never a raw throw', () => {
+    const outcomes = new Set<string>();
+    for (let i = 0; i < 3000; i++) {
+      const n = rnd(1200);
+      const b = new Uint8Array(n).map(() => rnd(256));
+      // Real cookies and checksums on most cases, so the checks behind them are reached.
+      if (rnd(4) !== 0 && n >= 512) {
+        b.set(Buffer.from('conectix'), 0);
+        if (rnd(2)) b.set([0, 1], 12); // format version 1.x
+        if (rnd(2)) b.set([0, 0, 0, 2 + rnd(3)], 60); // fixed, dynamic or differencing
+        if (rnd(2)) b.set([b[54]! & 0xfe, 0], 54); // current size a whole number of sectors
+        reseal(b.subarray(0, 512), 64);
+      }
+      outcomes.add(`footer:${typedOrValue(`footer case ${i}`, () => readVhdFooter(b, { verifyChecksum: rnd(2) === 0 }))}`);
+      if (rnd(4) !== 0 && n >= 1024) {
+        b.set(Buffer.from('cxsparse'), 0);
+        if (rnd(2)) b.set([0, 1], 24); // header version 1.x
+        if (rnd(2)) new DataView(b.buffer).setUint32(32, 2 ** (rnd(32)), false); // block size a power of two
+        reseal(b.subarray(0, 1024), 36);
+      }
+      outcomes.add(`header:${typedOrValue(`header case ${i}`, () => readDynamicHeader(b))}`);
+      const entries = [rnd(400), -1 - rnd(5), rnd(400) + 0.5, Number.NaN][rnd(4)]!;
+      outcomes.add(`bat:${typedOrValue(`BAT case ${i} (${entries} entries)`, () => readBat(b, entries))}`);
+      outcomes.add(`struct:${typedOrValue(`struct case ${i}`, () => decodeStruct(FOOTER_FIELDS, b))}`);
+    }
+    // Every parser both succeeded and refused somewhere.
+    for (const p of ['footer', 'header', 'bat', 'struct']) {
+      expect([...outcomes].filter((o) => o === `${p}:ok`), p).toHaveLength(1);
+      expect([...outcomes].filter((o) => o.startsWith(`${p}:`) && o !== `${p}:ok`).length, p).toBeGreaterThan(0);
+    }
+  });
+
+  it('a truncated qemu-made dynamic disk opens to a typed error at every cut through its metadata', async () => {
+    const p = path.join(dir, 'cut.vhd');
+    const cuts = new Set<number>([0, 1, 511, 512, 513, 1024, 1535, 1536, 1537, 2047, 2048]);
+    for (let i = 0; i < 20; i++) cuts.add(rnd(dynBytes.length));
+    for (const cut of cuts) {
+      await writeFile(p, dynBytes.subarray(0, cut));
+      let err: unknown = null;
+      try {
+        const img = await openImage(p, { format: 'vhd' });
+        try {
+          await readAll(img);
+        } finally {
+          await img.close();
+        }
+      } catch (e) {
+        err = e;
+      }
+      // The end footer is cut off, and a dynamic disk without it is refused or read through the footer copy.
+      if (err !== null) expect(err, `cut at ${cut}: untyped ${String(err)}`).toBeInstanceOf(ImageError);
+    }
   });
 });

@@ -2,6 +2,7 @@
  * Declarative big-endian struct layouts: one table per on-disk structure,
  * used by both the decoder and the encoder so the two can never disagree.
  */
+import { ImageError } from './errors.js';
 
 /** How a field's bytes map to a JS value. */
 export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'ascii' | 'uuid' | 'utf16be' | 'reserved';
@@ -50,8 +51,17 @@ export function uuidToBytes(s: string): Uint8Array | null {
   return out;
 }
 
+/** Bytes a table spans (its last field's end). */
+function tableSize(table: readonly FieldSpec[]): number {
+  let end = 0;
+  for (const f of table) end = Math.max(end, f.offset + f.size);
+  return end;
+}
+
 /** Decode `bytes` (at least as long as the table) into an object keyed by field name. */
 export function decodeStruct<T extends readonly FieldSpec[]>(table: T, bytes: Uint8Array): Decoded<T> {
+  const need = tableSize(table);
+  if (bytes.length < need) throw new ImageError('VHD_TRUNCATED', `structure needs ${need} bytes, got ${bytes.length}`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: Record<string, unknown> = {};
   for (const f of table) {
@@ -81,6 +91,8 @@ export function decodeStruct<T extends readonly FieldSpec[]>(table: T, bytes: Ui
 
 /** Encode `values` into `into` at the table's offsets; reserved fields are zeroed. */
 export function encodeStruct<T extends readonly FieldSpec[]>(table: T, values: Decoded<T>, into: Uint8Array): void {
+  const need = tableSize(table);
+  if (into.length < need) throw new ImageError('IMAGE_BAD_ARGUMENT', `structure needs ${need} bytes, the buffer has ${into.length}`);
   const dv = new DataView(into.buffer, into.byteOffset, into.byteLength);
   const v = values as Record<string, unknown>;
   for (const f of table) {
@@ -98,7 +110,7 @@ export function encodeStruct<T extends readonly FieldSpec[]>(table: T, values: D
       }
       case 'uuid': {
         const b = uuidToBytes(x as string);
-        if (!b) throw new RangeError(`field ${f.name}: not a UUID`);
+        if (!b) throw new ImageError('IMAGE_BAD_ARGUMENT', `field ${f.name}: ${JSON.stringify(x)} is not a UUID`);
         into.set(b, o);
         break;
       }

@@ -127,6 +127,7 @@ export function encodeDynamicHeader(header: DynamicHeader): Uint8Array {
 
 /** Decode `entries` big-endian BAT entries (sector offsets, BAT_UNALLOCATED for none). */
 export function readBat(bytes: Uint8Array, entries: number): Uint32Array {
+  if (!Number.isSafeInteger(entries) || entries < 0) throw new ImageError('IMAGE_BAD_ARGUMENT', `BAT: entry count ${String(entries)} is not a whole number`);
   if (bytes.length < entries * 4) throw new ImageError('VHD_TRUNCATED', `BAT: need ${entries * 4} bytes, got ${bytes.length}`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const bat = new Uint32Array(entries);
