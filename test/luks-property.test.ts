@@ -128,3 +128,32 @@ describe('mutated headers', () => {
     });
   }
 });
+
+describe('random and truncated bytes', () => {
+  test('every prefix length of valid headers, and random bytes: a result or a typed LuksError', async () => {
+    const r = rng(SEED ^ 0xc0ffee);
+    const seen = new Set<string>();
+    for (const b of bases) {
+      const cuts = new Set<number>([0, 1, 6, 7, 8, 591, 592, 4095, 4096, 16383, 16384, 16385, 32768, b.header.length - 1]);
+      for (let i = 0; i < 12; i++) cuts.add(Math.floor(r() * b.header.length));
+      for (const cut of cuts) {
+        const bytes = Uint8Array.from(b.header.subarray(0, cut));
+        const tag = `${b.name} cut at ${cut}`;
+        seen.add(await outcome(luks.readVolumeInfo(bytes), tag, (v) => expect(v).toHaveProperty('dataOffset')));
+        seen.add(await outcome(luks.dump(bytes), tag, (v) => expect(() => JSON.stringify(v)).not.toThrow()));
+        await outcome(luks.unlock(bytes, PASS, { limits: LIMITS }), tag, (v) => {
+          expect(Buffer.from((v as { volumeKey: Uint8Array }).volumeKey).equals(b.key), `${tag}: wrong key`).toBe(true);
+        });
+      }
+    }
+    for (let i = 0; i < 40; i++) {
+      const bytes = Uint8Array.from({ length: Math.floor(r() * 40000) }, () => Math.floor(r() * 256));
+      // Half of them carry a LUKS magic and version, so the parsers behind it are reached.
+      if (i % 2 === 0 && bytes.length >= 8) bytes.set([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe, 0, 1 + (i % 4 === 0 ? 1 : 0)], 0);
+      seen.add(await outcome(luks.readVolumeInfo(bytes), `random ${i}`, () => undefined));
+      await outcome(luks.unlock(bytes, PASS, { limits: LIMITS }), `random ${i}`, () => undefined);
+    }
+    expect(seen.has('LUKS_TRUNCATED')).toBe(true);
+    expect(seen.has('ok')).toBe(true);
+  });
+});

@@ -3,6 +3,8 @@
  * both the reader and the writer (LUKS1 phdr and LUKS2 binary header are both
  * big-endian: LUKS1 spec §2.4, LUKS2 spec §2.1).
  */
+import { LuksError } from './errors.js';
+
 /** A value does not fit its field (e.g. a 40-char UUID read from a header without its NUL). */
 export class FieldTooLongError extends RangeError {
   constructor(readonly field: string, message: string) {
@@ -53,7 +55,7 @@ export function defineStruct<const F extends FieldTable>(fields: F): StructLayou
     size,
     offsetOf: offsets as Record<F[number][0], number>,
     decode(buf, at = 0) {
-      if (buf.length < at + size) throw new RangeError(`struct needs ${size} bytes at ${at}, buffer has ${buf.length}`);
+      if (buf.length < at + size) throw new LuksError('LUKS_TRUNCATED', `structure needs ${size} bytes at ${at}, the buffer has ${buf.length}`);
       const dv = view(buf);
       const out: Record<string, unknown> = {};
       for (const [name, kind] of fields) {
