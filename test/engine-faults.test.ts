@@ -215,6 +215,18 @@ describe('refusals and interruptions', () => {
     expect(sha(fixed)).toBe(before);
   });
 
+  it('a run that fails after sealing its key deletes that secret again', async () => {
+    const v = await openVault();
+    const before = (await v.listSecrets()).length;
+    const ac = new AbortController();
+    await expect(
+      encryptImage(fixed, join(dir, 'aborted-vault.vhd'), { backend: 'js', batchBytes: 256 * 1024, signal: ac.signal, onProgress: () => ac.abort(new Error('test abort')) }),
+    ).rejects.toMatchObject({ code: 'ENGINE_ABORTED' });
+    expect((await v.listSecrets()).length).toBe(before);
+    await v.close();
+    expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
+  });
+
   it('SIGINT to the CLI: exit 130, no temp file, nothing under the destination', async () => {
     const dst = join(dir, 'sigint.vhd');
     const temp = '.sigint.vhd.vhdcrypt-tmp';

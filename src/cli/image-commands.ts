@@ -92,7 +92,11 @@ function progressReporter(json: boolean | undefined): { onProgress?: (p: Progres
 /** An AbortSignal fired by SIGINT/SIGTERM for the duration of `fn`; the engine then removes its temp file. */
 async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => ac.abort(new Error(`interrupted by ${sig}`));
+  // The first signal stops the run cleanly (temp file removed); a second one exits at once, leaving what --resume needs.
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) process.exit(130);
+    ac.abort(new Error(`interrupted by ${sig}`));
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {

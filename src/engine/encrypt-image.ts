@@ -19,6 +19,7 @@ import { OUTPUT_FORMATS, type OutputFormat, type RunOptions, type RunResult } fr
 import { unlockImage } from './unlock-image.js';
 import type { KeySourceOptions } from './key-source.js';
 import { writeLuksRegion } from './luks-region.js';
+import { openEngineVault } from './vault-link.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {
@@ -83,6 +84,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   // Set once this run owns the temp file: only then does a failure remove it (never a leftover it refused to touch).
   let ownsTemp = false;
   let pool: CryptPool | null = null;
+  // A secret sealed by this run for an output that then failed is deleted again (soft delete).
+  let sealedNow: { secretId: string; vaultUri: string } | null = null;
   try {
     await checkDestination(src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
@@ -141,6 +144,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       );
       volumeKey = prepared.volumeKey;
       secretId = prepared.secretId;
+      if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
       output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
       ownsTemp = true;
       if (prepared.header) await writeLuksRegion(output, prepared.header);
@@ -170,6 +174,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     await out.close();
     await commitOutput(paths, opts.force === true);
     ownsTemp = false;
+    sealedNow = null;
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     const seconds = (performance.now() - started) / 1000;
     return {
@@ -203,5 +208,20 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     await source.close();
     await pool?.destroy();
     if (ownsTemp) await discardOutput(paths);
+    if (sealedNow) await discardSecret(sealedNow, opts.vaultCredentials);
   }
+}
+
+/** Best effort after a failure: the run's own error is the one reported, so a vault refusal here is not raised. */
+async function discardSecret(s: { secretId: string; vaultUri: string }, credentials: unknown): Promise<void> {
+  await Promise.allSettled([
+    (async () => {
+      const vault = await openEngineVault(s.vaultUri, credentials);
+      try {
+        await vault.discard(s.secretId);
+      } finally {
+        await vault.close();
+      }
+    })(),
+  ]);
 }

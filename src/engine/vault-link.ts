@@ -3,7 +3,7 @@
  * a plain volume key) under the KEK, unseal it, find it by volume UUID, read a
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */
-import { findDiskSecretByVolumeUuid, openVault, sealDiskKey, unsealDiskKey, type OpenVaultOptions } from '../vault/index.js';
+import { findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions } from '../vault/index.js';
 
 export const DEFAULT_KEK = 'vhdcrypt-kek';
 
@@ -14,6 +14,8 @@ export interface EngineVault {
   unseal(secretId: string): Promise<Uint8Array>;
   /** The secret id recorded for a volume UUID, or null. */
   findByVolumeUuid(uuid: string): Promise<string | null>;
+  /** Soft-delete the secret (recoverable for the vault's retention period). */
+  discard(secretId: string): Promise<void>;
   /** Tags of a secret version (no value leaves the vault unwrapped). */
   tags(secretId: string): Promise<Readonly<Record<string, string>>>;
   close(): Promise<void>;
@@ -27,6 +29,9 @@ export async function openEngineVault(uri?: string, credentials?: unknown): Prom
     seal: (req) => sealDiskKey(v, req),
     unseal: (id) => unsealDiskKey(v, id),
     findByVolumeUuid: async (uuid) => (await findDiskSecretByVolumeUuid(v, uuid))?.id ?? null,
+    discard: async (id) => {
+      await v.deleteSecret(resolveRef(v.uri, 'secrets', id).name);
+    },
     tags: async (id) => (await v.getSecret(id)).properties.tags,
     close: () => v.close(),
   };
