@@ -78,13 +78,15 @@ export class StreamCryptQueue {
     this.slots.release(slot);
   }
 
+  /** Give back a batch that will not be sent. */
+  discard(b: OpenBatch): void {
+    this.release(b.slot);
+  }
+
   /** Send a filled batch (a whole number of crypto sectors) to the pool with the tweak of its first sector. */
   async submit(b: OpenBatch, tweak: SectorTweak): Promise<void> {
     const length = b.filled;
-    if (length === 0) {
-      this.release(b.slot);
-      return;
-    }
+    if (length === 0) return this.discard(b);
     const state = { settled: false };
     const done = this.pool
       .crypt(this.job, this.encrypt, {

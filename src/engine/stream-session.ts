@@ -91,7 +91,7 @@ export async function cryptRun(
   const q = s.queue;
   let taken = 0n;
   let ended = false;
-  while (!ended) {
+  while (!ended && (limit === null || taken < limit)) {
     const b = await q.open();
     const room = b.slot.size;
     while (b.filled < room) {
@@ -112,7 +112,7 @@ export async function cryptRun(
     const partial = b.filled % sectorSize;
     if (partial !== 0) {
       if (!dropPartial) {
-        await q.submit({ slot: b.slot, filled: 0 }, { firstTweak: 0n, tweakStep: 1 });
+        q.discard(b);
         throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the data ends ${partial} bytes into a ${sectorSize}-byte crypto sector; use sectorSize 512 (or give sourceSize)`);
       }
       b.filled -= partial;
