@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { encryptImage, decryptImage, unlockImage } from '../src/engine/index.js';
+import { encryptImage, decryptImage, unlockImage, describeImage } from '../src/engine/index.js';
 import { openImage } from '../src/image/index.js';
 import { openVault, unsealDiskKey } from '../src/vault/index.js';
 import { PBKDF2_FAST, entries, firstDifference, makeRaw, qemuCompare, rawToVhd, removeDir, run, tempDir } from './fixtures/engine/helpers.js';
@@ -155,6 +155,9 @@ describe('vault-held keys', () => {
       u.volumeKey.fill(0);
       await img.close();
       expect(u.secretId).toBe(r.secretId);
+      const d = await describeImage(dst);
+      expect(d.encryption).toBe(format);
+      expect(d.secret).toMatchObject({ id: r.secretId, via: 'volume-uuid' });
     }
   });
 

@@ -4,7 +4,7 @@
  */
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { availableBackends } from '../crypto/index.js';
-import { CryptPool } from './crypt-pool.js';
+import type { CryptPool } from './crypt-pool.js';
 import type { PayloadLayout } from './crypto-layout.js';
 import { mapWriteError } from './errors.js';
 import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from './payload-ranges.js';

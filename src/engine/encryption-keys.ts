@@ -82,7 +82,7 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     });
     volumeKey = f.volumeKey;
     const header = f.header;
-    let info = f.info;
+    const info = f.info;
     const slot = info.keyslots[0]?.id ?? 0;
     if (o.recoveryPassphrase !== undefined) {
       await addKeyslot(header, secret, { passphrase: o.recoveryPassphrase }, { kdf: o.recoveryKdf ?? typedKdf(plan.format, undefined), keyslot: slot });
@@ -106,7 +106,6 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
       }
       if (version === 2) await addToken(header, vaultToken({ keyslot: slot, vault: vaultUri, secret: sealed.secretId }));
     }
-    info = f.info;
     return {
       volumeKey,
       header,

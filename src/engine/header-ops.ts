@@ -136,7 +136,8 @@ export interface ImageDescription {
   readonly allocatedBytes: bigint;
   readonly blockSize: number | null;
   readonly uuid: string | null;
-  readonly encryption: 'luks1' | 'luks2' | 'none-or-plain';
+  /** 'plain' when a vault secret records the VHD's UUID; 'none-or-plain' when nothing says. */
+  readonly encryption: 'luks1' | 'luks2' | 'plain' | 'none-or-plain';
   readonly luks: (LuksDump & { readonly dataOffset: string; readonly sectorSize: number }) | null;
   /** Which vault secret opens it (token, or lookup by LUKS UUID); null when none is known. */
   readonly secret: { readonly id: string; readonly via: 'token' | 'volume-uuid'; readonly vault: string | null } | null;
@@ -172,6 +173,20 @@ export async function describeImage(path: string, opts: { vault?: string; vaultC
         }
       }
     }
+    if (!region && img.uuid) {
+      // A plain volume has no header; its secret, if any, records the VHD's UUID.
+      try {
+        const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+        try {
+          const id = await vault.findByVolumeUuid(img.uuid);
+          if (id) secret = { id, via: 'volume-uuid', vault: vault.uri };
+        } finally {
+          await vault.close();
+        }
+      } catch (e) {
+        notes.push(`vault lookup by VHD UUID failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
     return {
       path,
       container: img.format,
@@ -180,7 +195,7 @@ export async function describeImage(path: string, opts: { vault?: string; vaultC
       allocatedBytes: allocated,
       blockSize: img.blockSize ?? null,
       uuid: img.uuid ?? null,
-      encryption: region ? (region.info.version === 1 ? 'luks1' : 'luks2') : 'none-or-plain',
+      encryption: region ? (region.info.version === 1 ? 'luks1' : 'luks2') : secret ? 'plain' : 'none-or-plain',
       luks,
       secret,
       notes,

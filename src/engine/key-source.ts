@@ -1,6 +1,6 @@
 /** Where a keyslot secret comes from: a passphrase, a passphrase file (one line), a key file (whole content). */
-import { readFile } from 'node:fs/promises';
-import type { LuksSecret } from '../luks/index.js';
+import { readFile, stat } from 'node:fs/promises';
+import { MAX_KEYFILE_BYTES, type LuksSecret } from '../luks/index.js';
 import { EngineError } from './errors.js';
 
 export interface KeySourceOptions {
@@ -24,6 +24,8 @@ export async function userSecret(o: KeySourceOptions): Promise<LuksSecret | null
   if (o.passphrase !== undefined) return { passphrase: o.passphrase };
   if (o.keyFile !== undefined) return { keyFile: o.keyFile };
   if (o.passphraseFile !== undefined) {
+    const size = (await stat(o.passphraseFile)).size;
+    if (size > MAX_KEYFILE_BYTES) throw new EngineError('ENGINE_BAD_ARGUMENT', `passphrase file ${o.passphraseFile} is ${size} bytes; the ceiling is ${MAX_KEYFILE_BYTES}`);
     const raw = new Uint8Array(await readFile(o.passphraseFile));
     let n = raw.indexOf(0x0a);
     if (n < 0) n = raw.length;
@@ -43,6 +45,8 @@ export function wipeSecret(s: LuksSecret | null): void {
 
 /** Plain mode with a key file: the first keyBytes of the file are the key (cryptsetup plain, --hash plain). */
 export async function plainKeyFromFile(path: string, keyBytes: number): Promise<Uint8Array> {
+  const size = (await stat(path)).size;
+  if (size > MAX_KEYFILE_BYTES) throw new EngineError('ENGINE_BAD_ARGUMENT', `key file ${path} is ${size} bytes; the ceiling is ${MAX_KEYFILE_BYTES}`);
   const raw = new Uint8Array(await readFile(path));
   try {
     if (raw.length < keyBytes) {
