@@ -285,6 +285,26 @@ describe('payload crypto of the stream output, checked with node:crypto', () => 
   });
 });
 
+describe('plain (dm-crypt) raw stream with a key file', () => {
+  it('raw -> plain raw, 4096-byte sectors: same size, tweak counts 512-byte units from offset 0 (node:crypto); decrypt paths give the source', async () => {
+    const keyFile = p('plain.key');
+    writeFileSync(keyFile, randomBytes(64));
+    const enc = p('raw-plain.img');
+    const r = await through(rawSrc, createEncryptStream({ inputFormat: 'raw', format: 'plain', keyFile, sectorSize: 4096 }), enc, 65537);
+    expect(r).toMatchObject({ format: 'plain', container: 'raw', dataOffset: 0n, outputVirtualSize: BigInt(40 * MIB), secretId: null });
+    const cipher = readFileSync(enc);
+    expect(cipher.length).toBe(40 * MIB);
+    const key = readFileSync(keyFile);
+    for (const k of [1, 1025, 5120, 10239]) {
+      expect(oracleDecrypt(key, BigInt(k) * 8n, cipher.subarray(k * 4096, (k + 1) * 4096)).equals(model.subarray(k * 4096, (k + 1) * 4096)), `sector ${k}`).toBe(true);
+    }
+    expect((await decryptedByEngine(enc, 'raw-plain.dec', { keyFile, plain: { sectorSize: 4096 } })).equals(model)).toBe(true);
+    const dec = p('raw-plain.dec.raw');
+    await through(enc, createDecryptStream({ inputFormat: 'raw', keyFile, plain: { sectorSize: 4096 } }), dec);
+    expect(readFileSync(dec).equals(model)).toBe(true);
+  });
+});
+
 describe('stream output vs file API output (same source, same options)', () => {
   for (const [name, src, fmt] of [
     ['dynamic', () => dynSrc, 'luks2'],
