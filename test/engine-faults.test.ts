@@ -20,6 +20,7 @@ let dir: string;
 let raw: string;
 let model: Uint8Array;
 let fixed: string;
+let dynamic: string;
 let vaultDir: string;
 const savedVault = process.env.VHDCRYPT_VAULT;
 
@@ -35,6 +36,8 @@ beforeAll(() => {
   model = makeRaw(raw, 12 * MIB, [[0, 12 * MIB]]);
   fixed = join(dir, 'src.vhd');
   rawToVhd(raw, fixed, 'fixed');
+  dynamic = join(dir, 'src-dyn.vhd');
+  rawToVhd(raw, dynamic, 'dynamic');
 });
 
 afterAll(() => {
@@ -69,14 +72,17 @@ describe('kill -9 at random points, then --resume', () => {
   const fractions = [0.15, 0.5, 0.85].map((f) => f + (Math.random() - 0.5) * 0.1);
   for (const [i, f] of fractions.entries()) {
     const format = i === 1 ? 'luks1' : 'luks2';
-    it(`${format}: killed at ~${Math.round(f * 100)}%, resumed on another backend, decrypts to the source`, async () => {
+    // The last case writes a dynamic VHD: its block allocation is interrupted too.
+    const source = () => (i === 2 ? dynamic : fixed);
+    it(`${format} ${i === 2 ? 'dynamic' : 'fixed'} VHD: killed at ~${Math.round(f * 100)}%, resumed on another backend, decrypts to the source`, async () => {
       const dst = join(dir, `resume-${i}.vhd`);
-      const before = sha(fixed);
-      const { killed } = await runAndKill(fixed, dst, format, Math.floor(12 * MIB * f));
+      const src = source();
+      const before = sha(src);
+      const { killed } = await runAndKill(src, dst, format, Math.floor(12 * MIB * f));
       expect(killed).toBe(true);
       expect(existsSync(dst)).toBe(false);
       expect(entries(dir).some((n) => n === `.resume-${i}.vhd.vhdcrypt-tmp`)).toBe(true);
-      const r = await encryptImage(fixed, dst, {
+      const r = await encryptImage(src, dst, {
         format: format as 'luks1' | 'luks2',
         passphrase: 'resume-test',
         kdf: PBKDF2_FAST,
@@ -88,7 +94,7 @@ describe('kill -9 at random points, then --resume', () => {
       expect(r.bytesProcessed).toBeLessThanOrEqual(BigInt(12 * MIB));
       // Past the first checkpoints the journal must have saved work (an early kill may precede the first one).
       if (f > 0.4) expect(r.bytesProcessed).toBeLessThan(BigInt(12 * MIB));
-      expect(sha(fixed)).toBe(before);
+      expect(sha(src)).toBe(before);
       expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
       if (format === 'luks1') {
         const q = join(dir, `resume-${i}.qemu.raw`);
@@ -97,7 +103,7 @@ describe('kill -9 at random points, then --resume', () => {
       } else {
         const dec = join(dir, `resume-${i}.dec.vhd`);
         await decryptImage(dst, dec, { passphrase: 'resume-test' });
-        expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);
+        expect(qemuCompare(src, 'vpc', dec, 'vpc').same).toBe(true);
       }
     });
   }
