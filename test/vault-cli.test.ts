@@ -12,7 +12,7 @@ afterAll(cleanupTempDirs);
 
 let dir: string;
 beforeAll(() => {
-  ensureDist();
+  ensureDist(true);
   dir = join(tempDir(), 'vault');
 });
 
