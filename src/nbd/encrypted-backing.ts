@@ -22,6 +22,7 @@ import {
   ZERO_CHUNK,
   type ContainerImage,
 } from './container.js';
+import { acquireBuffer, releaseBuffers } from './buffer-pool.js';
 import { NbdError, NbdRequestError } from './errors.js';
 import type { ExtentMap } from './extent-map.js';
 import { DEFAULT_MAX_PAYLOAD, NBD_EPERM, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol.js';
@@ -117,7 +118,7 @@ export class EncryptedBacking implements NbdBacking {
         out.push({ length: Number(e - s), data: null });
         continue;
       }
-      const buf = new Uint8Array(Number(run.end - run.start));
+      const buf = acquireBuffer(Number(run.end - run.start));
       await this.image.read(this.d + run.start, buf);
       this.decrypt(buf, run.start);
       out.push({ length: Number(e - s), data: buf.subarray(Number(s - run.start), Number(e - run.start)) });
@@ -232,15 +233,17 @@ export class EncryptedBacking implements NbdBacking {
 
   /** Plaintext of sector-aligned [a, b): holes as zeros, allocated runs decrypted (one batch each). */
   private async readPlain(a: bigint, b: bigint): Promise<Uint8Array> {
-    const buf = new Uint8Array(Number(b - a));
+    const buf = acquireBuffer(Number(b - a));
     await Promise.all(
-      this.sectorRuns(a, b)
-        .filter((r) => r.allocated)
-        .map(async (r) => {
-          const view = buf.subarray(Number(r.start - a), Number(r.end - a));
-          await this.image.read(this.d + r.start, view);
-          this.decrypt(view, r.start);
-        }),
+      this.sectorRuns(a, b).map(async (r) => {
+        const view = buf.subarray(Number(r.start - a), Number(r.end - a));
+        if (!r.allocated) {
+          view.fill(0);
+          return;
+        }
+        await this.image.read(this.d + r.start, view);
+        this.decrypt(view, r.start);
+      }),
     );
     return buf;
   }
@@ -268,12 +271,13 @@ export class EncryptedBacking implements NbdBacking {
           plain.set(data, Number(offset - fs));
           this.encryptInto(plain, fs, plain);
           await this.image.write!(this.d + fs, plain);
+          releaseBuffers([plain]);
           const [ms, me] = widenToGranules(this.d + fs, this.d + fe, this.granule, this.image.virtualSize);
           this.map.markAllocated(ms, me);
           return;
         }
       }
-      const cipher = new Uint8Array(Number(b - a));
+      const cipher = acquireBuffer(Number(b - a));
       if (a === offset && b === end) {
         this.encryptInto(data, a, cipher);
       } else {
@@ -285,6 +289,7 @@ export class EncryptedBacking implements NbdBacking {
         this.encryptInto(cipher, a, cipher);
       }
       await this.image.write!(this.d + a, cipher);
+      releaseBuffers([cipher]);
     } finally {
       release();
     }

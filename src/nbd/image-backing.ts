@@ -12,6 +12,7 @@ import {
   ZERO_CHUNK,
   type ContainerImage,
 } from './container.js';
+import { acquireBuffer } from './buffer-pool.js';
 import { NbdRequestError } from './errors.js';
 import type { ExtentMap } from './extent-map.js';
 import { DEFAULT_MAX_PAYLOAD, NBD_EPERM, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol.js';
@@ -52,7 +53,7 @@ export class ImageBacking implements NbdBacking {
   }
 
   async read(offset: bigint, length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
+    const out = acquireBuffer(length);
     await this.image.read(offset, out);
     return out;
   }
@@ -63,7 +64,7 @@ export class ImageBacking implements NbdBacking {
       segs.map(async (s): Promise<ReadSegment> => {
         const len = Number(s.length);
         if (!s.allocated) return { length: len, data: null };
-        const data = new Uint8Array(len);
+        const data = acquireBuffer(len);
         await this.image.read(s.offset, data);
         return { length: len, data };
       }),

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { NbdBacking, BlockStatusExtent } from './backing.js';
 import type { ByteReader } from './byte-reader.js';
 import type { NegotiatedSession } from './server-handshake.js';
+import { releaseBuffers } from './buffer-pool.js';
 import { NbdProtocolError, NbdRequestError, nbdErrnoFor } from './errors.js';
 import * as P from './protocol.js';
 
@@ -223,7 +224,7 @@ export class Transmission {
     const b = this.backing;
     if (!this.session.structuredReplies) {
       const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
-      this.write([P.encodeSimpleReply(0, h.cookie), data]);
+      this.write([P.encodeSimpleReply(0, h.cookie), data], [data]);
       return;
     }
     if (h.length === 0) {
@@ -233,7 +234,7 @@ export class Transmission {
     const df = (h.flags & P.NBD_CMD_FLAG_DF) !== 0;
     if (df || b.readSparse === undefined) {
       const data = await b.read(h.offset, h.length);
-      this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data]);
+      this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data], [data]);
       return;
     }
     const segments = await b.readSparse(h.offset, h.length);
@@ -246,7 +247,7 @@ export class Transmission {
       at += BigInt(s.length);
     });
     if (at !== h.offset + BigInt(h.length)) throw new NbdRequestError(P.NBD_EIO, 'backing returned a short sparse read');
-    this.write(parts);
+    this.write(parts, segments.flatMap((s) => (s.data === null ? [] : [s.data])));
   }
 
   private async blockStatus(h: P.RequestHeader): Promise<void> {
@@ -276,10 +277,14 @@ export class Transmission {
   }
 
   /** One reply's pieces go out together: corked writes are never interleaved with another reply's. */
-  private write(parts: Uint8Array[]): void {
+  private write(parts: Uint8Array[], pooled: Uint8Array[] = []): void {
     if (this.closed || this.socket.destroyed) return;
     this.socket.cork();
-    for (const p of parts) this.socket.write(p);
+    parts.forEach((p, i) => {
+      // Pooled data buffers go back once the socket has taken the last piece.
+      if (i === parts.length - 1 && pooled.length > 0) this.socket.write(p, () => releaseBuffers(pooled));
+      else this.socket.write(p);
+    });
     this.socket.uncork();
   }
 }
