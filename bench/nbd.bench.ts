@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   const dataOffset = Number(f.info.dataOffset);
   const chunk = new Uint8Array(4 << 20);
   const cipher = new Uint8Array(chunk.length);
-  for (let off = 0; off < sizeMiB << 20; off += chunk.length) {
+  for (let off = 0; off < sizeMiB * 1048576; off += chunk.length) {
     randomFillSync(chunk);
     writeSync(pfd, chunk, 0, chunk.length, off);
     xts.encryptSectors(chunk, BigInt(off / 512), 512, { out: cipher });

@@ -78,7 +78,7 @@ export class EncryptedBacking implements NbdBacking {
     if (layout.dataOffset < 0n || layout.dataOffset % BigInt(ss) !== 0n) {
       throw new NbdError('NBD_BAD_LAYOUT', `payload offset ${layout.dataOffset} is not a whole number of ${ss}-byte sectors`);
     }
-    if (layout.payloadSize % BigInt(ss) !== 0n || layout.dataOffset + layout.payloadSize > image.virtualSize) {
+    if (layout.payloadSize < 0n || layout.payloadSize % BigInt(ss) !== 0n || layout.dataOffset + layout.payloadSize > image.virtualSize) {
       throw new NbdError('NBD_BAD_LAYOUT', `payload of ${layout.payloadSize} bytes at ${layout.dataOffset} does not fit the ${image.virtualSize}-byte image in whole sectors`);
     }
     this.size = layout.payloadSize;
