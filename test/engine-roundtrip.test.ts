@@ -214,6 +214,23 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     expect(seen.at(-1)!.rate).toBeGreaterThan(0);
   });
 
+  it('an NBD export (nbdkit file, holes reported by base:allocation) encrypts into a sparse dynamic VHD', async () => {
+    const sock = out('nbd.sock');
+    const pidFile = out('nbdkit.pid');
+    // Without -f nbdkit returns once it listens, leaving its pid in the file.
+    expect(spawnSync('nbdkit', ['-U', sock, '-P', pidFile, 'file', dynRaw], { stdio: 'ignore' }).status).toBe(0);
+    try {
+      const enc = out('nbd-l2.vhd');
+      const r = await encryptImage(`nbd+unix:///?socket=${sock}`, enc, { passphrase: 'n', kdf: PBKDF2_FAST, outFormat: 'vhd-dynamic' });
+      expect(r.bytesTotal).toBeLessThan(BigInt(48 * MIB));
+      const dec = out('nbd.dec');
+      await decryptImage(enc, dec, { passphrase: 'n', outFormat: 'raw' });
+      expect(firstDifference(new Uint8Array(readFileSync(dec)), dynModel)).toBe(-1);
+    } finally {
+      process.kill(Number(readFileSync(pidFile, 'utf8').trim()));
+    }
+  });
+
   it('leaves no temp or journal files behind', () => {
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });

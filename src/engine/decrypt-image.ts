@@ -5,10 +5,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { createImage, openImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
 import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
 import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
+import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
 import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
@@ -24,13 +25,13 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   }
   const started = performance.now();
   const paths = outputPaths(dst);
-  const source = await openImage(src);
+  const source = await openSource(src);
   let output: WritableImage | null = null;
   let volumeKey: Uint8Array | null = null;
   let ownsTemp = false;
   let pool: CryptPool | null = null;
   try {
-    await checkDestination(src, paths.dest, opts.force === true);
+    await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
     pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
     void pool.warm();
@@ -41,11 +42,10 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const blockSize = source.blockSize ?? DEFAULT_BLOCK_SIZE;
     const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
     if (layout.payloadSize <= 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', `${src}: the encrypted payload is empty`);
-    const st = await stat(src);
     const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
       version: 1,
       operation: 'decrypt',
-      source: { path: resolve(src), size: st.size, mtimeMs: st.mtimeMs },
+      source: await sourceIdentity(src, source),
       params: { format: layout.format, container, sectorSize: layout.sectorSize, dataOffset: String(layout.dataOffset), payloadSize: String(layout.payloadSize), blockSize },
       batchBytes,
     };
@@ -96,7 +96,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const seconds = (performance.now() - started) / 1000;
     return {
       operation: 'decrypt',
-      source: resolve(src),
+      source: isRemoteSource(src) ? src : resolve(src),
       destination: paths.dest,
       format: layout.format,
       container,

@@ -6,13 +6,14 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { createImage, openImage, DEFAULT_BLOCK_SIZE, type DiskImage, type WritableImage } from '../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import type { EncryptionFormat } from './crypto-layout.js';
 import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
 import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
+import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
 import { OUTPUT_FORMATS, type OutputFormat, type RunOptions, type RunResult } from './run-options.js';
@@ -77,7 +78,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   checkOptions(opts);
   const started = performance.now();
   const paths = outputPaths(dst);
-  const source = await openImage(src);
+  const source = await openSource(src);
   let output: WritableImage | null = null;
   let prepared: PreparedEncryption | null = null;
   let volumeKey: Uint8Array | null = null;
@@ -87,7 +88,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   // A secret sealed by this run for an output that then failed is deleted again (soft delete).
   let sealedNow: { secretId: string; vaultUri: string } | null = null;
   try {
-    await checkDestination(src, paths.dest, opts.force === true);
+    await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
     pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
     void pool.warm();
@@ -100,12 +101,11 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     const diskSize = dataOffset + source.virtualSize;
     const sparse = container === 'vhd-dynamic' && opts.noSparse !== true;
     const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
-    const st = await stat(src);
     const keySource = opts.keyFile !== undefined ? 'key-file' : opts.passphraseFile !== undefined || opts.passphrase !== undefined ? 'passphrase' : 'vault';
     const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
       version: 1,
       operation: 'encrypt',
-      source: { path: resolve(src), size: st.size, mtimeMs: st.mtimeMs },
+      source: await sourceIdentity(src, source),
       params: { format, container, keyBits, sectorSize, dataOffset: String(dataOffset), blockSize, sparse, keySource },
       batchBytes,
     };
@@ -179,7 +179,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     const seconds = (performance.now() - started) / 1000;
     return {
       operation: 'encrypt',
-      source: resolve(src),
+      source: isRemoteSource(src) ? src : resolve(src),
       destination: paths.dest,
       format,
       container,

@@ -32,8 +32,8 @@ export async function exists(p: string): Promise<boolean> {
 }
 
 /** Refuse an existing destination unless forced; refuse writing over the source. */
-export async function checkDestination(src: string, dest: string, force: boolean): Promise<void> {
-  const s = await stat(src);
+export async function checkDestination(src: string | null, dest: string, force: boolean): Promise<void> {
+  const s = src === null ? null : await stat(src);
   let d;
   try {
     d = await stat(dest);
@@ -41,7 +41,7 @@ export async function checkDestination(src: string, dest: string, force: boolean
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
   }
-  if (d.ino === s.ino && d.dev === s.dev) throw new EngineError('ENGINE_SAME_FILE', `${dest} is the source image; choose another destination`);
+  if (s && d.ino === s.ino && d.dev === s.dev) throw new EngineError('ENGINE_SAME_FILE', `${dest} is the source image; choose another destination`);
   if (!force) throw new EngineError('ENGINE_DEST_EXISTS', `${dest} already exists (use --force to replace it)`);
 }
 
