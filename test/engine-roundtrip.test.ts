@@ -231,6 +231,15 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     }
   });
 
+  it('decrypts a LUKS1 image made by qemu-img convert -O luks', async () => {
+    const q = out('qemu-made.luks');
+    run('qemu-img', ['convert', '-f', 'raw', '-O', 'luks', '--object', 'secret,id=s,data=qemupass', '-o', 'key-secret=s,iter-time=100', raw, q]);
+    const dec = out('qemu-made.dec');
+    const r = await decryptImage(q, dec, { passphrase: 'qemupass' });
+    expect(r.format).toBe('luks1');
+    expect(firstDifference(new Uint8Array(readFileSync(dec)), rawModel)).toBe(-1);
+  });
+
   it('leaves no temp or journal files behind', () => {
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });
