@@ -4,6 +4,7 @@ import { readFile, writeFile, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient, NbdError, openNbdImage, type NbdImage } from '../src/nbd/index.js';
 import { makeTempDir, runOk, startServer } from './helpers/nbd-harness.js';
+import { startServe } from './helpers/nbd-serve-cli.js';
 
 async function readAll(img: NbdImage): Promise<Buffer> {
   const out = Buffer.alloc(Number(img.virtualSize));
@@ -128,5 +129,37 @@ describe('NBD client against real servers', () => {
     }
     await expect(openNbdImage(`nbd+unix:///?socket=${join(tmp.dir, 'nobody.sock')}`)).rejects.toMatchObject({ code: 'NBD_CONNECT_FAILED' });
     await expect(openNbdImage('http://example/')).rejects.toMatchObject({ code: 'NBD_BAD_URI' });
+  });
+
+  it('vhdcrypt encrypt reads an NBD source, skipping its holes; vhdcrypt serve gives the data back', async () => {
+    const sock = join(tmp.dir, 'src.sock');
+    const srv = await startServer('nbdkit', ['--foreground', '--exit-with-parent', '-U', sock, 'memory', '32M'], sock);
+    const uri = `nbd+unix:///?socket=${sock}`;
+    const pass = join(tmp.dir, 'pass');
+    await writeFile(pass, 'nbd source test\n');
+    const dst = join(tmp.dir, 'from-nbd.vhd');
+    let source: Buffer;
+    try {
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5e 6M 300k', uri]);
+      source = Buffer.alloc(32 * 1024 * 1024);
+      source.fill(0x5e, 6 * 1024 * 1024, 6 * 1024 * 1024 + 300 * 1024);
+      const r = await runOk(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'encrypt', uri, dst, '--passphrase-file', pass, '--out-format', 'vhd-dynamic', '--json']);
+      const summary = JSON.parse(r.stdout.toString());
+      expect(summary.sourceVirtualSize).toBe(32 * 1024 * 1024);
+      expect(summary.bytesProcessed).toBeLessThan(8 * 1024 * 1024); // holes of the export were skipped
+    } finally {
+      await srv.stop();
+    }
+    const served = await startServe([dst, '--passphrase-file', pass, '--read-only', '--socket', join(tmp.dir, 'back.sock')]);
+    try {
+      const back = await openNbdImage(served.uri);
+      try {
+        expect((await readAll(back)).equals(source)).toBe(true);
+      } finally {
+        await back.close();
+      }
+    } finally {
+      await served.stop();
+    }
   });
 });

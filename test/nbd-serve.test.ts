@@ -7,10 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createImage } from '../src/image/index.js';
 import { format, KDF_RANDOM_SECRET } from '../src/luks/index.js';
+import { NbdClient } from '../src/nbd/index.js';
 import { makeTempDir, run, runOk } from './helpers/nbd-harness.js';
 import { startServe, type ServeProcess } from './helpers/nbd-serve-cli.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
@@ -174,5 +176,36 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
     const q = join(tmp.dir, 'qemu.raw');
     await runOk('qemu-img', ['convert', ...secret, '--image-opts', `driver=luks,key-secret=s,file.filename=${enc}`, '-O', 'raw', q]);
     expect((await readFile(q)).subarray(0, plain.length).equals(plain)).toBe(true);
+  });
+});
+
+describe('vhdcrypt serve: export names, listing and shutdown with clients attached', () => {
+  it('lists its export, refuses other names, and exits 0 on SIGINT/SIGTERM with clients connected', async () => {
+    const tmp = await makeTempDir();
+    try {
+      const img = join(tmp.dir, 'plain.raw');
+      const data = randomBytes(4 * MIB);
+      await writeFile(img, data);
+      for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+        const sock = join(tmp.dir, `${signal}.sock`);
+        const srv = await startServe([img, '--export-name', 'disk1', '--socket', sock]);
+        expect(srv.uri).toBe(`nbd+unix:///disk1?socket=${sock}`);
+        const list = await runOk('nbdinfo', ['--list', '--json', `nbd+unix:///?socket=${sock}`]);
+        expect(JSON.parse(list.stdout.toString()).exports.map((e: { 'export-name': string }) => e['export-name'])).toEqual(['disk1']);
+        const wrong = await run('nbdinfo', ['--size', `nbd+unix:///other?socket=${sock}`]);
+        expect(wrong.code).not.toBe(0);
+        const client = await NbdClient.connect(srv.uri);
+        const buf = new Uint8Array(MIB);
+        await client.read(BigInt(MIB), buf);
+        expect(Buffer.from(buf).equals(data.subarray(MIB, 2 * MIB))).toBe(true);
+        // Signal while the client is still connected: the server finishes, closes, and exits cleanly.
+        expect(await srv.stop(signal)).toBe(0);
+        await expect(client.read(0n, new Uint8Array(4096))).rejects.toMatchObject({ code: expect.stringMatching(/^NBD_/) });
+        await client.close();
+        expect(existsSync(sock)).toBe(false);
+      }
+    } finally {
+      await tmp.cleanup();
+    }
   });
 });

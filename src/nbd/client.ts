@@ -86,6 +86,9 @@ export class NbdClient {
 
   /** Read `into.length` bytes at `offset` in requests of at most `maxRequest` bytes, `inFlight` at a time. */
   async read(offset: bigint, into: Uint8Array, opts: { maxRequest?: number; inFlight?: number } = {}): Promise<void> {
+    if (typeof offset !== 'bigint' || !(into instanceof Uint8Array)) {
+      throw new NbdError('NBD_BAD_ARG', 'read(offset, into) expects a bigint offset and a Uint8Array');
+    }
     if (offset < 0n || offset + BigInt(into.length) > this.size) {
       throw new NbdError('NBD_OUT_OF_RANGE', `read of ${into.length} bytes at ${offset} is beyond the export size ${this.size}`);
     }
