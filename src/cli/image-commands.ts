@@ -179,7 +179,7 @@ export function registerImageCommands(program: Command): void {
   program
     .command('encrypt')
     .description('encrypt a VHD or raw image into a LUKS (or plain) encrypted image; the key is sealed in the vault')
-    .argument('<src>', 'source image (VHD fixed/dynamic/differencing, or raw); never written')
+    .argument('<src>', 'source image (VHD fixed/dynamic/differencing, raw, or an nbd:// or nbd+unix:// export); never written')
     .argument('<dst>', 'encrypted image to create')
     .option('--resume', 'finish an interrupted run from its journal')
     .addOption(new Option('--format <format>', 'encryption format').choices(['luks2', 'luks1', 'plain']).default('luks2'))
