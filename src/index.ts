@@ -34,3 +34,15 @@ export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage,
 // Engine streams (issue 6): a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
 export { createEncryptStream, createDecryptStream, EncryptStream, DecryptStream } from './engine/index.js';
 export type { EncryptStreamOptions, DecryptStreamOptions, StreamResult, StreamInputFormat } from './engine/index.js';
+
+// The vault (issue 5): Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault.
+export {
+  openVault,
+  defaultVaultUri,
+  sealDiskKey,
+  unsealDiskKey,
+  findDiskSecretByVolumeUuid,
+  rotateKek,
+  VaultError,
+} from './vault/index.js';
+export type { Vault, VaultErrorCode, SealDiskKeyRequest, RotateKekOptions, RotateKekResult, OpenVaultOptions } from './vault/index.js';
