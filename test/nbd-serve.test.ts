@@ -168,11 +168,14 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
       await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', srv.uri, out]);
       expect((await readFile(out)).subarray(0, plain.length).equals(plain)).toBe(true);
       await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', '-c', 'write -P 0x33 777 333', srv.uri]);
+      // Reads after writes, through the same server (worker read path on a raw container).
+      plain.fill(0x5a, MIB, MIB + 65536);
+      plain.fill(0x33, 777, 777 + 333);
+      await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', srv.uri, out]);
+      expect((await readFile(out)).subarray(0, plain.length).equals(plain)).toBe(true);
     } finally {
       expect(await srv.stop()).toBe(0);
     }
-    plain.fill(0x5a, MIB, MIB + 65536);
-    plain.fill(0x33, 777, 777 + 333);
     const q = join(tmp.dir, 'qemu.raw');
     await runOk('qemu-img', ['convert', ...secret, '--image-opts', `driver=luks,key-secret=s,file.filename=${enc}`, '-O', 'raw', q]);
     expect((await readFile(q)).subarray(0, plain.length).equals(plain)).toBe(true);

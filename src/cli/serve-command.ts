@@ -19,6 +19,7 @@ interface ServeOptions {
   plain?: boolean;
   sectorSize?: string;
   backend?: string;
+  readerThreads?: string;
   verbose?: boolean;
 }
 
@@ -47,6 +48,11 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     if (o.sectorSize !== '512' && o.sectorSize !== '4096') throw usage('--sector-size expects 512 or 4096');
     sectorSize = Number(o.sectorSize) as 512 | 4096;
   }
+  let readerThreads: number | undefined;
+  if (o.readerThreads !== undefined) {
+    readerThreads = Number(o.readerThreads);
+    if (!Number.isInteger(readerThreads) || readerThreads < 0 || readerThreads > 64) throw usage('--reader-threads expects 0..64');
+  }
   const backend = o.backend as 'auto' | 'native' | 'wasm' | 'js' | undefined;
   if (backend !== undefined && !['auto', 'native', 'wasm', 'js'].includes(backend)) throw usage('--backend expects auto, native, wasm or js');
 
@@ -58,6 +64,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(o.plain === true ? { plain: true } : {}),
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
+    ...(readerThreads !== undefined ? { readerThreads } : {}),
   });
   const verbose = o.verbose === true;
   const server = new NbdServer(backing, {
@@ -112,6 +119,7 @@ export function registerServe(program: Command): void {
     .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
+    .option('--reader-threads <n>', 'worker threads that read and decrypt (raw and fixed VHD containers; 0 = none; default min(2, cores))')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

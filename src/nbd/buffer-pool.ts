@@ -10,7 +10,8 @@ const MAX_POOLED = 32 * 1024 * 1024;
 const MAX_IDLE_BYTES = 64 * 1024 * 1024;
 
 const free = new Map<number, ArrayBuffer[]>();
-const pooled = new WeakSet<ArrayBuffer>();
+const freeShared = new Map<number, SharedArrayBuffer[]>();
+const pooled = new WeakSet<ArrayBufferLike>();
 
 function sizeClass(n: number): number {
   let c = MIN_POOLED;
@@ -28,16 +29,30 @@ export function acquireBuffer(length: number): Uint8Array {
   return new Uint8Array(ab, 0, length);
 }
 
+/** Like acquireBuffer, over a SharedArrayBuffer (for worker threads to fill in place). */
+export function acquireSharedBuffer(length: number): Uint8Array {
+  const c = sizeClass(Math.max(length, 1));
+  const sab = freeShared.get(c)?.pop() ?? new SharedArrayBuffer(c);
+  pooled.add(sab);
+  return new Uint8Array(sab, 0, length);
+}
+
 /** Give back the buffers behind these views (each at most once; unpooled ones are ignored). */
 export function releaseBuffers(views: Iterable<Uint8Array>): void {
   const seen = new Set<ArrayBufferLike>();
   for (const v of views) {
     const ab = v.buffer;
-    if (seen.has(ab) || !(ab instanceof ArrayBuffer) || !pooled.has(ab)) continue;
+    if (seen.has(ab) || !pooled.has(ab)) continue;
     seen.add(ab);
     pooled.delete(ab);
-    let list = free.get(ab.byteLength);
-    if (list === undefined) free.set(ab.byteLength, (list = []));
-    if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES) list.push(ab);
+    if (ab instanceof SharedArrayBuffer) {
+      let list = freeShared.get(ab.byteLength);
+      if (list === undefined) freeShared.set(ab.byteLength, (list = []));
+      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES) list.push(ab);
+    } else if (ab instanceof ArrayBuffer) {
+      let list = free.get(ab.byteLength);
+      if (list === undefined) free.set(ab.byteLength, (list = []));
+      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES) list.push(ab);
+    }
   }
 }

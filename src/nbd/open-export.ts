@@ -7,6 +7,7 @@ import { createXts, type BackendChoice } from '../crypto/index.js';
 import { openImage, type DiskImage } from '../image/index.js';
 import { readLuksRegion, unlockImage } from '../engine/index.js';
 import type { NbdBacking } from './backing.js';
+import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
 import { EncryptedBacking } from './encrypted-backing.js';
 import { ImageBacking } from './image-backing.js';
 
@@ -22,6 +23,8 @@ export interface OpenExportOptions {
   readonly plain?: boolean;
   readonly plainSectorSize?: 512 | 4096;
   readonly backend?: BackendChoice;
+  /** Worker threads for decrypting reads (raw and fixed VHD containers); 0 = main thread only. Default min(2, cores). */
+  readonly readerThreads?: number;
 }
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
@@ -38,15 +41,24 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       ...(opts.plainSectorSize !== undefined ? { plain: { sectorSize: opts.plainSectorSize } } : {}),
     });
     let xts;
+    let reader: DecryptReader | null = null;
     try {
       xts = createXts(unlocked.volumeKey, opts.backend !== undefined ? { backend: opts.backend } : {});
+      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so workers can read the file directly.
+      if (opts.readerThreads !== 0 && (image.format === 'raw' || image.format === 'vhd-fixed')) {
+        reader = startDecryptReaders(path, unlocked.volumeKey, {
+          ...(opts.readerThreads !== undefined ? { threads: opts.readerThreads } : {}),
+          ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+        });
+      }
     } finally {
       unlocked.volumeKey.fill(0);
     }
     try {
-      return await EncryptedBacking.open(image, xts, unlocked.layout, { readOnly: opts.readOnly === true });
+      return await EncryptedBacking.open(image, xts, unlocked.layout, { readOnly: opts.readOnly === true, ...(reader !== null ? { reader } : {}) });
     } catch (e) {
       xts.dispose();
+      await reader?.close();
       throw e;
     }
   } catch (e) {

@@ -141,7 +141,7 @@ export class NbdServer {
         reader,
         this.backing,
         session,
-        { maxInFlight: this.opts.maxInFlight ?? Number(process.env.NBD_INFLIGHT ?? 16), maxQueuedReplyBytes: 64 * 1024 * 1024 },
+        { maxInFlight: this.opts.maxInFlight ?? 16, maxQueuedReplyBytes: 64 * 1024 * 1024 },
         () => this.shuttingDown,
       );
       await conn.transmission.run();
