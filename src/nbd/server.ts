@@ -21,6 +21,8 @@ export interface NbdServerOptions {
   readonly maxInFlight?: number;
   /** A client that has not finished negotiating by then is dropped (default 30 s). */
   readonly handshakeTimeoutMs?: number;
+  /** Connections accepted at once; more are refused (default 128). Each may buffer up to 2 x 32 MiB of requests. */
+  readonly maxConnections?: number;
   /** Diagnostics (one line per dropped connection); never given key material. */
   readonly log?: (line: string) => void;
 }
@@ -66,6 +68,7 @@ export class NbdServer {
     if (this.server !== null) throw new NbdError('NBD_ALREADY_LISTENING', 'the server is already listening');
     const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
     server.on('error', (e) => this.opts.log?.(`nbd: listener error: ${e.message}`));
+    server.maxConnections = this.opts.maxConnections ?? 128;
     if ('socketPath' in endpoint) {
       await removeStaleSocket(endpoint.socketPath);
       await listenOn(server, { path: endpoint.socketPath });
