@@ -179,6 +179,24 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
     const q = join(tmp.dir, 'qemu.raw');
     await runOk('qemu-img', ['convert', ...secret, '--image-opts', `driver=luks,key-secret=s,file.filename=${enc}`, '-O', 'raw', q]);
     expect((await readFile(q)).subarray(0, plain.length).equals(plain)).toBe(true);
+
+    // Read-only with connection processes: several clients at once, each possibly served by another process.
+    const multi = await startServe([enc, '--passphrase-file', passFile, '--read-only', '--processes', '2', '--socket', join(tmp.dir, 'multi.sock')]);
+    try {
+      const outs = await Promise.all([0, 1, 2].map(async (i) => {
+        const o = join(tmp.dir, `multi${i}.raw`);
+        await runOk('nbdcopy', ['--connections=2', multi.uri, o]);
+        return readFile(o);
+      }));
+      for (const o of outs) expect(o.subarray(0, plain.length).equals(plain)).toBe(true);
+      const ro = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 512', multi.uri]);
+      expect(ro.stdout.toString() + ro.stderr).toMatch(/read-only|Operation not permitted|denied/i);
+    } finally {
+      expect(await multi.stop()).toBe(0);
+    }
+    expect(existsSync(join(tmp.dir, 'multi.sock'))).toBe(false);
+    const usage = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', enc, '--processes', '2']);
+    expect(usage.code).toBe(2);
   });
 });
 

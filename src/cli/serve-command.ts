@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
 import { NbdServer, type NbdEndpoint } from '../nbd/index.js';
-import { openExportBacking } from '../nbd/open-export.js';
+import { openExportBacking, type OpenExportOptions } from '../nbd/open-export.js';
+import { NbdProcessGroup } from '../nbd/process-group.js';
 
 interface ServeOptions {
   socket?: string;
@@ -20,6 +21,7 @@ interface ServeOptions {
   sectorSize?: string;
   backend?: string;
   readerThreads?: string;
+  processes?: string;
   verbose?: boolean;
 }
 
@@ -56,7 +58,13 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   const backend = o.backend as 'auto' | 'native' | 'wasm' | 'js' | undefined;
   if (backend !== undefined && !['auto', 'native', 'wasm', 'js'].includes(backend)) throw usage('--backend expects auto, native, wasm or js');
 
-  const backing = await openExportBacking(image, {
+  let processes = 0;
+  if (o.processes !== undefined) {
+    processes = Number(o.processes);
+    if (!Number.isInteger(processes) || processes < 0 || processes > 64) throw usage('--processes expects 0..64');
+    if (processes > 0 && o.readOnly !== true) throw usage('--processes needs --read-only (each process holds its own view of the image)');
+  }
+  const exportOptions: OpenExportOptions = {
     readOnly: o.readOnly === true,
     ...(o.passphraseFile !== undefined ? { passphraseFile: o.passphraseFile } : {}),
     ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
@@ -65,12 +73,15 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
     ...(readerThreads !== undefined ? { readerThreads } : {}),
-  });
+  };
   const verbose = o.verbose === true;
-  const server = new NbdServer(backing, {
-    exportName: o.exportName ?? '',
-    ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
-  });
+  const server =
+    processes > 0
+      ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })
+      : new NbdServer(await openExportBacking(image, exportOptions), {
+          exportName: o.exportName ?? '',
+          ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
+        });
 
   let socketDir: string | null = null;
   let endpoint: NbdEndpoint;
@@ -120,6 +131,7 @@ export function registerServe(program: Command): void {
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
     .option('--reader-threads <n>', 'worker threads that read and decrypt (raw and fixed VHD containers; 0 = none; default min(2, cores))')
+    .option('--processes <n>', 'with --read-only: serve connections from N child processes (spreads many-connection clients such as nbdcopy over cores)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

@@ -111,6 +111,11 @@ export class NbdServer {
     }
   }
 
+  /** Serve a connection accepted elsewhere (e.g. handed over by a parent process); the socket may be paused. */
+  serveSocket(socket: Socket): void {
+    this.accept(socket);
+  }
+
   private accept(socket: Socket): void {
     if (this.shuttingDown) {
       socket.destroy();
@@ -170,7 +175,7 @@ function listenOn(server: Server, options: { path: string } | { port: number; ho
 }
 
 /** Remove a socket file left by a dead server; refuse anything else at that path. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return null;
     throw e;
