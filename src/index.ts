@@ -46,3 +46,7 @@ export {
   VaultError,
 } from './vault/index.js';
 export type { Vault, VaultErrorCode, SealDiskKeyRequest, RotateKekOptions, RotateKekResult, OpenVaultOptions } from './vault/index.js';
+
+// NBD (issue 7): serve images (plaintext or decrypted) over NBD, and read source disks from NBD exports.
+export { NbdServer, ImageBacking, EncryptedBacking, NbdClient, openNbdImage, parseNbdUri, formatNbdUri, isNbdUri, NbdError } from './nbd/index.js';
+export type { NbdBacking, NbdServerOptions, NbdEndpoint, NbdImage, CryptoLayout, NbdAddress } from './nbd/index.js';
