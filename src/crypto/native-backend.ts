@@ -4,10 +4,10 @@
  * Loaded once per thread; every error it raises is an XtsError or an
  * XtsBackendUnavailableError (the addon builds them through a factory we give it).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { findPackageRoot } from '../package-root.js';
 import { XtsBackendUnavailableError, XtsError } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
 
@@ -30,24 +30,9 @@ type LoadResult = { addon: NativeAddon; error?: undefined } | { addon?: undefine
 
 let loaded: LoadResult | undefined;
 
-/** The package root: the nearest directory above this module whose package.json is vhdcrypt's. */
-function packageRoot(): string | undefined {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest)) {
-      const parsed: unknown = JSON.parse(readFileSync(manifest, 'utf8'));
-      if (typeof parsed === 'object' && parsed !== null && (parsed as { name?: unknown }).name === 'vhdcrypt') return dir;
-    }
-    const up = dirname(dir);
-    if (up === dir) return undefined;
-    dir = up;
-  }
-}
-
 /** Absolute path of the built addon, or undefined when the package root cannot be found. */
 export function nativeAddonPath(): string | undefined {
-  const root = packageRoot();
+  const root = findPackageRoot();
   return root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
 }
 

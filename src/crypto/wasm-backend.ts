@@ -5,9 +5,9 @@
  * memory holds only its key schedules and its working buffer, and dispose() can
  * zero that whole memory.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { findPackageRoot } from '../package-root.js';
 import { XtsBackendUnavailableError, XtsError } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
 
@@ -39,15 +39,11 @@ interface XtsWasmExports {
 const WASM_RELATIVE_PATH = join('native', 'wasm', 'xts.wasm');
 const REQUIRED_EXPORTS = ['memory', 'xts_key_ptr', 'xts_buf_ptr', 'xts_buf_size', 'xts_set_key', 'xts_crypt', 'xts_wipe'];
 
-/** The package root: the nearest directory above this module holding package.json (works from src/ and dist/src/). */
-function findPackageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new XtsBackendUnavailableError('wasm backend: no package.json above the module; cannot locate xts.wasm');
-    dir = parent;
-  }
+/** Where the packaged xts.wasm lives, from the package root. */
+function packagedWasmPath(): string {
+  const root = findPackageRoot();
+  if (root === undefined) throw new XtsBackendUnavailableError('wasm backend: no vhdcrypt package.json above the module; cannot locate xts.wasm');
+  return join(root, WASM_RELATIVE_PATH);
 }
 
 function reason(e: unknown): string {
@@ -152,7 +148,7 @@ export function loadWasmBackend(wasmPath?: string): XtsBackend {
   if (wasmPath !== undefined) {
     compiled = compileModule(wasmPath);
   } else {
-    cached ??= compileModule(join(findPackageRoot(), WASM_RELATIVE_PATH));
+    cached ??= compileModule(packagedWasmPath());
     compiled = cached;
   }
   const { api, module } = compiled;
