@@ -65,7 +65,7 @@ export class VaultStore {
 
   constructor(path: string, options: { create: boolean }) {
     try {
-      this.db = new Database(path, { fileMustExist: !options.create });
+      this.db = new Database(path, { fileMustExist: !options.create, timeout: BUSY_TIMEOUT_MS });
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
