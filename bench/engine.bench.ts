@@ -1,7 +1,8 @@
 /**
- * npm run bench:engine [-- --size MiB] [--runs N] [--json] [--skip-dynamic]
+ * npm run bench:engine [-- --size MiB] [--runs N] [--json] [--skip-dynamic] [--verbose] [--dir DIR] [--settle MS]
  * Whole-process runs of the vhdcrypt CLI against peers measured in the same
- * run, median of N: encrypt a fixed VHD of random data into a LUKS2 fixed VHD
+ * run, median of N rounds (each round rotates the order; every command starts
+ * after sync and a short settle, writing a fresh output file): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
  * (native, default threads) vs `dd bs=4M conv=fsync` (the I/O floor) and vs
  * `qemu-img convert -O luks` (iter-time=100); decrypt likewise; wasm with 2
  * threads vs 1; peak RSS (VmHWM via /usr/bin/time -v) for this image and for a
@@ -9,7 +10,7 @@
  * beside the ratios. Default size 2048 MiB; use --size 256 while developing.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
@@ -21,8 +22,9 @@ const arg = (name: string, dflt: string) => {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
 };
 const json = process.argv.includes('--json');
+const verbose = process.argv.includes('--verbose');
 const sizeMiB = Number(arg('--size', '2048'));
-const runs = Number(arg('--runs', '3'));
+const runs = Number(arg('--runs', '5'));
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const cli = join(root, 'bin', 'vhdcrypt.js');
 const dir = mkdtempSync(join(arg('--dir', tmpdir()), 'vhdcrypt-engine-bench-'));
@@ -35,10 +37,14 @@ interface Timed {
 
 /** Run a command under /usr/bin/time -v; wall time measured here, peak RSS from time's report. */
 function timed(cmd: string, args: string[]): Timed {
+  // Start every command with no dirty pages left by the previous one, so no
+  // command pays for another's writeback (qemu-img does not fsync its output).
+  spawnSync('sync');
   const t0 = performance.now();
   const r = spawnSync('/usr/bin/time', ['-v', cmd, ...args], { env, encoding: 'utf8', maxBuffer: 1 << 24 });
   const seconds = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  if (verbose) process.stderr.write(`${seconds.toFixed(2)} s  ${cmd === process.execPath ? 'vhdcrypt' : cmd} (own ${/"seconds": ([\d.]+)/.exec(r.stdout)?.[1] ?? '-'} s) ${args.join(' ').slice(0, 90)}\n`);
   const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
   return { seconds, maxRssKiB: m ? Number(m[1]) : NaN };
 }
@@ -75,59 +81,54 @@ async function makeSparseDynamic(path: string): Promise<void> {
 }
 
 const src = join(dir, 'src.vhd');
-const enc = join(dir, 'enc.vhd');
-const dec = join(dir, 'dec.vhd');
-const ddOut = join(dir, 'dd.out');
-const qOut = join(dir, 'qemu.luks');
-const qDec = join(dir, 'qemu.raw');
-const rows: Record<string, { seconds: number; maxRssKiB: number }> = {};
-const put = (name: string, xs: Timed[]) => {
-  rows[name] = { seconds: median(xs.map((x) => x.seconds)), maxRssKiB: Math.max(...xs.map((x) => x.maxRssKiB)) };
-};
+const encSeed = join(dir, 'seed.luks.vhd');
+const qSeed = join(dir, 'seed.qemu.luks');
+const out = join(dir, 'out');
+const rows: Record<string, { seconds: number; maxRssKiB: number; runs: number[] }> = {};
+const settleMs = Number(arg('--settle', '1500'));
+
+interface Step {
+  readonly name: string;
+  readonly cmd: string;
+  readonly args: readonly string[];
+}
 
 try {
   await makeFixed(src, sizeMiB);
-  const e: Timed[] = [], d: Timed[] = [], dd: Timed[] = [], ddDec: Timed[] = [], q: Timed[] = [], qd: Timed[] = [], w1: Timed[] = [], w2: Timed[] = [];
-  for (let i = 0; i < runs; i++) {
-    // Interleaved, so a noisy neighbour hits peers and us alike.
-    rm(ddOut);
-    dd.push(timed('dd', [`if=${src}`, `of=${ddOut}`, 'bs=4M', 'conv=fsync', 'status=none']));
-    rm(enc);
-    e.push(timed(process.execPath, [cli, 'encrypt', src, enc, '--format', 'luks2', '--backend', 'native', '--json']));
-    rm(qOut);
-    q.push(timed('qemu-img', ['convert', '-f', 'vpc', '-O', 'luks', '--object', 'secret,id=s,data=benchpass', '-o', 'key-secret=s,iter-time=100', src, qOut]));
-    rm(ddOut);
-    ddDec.push(timed('dd', [`if=${enc}`, `of=${ddOut}`, 'bs=4M', 'conv=fsync', 'status=none']));
-    rm(dec);
-    d.push(timed(process.execPath, [cli, 'decrypt', enc, dec, '--backend', 'native', '--json']));
-    rm(qDec);
-    qd.push(timed('qemu-img', ['convert', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qOut}`, '-O', 'raw', qDec]));
-    rm(enc);
-    w1.push(timed(process.execPath, [cli, 'encrypt', src, enc, '--backend', 'wasm', '--threads', '1', '--json']));
-    rm(enc);
-    w2.push(timed(process.execPath, [cli, 'encrypt', src, enc, '--backend', 'wasm', '--threads', '2', '--json']));
-    rm(ddOut, dec, qDec);
-  }
-  rm(qOut);
-  put('dd bs=4M (encrypt floor)', dd);
-  put('vhdcrypt encrypt native', e);
-  put('qemu-img convert -O luks', q);
-  put('dd bs=4M (decrypt floor)', ddDec);
-  put('vhdcrypt decrypt native', d);
-  put('qemu-img convert luks -> raw', qd);
-  put('vhdcrypt encrypt wasm 1 thread', w1);
-  put('vhdcrypt encrypt wasm 2 threads', w2);
-  rm(enc, src);
+  // Inputs of the decrypt rows, made once: our LUKS2 image and qemu's LUKS1 image of the same data.
+  spawnSync(process.execPath, [cli, 'encrypt', src, encSeed, '--format', 'luks2', '--backend', 'native'], { env, stdio: 'inherit' });
+  spawnSync('qemu-img', ['convert', '-f', 'vpc', '-O', 'luks', '--object', 'secret,id=s,data=benchpass', '-o', 'key-secret=s,iter-time=100', src, qSeed], { env, stdio: 'inherit' });
+  const dd = (from: string): Step['args'] => [`if=${from}`, `of=${out}`, 'bs=4M', 'conv=fsync', 'status=none'];
+  const steps: Step[] = [
+    { name: 'dd bs=4M (encrypt floor)', cmd: 'dd', args: dd(src) },
+    { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--format', 'luks2', '--backend', 'native', '--json'] },
+    { name: 'qemu-img convert -O luks', cmd: 'qemu-img', args: ['convert', '-f', 'vpc', '-O', 'luks', '--object', 'secret,id=s,data=benchpass', '-o', 'key-secret=s,iter-time=100', src, out] },
+    { name: 'dd bs=4M (decrypt floor)', cmd: 'dd', args: dd(encSeed) },
+    { name: 'vhdcrypt decrypt native', cmd: process.execPath, args: [cli, 'decrypt', encSeed, out, '--backend', 'native', '--json'] },
+    { name: 'qemu-img convert luks -> raw', cmd: 'qemu-img', args: ['convert', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qSeed}`, '-O', 'raw', out] },
+    { name: 'vhdcrypt encrypt wasm 1 thread', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--backend', 'wasm', '--threads', '1', '--json'] },
+    { name: 'vhdcrypt encrypt wasm 2 threads', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--backend', 'wasm', '--threads', '2', '--json'] },
+  ];
   if (!process.argv.includes('--skip-dynamic')) {
     const sparse = join(dir, 'sparse50g.vhd');
     await makeSparseDynamic(sparse);
-    const s: Timed[] = [];
-    for (let i = 0; i < runs; i++) {
-      rm(enc);
-      s.push(timed(process.execPath, [cli, 'encrypt', sparse, enc, '--backend', 'native', '--json']));
+    steps.push({ name: 'vhdcrypt encrypt 50 GiB dynamic, 2 GiB allocated', cmd: process.execPath, args: [cli, 'encrypt', sparse, out, '--backend', 'native', '--json'] });
+  }
+  const times = new Map<string, Timed[]>(steps.map((st) => [st.name, []]));
+  for (let i = 0; i < runs; i++) {
+    // Each round starts one step later, so no command always runs right after
+    // the same neighbour's write burst (this VM's disk slows after one).
+    for (let k = 0; k < steps.length; k++) {
+      const st = steps[(i + k) % steps.length]!;
+      rm(out);
+      await new Promise((r) => setTimeout(r, settleMs));
+      times.get(st.name)!.push(timed(st.cmd, [...st.args]));
     }
-    put('vhdcrypt encrypt 50 GiB dynamic, 2 GiB allocated', s);
-    rm(enc, sparse);
+  }
+  rm(out);
+  for (const st of steps) {
+    const xs = times.get(st.name)!;
+    rows[st.name] = { seconds: median(xs.map((x) => x.seconds)), maxRssKiB: Math.max(...xs.map((x) => x.maxRssKiB)), runs: xs.map((x) => Number(x.seconds.toFixed(3))) };
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
@@ -144,10 +145,10 @@ const ratios = {
 if (json) {
   process.stdout.write(JSON.stringify({ sizeMiB, runs, rows, ratios }, null, 2) + '\n');
 } else {
-  process.stdout.write(`engine bench: ${sizeMiB} MiB fixed VHD of random data, median of ${runs} whole-process runs\n`);
+  process.stdout.write(`engine bench: ${sizeMiB} MiB fixed VHD of random data, median of ${runs} rounds of whole-process runs, order rotated each round\n`);
   for (const [name, v] of Object.entries(rows)) {
     const mib = name.includes('50 GiB') ? 2048 : sizeMiB; // the dynamic image: its allocated data
-    process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB\n`);
+    process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB  runs ${v.runs.map((x) => x.toFixed(2)).join(' ')}\n`);
   }
   process.stdout.write(`  encrypt / dd            ${ratios.encryptVsDd.toFixed(2)}x   (target <= 1.25)\n`);
   process.stdout.write(`  qemu-img / encrypt      ${ratios.qemuVsEncrypt.toFixed(2)}x   (target >= 4)\n`);

@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "cpu_features.h"
+#include "writeback.h"
 #include "xts_kernels.h"
 
 namespace vhdcrypt {
@@ -227,6 +228,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("XtsKey", XtsKey::DefineClass(env));
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
+  exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
   return exports;
 }
 

@@ -159,3 +159,28 @@ describe('raw and fixed', () => {
     expect((await readFile(file)).subarray(4 * MiB).equals(footer)).toBe(true);
   });
 });
+
+describe('early writeback', () => {
+  it('reaches sync_file_range: accepted for a file, refused (EBADF) for a descriptor that is not open', async () => {
+    const { startWriteback } = await import('../src/image/writeback.js');
+    const { openSync, writeSync, closeSync } = await import('node:fs');
+    const file = path.join(dir, 'writeback.bin');
+    const fd = openSync(file, 'w');
+    writeSync(fd, patternBytes(4 * MiB, 7));
+    expect(startWriteback(fd)).toBe(true);
+    closeSync(fd);
+    expect(startWriteback(2_000_000_000)).toBe(false);
+  });
+
+  it('an image keeps its bytes when writeback is started between writes', async () => {
+    const file = path.join(dir, 'wb.vhd');
+    const img = await createImage(file, { format: 'vhd-fixed', virtualSize: BigInt(8 * MiB) });
+    const data = patternBytes(8 * MiB, 3);
+    await img.write(0n, data.subarray(0, 4 * MiB));
+    img.startWriteback();
+    await img.write(BigInt(4 * MiB), data.subarray(4 * MiB));
+    img.startWriteback();
+    await img.close();
+    expect(Buffer.compare(await qemuRaw(file), Buffer.from(data))).toBe(0);
+  });
+});

@@ -77,6 +77,8 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
       write: async (off, data) => {
         try {
           await output.write(spec.outputBase + off, data);
+          // Keep the disk busy during the job rather than leaving all of it to the closing fsync.
+          output.startWriteback();
         } catch (e) {
           throw mapWriteError(e, where);
         }

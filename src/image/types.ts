@@ -47,4 +47,6 @@ export interface WritableImage extends DiskImage {
   discard(offset: bigint, length: bigint): Promise<void>;
   /** Make every completed write durable (fdatasync). */
   flush(): Promise<void>;
+  /** Start writing completed writes out now without waiting (no durability; see writeback.ts). */
+  startWriteback(): void;
 }
