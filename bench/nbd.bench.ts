@@ -70,11 +70,23 @@ function nbdcopy(args: string[]): number {
   return s;
 }
 
-/** Median seconds of nbdcopy runs against one server started per run. */
+/**
+ * Median seconds of nbdcopy runs. Writes start a server per run (the target is
+ * reset before each); reads run against one server per peer, as a served disk
+ * is read by client after client.
+ */
 async function measure(label: string, server: () => Promise<ChildProcess>, copyArgs: string[], before?: () => void): Promise<number> {
   const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    before?.();
+  if (before === undefined) {
+    const child = await server();
+    try {
+      for (let i = 0; i < runs; i++) times.push(nbdcopy(copyArgs));
+    } finally {
+      await stopServer(child);
+    }
+  }
+  for (let i = 0; i < runs && before !== undefined; i++) {
+    before();
     const child = await server();
     try {
       times.push(nbdcopy(copyArgs));
