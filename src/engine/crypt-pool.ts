@@ -11,12 +11,14 @@ import { Piscina } from 'piscina';
 import type { BackendChoice } from '../crypto/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-import { packageRoot } from './package-root.js';
+import { findPackageRoot } from '../package-root.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply } from './worker-messages.js';
 
 /** The compiled worker; tests and the CLI need `npx tsc` to have run. */
 export function workerPath(): string {
-  return join(packageRoot(), 'dist', 'src', 'engine', 'xts-worker.js');
+  const root = findPackageRoot();
+  if (root === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
+  return join(root, 'dist', 'src', 'engine', 'xts-worker.js');
 }
 
 export function defaultThreads(): number {
