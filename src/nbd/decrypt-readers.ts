@@ -14,7 +14,10 @@ import type { BackendChoice } from '../crypto/index.js';
 import { acquireSharedBuffer } from './buffer-pool.js';
 import { NbdRequestError } from './errors.js';
 import { NBD_EIO } from './protocol.js';
-import type { ReadWorkerInit, ReadWorkerReply, ReadWorkerTask } from './read-worker.js';
+import type { ReadWorkerBatch, ReadWorkerInit, ReadWorkerReply, ReadWorkerTask } from './read-worker.js';
+
+/** Reads per worker message: enough to save most messages, few enough that replies start flowing early. */
+const TASKS_PER_MESSAGE = 8;
 
 export interface DecryptReader {
   /** Read `length` bytes of ciphertext at `filePosition` and decrypt them (a whole number of sectors). */
@@ -33,12 +36,29 @@ export function startDecryptReaders(path: string, key: Uint8Array, opts: { threa
   let nextId = 1;
   let turn = 0;
   let failure: Error | null = null;
-  const onReply = (r: ReadWorkerReply): void => {
-    const p = pending.get(r.id);
-    if (p === undefined) return;
-    pending.delete(r.id);
-    if (r.ok) p.resolve();
-    else p.reject(new NbdRequestError(NBD_EIO, `read failed: ${r.message}`));
+  const onReply = (replies: readonly ReadWorkerReply[]): void => {
+    for (const r of replies) {
+      const p = pending.get(r.id);
+      if (p === undefined) continue;
+      pending.delete(r.id);
+      if (r.ok) p.resolve();
+      else p.reject(new NbdRequestError(NBD_EIO, `read failed: ${r.message}`));
+    }
+  };
+  // Reads queued during one turn of the event loop go to the workers together
+  // (setImmediate runs after this turn's socket input is parsed), a few per message.
+  const queues: ReadWorkerTask[][] = [];
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    for (let i = 0; i < workers.length; i++) {
+      const q = queues[i]!;
+      for (let at = 0; at < q.length; at += TASKS_PER_MESSAGE) {
+        const batch: ReadWorkerBatch = { kind: 'reads', tasks: q.slice(at, at + TASKS_PER_MESSAGE) };
+        workers[i]!.postMessage(batch);
+      }
+      q.length = 0;
+    }
   };
   const onError = (e: Error): void => {
     failure = e;
@@ -54,6 +74,7 @@ export function startDecryptReaders(path: string, key: Uint8Array, opts: { threa
     const init: ReadWorkerInit = { kind: 'init', path, key: Uint8Array.from(key), backend: opts.backend ?? 'auto' };
     w.postMessage(init, [init.key.buffer as ArrayBuffer]);
     workers.push(w);
+    queues.push([]);
   }
   return {
     read(filePosition, length, firstTweak, tweakStep, sectorSize) {
@@ -72,7 +93,11 @@ export function startDecryptReaders(path: string, key: Uint8Array, opts: { threa
       };
       return new Promise<Uint8Array>((resolve, reject) => {
         pending.set(id, { resolve: () => resolve(view), reject });
-        workers[turn++ % workers.length]!.postMessage(task);
+        queues[turn++ % workers.length]!.push(task);
+        if (!flushScheduled) {
+          flushScheduled = true;
+          setImmediate(flush);
+        }
       });
     },
     async close() {

@@ -27,7 +27,15 @@ export interface ReadWorkerTask {
   readonly sectorSize: number;
 }
 
+/** The reads queued while the main thread handled one batch of socket input, sent as one message. */
+export interface ReadWorkerBatch {
+  readonly kind: 'reads';
+  readonly tasks: readonly ReadWorkerTask[];
+}
+
 export type ReadWorkerReply = { readonly id: number; readonly ok: true } | { readonly id: number; readonly ok: false; readonly message: string };
+
+type ReadWorkerMessage = ReadWorkerInit | ReadWorkerBatch | { kind: 'close' };
 
 let fd = -1;
 let xts: Xts | null = null;
@@ -35,7 +43,7 @@ let xts: Xts | null = null;
 const SCRATCH_BYTES = 128 * 1024;
 const scratch = new Uint8Array(SCRATCH_BYTES);
 
-function handle(msg: ReadWorkerInit | ReadWorkerTask | { kind: 'close' }): ReadWorkerReply | null {
+function control(msg: ReadWorkerInit | { kind: 'close' }): void {
   if (msg.kind === 'init') {
     try {
       fd = openSync(msg.path, 'r');
@@ -43,15 +51,15 @@ function handle(msg: ReadWorkerInit | ReadWorkerTask | { kind: 'close' }): ReadW
     } finally {
       msg.key.fill(0);
     }
-    return null;
+    return;
   }
-  if (msg.kind === 'close') {
-    xts?.dispose();
-    xts = null;
-    if (fd >= 0) closeSync(fd);
-    fd = -1;
-    return null;
-  }
+  xts?.dispose();
+  xts = null;
+  if (fd >= 0) closeSync(fd);
+  fd = -1;
+}
+
+function read(msg: ReadWorkerTask): ReadWorkerReply {
   try {
     if (xts === null) throw new Error('read worker used before init');
     const view = new Uint8Array(msg.buffer, 0, msg.length);
@@ -77,8 +85,12 @@ function handle(msg: ReadWorkerInit | ReadWorkerTask | { kind: 'close' }): ReadW
   }
 }
 
-parentPort?.on('message', (msg: ReadWorkerInit | ReadWorkerTask | { kind: 'close' }) => {
-  const reply = handle(msg);
-  if (reply !== null) parentPort!.postMessage(reply);
+parentPort?.on('message', (msg: ReadWorkerMessage) => {
+  if (msg.kind === 'reads') {
+    // One reply message per batch: a message each way per request cost the main thread more than the reads.
+    parentPort!.postMessage(msg.tasks.map(read));
+    return;
+  }
+  control(msg);
   if (msg.kind === 'close') parentPort!.close();
 });
