@@ -1,6 +1,7 @@
 /**
  * npm run bench:nbd [-- --size MiB] [--runs N] [--json]
- * Whole-process runs, median of N, peers measured in the same run:
+ * Whole-process runs, median of N, peers measured in the same run (the read
+ * servers run side by side and their nbdcopy runs take turns):
  *  - read a LUKS1 image in full with `nbdcopy URI null:` served by
  *    `vhdcrypt serve` (one process, and --read-only --processes 2) vs `nbdkit file X --filter=luks` (issue 7 target: ours
  *    >= 1.5x faster) and vs `nbdkit file PLAIN` (transport floor; target: our
@@ -70,22 +71,10 @@ function nbdcopy(args: string[]): number {
   return s;
 }
 
-/**
- * Median seconds of nbdcopy runs. Writes start a server per run (the target is
- * reset before each); reads run against one server per peer, as a served disk
- * is read by client after client.
- */
-async function measure(label: string, server: () => Promise<ChildProcess>, copyArgs: string[], before?: () => void): Promise<number> {
+/** Median seconds of nbdcopy writes, each against a server started on a freshly reset target. */
+async function measure(label: string, server: () => Promise<ChildProcess>, copyArgs: string[], before: () => void): Promise<number> {
   const times: number[] = [];
-  if (before === undefined) {
-    const child = await server();
-    try {
-      for (let i = 0; i < runs; i++) times.push(nbdcopy(copyArgs));
-    } finally {
-      await stopServer(child);
-    }
-  }
-  for (let i = 0; i < runs && before !== undefined; i++) {
+  for (let i = 0; i < runs; i++) {
     before();
     const child = await server();
     try {
@@ -130,26 +119,32 @@ async function main(): Promise<void> {
   const uri = `nbd+unix:///?socket=${sock}`;
   if (!json) process.stderr.write(`nbd bench: ${sizeMiB} MiB, ${runs} runs each\n`);
 
-  const oursRead = await measure(
-    'read: vhdcrypt serve (LUKS1)',
-    () => startServer(process.execPath, [cli, 'serve', enc, '--passphrase-file', passFile, '--socket', sock, '--read-only'], sock),
-    [uri, 'null:'],
-  );
-  const oursReadMulti = await measure(
-    'read: vhdcrypt serve --processes 2 (LUKS1)',
-    () => startServer(process.execPath, [cli, 'serve', enc, '--passphrase-file', passFile, '--socket', sock, '--read-only', '--processes', '2'], sock),
-    [uri, 'null:'],
-  );
-  const nbdkitLuks = await measure(
-    'read: nbdkit file --filter=luks',
-    () => startServer('nbdkit', ['--foreground', '-r', '-U', sock, '--filter=luks', 'file', enc, `passphrase=${PASS}`], sock),
-    [uri, 'null:'],
-  );
-  const nbdkitPlain = await measure(
-    'read: nbdkit file (plaintext, no crypto)',
-    () => startServer('nbdkit', ['--foreground', '-r', '-U', sock, 'file', plain], sock),
-    [uri, 'null:'],
-  );
+  // The four read servers run side by side and their nbdcopy runs take turns,
+  // so a slow spell of this shared machine falls on every peer alike.
+  const readPeers: Array<{ label: string; cmd: string; args: (sock: string) => string[] }> = [
+    { label: 'read: vhdcrypt serve (LUKS1)', cmd: process.execPath, args: (s) => [cli, 'serve', enc, '--passphrase-file', passFile, '--socket', s, '--read-only'] },
+    { label: 'read: vhdcrypt serve --processes 2 (LUKS1)', cmd: process.execPath, args: (s) => [cli, 'serve', enc, '--passphrase-file', passFile, '--socket', s, '--read-only', '--processes', '2'] },
+    { label: 'read: nbdkit file --filter=luks', cmd: 'nbdkit', args: (s) => ['--foreground', '-r', '-U', s, '--filter=luks', 'file', enc, `passphrase=${PASS}`] },
+    { label: 'read: nbdkit file (plaintext, no crypto)', cmd: 'nbdkit', args: (s) => ['--foreground', '-r', '-U', s, 'file', plain] },
+  ];
+  const readTimes = readPeers.map(() => [] as number[]);
+  const children: ChildProcess[] = [];
+  try {
+    for (const [k, p] of readPeers.entries()) {
+      const s = join(dir, `read${k}.sock`);
+      children.push(await startServer(p.cmd, p.args(s), s));
+    }
+    for (let i = 0; i < runs; i++) {
+      for (let k = 0; k < readPeers.length; k++) readTimes[k]!.push(nbdcopy([`nbd+unix:///?socket=${join(dir, `read${k}.sock`)}`, 'null:']));
+    }
+  } finally {
+    for (const c of children) await stopServer(c);
+  }
+  const [oursRead, oursReadMulti, nbdkitLuks, nbdkitPlain] = readTimes.map((times, k) => {
+    const m = median(times);
+    if (!json) process.stderr.write(`  ${readPeers[k]!.label}: ${times.map((t) => t.toFixed(2)).join(' ')} s -> median ${m.toFixed(2)} s\n`);
+    return m;
+  }) as [number, number, number, number];
 
   const target = join(dir, 'target.luks');
   const resetTarget = (): void => copyFileSync(enc, target);
