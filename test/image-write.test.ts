@@ -184,3 +184,20 @@ describe('early writeback', () => {
     expect(Buffer.compare(await qemuRaw(file), Buffer.from(data))).toBe(0);
   });
 });
+
+describe('createImage on a file system that fills up', () => {
+  it('a dynamic VHD whose BAT does not fit: the error surfaces and no half-made file is left', async (ctx) => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdirSync, readdirSync } = await import('node:fs');
+    const mnt = path.join(dir, 'tiny');
+    mkdirSync(mnt);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status !== 0) ctx.skip(); // mount needs root
+    try {
+      // 2 TiB in 2 MiB blocks: a 4 MiB BAT on a 1 MiB file system.
+      await expect(createImage(path.join(mnt, 'big.vhd'), { format: 'vhd-dynamic', virtualSize: 2n << 40n })).rejects.toMatchObject({ code: 'ENOSPC' });
+      expect(readdirSync(mnt)).toEqual([]);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+});

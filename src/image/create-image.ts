@@ -1,5 +1,5 @@
 /** createImage: new raw, fixed, dynamic or differencing images (never over an existing file). */
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { ImageError } from './errors.js';
@@ -96,6 +96,17 @@ function checkSize(size: bigint | undefined): bigint {
   return size;
 }
 
+/** Run the first writes of a new file; if they fail, close and remove it so no half-made image is left. */
+async function removeOnFailure(p: string, fh: FileHandle, write: () => Promise<void>): Promise<void> {
+  try {
+    await write();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await rm(p, { force: true });
+    throw e;
+  }
+}
+
 async function createExclusive(p: string): Promise<FileHandle> {
   try {
     return await open(p, 'wx+');
@@ -117,7 +128,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
     case 'raw': {
       const size = checkSize(opts.virtualSize);
       const fh = await createExclusive(p);
-      await fh.truncate(Number(size));
+      await removeOnFailure(p, fh, () => fh.truncate(Number(size)));
       return new FlatImage(fh, { format: 'raw', path: p, virtualSize: size, writable: true }, true);
     }
     case 'vhd-fixed': {
@@ -125,8 +136,10 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
       const footer = newVhdFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
       const fh = await createExclusive(p);
-      await fh.truncate(Number(size));
-      await writeAt(fh, encodeVhdFooter(footer), Number(size));
+      await removeOnFailure(p, fh, async () => {
+        await fh.truncate(Number(size));
+        await writeAt(fh, encodeVhdFooter(footer), Number(size));
+      });
       const geometry = { cylinders: footer.cylinders, heads: footer.heads, sectorsPerTrack: footer.sectorsPerTrack };
       return new FlatImage(fh, { format: 'vhd-fixed', path: p, virtualSize: size, writable: true, uuid, geometry, footer }, true);
     }
@@ -210,6 +223,7 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
   };
   const footerBytes = encodeVhdFooter(footer);
   const fh = await createExclusive(p);
+  let made = false;
   try {
     await writeAt(fh, footerBytes, 0);
     await writeAt(fh, encodeDynamicHeader(header), 512);
@@ -220,8 +234,11 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
     for (const [at, bytes] of payloads) await writeAt(fh, bytes, at);
     await writeAt(fh, footerBytes, pos);
     await fh.datasync();
+    made = true;
   } finally {
     await fh.close();
+    // A half-made image (ENOSPC, EIO) must not stay behind under the name asked for.
+    if (!made) await rm(p, { force: true });
   }
   return openImage(p, { writable: true, format: 'vhd' });
 }
