@@ -1,5 +1,6 @@
 /** LUKS1 volumes: unlock, format and keyslot changes over a HeaderIo (LUKS1 spec §3-4). */
-import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2, pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams } from './kdf.js';
@@ -54,6 +55,12 @@ function mkDigest(h: Pick<Luks1Header, 'hashSpec' | 'mkDigestSalt' | 'mkDigestIt
   return pbkdf2Sync(key, h.mkDigestSalt, h.mkDigestIterations, LUKS1_DIGEST_BYTES, h.hashSpec);
 }
 
+/** mkDigest off the event loop, for unlocking (a cryptsetup-made digest can take 100k+ iterations). */
+const pbkdf2Async = promisify(pbkdf2);
+function mkDigestAsync(h: Pick<Luks1Header, 'hashSpec' | 'mkDigestSalt' | 'mkDigestIterations'>, key: Uint8Array): Promise<Buffer> {
+  return pbkdf2Async(key, h.mkDigestSalt, h.mkDigestIterations, LUKS1_DIGEST_BYTES, h.hashSpec);
+}
+
 /** Tries the active keyslots (preferred first) and returns the verified volume key (caller wipes). */
 export async function luks1Unlock(
   io: HeaderIo,
@@ -72,7 +79,7 @@ export async function luks1Unlock(
     const candidate = await openKeyslot(io, geometry(h, ks), secret, limits);
     let ok = false;
     try {
-      const d = mkDigest(h, candidate);
+      const d = await mkDigestAsync(h, candidate);
       ok = timingSafeEqual(d, h.mkDigest);
       d.fill(0);
     } finally {

@@ -1,5 +1,7 @@
 /** LUKS2 volumes: both header copies, unlock, format, keyslot and token changes over a HeaderIo (LUKS2 spec §2-4). */
-import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2, pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
+
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { afSectorBytes } from './af-splitter.js';
@@ -15,6 +17,9 @@ import {
   type Luks2BinaryHeader,
 } from './luks2-binary-header.js';
 import { LUKS2_MAX_ID, LUKS2_MAX_JSON_DEPTH, LUKS2_MAX_KEYSLOTS_SIZE, checkJsonDepth, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
+
+/** Off the event loop: a cryptsetup-made digest can take 100k+ iterations. */
+const pbkdf2Async = promisify(pbkdf2);
 
 /** The header as read: the copy in force, and whether the other copy needs repair. */
 export interface Luks2State {
@@ -186,7 +191,7 @@ export async function luks2Unlock(
     const candidate = await openKeyslot(io, g, secret, limits);
     let ok = false;
     try {
-      const d = pbkdf2Sync(candidate, digest.salt, digest.iterations, digest.digest.length, digest.hash);
+      const d = await pbkdf2Async(candidate, digest.salt, digest.iterations, digest.digest.length, digest.hash);
       ok = timingSafeEqual(d, digest.digest);
       d.fill(0);
     } finally {
