@@ -112,5 +112,11 @@ describe('vhdcrypt image commands', () => {
     expect(unsupported.status).toBe(7);
     const usage = cli('encrypt', src);
     expect(usage.status).toBe(2);
+    // A leftover interrupted run beside the destination: refused until --resume or --force.
+    writeFileSync(join(dir, '.left.vhd.vhdcrypt-tmp'), 'partial');
+    const leftover = cli('encrypt', src, join(dir, 'left.vhd'), '--passphrase-file', pass);
+    expect(leftover.stderr).toContain('ENGINE_TEMP_EXISTS');
+    expect(leftover.status).toBe(6);
+    expect(existsSync(join(dir, 'left.vhd'))).toBe(false);
   });
 });
