@@ -65,9 +65,12 @@ export function nativeKernels(): string[] {
   return addon === undefined ? [] : addon.kernels();
 }
 
+/** VHDCRYPT_CPU, read once when the backend loads: the kernel choice is made once per process. */
+const FORCED_KERNEL = process.env.VHDCRYPT_CPU;
+
 /** The kernel to run by default: the best one, or the one VHDCRYPT_CPU forces. */
 function defaultKernel(usable: string[]): string {
-  const forced = process.env.VHDCRYPT_CPU;
+  const forced = FORCED_KERNEL;
   if (forced === undefined || forced === '') {
     const best = usable[0];
     if (best === undefined) throw new XtsBackendUnavailableError('this CPU has no AES-NI: no native XTS kernel can run');
