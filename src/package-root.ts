@@ -35,3 +35,9 @@ export function findPackageRoot(): string | undefined {
     dir = up;
   }
 }
+
+/** Absolute path of the built native addon (node-gyp's build/Release), or undefined when the package root cannot be found. */
+export function nativeAddonPath(): string | undefined {
+  const root = findPackageRoot();
+  return root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
+}

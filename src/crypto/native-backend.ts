@@ -6,10 +6,12 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { findPackageRoot } from '../package-root.js';
+import { nativeAddonPath } from '../package-root.js';
 import { XtsBackendUnavailableError, XtsError } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
+
+/** Re-exported: tests and callers of this backend ask it where its addon lives. */
+export { nativeAddonPath };
 
 /** The kernels the addon knows, best first. */
 export const NATIVE_KERNELS = ['vaes-avx512', 'vaes-avx2', 'aesni'] as const;
@@ -30,11 +32,6 @@ type LoadResult = { addon: NativeAddon; error?: undefined } | { addon?: undefine
 
 let loaded: LoadResult | undefined;
 
-/** Absolute path of the built addon, or undefined when the package root cannot be found. */
-export function nativeAddonPath(): string | undefined {
-  const root = findPackageRoot();
-  return root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
-}
 
 function makeError(code: string, message: string): Error {
   return code === 'XTS_BACKEND_UNAVAILABLE' ? new XtsBackendUnavailableError(message) : new XtsError(code, message);

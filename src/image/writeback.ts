@@ -7,8 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { findPackageRoot } from '../package-root.js';
+import { nativeAddonPath } from '../package-root.js';
 
 type StartWriteback = (fd: number) => boolean;
 
@@ -17,8 +16,7 @@ let cached: StartWriteback | null | undefined;
 function load(): StartWriteback | null {
   if (cached !== undefined) return cached;
   cached = null;
-  const root = findPackageRoot();
-  const path = root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
+  const path = nativeAddonPath();
   if (path !== undefined && existsSync(path)) {
     try {
       const addon = createRequire(import.meta.url)(path) as { startWriteback?: StartWriteback };
