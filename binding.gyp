@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/cpu_features.cc",
+        "native/nbd_direct_read.cc",
         "native/writeback.cc",
         "native/xts_aesni.cc",
         "native/xts_vaes_avx2.cc",

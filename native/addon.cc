@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "cpu_features.h"
+#include "nbd_direct_read.h"
 #include "writeback.h"
 #include "xts_kernels.h"
 
@@ -36,6 +37,8 @@ void WipeRegistry(void* arg) {
   delete holder;
 }
 
+}  // namespace
+
 // Throws a typed error: the registered factory's object, or a plain Error with `code`.
 void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
   EnvState* st = env.GetInstanceData<EnvState>();
@@ -49,6 +52,8 @@ void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
   err.Set("code", Napi::String::New(env, code));
   err.ThrowAsJavaScriptException();
 }
+
+namespace {
 
 // A Uint8Array's bytes in place (any byte offset, ArrayBuffer or SharedArrayBuffer).
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
@@ -229,6 +234,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
+  InitDirectRead(env, exports);
   return exports;
 }
 

@@ -4,6 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createXts } from '../src/crypto/index.js';
 import { EncryptedBacking, NbdServer, type CryptoLayout } from '../src/nbd/index.js';
+import { DirectReadFile } from '../src/nbd/direct-replies.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
@@ -27,7 +28,13 @@ function pattern(seed: number, n: number): Buffer {
 }
 const PY_PATTERN = 'def pattern(seed, n):\n    return bytes((seed + i * 7 + (i >> 8)) & 255 for i in range(n))\n';
 
-describe.each([512, 4096])('encrypted backing, plain layout, %i-byte sectors', (sectorSize) => {
+// 'direct': READs answered by the native reply thread (the server's path for raw and fixed VHD containers).
+describe.each([
+  [512, 'main thread'],
+  [4096, 'main thread'],
+  [512, 'direct'],
+  [4096, 'direct'],
+] as const)('encrypted backing, plain layout, %i-byte sectors, reads on the %s', (sectorSize, path) => {
   const SIZE = 4 * 1024 * 1024;
   const key = randomBytes(64);
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -41,7 +48,10 @@ describe.each([512, 4096])('encrypted backing, plain layout, %i-byte sectors', (
     model = randomBytes(SIZE);
     file = join(tmp.dir, 'disk.enc');
     await writeFile(file, xtsPlain64(true, key, model, sectorSize, 0n, BigInt(sectorSize / 512)));
-    const backing = await EncryptedBacking.open(await openRawFile(file), createXts(key), plainLayout(BigInt(SIZE), sectorSize));
+    const xts = createXts(key);
+    const directFile = path === 'direct' ? DirectReadFile.open(file, key, xts.kernel) : null;
+    if (path === 'direct') expect(directFile).not.toBeNull();
+    const backing = await EncryptedBacking.open(await openRawFile(file), xts, plainLayout(BigInt(SIZE), sectorSize), directFile ? { directFile } : {});
     server = new NbdServer(backing);
     uri = await server.listen({ socketPath: join(tmp.dir, 'nbd.sock') });
   });

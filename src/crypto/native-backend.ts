@@ -22,7 +22,28 @@ interface NativeXtsKey {
   dispose(): void;
 }
 
-interface NativeAddon {
+/** A key schedule and a dup of the container file, shared by a server's reply threads (native/nbd_direct_read.cc). */
+export interface NativeDirectReadFile {
+  dispose(): void;
+}
+
+/** One NBD connection's reply thread: READs answered whole from the file, other replies sent as given. */
+export interface NativeReplySender {
+  /** Queue a READ reply: `head`, then the decrypted bytes; `onReadError` instead if the first chunk cannot be read. False once closed. */
+  read(head: Uint8Array, onReadError: Uint8Array, filePos: number, length: number, firstTweak: bigint, tweakStep: number, sectorSize: number): boolean;
+  /** Queue a whole reply (copied). False once closed. */
+  send(reply: Uint8Array): boolean;
+  /** Stop the thread (queued replies are dropped) and close its descriptors. */
+  close(): void;
+}
+
+/** The addon's NBD read path; present on Linux only. */
+export interface NativeDirectRead {
+  DirectReadFile: new (key: Uint8Array, kernel: string, fd: number) => NativeDirectReadFile;
+  ReplySender: new (source: NativeDirectReadFile, socketFd: number, onDone: (completed: number, failure?: string) => void) => NativeReplySender;
+}
+
+interface NativeAddon extends Partial<NativeDirectRead> {
   kernels(): string[];
   setErrorFactory(factory: (code: string, message: string) => Error): void;
   XtsKey: new (key: Uint8Array, kernel: string) => NativeXtsKey;
@@ -60,6 +81,13 @@ function load(): LoadResult {
 export function nativeKernels(): string[] {
   const { addon } = load();
   return addon === undefined ? [] : addon.kernels();
+}
+
+/** The addon's NBD read path, or undefined when the addon is missing or this platform has none. */
+export function nativeDirectRead(): NativeDirectRead | undefined {
+  const { addon } = load();
+  if (addon?.DirectReadFile === undefined || addon.ReplySender === undefined) return undefined;
+  return { DirectReadFile: addon.DirectReadFile, ReplySender: addon.ReplySender };
 }
 
 /** VHDCRYPT_CPU, read once when the backend loads: the kernel choice is made once per process. */

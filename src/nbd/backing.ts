@@ -1,3 +1,5 @@
+import type { DirectReadFile, DirectReadPlan } from './direct-replies.js';
+
 /** What the NBD server exports: a byte range with optional write, flush, trim, zero and allocation queries. */
 
 /** One extent of a BLOCK_STATUS answer for base:allocation (flags: NBD_STATE_HOLE | NBD_STATE_ZERO). */
@@ -19,6 +21,13 @@ export interface BlockSizeConstraints {
   readonly maximum: number;
 }
 
+/** A backing's native read path (direct-replies.ts): its container file, read by per-connection reply threads. */
+export interface DirectReadPath {
+  readonly file: DirectReadFile;
+  /** How to read [offset, offset+length) whole from the file, or null when read()/readSparse() must serve it. */
+  plan(offset: bigint, length: number): DirectReadPlan | null;
+}
+
 /**
  * The export behind an NBD server. The server validates every request
  * (range, alignment, read-only) before calling these, so a backing sees only
@@ -36,6 +45,8 @@ export interface NbdBacking {
   readonly canMultiConn: boolean;
   /** A one-line description for NBD_INFO_DESCRIPTION. */
   readonly description?: string;
+  /** Present when READs can be answered by the native reply threads. */
+  readonly direct?: DirectReadPath;
   read(offset: bigint, length: number): Promise<Uint8Array>;
   /** Like read, but holes may come back as null segments (sent as OFFSET_HOLE chunks); lengths sum to `length`. */
   readSparse?(offset: bigint, length: number): Promise<ReadSegment[]>;

@@ -13,7 +13,7 @@
  * partial writes to one sector cannot lose each other's bytes.
  */
 import type { Xts } from '../crypto/index.js';
-import type { BlockStatusExtent, BlockSizeConstraints, NbdBacking, ReadSegment } from './backing.js';
+import type { BlockStatusExtent, BlockSizeConstraints, DirectReadPath, NbdBacking, ReadSegment } from './backing.js';
 import {
   allocationGranule,
   mapContainer,
@@ -24,6 +24,7 @@ import {
 } from './container.js';
 import { acquireBuffer, releaseBuffers } from './buffer-pool.js';
 import type { DecryptReader } from './decrypt-readers.js';
+import type { DirectReadFile, DirectReadPlan } from './direct-replies.js';
 import { NbdError, NbdRequestError } from './errors.js';
 import type { ExtentMap } from './extent-map.js';
 import { DEFAULT_MAX_PAYLOAD, NBD_EPERM, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol.js';
@@ -47,6 +48,8 @@ export interface EncryptedBackingOptions {
   readonly readOnly?: boolean;
   /** Worker threads reading and decrypting the container file (raw or fixed VHD only: virtual offset = file offset). */
   readonly reader?: DecryptReader;
+  /** The native read path over the container file (raw or fixed VHD only), used by the server per connection. */
+  readonly directFile?: DirectReadFile;
 }
 
 interface SectorRun {
@@ -69,6 +72,7 @@ export class EncryptedBacking implements NbdBacking {
   private readonly granule: number;
   private readonly lock = new RangeLock();
   private readonly reader: DecryptReader | null;
+  readonly direct?: DirectReadPath;
 
   private constructor(
     private readonly image: ContainerImage,
@@ -95,6 +99,10 @@ export class EncryptedBacking implements NbdBacking {
     this.canZero = !this.readOnly;
     this.granule = Math.max(allocationGranule(image), ss);
     this.reader = opts.reader ?? null;
+    if (opts.directFile !== undefined) {
+      const file = opts.directFile;
+      this.direct = { file, plan: (offset, length) => this.planDirectRead(offset, length) };
+    }
     this.description = `vhdcrypt ${layout.label} (aes-xts-plain64, ${ss}-byte sectors) in a ${image.format} image`;
   }
 
@@ -143,6 +151,14 @@ export class EncryptedBacking implements NbdBacking {
       out.push({ length: Number(e - s), data: buf.subarray(Number(s - run.start), Number(e - run.start)) });
     }
     return out;
+  }
+
+  /** Whole, sector-aligned, allocated reads go to the native reply thread; the file offset is the virtual one (raw, fixed VHD). */
+  private planDirectRead(offset: bigint, length: number): DirectReadPlan | null {
+    const end = offset + BigInt(length);
+    if (length === 0 || offset % this.ss !== 0n || end % this.ss !== 0n || !this.map.isAllocated(this.d + offset, this.d + end)) return null;
+    const t = this.layout.tweak(offset);
+    return { filePosition: Number(this.d + offset), firstTweak: t.firstTweak, tweakStep: t.tweakStep, sectorSize: this.layout.sectorSize };
   }
 
   async blockStatus(offset: bigint, length: number): Promise<BlockStatusExtent[]> {
@@ -197,6 +213,7 @@ export class EncryptedBacking implements NbdBacking {
       await this.reader?.close();
       await this.image.close();
     } finally {
+      this.direct?.file.dispose();
       this.xts.dispose();
     }
   }

@@ -8,6 +8,7 @@ import { openImage, type DiskImage } from '../image/index.js';
 import { readLuksRegion, unlockImage } from '../engine/index.js';
 import type { NbdBacking } from './backing.js';
 import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
+import { DirectReadFile } from './direct-replies.js';
 import { EncryptedBacking } from './encrypted-backing.js';
 import { ImageBacking } from './image-backing.js';
 
@@ -23,7 +24,11 @@ export interface OpenExportOptions {
   readonly plain?: boolean;
   readonly plainSectorSize?: 512 | 4096;
   readonly backend?: BackendChoice;
-  /** Worker threads for decrypting reads (raw and fixed VHD containers); 0 = main thread only. Default min(2, cores). */
+  /**
+   * Raw and fixed VHD containers: 0 = reads decrypt on the main thread; otherwise, with the native backend
+   * on Linux, each connection gets a native reply thread, and elsewhere this many worker threads decrypt
+   * (default cores - 1, at most 4).
+   */
   readonly readerThreads?: number;
 }
 
@@ -42,10 +47,13 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
     });
     let xts;
     let reader: DecryptReader | null = null;
+    let directFile: DirectReadFile | null = null;
     try {
       xts = createXts(unlocked.volumeKey, opts.backend !== undefined ? { backend: opts.backend } : {});
-      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so workers can read the file directly.
-      if (opts.readerThreads !== 0 && (image.format === 'raw' || image.format === 'vhd-fixed')) {
+      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so other threads can read the file directly.
+      const fileMapped = opts.readerThreads !== 0 && (image.format === 'raw' || image.format === 'vhd-fixed');
+      if (fileMapped && xts.backend === 'native') directFile = DirectReadFile.open(path, unlocked.volumeKey, xts.kernel);
+      if (fileMapped && directFile === null) {
         reader = startDecryptReaders(path, unlocked.volumeKey, {
           ...(opts.readerThreads !== undefined ? { threads: opts.readerThreads } : {}),
           ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
@@ -55,9 +63,14 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       unlocked.volumeKey.fill(0);
     }
     try {
-      return await EncryptedBacking.open(image, xts, unlocked.layout, { readOnly: opts.readOnly === true, ...(reader !== null ? { reader } : {}) });
+      return await EncryptedBacking.open(image, xts, unlocked.layout, {
+        readOnly: opts.readOnly === true,
+        ...(reader !== null ? { reader } : {}),
+        ...(directFile !== null ? { directFile } : {}),
+      });
     } catch (e) {
       xts.dispose();
+      directFile?.dispose();
       await reader?.close();
       throw e;
     }

@@ -6,11 +6,13 @@
  * stream cannot recover from (bad magic, a write payload we will not buffer)
  * ends the connection; everything else gets an NBD error value.
  */
+import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import type { NbdBacking, BlockStatusExtent } from './backing.js';
 import type { ByteReader } from './byte-reader.js';
 import type { NegotiatedSession } from './server-handshake.js';
 import { releaseBuffers } from './buffer-pool.js';
+import { DirectReplies } from './direct-replies.js';
 import { NbdProtocolError, NbdRequestError, nbdErrnoFor } from './errors.js';
 import * as P from './protocol.js';
 
@@ -67,6 +69,8 @@ export class Transmission {
   private closed = false;
   private drainArmed = false;
   private readonly settled: Promise<void>[] = [];
+  /** The native reply thread, when the backing has a direct read path: then it carries every reply. */
+  private replies: DirectReplies | null = null;
 
   constructor(
     private readonly socket: Socket,
@@ -78,6 +82,7 @@ export class Transmission {
   ) {
     socket.on('close', () => {
       this.closed = true;
+      this.replies?.close();
       this.wakeSlot();
     });
   }
@@ -85,6 +90,7 @@ export class Transmission {
   /** Serve requests until DISC, a protocol violation or the peer going away; then wait for in-flight work. */
   async run(): Promise<void> {
     try {
+      await this.startDirectReplies();
       for (;;) {
         await this.waitForSlot();
         if (this.closed) return;
@@ -95,7 +101,7 @@ export class Transmission {
         if (h.type === P.NBD_CMD_WRITE) {
           if (h.length > this.backing.blockSize.maximum) {
             // We will not buffer it and cannot resynchronise the stream without it: error, then hard disconnect.
-            this.sendError(h, P.NBD_EOVERFLOW, `WRITE of ${h.length} bytes exceeds the maximum payload ${this.backing.blockSize.maximum}`);
+            await this.sendError(h, P.NBD_EOVERFLOW, `WRITE of ${h.length} bytes exceeds the maximum payload ${this.backing.blockSize.maximum}`);
             throw new NbdProtocolError(`WRITE payload of ${h.length} bytes is over the limit`);
           }
           payload = await this.reader.read(h.length);
@@ -105,7 +111,17 @@ export class Transmission {
       }
     } finally {
       await Promise.allSettled(this.settled);
+      this.replies?.close();
     }
+  }
+
+  /** Hand replies to a native thread once the handshake's replies have left the socket's queue. */
+  private async startDirectReplies(): Promise<void> {
+    const direct = this.backing.direct;
+    if (direct === undefined || this.closed) return;
+    if (this.socket.writableLength > 0) await Promise.race([once(this.socket, 'drain'), once(this.socket, 'close')]);
+    if (this.closed || this.socket.destroyed) return;
+    this.replies = DirectReplies.start(direct.file, this.socket, () => this.socket.destroy());
   }
 
   /** Wait for the requests in flight now to be answered. */
@@ -222,20 +238,27 @@ export class Transmission {
 
   private async read(h: P.RequestHeader): Promise<void> {
     const b = this.backing;
+    const plan = this.replies !== null && h.length > 0 ? b.direct!.plan(h.offset, h.length) : null;
+    if (plan !== null) {
+      // One data chunk (or simple reply) made by the reply thread; its error reply is ready in case the file read fails.
+      const structured = this.session.structuredReplies;
+      const head = structured ? P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, h.length) : P.encodeSimpleReply(0, h.cookie);
+      const onReadError = structured
+        ? P.encodeErrorChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, P.NBD_EIO, 'reading the image failed')
+        : P.encodeSimpleReply(P.NBD_EIO, h.cookie);
+      return this.replies!.read(head, onReadError, plan, h.length);
+    }
     if (!this.session.structuredReplies) {
       const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
-      this.write([P.encodeSimpleReply(0, h.cookie), data], [data]);
-      return;
+      return this.write([P.encodeSimpleReply(0, h.cookie), data], [data]);
     }
     if (h.length === 0) {
-      this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)]);
-      return;
+      return this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)]);
     }
     const df = (h.flags & P.NBD_CMD_FLAG_DF) !== 0;
     if (df || b.readSparse === undefined) {
       const data = await b.read(h.offset, h.length);
-      this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data], [data]);
-      return;
+      return this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data], [data]);
     }
     const segments = await b.readSparse(h.offset, h.length);
     const parts: Uint8Array[] = [];
@@ -247,7 +270,7 @@ export class Transmission {
       at += BigInt(s.length);
     });
     if (at !== h.offset + BigInt(h.length)) throw new NbdRequestError(P.NBD_EIO, 'backing returned a short sparse read');
-    this.write(parts, segments.flatMap((s) => (s.data === null ? [] : [s.data])));
+    return this.write(parts, segments.flatMap((s) => (s.data === null ? [] : [s.data])));
   }
 
   private async blockStatus(h: P.RequestHeader): Promise<void> {
@@ -262,22 +285,30 @@ export class Transmission {
     if (extents.length === 0 || extents.some((e) => e.length <= 0 || e.length > U32_MAX)) {
       throw new NbdRequestError(P.NBD_EIO, 'backing returned no usable extents');
     }
-    this.write([P.encodeBlockStatusChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, this.session.allocationContextId!, extents)]);
+    return this.write([P.encodeBlockStatusChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, this.session.allocationContextId!, extents)]);
   }
 
-  private sendOk(h: P.RequestHeader): void {
-    if (this.session.structuredReplies) this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)]);
-    else this.write([P.encodeSimpleReply(0, h.cookie)]);
+  private sendOk(h: P.RequestHeader): Promise<void> {
+    if (this.session.structuredReplies) return this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)]);
+    return this.write([P.encodeSimpleReply(0, h.cookie)]);
   }
 
-  private sendError(h: P.RequestHeader, errno: number, message: string): void {
+  private sendError(h: P.RequestHeader, errno: number, message: string): Promise<void> {
     // With structured replies a READ must never get a simple reply (proto.md "Structured reply chunk message").
-    if (this.session.structuredReplies) this.write([P.encodeErrorChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, errno, message)]);
-    else this.write([P.encodeSimpleReply(errno, h.cookie)]);
+    if (this.session.structuredReplies) return this.write([P.encodeErrorChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, errno, message)]);
+    return this.write([P.encodeSimpleReply(errno, h.cookie)]);
   }
 
-  /** One reply's pieces go out together: corked writes are never interleaved with another reply's. */
-  private write(parts: Uint8Array[], pooled: Uint8Array[] = []): void {
+  /**
+   * One reply's pieces go out together: through the reply thread when there is one (it copies them),
+   * else as corked socket writes, never interleaved with another reply's. Never rejects.
+   */
+  private async write(parts: Uint8Array[], pooled: Uint8Array[] = []): Promise<void> {
+    if (this.replies !== null) {
+      const sent = this.replies.send(parts);
+      releaseBuffers(pooled);
+      return sent;
+    }
     if (this.closed || this.socket.destroyed) return;
     this.socket.cork();
     parts.forEach((p, i) => {
