@@ -8,9 +8,12 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { ImageBacking, NbdClient, NbdServer } from '../src/nbd/index.js';
+import { createXts } from '../src/crypto/index.js';
+import { DirectReadFile } from '../src/nbd/direct-replies.js';
+import { EncryptedBacking, ImageBacking, NbdClient, NbdServer, type NbdBacking } from '../src/nbd/index.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
+import { xtsPlain64 } from './helpers/xts-plain64.js';
 
 // Values from the NBD specification (doc/proto.md), written out here independently of src/nbd/protocol.ts.
 const NBDMAGIC = 0x4e42444d41474943n;
@@ -170,7 +173,23 @@ async function reply(p: RawPeer, readLen = 0): Promise<{ cookie: bigint; error: 
   return { cookie: h.readBigUInt64BE(4), error, done: (flags & 1) !== 0 };
 }
 
-describe('NBD server under hostile clients', () => {
+/** The export under test: the plaintext file itself, or its dm-crypt plain encryption served through the native reply thread. */
+type Export = 'plaintext image' | 'encrypted, native reply thread';
+
+async function openExport(kind: Export, dir: string, content: Buffer, opts: { readOnly?: boolean } = {}): Promise<NbdBacking> {
+  if (kind === 'plaintext image') return ImageBacking.open(await openRawFile(join(dir, 'disk.raw')), opts);
+  const key = Buffer.from(randomBytes(64));
+  const file = join(dir, `disk-${opts.readOnly === true ? 'ro' : 'rw'}.enc`);
+  await writeFile(file, xtsPlain64(true, key, content, 512, 0n, 1n));
+  const xts = createXts(key);
+  const directFile = DirectReadFile.open(file, key, xts.kernel);
+  expect(directFile).not.toBeNull();
+  key.fill(0);
+  const layout = { dataOffset: 0n, payloadSize: BigInt(content.length), sectorSize: 512, label: 'plain', tweak: (off: bigint) => ({ firstTweak: off / 512n, tweakStep: 1 }) };
+  return EncryptedBacking.open(await openRawFile(file), xts, layout, { ...opts, directFile: directFile! });
+}
+
+describe.each(['plaintext image', 'encrypted, native reply thread'] as const)('NBD server under hostile clients: %s', (kind) => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let server: NbdServer;
   let sock: string;
@@ -181,7 +200,7 @@ describe('NBD server under hostile clients', () => {
     tmp = await makeTempDir();
     content = randomBytes(SIZE);
     await writeFile(join(tmp.dir, 'disk.raw'), content);
-    server = new NbdServer(await ImageBacking.open(await openRawFile(join(tmp.dir, 'disk.raw'))), { handshakeTimeoutMs: 2000 });
+    server = new NbdServer(await openExport(kind, tmp.dir, content), { handshakeTimeoutMs: 2000 });
     sock = join(tmp.dir, 'nbd.sock');
     uri = await server.listen({ socketPath: sock });
   });
@@ -271,7 +290,7 @@ describe('NBD server under hostile clients', () => {
   });
 
   it('read-only server refuses writes with EPERM', async () => {
-    const ro = new NbdServer(await ImageBacking.open(await openRawFile(join(tmp.dir, 'disk.raw')), { readOnly: true }));
+    const ro = new NbdServer(await openExport(kind, tmp.dir, content, { readOnly: true }));
     const s = join(tmp.dir, 'ro.sock');
     await ro.listen({ socketPath: s });
     try {

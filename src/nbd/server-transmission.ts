@@ -25,6 +25,8 @@ export interface TransmissionLimits {
 
 /** TRIM/WRITE_ZEROES larger than this are cut into pieces so no step holds more memory. */
 const ZERO_STEP = 32 * 1024 * 1024;
+/** On shutdown, how long replies already made may take to reach a client before the connection is dropped. */
+const DELIVERY_GRACE_MS = 1000;
 /** BLOCK_STATUS answers carry at most this many extents (proto.md suggests at most 2^20). */
 const MAX_EXTENTS = 65536;
 const U32_MAX = 0xffff_ffff;
@@ -71,6 +73,9 @@ export class Transmission {
   private readonly settled: Promise<void>[] = [];
   /** The native reply thread, when the backing has a direct read path: then it carries every reply. */
   private replies: DirectReplies | null = null;
+  /** Requests in flight whose backing work is done and whose reply waits on the reply thread (on the client reading). */
+  private deliveryOnly = 0;
+  private workDoneWaiters: Array<() => void> = [];
 
   constructor(
     private readonly socket: Socket,
@@ -124,9 +129,36 @@ export class Transmission {
     this.replies = DirectReplies.start(direct.file, this.socket, () => this.socket.destroy());
   }
 
-  /** Wait for the requests in flight now to be answered. */
+  /**
+   * Wait for the requests in flight now to be answered. With a reply thread, a reply can wait on a
+   * client that does not read: then wait for the backing work (writes reach the image), and give
+   * delivery a grace period only.
+   */
   async drain(): Promise<void> {
-    await Promise.allSettled([...this.settled]);
+    const all = Promise.allSettled([...this.settled]);
+    if (this.replies === null) {
+      await all;
+      return;
+    }
+    if (this.inFlight > this.deliveryOnly) await new Promise<void>((resolve) => this.workDoneWaiters.push(resolve));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, DELIVERY_GRACE_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /** Track a reply handed to the reply thread: its request's backing work is done. */
+  private async delivered(sent: Promise<void>): Promise<void> {
+    this.deliveryOnly++;
+    this.checkWorkDone();
+    try {
+      await sent;
+    } finally {
+      this.deliveryOnly--;
+    }
+  }
+
+  private checkWorkDone(): void {
+    if (this.inFlight <= this.deliveryOnly) for (const w of this.workDoneWaiters.splice(0)) w();
   }
 
   private dispatch(h: P.RequestHeader, payload: Buffer | null): void {
@@ -135,6 +167,7 @@ export class Transmission {
       .catch((e: unknown) => this.sendError(h, nbdErrnoFor(e), (e as Error)?.message ?? 'request failed'))
       .finally(() => {
         this.inFlight--;
+        this.checkWorkDone();
         const i = this.settled.indexOf(p);
         if (i >= 0) this.settled.splice(i, 1);
         this.wakeSlot();
@@ -246,7 +279,7 @@ export class Transmission {
       const onReadError = structured
         ? P.encodeErrorChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, P.NBD_EIO, 'reading the image failed')
         : P.encodeSimpleReply(P.NBD_EIO, h.cookie);
-      return this.replies!.read(head, onReadError, plan, h.length);
+      return this.delivered(this.replies!.read(head, onReadError, plan, h.length));
     }
     if (!this.session.structuredReplies) {
       const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
@@ -307,7 +340,7 @@ export class Transmission {
     if (this.replies !== null) {
       const sent = this.replies.send(parts);
       releaseBuffers(pooled);
-      return sent;
+      return this.delivered(sent);
     }
     if (this.closed || this.socket.destroyed) return;
     this.socket.cork();
