@@ -4,6 +4,7 @@
       "target_name": "vhdcrypt_native",
       "sources": [
         "native/addon.cc",
+        "native/buffer_address.cc",
         "native/cpu_features.cc",
         "native/nbd_direct_read.cc",
         "native/writeback.cc",

@@ -11,6 +11,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "buffer_address.h"
 #include "cpu_features.h"
 #include "nbd_direct_read.h"
 #include "writeback.h"
@@ -234,6 +235,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
+  exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
   InitDirectRead(env, exports);
   return exports;
 }

@@ -123,6 +123,7 @@ function summary(r: RunResult): Record<string, unknown> {
     backend: r.backend,
     kernel: r.kernel,
     threads: r.threads,
+    directWrites: r.directWrites,
     seconds: Number(r.seconds.toFixed(3)),
     mbPerSecond: Number(r.mbPerSecond.toFixed(1)),
     resumed: r.resumed,

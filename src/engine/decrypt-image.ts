@@ -110,6 +110,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       backend: stats.backend,
       kernel: stats.kernel,
       threads: stats.threads,
+      directWrites: stats.directWrites,
       seconds,
       mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
       resumed,

@@ -193,6 +193,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       backend: stats.backend,
       kernel: stats.kernel,
       threads: stats.threads,
+      directWrites: stats.directWrites,
       seconds,
       mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
       resumed,

@@ -52,6 +52,8 @@ export interface RunResult {
   readonly backend: string;
   readonly kernel: string;
   readonly threads: number;
+  /** True when the output's data was written with O_DIRECT (past the page cache). */
+  readonly directWrites: boolean;
   readonly seconds: number;
   readonly mbPerSecond: number;
   readonly resumed: boolean;

@@ -1,4 +1,9 @@
-/** A fixed set of equal slots in one SharedArrayBuffer: bounds the memory in flight whatever the image size. */
+/**
+ * A fixed set of equal slots in one SharedArrayBuffer: bounds the memory in flight whatever the image size.
+ * Slots start on a 4096-byte address boundary when the addon can tell addresses, so the output can write
+ * them with O_DIRECT (src/image/direct-writes.ts).
+ */
+import { addressMisalignment, DIRECT_ADDRESS_ALIGNMENT } from '../image/index.js';
 
 export interface Slot {
   readonly index: number;
@@ -19,9 +24,12 @@ export class SlotRing {
   constructor(count: number, slotSize: number) {
     this.count = count;
     this.slotSize = slotSize;
-    this.buffer = new SharedArrayBuffer(count * slotSize);
+    const align = DIRECT_ADDRESS_ALIGNMENT;
+    this.buffer = new SharedArrayBuffer(count * slotSize + align);
+    const skew = addressMisalignment(new Uint8Array(this.buffer, 0, 1), align);
+    const base = skew === undefined || skew === 0 ? 0 : align - skew;
     for (let i = 0; i < count; i++) {
-      const offset = i * slotSize;
+      const offset = base + i * slotSize;
       const buffer = this.buffer;
       this.free.push({ index: i, buffer, offset, size: slotSize, view: (n) => new Uint8Array(buffer, offset, n) });
     }

@@ -6,7 +6,7 @@ import { ImageError } from './errors.js';
 import type { DynamicHeader } from './vhd-dynamic-header.js';
 import type { VhdFooter } from './vhd-footer.js';
 import type { DiskImage, Extent, ImageFormat, WritableImage } from './types.js';
-import { startWriteback } from './writeback.js';
+import { startWriteback } from './native-io.js';
 
 /** Disk offsets are carried as plain numbers inside the layer; 2^53 bytes is far past any VHD. */
 const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
@@ -99,6 +99,11 @@ export abstract class ImageBase implements WritableImage {
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.writable) await this.fh.datasync();
+  }
+
+  /** Formats whose data never shares a page with metadata written meanwhile override this (flat-image.ts). */
+  async useDirectWrites(): Promise<boolean> {
+    return false;
   }
 
   startWriteback(): void {

@@ -33,3 +33,6 @@ export { vhdChecksum } from './vhd-checksum.js';
 export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
 export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
 export { decodeStruct, encodeStruct, type FieldSpec } from './struct-layout.js';
+/** For buffers meant for direct writes (the engine's batch slots). */
+export { DIRECT_ADDRESS_ALIGNMENT } from './direct-writes.js';
+export { addressMisalignment } from './native-io.js';

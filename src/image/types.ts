@@ -47,6 +47,11 @@ export interface WritableImage extends DiskImage {
   discard(offset: bigint, length: bigint): Promise<void>;
   /** Make every completed write durable (fdatasync). */
   flush(): Promise<void>;
-  /** Start writing completed writes out now without waiting (no durability; see writeback.ts). */
+  /** Start writing completed writes out now without waiting (no durability; see native-io.ts). */
   startWriteback(): void;
+  /**
+   * From now on, write large aligned data straight to the device (O_DIRECT; see direct-writes.ts), other
+   * writes as before. Resolves true when this image and file system can; flush() still gives durability.
+   */
+  useDirectWrites(): Promise<boolean>;
 }

@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace vhdcrypt {
+// addressMisalignment(view: Uint8Array, alignment: number): number — see buffer_address.cc.
+Napi::Value AddressMisalignment(const Napi::CallbackInfo& info);
+}  // namespace vhdcrypt

@@ -1,0 +1,46 @@
+/**
+ * The native addon's file I/O helpers, for the image layer (Linux; no-ops or
+ * "unknown" when the addon is not built or the platform lacks the call):
+ *  - early writeback: sync_file_range(SYNC_FILE_RANGE_WRITE) starts writing a
+ *    file's dirty pages now, so a long sequential job keeps the disk busy and
+ *    its closing fsync has little left to do (no durability comes from it);
+ *  - buffer addresses, which JS cannot see, for O_DIRECT's alignment rule.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { nativeAddonPath } from '../package-root.js';
+
+interface NativeIo {
+  startWriteback?: (fd: number) => boolean;
+  addressMisalignment?: (view: Uint8Array, alignment: number) => number;
+}
+
+let cached: NativeIo | undefined;
+
+function load(): NativeIo {
+  if (cached !== undefined) return cached;
+  cached = {};
+  const path = nativeAddonPath();
+  if (path !== undefined && existsSync(path)) {
+    try {
+      cached = createRequire(import.meta.url)(path) as NativeIo;
+    } catch {
+      // The crypto backend reports a broken addon; here it only means these helpers are off.
+    }
+  }
+  return cached;
+}
+
+/** Start writeback of `fd`'s dirty pages; true when the kernel took the request. */
+export function startWriteback(fd: number): boolean {
+  const f = load().startWriteback;
+  return typeof f === 'function' ? f(fd) : false;
+}
+
+/** Bytes by which `view` starts past a multiple of `alignment` (a power of two), or undefined when unknown. */
+export function addressMisalignment(view: Uint8Array, alignment: number): number | undefined {
+  const f = load().addressMisalignment;
+  if (typeof f !== 'function') return undefined;
+  const r = f(view, alignment);
+  return r >= 0 ? r : undefined;
+}
