@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "buffer_address.h"
+#include "addon_shared.h"
 #include "cpu_features.h"
 #include "nbd_direct_read.h"
 #include "writeback.h"
@@ -40,7 +41,6 @@ void WipeRegistry(void* arg) {
 
 }  // namespace
 
-// Throws a typed error: the registered factory's object, or a plain Error with `code`.
 void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
   EnvState* st = env.GetInstanceData<EnvState>();
   if (st != nullptr && !st->errorFactory.IsEmpty()) {
@@ -54,9 +54,6 @@ void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
   err.ThrowAsJavaScriptException();
 }
 
-namespace {
-
-// A Uint8Array's bytes in place (any byte offset, ArrayBuffer or SharedArrayBuffer).
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
   if (!v.IsTypedArray()) return false;
   napi_typedarray_type type;
@@ -69,11 +66,30 @@ bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
   return true;
 }
 
-const KernelEntry* FindKernel(const std::string& name) {
+bool CheckXtsKey(Napi::Env env, const uint8_t* key, size_t keyLen) {
+  if (keyLen != 32 && keyLen != 64) {
+    ThrowXts(env, "XTS_BAD_KEY", "XTS key must be 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS), got " +
+                                     std::to_string(keyLen));
+    return false;
+  }
+  const size_t half = keyLen / 2;
+  uint8_t diff = 0;  // compare the halves without an early exit
+  for (size_t i = 0; i < half; i++) diff |= key[i] ^ key[half + i];
+  if (diff == 0) {
+    ThrowXts(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
+    return false;
+  }
+  return true;
+}
+
+const KernelEntry* RequireKernel(Napi::Env env, const std::string& name) {
   for (const KernelEntry& k : UsableKernels())
     if (name == k.name) return &k;
+  ThrowXts(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + name + "' is not supported on this CPU");
   return nullptr;
 }
+
+namespace {
 
 class XtsKey : public Napi::ObjectWrap<XtsKey> {
  public:
@@ -93,24 +109,10 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
       ThrowXts(env, "XTS_BAD_ARG", "XtsKey expects (key: Uint8Array, kernel: string)");
       return;
     }
-    if (keyLen != 32 && keyLen != 64) {
-      ThrowXts(env, "XTS_BAD_KEY", "XTS key must be 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS), got " +
-                                       std::to_string(keyLen));
-      return;
-    }
+    if (!CheckXtsKey(env, key, keyLen)) return;
+    kernel_ = RequireKernel(env, info[1].As<Napi::String>().Utf8Value());
+    if (kernel_ == nullptr) return;
     const size_t half = keyLen / 2;
-    uint8_t diff = 0;  // compare the halves without an early exit
-    for (size_t i = 0; i < half; i++) diff |= key[i] ^ key[half + i];
-    if (diff == 0) {
-      ThrowXts(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
-      return;
-    }
-    const std::string kernelName = info[1].As<Napi::String>().Utf8Value();
-    kernel_ = FindKernel(kernelName);
-    if (kernel_ == nullptr) {
-      ThrowXts(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + kernelName + "' is not supported on this CPU");
-      return;
-    }
     EnvState* st = env.GetInstanceData<EnvState>();
     registry_ = st->registry;
     schedule_ = new XtsKeySchedule();

@@ -35,7 +35,7 @@
 #include <utility>
 #include <vector>
 
-#include "cpu_features.h"
+#include "addon_shared.h"
 #include "xts_kernels.h"
 
 namespace vhdcrypt {
@@ -65,18 +65,6 @@ struct ReadCore {
   }
 };
 
-bool GetBytesOf(const Napi::Value& v, uint8_t** data, size_t* length) {
-  if (!v.IsTypedArray()) return false;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void* ptr = nullptr;
-  if (napi_get_typedarray_info(v.Env(), v, &type, &len, &ptr, nullptr, nullptr) != napi_ok) return false;
-  if (type != napi_uint8_array) return false;
-  *data = static_cast<uint8_t*>(ptr);
-  *length = len;
-  return true;
-}
-
 // A JS number that is an integer in [lo, hi].
 bool GetInteger(const Napi::Value& v, double lo, double hi, double* out) {
   if (!v.IsNumber()) return false;
@@ -101,30 +89,15 @@ class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
     uint8_t* key = nullptr;
     size_t keyLen = 0;
     double fd = 0;
-    if (info.Length() < 3 || !GetBytesOf(info[0], &key, &keyLen) || !info[1].IsString() ||
+    if (info.Length() < 3 || !GetBytes(info[0], &key, &keyLen) || !info[1].IsString() ||
         !GetInteger(info[2], 0, 2147483647.0, &fd)) {
       ThrowXts(env, "XTS_BAD_ARG", "DirectReadFile expects (key: Uint8Array, kernel: string, fd: number)");
       return;
     }
-    if (keyLen != 32 && keyLen != 64) {
-      ThrowXts(env, "XTS_BAD_KEY", "XTS key must be 32 or 64 bytes, got " + std::to_string(keyLen));
-      return;
-    }
+    if (!CheckXtsKey(env, key, keyLen)) return;
+    const KernelEntry* kernel = RequireKernel(env, info[1].As<Napi::String>().Utf8Value());
+    if (kernel == nullptr) return;
     const size_t half = keyLen / 2;
-    uint8_t diff = 0;  // compare the halves without an early exit
-    for (size_t i = 0; i < half; i++) diff |= key[i] ^ key[half + i];
-    if (diff == 0) {
-      ThrowXts(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
-      return;
-    }
-    const std::string kernelName = info[1].As<Napi::String>().Utf8Value();
-    XtsKernelFn fn = nullptr;
-    for (const KernelEntry& k : UsableKernels())
-      if (kernelName == k.name) fn = k.fn;
-    if (fn == nullptr) {
-      ThrowXts(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + kernelName + "' is not supported on this CPU");
-      return;
-    }
     const int dupFd = fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
     if (dupFd < 0) {
       ThrowXts(env, "XTS_BAD_ARG", ErrnoText("cannot duplicate the image descriptor"));
@@ -132,7 +105,7 @@ class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
     }
     core_ = std::make_shared<ReadCore>();
     core_->fd = dupFd;
-    core_->fn = fn;
+    core_->fn = kernel->fn;
     core_->ks = new XtsKeySchedule();
     ExpandXtsKey(*core_->ks, key, key + half, half);
     info.This().As<Napi::Object>().TypeTag(&kDirectReadFileTag);
@@ -420,7 +393,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     uint8_t *head = nullptr, *errReply = nullptr;
     size_t headLen = 0, errLen = 0;
     double pos = 0, len = 0, step = 0, ss = 0;
-    if (info.Length() < 7 || !GetBytesOf(info[0], &head, &headLen) || !GetBytesOf(info[1], &errReply, &errLen) ||
+    if (info.Length() < 7 || !GetBytes(info[0], &head, &headLen) || !GetBytes(info[1], &errReply, &errLen) ||
         !GetInteger(info[2], 0, 9007199254740991.0, &pos) || !GetInteger(info[3], 1, 2147483647.0, &len) ||
         !info[4].IsBigInt() || !GetInteger(info[5], 1, 9007199254740991.0, &step) ||
         !GetInteger(info[6], 16, 4096, &ss)) {
@@ -454,7 +427,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     Napi::Env env = info.Env();
     uint8_t* bytes = nullptr;
     size_t n = 0;
-    if (info.Length() < 1 || !GetBytesOf(info[0], &bytes, &n)) {
+    if (info.Length() < 1 || !GetBytes(info[0], &bytes, &n)) {
       ThrowXts(env, "XTS_BAD_ARG", "send expects (reply: Uint8Array)");
       return env.Undefined();
     }
