@@ -185,6 +185,40 @@ describe('early writeback', () => {
   });
 });
 
+describe('fileSpan: where a range lies in the image file', () => {
+  it('dynamic VHD written by qemu-io: bytes at the span are the virtual bytes; holes, block crossings and differencing give null', async () => {
+    const file = path.join(dir, 'span.vhd');
+    await tool('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', file, String(16 * MiB)]);
+    await tool('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x3c 4M 2M', '-c', 'write -P 0x7e 10M 4096', file]);
+    const img = await openImage(file);
+    const bytes = await readFile(file);
+    for (const [off, len] of [[4 * MiB, 2 * MiB], [4 * MiB + 512, 65536], [10 * MiB, 4096]] as const) {
+      const at = img.fileSpan(BigInt(off), len);
+      expect(at).not.toBeNull();
+      const virt = new Uint8Array(len);
+      await img.read(BigInt(off), virt);
+      expect(Buffer.compare(bytes.subarray(at!, at! + len), Buffer.from(virt))).toBe(0);
+    }
+    expect(img.fileSpan(0n, 4096)).toBeNull(); // never written: a hole
+    expect(img.fileSpan(BigInt(6 * MiB - 512), 1024)).toBeNull(); // crosses into the next (unallocated) block
+    expect(img.fileSpan(BigInt(16 * MiB - 512), 1024)).toBeNull(); // past the end
+    await img.close();
+    const child = path.join(dir, 'span-child.vhd');
+    const d = await createImage(child, { format: 'vhd-differencing', parent: file });
+    await d.write(BigInt(4 * MiB), new Uint8Array(4096).fill(1));
+    expect(d.fileSpan(BigInt(4 * MiB), 4096)).toBeNull(); // a child's sectors may live in its parent
+    await d.close();
+  });
+
+  it('fixed VHD: the virtual offset itself', async () => {
+    const file = path.join(dir, 'span-fixed.vhd');
+    const img = await createImage(file, { format: 'vhd-fixed', virtualSize: BigInt(4 * MiB) });
+    expect(img.fileSpan(12345n, 100)).toBe(12345);
+    expect(img.fileSpan(BigInt(4 * MiB - 50), 100)).toBeNull();
+    await img.close();
+  });
+});
+
 describe('direct writes (O_DIRECT)', () => {
   /** Bytes of `file` in the page cache, from util-linux fincore (a tool that is not ours). */
   async function cachedBytes(file: string): Promise<number> {

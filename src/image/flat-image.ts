@@ -39,6 +39,11 @@ export class FlatImage extends ImageBase {
     return this.direct !== null;
   }
 
+  /** The virtual disk is the start of the file. */
+  protected spanInFile(pos: number): number {
+    return pos;
+  }
+
   protected async writeRange(pos: number, data: Uint8Array): Promise<void> {
     if (!this.fresh) return this.writeData(data, pos);
     // Fresh sparse file: skip whole all-zero chunks that were never written (they are holes already).

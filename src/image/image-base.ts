@@ -96,6 +96,14 @@ export abstract class ImageBase implements WritableImage {
     await this.discardRange(pos, Number(length));
   }
 
+  fileSpan(offset: bigint, length: number): number | null {
+    if (this.closed || length <= 0 || offset < 0n || offset + BigInt(length) > this.virtualSize) return null;
+    return this.spanInFile(Number(offset), length);
+  }
+
+  /** fileSpan for an in-range, non-empty request. */
+  protected abstract spanInFile(pos: number, length: number): number | null;
+
   async flush(): Promise<void> {
     this.checkOpen();
     if (this.writable) await this.fh.datasync();

@@ -84,6 +84,17 @@ export class SparseVhdImage extends ImageBase {
     await Promise.all(jobs);
   }
 
+  /** Within one allocated block of a dynamic disk (its data is authoritative, see readInBlock); differencing: never. */
+  protected spanInFile(pos: number, length: number): number | null {
+    if (this.differencing) return null;
+    const blk = Math.floor(pos / this.bs);
+    const within = pos - blk * this.bs;
+    const entry = this.bat[blk];
+    if (within + length > this.bs || entry === undefined || entry === BAT_UNALLOCATED) return null;
+    // The BAT entry is set only after the block's bitmap and data are written (allocate()).
+    return entry * 512 + this.bitmapSize + within;
+  }
+
   private async readInBlock(blk: number, within: number, out: Uint8Array): Promise<void> {
     const entry = this.bat[blk]!;
     if (entry === BAT_UNALLOCATED) return this.readParent(blk * this.bs + within, out);

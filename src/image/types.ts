@@ -37,6 +37,11 @@ export interface DiskImage {
   extents(range?: { offset: bigint; length: bigint }): AsyncIterable<Extent>;
   /** Fill `into` from `offset`; unallocated ranges read as zeros. */
   read(offset: bigint, into: Uint8Array): Promise<void>;
+  /**
+   * Where [offset, offset + length) lies, contiguous and complete, in this image's own file (for readers of
+   * the file itself, such as the NBD server's reply threads); null when it is not so (a hole, a parent, two blocks).
+   */
+  fileSpan(offset: bigint, length: number): number | null;
   close(): Promise<void>;
 }
 

@@ -13,6 +13,8 @@ export interface ContainerImage {
   readonly blockSize?: number;
   extents(): AsyncIterable<{ offset: bigint; length: bigint; allocated: boolean }>;
   read(offset: bigint, into: Uint8Array): Promise<void>;
+  /** Where a range lies contiguously in the container file (see the image layer's DiskImage.fileSpan), or null. */
+  fileSpan?(offset: bigint, length: number): number | null;
   write?(offset: bigint, data: Uint8Array): Promise<void>;
   flush?(): Promise<void>;
   /** Deallocate whole allocation units inside the range; the rest must read back as zeros too. */

@@ -153,12 +153,14 @@ export class EncryptedBacking implements NbdBacking {
     return out;
   }
 
-  /** Whole, sector-aligned, allocated reads go to the native reply thread; the file offset is the virtual one (raw, fixed VHD). */
+  /** Whole, sector-aligned, allocated reads that lie contiguously in the container file go to the native reply thread. */
   private planDirectRead(offset: bigint, length: number): DirectReadPlan | null {
     const end = offset + BigInt(length);
     if (length === 0 || offset % this.ss !== 0n || end % this.ss !== 0n || !this.map.isAllocated(this.d + offset, this.d + end)) return null;
+    const filePosition = this.image.fileSpan?.(this.d + offset, length) ?? null;
+    if (filePosition === null) return null;
     const t = this.layout.tweak(offset);
-    return { filePosition: Number(this.d + offset), firstTweak: t.firstTweak, tweakStep: t.tweakStep, sectorSize: this.layout.sectorSize };
+    return { filePosition, firstTweak: t.firstTweak, tweakStep: t.tweakStep, sectorSize: this.layout.sectorSize };
   }
 
   async blockStatus(offset: bigint, length: number): Promise<BlockStatusExtent[]> {

@@ -17,6 +17,8 @@ export interface NbdImage {
   /** Merged extents covering the whole export; `allocated: false` reads as zeros (NBD_STATE_ZERO). */
   extents(): AsyncIterable<{ offset: bigint; length: bigint; allocated: boolean }>;
   read(offset: bigint, into: Uint8Array): Promise<void>;
+  /** Always null: none of it is in a local file. */
+  fileSpan(offset: bigint, length: number): null;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,7 @@ export async function openNbdImage(uri: string, opts: NbdClientOptions = {}): Pr
       if (run !== null) yield run;
     },
     read: (offset, into) => client.read(offset, into),
+    fileSpan: () => null,
     close: () => client.close(),
   };
 }

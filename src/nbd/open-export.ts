@@ -50,9 +50,12 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
     let directFile: DirectReadFile | null = null;
     try {
       xts = createXts(unlocked.volumeKey, opts.backend !== undefined ? { backend: opts.backend } : {});
-      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so other threads can read the file directly.
+      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so other threads can read the file
+      // directly; a dynamic VHD's allocated blocks are contiguous in its file too (the reply threads use fileSpan).
       const fileMapped = opts.readerThreads !== 0 && (image.format === 'raw' || image.format === 'vhd-fixed');
-      if (fileMapped && xts.backend === 'native') directFile = DirectReadFile.open(path, unlocked.volumeKey, xts.kernel);
+      if (opts.readerThreads !== 0 && (fileMapped || image.format === 'vhd-dynamic') && xts.backend === 'native') {
+        directFile = DirectReadFile.open(path, unlocked.volumeKey, xts.kernel);
+      }
       if (fileMapped && directFile === null) {
         reader = startDecryptReaders(path, unlocked.volumeKey, {
           ...(opts.readerThreads !== undefined ? { threads: opts.readerThreads } : {}),

@@ -11,6 +11,8 @@ export async function openRawFile(path: string): Promise<ContainerImage> {
     async *extents() {
       yield { offset: 0n, length: size, allocated: true };
     },
+    // The virtual disk is the file, byte for byte.
+    fileSpan: (offset, length) => (offset >= 0n && offset + BigInt(length) <= size ? Number(offset) : null),
     async read(offset, into) {
       await fh.read(into, 0, into.length, Number(offset));
     },
