@@ -103,6 +103,21 @@ describe('native reply thread', () => {
     }
   });
 
+  it('a client that disconnects while its replies are being sent: the server drops only that connection', async () => {
+    for (let i = 0; i < 5; i++) {
+      const gone = await stalledClient(sock, 16, 4 * 1024 * 1024);
+      gone.resume(); // take a little, then vanish mid-reply
+      await new Promise((r) => setTimeout(r, 20 * i));
+      gone.destroy();
+    }
+    const out = join(tmp.dir, 'after.raw');
+    await within(20_000, 'qemu-img convert after the disconnects', runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, out]));
+    expect((await readFile(out)).equals(plain)).toBe(true);
+    const settle = Date.now() + 5000;
+    while (server!.connectionCount > 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 20));
+    expect(server!.connectionCount).toBe(0);
+  });
+
   it('an image that shrinks under the server: EIO for what is gone, the same connection reads the rest', async () => {
     const client = await NbdClient.connect(uri);
     try {
