@@ -11,7 +11,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createXts } from '../src/crypto/index.js';
 import { nativeDirectRead } from '../src/crypto/native-backend.js';
-import { DirectReadFile } from '../src/nbd/direct-replies.js';
+import { DirectReadFile, MAX_REPLY_THREADS } from '../src/nbd/direct-replies.js';
 import { EncryptedBacking, NbdClient, NbdServer } from '../src/nbd/index.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
@@ -116,6 +116,25 @@ describe('native reply thread', () => {
     const settle = Date.now() + 5000;
     while (server!.connectionCount > 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 20));
     expect(server!.connectionCount).toBe(0);
+  });
+
+  it('more clients than reply threads: the rest are served on the main thread, all correctly', async () => {
+    const threads = async (): Promise<number> => Number(/Threads:\s+(\d+)/.exec(await readFile('/proc/self/status', 'utf8'))![1]);
+    const before = await threads();
+    const clients = await Promise.all(Array.from({ length: MAX_REPLY_THREADS + 2 }, () => NbdClient.connect(uri)));
+    try {
+      // Replies start flowing once the handshake has left the socket; let every connection get there.
+      const reads = clients.map(async (c, i) => {
+        const off = (i * 65536) % SIZE;
+        const buf = new Uint8Array(65536);
+        await within(10_000, `read on connection ${i}`, c.read(BigInt(off), buf));
+        expect(Buffer.from(buf).equals(plain.subarray(off, off + 65536))).toBe(true);
+      });
+      await Promise.all(reads);
+      expect((await threads()) - before).toBe(MAX_REPLY_THREADS);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
   });
 
   it('an image that shrinks under the server: EIO for what is gone, the same connection reads the rest', async () => {

@@ -41,6 +41,13 @@ export class DirectReadFile {
   }
 }
 
+/**
+ * Reply threads alive at once in this process (each holds 512 KiB of buffers); connections beyond it are
+ * served on the main thread, so a flood of clients cannot spawn threads without bound.
+ */
+export const MAX_REPLY_THREADS = 64;
+let liveThreads = 0;
+
 interface Waiter {
   readonly resolve: () => void;
   readonly reject: (e: Error) => void;
@@ -64,9 +71,10 @@ export class DirectReplies {
   static start(file: DirectReadFile, socket: Socket, onFailure: (e: Error) => void): DirectReplies | null {
     const addon = nativeDirectRead();
     const fd = socketFd(socket);
-    if (addon === undefined || fd === undefined) return null;
+    if (addon === undefined || fd === undefined || liveThreads >= MAX_REPLY_THREADS) return null;
     const r = new DirectReplies(onFailure);
     r.sender = new addon.ReplySender(file.native, fd, (n, failure) => r.onDone(n, failure));
+    liveThreads++;
     return r;
   }
 
@@ -111,8 +119,11 @@ export class DirectReplies {
   private end(e: Error): void {
     if (this.ended !== null) return;
     this.ended = e;
-    this.sender?.close();
-    this.sender = null;
+    if (this.sender !== null) {
+      this.sender.close();
+      this.sender = null;
+      liveThreads--;
+    }
     for (const w of this.waiting.splice(0)) w.reject(e);
   }
 }
