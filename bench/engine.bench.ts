@@ -3,7 +3,8 @@
  * Whole-process runs of the vhdcrypt CLI against peers measured in the same
  * run, median of N rounds (each round rotates the order; every command starts
  * after sync and a short settle, writing a fresh output file): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
- * (native, default threads) vs `dd bs=4M conv=fsync` (the I/O floor) and vs
+ * (native, default threads) vs `dd bs=4M conv=fsync` (the issue's I/O floor; our output goes with
+ * O_DIRECT, so `dd oflag=direct` is run too, as a reference without a target) and vs
  * `qemu-img convert -O luks` (iter-time=100); decrypt likewise; wasm with 2
  * threads vs 1; peak RSS (VmHWM via /usr/bin/time -v) for this image and for a
  * 50 GiB dynamic VHD with 2 GiB allocated. Targets from issue 6 are printed
@@ -101,6 +102,7 @@ try {
   const dd = (from: string): Step['args'] => [`if=${from}`, `of=${out}`, 'bs=4M', 'conv=fsync', 'status=none'];
   const steps: Step[] = [
     { name: 'dd bs=4M (encrypt floor)', cmd: 'dd', args: dd(src) },
+    { name: 'dd bs=4M oflag=direct (reference)', cmd: 'dd', args: [...dd(src).slice(0, -1), 'oflag=direct', 'status=none'] },
     { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--format', 'luks2', '--backend', 'native', '--json'] },
     { name: 'qemu-img convert -O luks', cmd: 'qemu-img', args: ['convert', '-f', 'vpc', '-O', 'luks', '--object', 'secret,id=s,data=benchpass', '-o', 'key-secret=s,iter-time=100', src, out] },
     { name: 'dd bs=4M (decrypt floor)', cmd: 'dd', args: dd(encSeed) },
@@ -141,6 +143,7 @@ const ratios = {
   decryptVsDd: r('vhdcrypt decrypt native').seconds / r('dd bs=4M (decrypt floor)').seconds,
   qemuVsDecrypt: r('qemu-img convert luks -> raw').seconds / r('vhdcrypt decrypt native').seconds,
   wasm2VsWasm1: r('vhdcrypt encrypt wasm 1 thread').seconds / r('vhdcrypt encrypt wasm 2 threads').seconds,
+  encryptVsDirectDd: r('vhdcrypt encrypt native').seconds / r('dd bs=4M oflag=direct (reference)').seconds,
 };
 if (json) {
   process.stdout.write(JSON.stringify({ sizeMiB, runs, rows, ratios }, null, 2) + '\n');
@@ -151,6 +154,7 @@ if (json) {
     process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB  runs ${v.runs.map((x) => x.toFixed(2)).join(' ')}\n`);
   }
   process.stdout.write(`  encrypt / dd            ${ratios.encryptVsDd.toFixed(2)}x   (target <= 1.25)\n`);
+  process.stdout.write(`  encrypt / dd direct     ${ratios.encryptVsDirectDd.toFixed(2)}x   (reference: both skip the page cache)\n`);
   process.stdout.write(`  qemu-img / encrypt      ${ratios.qemuVsEncrypt.toFixed(2)}x   (target >= 4)\n`);
   process.stdout.write(`  decrypt / dd            ${ratios.decryptVsDd.toFixed(2)}x   (target <= 1.25)\n`);
   process.stdout.write(`  qemu-img / decrypt      ${ratios.qemuVsDecrypt.toFixed(2)}x   (target >= 4)\n`);
