@@ -4,8 +4,10 @@
  * work. Measured on this project's VM: `dd bs=4M` of 2 GiB took 3.6 s and 2.6 s
  * of kernel CPU buffered with conv=fsync, 1.4-1.7 s and 0.4 s with oflag=direct.
  * O_DIRECT needs the buffer address, file offset and length aligned to the
- * device's logical block size (open(2), "O_DIRECT"): we require 4096 of the
- * address and 512 of offset and length, and the image falls back to buffered
+ * device's logical block size (open(2), "O_DIRECT"). We ask whole 4096-byte
+ * pages of all three: then a direct write never covers part of a page that a
+ * buffered write (a VHD bitmap, BAT entry or footer) may hold dirty in the page
+ * cache, whose later writeback would undo it. The image falls back to buffered
  * writes when the kernel still says EINVAL.
  */
 import { constants } from 'node:fs';
@@ -14,7 +16,7 @@ import { addressMisalignment } from './native-io.js';
 
 /** Alignment of batch buffers meant for direct writes. */
 export const DIRECT_ADDRESS_ALIGNMENT = 4096;
-const DIRECT_SIZE_ALIGNMENT = 512;
+const DIRECT_SIZE_ALIGNMENT = 4096;
 
 /** An O_DIRECT write handle on `path`, or null where the platform or file system has none (e.g. tmpfs: EINVAL). */
 export async function openDirectWriter(path: string): Promise<FileHandle | null> {

@@ -5,17 +5,13 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { ImageBase, type ImageDescription } from './image-base.js';
-import { directWriteAligned, openDirectWriter } from './direct-writes.js';
-import { readAt, writeAt, writeVectorAt } from './file-io.js';
+import { readAt, writeVectorAt } from './file-io.js';
 import { isAllZero, zeroPieces } from './zero-detect.js';
 import { CHUNK_SIZE, WrittenChunks } from './written-chunks.js';
 
 export class FlatImage extends ImageBase {
   /** Set for files we created sparse: all-zero chunks never written can stay holes. */
   private readonly fresh: WrittenChunks | null;
-  /** O_DIRECT handle for aligned data writes, once asked for; dropped from use after an EINVAL. */
-  private direct: FileHandle | null = null;
-  private directRefused = false;
 
   constructor(fh: FileHandle, d: ImageDescription, fresh: boolean) {
     super(fh, d);
@@ -28,15 +24,9 @@ export class FlatImage extends ImageBase {
     if (n < into.length) into.fill(0, n);
   }
 
-  /**
-   * Data and metadata never share a page while a job writes (a fixed VHD's footer is written once, at
-   * creation), so buffered and direct writes can be mixed on this file.
-   */
-  override async useDirectWrites(): Promise<boolean> {
-    this.checkOpen();
-    if (!this.writable) return false;
-    this.direct ??= await openDirectWriter(this.path);
-    return this.direct !== null;
+  /** The disk is the file's first bytes; a fixed VHD's footer, after them, is written once at creation. */
+  protected override directWritesSupported(): boolean {
+    return true;
   }
 
   /** The virtual disk is the start of the file. */
@@ -63,25 +53,6 @@ export class FlatImage extends ImageBase {
       p = cEnd;
     }
     if (end > runStart) await this.writeData(data.subarray(runStart - pos), runStart);
-  }
-
-  private async writeData(data: Uint8Array, pos: number): Promise<void> {
-    if (this.direct !== null && !this.directRefused && directWriteAligned(data, pos)) {
-      try {
-        return await writeAt(this.direct, data, pos);
-      } catch (e) {
-        // The device wants a larger alignment than we checked: buffered from now on (the handle stays open
-        // until close, as other writes may be using it).
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
-        this.directRefused = true;
-      }
-    }
-    return writeAt(this.fh, data, pos);
-  }
-
-  protected override async closeExtra(): Promise<void> {
-    await this.direct?.close();
-    this.direct = null;
   }
 
   protected async discardRange(pos: number, len: number): Promise<void> {

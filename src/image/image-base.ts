@@ -1,8 +1,10 @@
 /** What every image shares: argument and state checks around the format's positional I/O. */
 import type { FileHandle } from 'node:fs/promises';
 import type { ChsGeometry } from './chs-geometry.js';
+import { directWriteAligned, openDirectWriter } from './direct-writes.js';
 import { extentsFromRanges } from './extent-merge.js';
 import { ImageError } from './errors.js';
+import { writeAt } from './file-io.js';
 import type { DynamicHeader } from './vhd-dynamic-header.js';
 import type { VhdFooter } from './vhd-footer.js';
 import type { DiskImage, Extent, ImageFormat, WritableImage } from './types.js';
@@ -39,6 +41,9 @@ export abstract class ImageBase implements WritableImage {
   readonly parent?: DiskImage;
   protected readonly size: number;
   private closed = false;
+  /** O_DIRECT handle for whole-page data writes, once asked for; not used again after an EINVAL. */
+  private direct: FileHandle | null = null;
+  private directRefused = false;
 
   protected constructor(protected readonly fh: FileHandle, d: ImageDescription) {
     this.format = d.format;
@@ -109,9 +114,39 @@ export abstract class ImageBase implements WritableImage {
     if (this.writable) await this.fh.datasync();
   }
 
-  /** Formats whose data never shares a page with metadata written meanwhile override this (flat-image.ts). */
   async useDirectWrites(): Promise<boolean> {
+    this.checkOpen();
+    if (!this.writable || !this.directWritesSupported()) return false;
+    this.direct ??= await openDirectWriter(this.path);
+    return this.direct !== null;
+  }
+
+  /** Whether this format may send data writes past the page cache (see writeData). */
+  protected directWritesSupported(): boolean {
     return false;
+  }
+
+  /** True once useDirectWrites() succeeded and the kernel has not refused a direct write. */
+  protected get directWritesOn(): boolean {
+    return this.direct !== null && !this.directRefused;
+  }
+
+  /**
+   * Write disk data at file offset `pos`: whole aligned pages straight to the device when direct writes
+   * are on (direct-writes.ts says why whole pages make mixing with buffered metadata writes safe), else buffered.
+   */
+  protected async writeData(data: Uint8Array, pos: number): Promise<void> {
+    if (this.direct !== null && !this.directRefused && directWriteAligned(data, pos)) {
+      try {
+        return await writeAt(this.direct, data, pos);
+      } catch (e) {
+        // The device wants a larger alignment than we checked: buffered from now on (the handle stays open
+        // until close, as other writes may be using it).
+        if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+        this.directRefused = true;
+      }
+    }
+    return writeAt(this.fh, data, pos);
   }
 
   startWriteback(): void {
@@ -124,8 +159,13 @@ export abstract class ImageBase implements WritableImage {
       if (this.writable) await this.flush();
     } finally {
       this.closed = true;
-      await this.fh.close();
-      await this.closeExtra();
+      try {
+        await this.direct?.close();
+      } finally {
+        this.direct = null;
+        await this.fh.close();
+        await this.closeExtra();
+      }
     }
   }
 

@@ -17,6 +17,13 @@ import { pushRange, unionRanges } from './extent-merge.js';
 import type { DiskImage } from './types.js';
 
 const ALLOCATION = -1;
+const PAGE = 4096;
+
+/** The first sector offset at or after `from` whose block data (after a `bitmapSize` bitmap) starts on a page. */
+function alignBlockData(from: number, bitmapSize: number): number {
+  const dataStart = Math.ceil((from + bitmapSize) / PAGE) * PAGE;
+  return dataStart - bitmapSize;
+}
 const BITMAP_CACHE_ENTRIES = 1024;
 
 export interface SparseLayout {
@@ -82,6 +89,11 @@ export class SparseVhdImage extends ImageBase {
       p += n;
     }
     await Promise.all(jobs);
+  }
+
+  /** Dynamic disks: block data never shares a page with metadata once written page-aligned (allocate()). */
+  protected override directWritesSupported(): boolean {
+    return !this.differencing;
   }
 
   /** Within one allocated block of a dynamic disk (its data is authoritative, see readInBlock); differencing: never. */
@@ -202,7 +214,7 @@ export class SparseVhdImage extends ImageBase {
       if (allocated) return;
     }
     const dataPos = this.bat[blk]! * 512 + this.bitmapSize + within;
-    await writeAt(this.fh, data, dataPos);
+    await this.writeData(data, dataPos);
     if (this.differencing) {
       // Data first, then the bits: a reader never sees a set bit over stale data.
       await this.locks.run(blk, async () => {
@@ -225,7 +237,9 @@ export class SparseVhdImage extends ImageBase {
    * unwritten data.
    */
   private async allocate(blk: number, within: number, data: Uint8Array): Promise<void> {
-    const start = this.nextFree;
+    // With direct writes, block data starts on a page (a bitmap sector before it, the gap unused), so whole
+    // pages of data can go past the page cache; the spec lets a block sit at any sector.
+    const start = this.directWritesOn ? alignBlockData(this.nextFree, this.bitmapSize) : this.nextFree;
     const end = start + this.bitmapSize + this.bs;
     if (start / 512 >= BAT_UNALLOCATED) {
       throw new ImageError('VHD_UNSUPPORTED_SIZE', `${this.path}: file would grow past the 2 TiB a 32-bit BAT sector offset can address`);
@@ -242,7 +256,7 @@ export class SparseVhdImage extends ImageBase {
     const tailFrom = within + data.length;
     const tail = Math.max(0, zerosUpTo(this.bs) - tailFrom);
     await writeVectorAt(this.fh, [map, ...zeroPieces(head)], start);
-    await writeAt(this.fh, data, dataStart + within);
+    await this.writeData(data, dataStart + within);
     if (tail > 0) await writeVectorAt(this.fh, zeroPieces(tail), dataStart + tailFrom);
     this.fileEnd = Math.max(this.fileEnd, end + this.footerBytes.length);
     const entry = new Uint8Array(4);
