@@ -136,9 +136,9 @@ export abstract class ImageBase implements WritableImage {
    * are on (direct-writes.ts says why whole pages make mixing with buffered metadata writes safe), else buffered.
    */
   protected async writeData(data: Uint8Array, pos: number): Promise<void> {
-    if (this.direct !== null && !this.directRefused && directWriteAligned(data, pos)) {
+    if (this.directWritesOn && directWriteAligned(data, pos)) {
       try {
-        return await writeAt(this.direct, data, pos);
+        return await writeAt(this.direct!, data, pos);
       } catch (e) {
         // The device wants a larger alignment than we checked: buffered from now on (the handle stays open
         // until close, as other writes may be using it).

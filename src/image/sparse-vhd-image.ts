@@ -17,6 +17,7 @@ import { pushRange, unionRanges } from './extent-merge.js';
 import type { DiskImage } from './types.js';
 
 const ALLOCATION = -1;
+const BITMAP_CACHE_ENTRIES = 1024;
 const PAGE = 4096;
 
 /** The first sector offset at or after `from` whose block data (after a `bitmapSize` bitmap) starts on a page. */
@@ -24,7 +25,6 @@ function alignBlockData(from: number, bitmapSize: number): number {
   const dataStart = Math.ceil((from + bitmapSize) / PAGE) * PAGE;
   return dataStart - bitmapSize;
 }
-const BITMAP_CACHE_ENTRIES = 1024;
 
 export interface SparseLayout {
   /** In-memory BAT, one entry per block of the virtual disk (sector offsets, BAT_UNALLOCATED for none). */
@@ -91,7 +91,10 @@ export class SparseVhdImage extends ImageBase {
     await Promise.all(jobs);
   }
 
-  /** Dynamic disks: block data never shares a page with metadata once written page-aligned (allocate()). */
+  /**
+   * Dynamic disks: a whole page inside a block's data holds no bitmap, BAT or footer bytes, so it may go direct
+   * (allocate() places new blocks so that all their data pages are whole). Differencing: bitmaps change with data.
+   */
   protected override directWritesSupported(): boolean {
     return !this.differencing;
   }
