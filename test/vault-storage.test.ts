@@ -74,6 +74,12 @@ describe('encryption at rest', () => {
     const keyPath = join(dir, 'master.key');
     expect(statSync(keyPath).mode & 0o777).toBe(0o600);
     expect(statSync(keyPath).size).toBe(32);
+    // The database and SQLite's WAL beside it are private too, even in a directory that is not.
+    chmodSync(dir, 0o755);
+    for (const f of ['vault.sqlite', 'vault.sqlite-wal']) {
+      if (existsSync(join(dir, f))) expect(statSync(join(dir, f)).mode & 0o777, f).toBe(0o600);
+    }
+    expect(statSync(join(dir, 'vault.sqlite')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(dir, 'vault.sqlite')).includes(Buffer.from('plaintext-marker-123'))).toBe(false);
     chmodSync(keyPath, 0o644);
     await expectCode(openVault(`file:${dir}`), 'VAULT_KEY_FILE_PERMISSIONS');

@@ -4,6 +4,7 @@
  * serialize their writes and lose no update. Rows hold only sealed blobs plus
  * the plain columns needed to find them (kind, name, version, order).
  */
+import { closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { VaultError } from '../errors.js';
 
@@ -60,11 +61,23 @@ export function storageError(e: unknown): unknown {
   return e;
 }
 
+/** Create `path` empty with mode 0600 unless it exists. */
+function createPrivateFile(path: string): void {
+  try {
+    closeSync(openSync(path, 'wx', 0o600));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+}
+
 export class VaultStore {
   readonly db: Database.Database;
 
   constructor(path: string, options: { create: boolean }) {
     try {
+      // A new database file is made 0600 first: its contents are encrypted, but its size and its change times
+      // still say something, and SQLite gives its -wal and -shm files the database file's mode.
+      if (options.create) createPrivateFile(path);
       this.db = new Database(path, { fileMustExist: !options.create, timeout: BUSY_TIMEOUT_MS });
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
