@@ -80,6 +80,10 @@ describe('encryption at rest', () => {
       if (existsSync(join(dir, f))) expect(statSync(join(dir, f)).mode & 0o777, f).toBe(0o600);
     }
     expect(statSync(join(dir, 'vault.sqlite')).mode & 0o777).toBe(0o600);
+    // A vault file left group/world-readable (made by an older version) is made private when opened.
+    chmodSync(join(dir, 'vault.sqlite'), 0o644);
+    await (await openVault(`file:${dir}`)).close();
+    expect(statSync(join(dir, 'vault.sqlite')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(dir, 'vault.sqlite')).includes(Buffer.from('plaintext-marker-123'))).toBe(false);
     chmodSync(keyPath, 0o644);
     await expectCode(openVault(`file:${dir}`), 'VAULT_KEY_FILE_PERMISSIONS');

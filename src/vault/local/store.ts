@@ -4,7 +4,7 @@
  * serialize their writes and lose no update. Rows hold only sealed blobs plus
  * the plain columns needed to find them (kind, name, version, order).
  */
-import { closeSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { VaultError } from '../errors.js';
 
@@ -70,6 +70,16 @@ function createPrivateFile(path: string): void {
   }
 }
 
+/** Drop group and other access from a file we own (a vault made before files were created 0600); best effort. */
+function makePrivate(path: string): void {
+  try {
+    const st = statSync(path);
+    if ((st.mode & 0o077) !== 0 && st.uid === process.getuid?.()) chmodSync(path, st.mode & 0o700);
+  } catch {
+    // Missing (no WAL yet), or a file system that will not: the contents are encrypted either way.
+  }
+}
+
 export class VaultStore {
   readonly db: Database.Database;
 
@@ -79,6 +89,7 @@ export class VaultStore {
       // still say something, and SQLite gives its -wal and -shm files the database file's mode.
       if (options.create) createPrivateFile(path);
       this.db = new Database(path, { fileMustExist: !options.create, timeout: BUSY_TIMEOUT_MS });
+      for (const f of [path, `${path}-wal`, `${path}-shm`]) makePrivate(f);
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
