@@ -112,6 +112,17 @@ describe('vhdcrypt image commands', () => {
     expect(unsupported.status).toBe(7);
     const usage = cli('encrypt', src);
     expect(usage.status).toBe(2);
+    // Paths that do not exist: one line naming the errno and the path, status 3 (input), not an internal error.
+    for (const args of [
+      ['encrypt', join(dir, 'missing.vhd'), join(dir, 'm.vhd')],
+      ['decrypt', enc, join(dir, 'm2.vhd'), '--passphrase-file', join(dir, 'missing-pass.txt')],
+      ['info', join(dir, 'missing.vhd')],
+    ]) {
+      const missing = cli(...args);
+      expect(missing.status, missing.stderr).toBe(3);
+      expect(missing.stderr.trim().split('\n')).toHaveLength(1);
+      expect(missing.stderr).toMatch(/ENOENT.*missing/);
+    }
     // A leftover interrupted run beside the destination: refused until --resume or --force.
     writeFileSync(join(dir, '.left.vhd.vhdcrypt-tmp'), 'partial');
     const leftover = cli('encrypt', src, join(dir, 'left.vhd'), '--passphrase-file', pass);

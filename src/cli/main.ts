@@ -7,6 +7,10 @@ import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerServe } from './serve-command.js';
 
+/** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
+const FILE_ERRORS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG']);
+const FILE_ERROR_STATUS = 3;
+
 /** Build the program; exported for tests. */
 export function buildProgram(): Command {
   const program = new Command('vhdcrypt')
@@ -33,6 +37,13 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`vhdcrypt: ${e.code}: ${e.message}\n`);
       if (debug && e.stack) process.stderr.write(e.stack + '\n');
       return exitCodeFor(e);
+    }
+    const fileCode = (e as NodeJS.ErrnoException | null)?.code;
+    if (typeof fileCode === 'string' && FILE_ERRORS.has(fileCode)) {
+      // A path given on the command line that cannot be opened: the user's input, not a bug.
+      process.stderr.write(`vhdcrypt: ${fileCode}: ${(e as Error).message}\n`);
+      if (debug && (e as Error).stack) process.stderr.write((e as Error).stack + '\n');
+      return FILE_ERROR_STATUS;
     }
     process.stderr.write(`vhdcrypt: internal error: ${(e as Error)?.message ?? String(e)}\n`);
     if (debug && (e as Error)?.stack) process.stderr.write((e as Error).stack + '\n');

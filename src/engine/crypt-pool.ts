@@ -41,6 +41,9 @@ export interface SectorBatchRef {
   readonly tweakStep: number;
 }
 
+/** How long destroy() waits for workers still starting. */
+const WARM_WAIT_MS = 10_000;
+
 /** An error a worker reported, with its original code (XTS_..., ENGINE_...). */
 class WorkerCryptError extends VhdcryptError {}
 
@@ -49,6 +52,8 @@ export class CryptPool {
   readonly backend: BackendChoice;
   private readonly pool: Piscina;
   private closed = false;
+  /** Settles once every worker has loaded and started its backend (see warm). */
+  private warming: Promise<void> | null = null;
   /** What really ran, from the first reply. */
   ran: { backend: string; kernel: string } | null = null;
 
@@ -68,12 +73,14 @@ export class CryptPool {
 
   /** Start every worker's backend now (no key involved), so the first batch does not wait for it. */
   warm(): Promise<void> {
+    if (this.warming !== null) return this.warming;
     const task: WarmTask = { kind: 'warm', backend: this.backend };
     const all = Promise.all(Array.from({ length: this.threads }, () => this.pool.run(task) as Promise<WorkerReply>)).then((replies) => {
       for (const r of replies) if (!r.ok) throw new WorkerCryptError(r.code, r.message);
     });
     // A failure here is reported again by the first real batch; keep it from being unhandled meanwhile.
     all.catch(() => undefined);
+    this.warming = all;
     return all;
   }
 
@@ -116,6 +123,12 @@ export class CryptPool {
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Workers are not terminated while still loading their modules: Node 20 can abort the whole process
+    // then (FATAL ERROR "v8::Module::IsGraphAsync must be used on an instantiated module"), which a job that
+    // fails fast (a wrong passphrase) used to hit now and then. Bounded, in case a worker never comes up.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.warm().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, WARM_WAIT_MS)))]);
+    clearTimeout(timer);
     await this.pool.destroy();
   }
 }
