@@ -5,7 +5,7 @@
  * Cross-checked with cryptsetup (keyslots) and qemu-img compare (content).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, openSync, readSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeRaw, qemuCompare, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
@@ -98,6 +98,21 @@ describe('vhdcrypt image commands', () => {
     const dec = join(dir, 'hdr.dec.vhd');
     expect(cli('decrypt', enc, dec, '--passphrase-file', pass).status).toBe(0);
     expect(qemuCompare(src, 'vpc', dec, 'vpc').same).toBe(true);
+  });
+
+  it('a job that fails fast exits with its status every time, never an abort (workers stopped mid-load)', async () => {
+    // The wrong passphrase fails within milliseconds while the pool's workers are still loading; this used to
+    // abort the process (status null, SIGABRT) about once in 60-100 runs. 32 runs, 4 at a time: a regression
+    // shows up here about one time in three; the loop over many CI runs does the rest.
+    const enc = join(dir, 'enc.vhd');
+    const once = (i: number): Promise<number | null> =>
+      new Promise((resolve) => {
+        const c = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'decrypt', enc, join(dir, `ff${i}.vhd`), '--passphrase-file', pass], { env, stdio: 'ignore' });
+        c.on('exit', (code) => resolve(code));
+      });
+    const statuses: Array<number | null> = [];
+    for (let round = 0; round < 8; round++) statuses.push(...(await Promise.all([0, 1, 2, 3].map((k) => once(round * 4 + k)))));
+    expect(statuses.filter((s) => s !== 4)).toEqual([]);
   });
 
   it('errors are one line with their code and the documented exit status', () => {
