@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/buffer_address.cc",
         "native/cpu_features.cc",
+        "native/file_space.cc",
         "native/nbd_direct_read.cc",
         "native/writeback.cc",
         "native/xts_aesni.cc",

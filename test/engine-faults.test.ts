@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
+import { constants, existsSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encryptImage, decryptImage, unlockImage, describeImage } from '../src/engine/index.js';
@@ -281,17 +281,15 @@ describe('ENOSPC on a small tmpfs', () => {
     expect(entries(mnt)).toEqual([]);
   });
 
-  it('ENOSPC in the middle of a run is ENGINE_NO_SPACE; temp removed, nothing under the destination', async (ctx) => {
-    if (!mounted) ctx.skip();
-    const small = join(dir, 'small-src.raw');
-    makeRaw(small, 4 * MIB, [[0, 4 * MIB]]);
+  /** Take what is left of the file system at the first progress event, so later allocations fail. */
+  function fillOnProgress(fs: string): () => void {
     let filled = false;
-    const fill = () => {
+    return () => {
       if (filled) return;
       filled = true;
       // Take what is left of the file system, so the next output writes fail.
-      const free = Number(statfsSync(mnt).bavail) * Number(statfsSync(mnt).bsize);
-      const fd = openSync(join(mnt, 'filler'), 'w');
+      const free = Number(statfsSync(fs).bavail) * Number(statfsSync(fs).bsize);
+      const fd = openSync(join(fs, 'filler'), 'w');
       const chunk = Buffer.alloc(64 * 1024, 1);
       for (let left = free; left > 0; left -= chunk.length) {
         try {
@@ -303,9 +301,53 @@ describe('ENOSPC on a small tmpfs', () => {
       }
       closeSync(fd);
     };
-    await expect(
-      encryptImage(small, join(mnt, 'out.img'), { format: 'luks1', passphrase: 'x', kdf: PBKDF2_FAST, backend: 'js', threads: 1, batchBytes: 256 * 1024, onProgress: fill }),
-    ).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE' });
-    expect(entries(mnt)).toEqual(['filler']);
+  }
+
+  it('ENOSPC in the middle of a run is ENGINE_NO_SPACE; temp removed, nothing under the destination', async (ctx) => {
+    if (!mounted) ctx.skip();
+    // A file system of its own, large enough for the output's estimate (4 blocks of 2 MiB and their bitmaps).
+    const roomy = join(dir, 'roomy');
+    mkdirSync(roomy);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', roomy]).status !== 0) ctx.skip();
+    try {
+      const small = join(dir, 'small-src.raw');
+      makeRaw(small, 4 * MIB, [[0, 4 * MIB]]);
+      // A dynamic VHD allocates each 2 MiB block as it first writes it: the second payload block fails.
+      await expect(
+        encryptImage(small, join(roomy, 'out.vhd'), {
+          format: 'luks1', passphrase: 'x', kdf: PBKDF2_FAST, backend: 'js', threads: 1, batchBytes: 256 * 1024, outFormat: 'vhd-dynamic', onProgress: fillOnProgress(roomy),
+        }),
+      ).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE' });
+      expect(entries(roomy)).toEqual(['filler']);
+    } finally {
+      spawnSync('umount', [roomy]);
+    }
+  });
+
+  it('a raw output written directly has its blocks reserved first: filling the file system mid-run does not fail it', async (ctx) => {
+    if (!mounted) ctx.skip();
+    rmSync(join(mnt, 'filler'), { force: true });
+    const small = join(dir, 'small-src2.raw');
+    makeRaw(small, 4 * MIB, [[0, 4 * MIB]]);
+    const dest = join(mnt, 'out.img');
+    // Reservation goes with direct writes, which a tmpfs takes from Linux 6.6 on: probe for them first.
+    let direct = true;
+    try {
+      closeSync(openSync(join(mnt, 'probe'), constants.O_CREAT | constants.O_WRONLY | constants.O_DIRECT, 0o600));
+    } catch {
+      direct = false;
+    }
+    rmSync(join(mnt, 'probe'), { force: true });
+    const run = encryptImage(small, dest, { format: 'luks1', passphrase: 'x', kdf: PBKDF2_FAST, backend: 'js', threads: 1, batchBytes: 256 * 1024, onProgress: fillOnProgress(mnt) });
+    if (direct) {
+      const r = await run;
+      expect(r.directWrites).toBe(true);
+      const back = join(dir, 'small-back.raw');
+      await decryptImage(dest, back, { passphrase: 'x', outFormat: 'raw' });
+      expect(readFileSync(back).equals(readFileSync(small))).toBe(true);
+    } else {
+      await expect(run).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE' });
+      expect(entries(mnt)).toEqual(['filler']);
+    }
   });
 });

@@ -321,6 +321,96 @@ describe('direct writes (O_DIRECT)', () => {
   });
 });
 
+describe('reserve (fallocate ahead of writes)', () => {
+  /** Allocated bytes of `file` as the kernel reports them (st_blocks). */
+  const used = async (file: string) => (await stat(file)).blocks * 512;
+
+  it('fresh fixed VHD: reserved blocks exist before the writes; at close the never-written zero chunks are holes again', async () => {
+    const file = path.join(dir, 'reserve.vhd');
+    const size = 32 * MiB;
+    const img = await createImage(file, { format: 'vhd-fixed', virtualSize: BigInt(size) });
+    const before = await used(file);
+    await img.reserve(0n, BigInt(size));
+    expect((await stat(file)).size).toBe(size + 512); // the footer stays where it was
+    expect((await used(file)) - before).toBeGreaterThanOrEqual(size);
+    await img.useDirectWrites();
+    // Data in the first 8 MiB and at 20 MiB; an all-zero 4 MiB write at 12 MiB (skipped, as in a fresh file).
+    const model = new Uint8Array(size);
+    model.set(patternBytes(8 * MiB, 31), 0);
+    model.set(patternBytes(MiB, 32), 20 * MiB);
+    await img.write(0n, model.subarray(0, 8 * MiB));
+    await img.write(BigInt(12 * MiB), new Uint8Array(4 * MiB));
+    await img.write(BigInt(20 * MiB), model.subarray(20 * MiB, 21 * MiB));
+    await img.close();
+    expect(await used(file)).toBeLessThan(10 * MiB);
+    expect(await used(file)).toBeGreaterThanOrEqual(9 * MiB);
+    expect((await qemuRaw(file)).equals(Buffer.from(model))).toBe(true);
+  });
+
+  it('an existing image: reserving keeps its size and every byte, and nothing is punched at close', async () => {
+    const file = path.join(dir, 'reserve-existing.raw');
+    const model = Buffer.alloc(16 * MiB);
+    model.set(patternBytes(MiB, 33), 3 * MiB);
+    await writeFile(file, model.subarray(0, 4 * MiB));
+    await (await import('node:fs/promises')).truncate(file, 16 * MiB);
+    const img = await openImage(file, { writable: true });
+    await img.reserve(0n, 16n * BigInt(MiB));
+    await img.close();
+    expect((await stat(file)).size).toBe(16 * MiB);
+    expect(await used(file)).toBeGreaterThanOrEqual(16 * MiB);
+    expect((await readFile(file)).equals(model)).toBe(true);
+  });
+
+  it('checks its range; a dynamic VHD allocates as it writes, so reserving changes nothing', async () => {
+    const file = path.join(dir, 'reserve-dyn.vhd');
+    const img = await createImage(file, { format: 'vhd-dynamic', virtualSize: BigInt(8 * MiB) });
+    const before = await used(file);
+    await img.reserve(0n, BigInt(8 * MiB));
+    expect(await used(file)).toBe(before);
+    await expect(img.reserve(BigInt(4 * MiB), BigInt(8 * MiB))).rejects.toMatchObject({ code: 'IMAGE_OUT_OF_RANGE' });
+    await img.close();
+  });
+
+  it('on a full file system: rejects with ENOSPC before any data is written', async (ctx) => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdirSync } = await import('node:fs');
+    const mnt = path.join(dir, 'tiny-reserve');
+    mkdirSync(mnt);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status !== 0) ctx.skip(); // mount needs root
+    try {
+      const img = await createImage(path.join(mnt, 'big.raw'), { format: 'raw', virtualSize: BigInt(64 * MiB) });
+      await expect(img.reserve(0n, BigInt(64 * MiB))).rejects.toMatchObject({ code: 'ENOSPC', syscall: 'fallocate' });
+      await img.close();
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
+  it('WrittenChunks.unwrittenRuns: the complement of what was added, across page boundaries', async () => {
+    const { WrittenChunks } = await import('../src/image/written-chunks.js');
+    const w = new WrittenChunks();
+    const span = 100_000; // three 32768-chunk pages and a part
+    const set = new Set<number>();
+    let seed = 7;
+    for (let i = 0; i < 300; i++) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      const c = 32768 + (seed % 40_000); // leaves page 0 and most of page 2 untouched
+      set.add(c);
+      w.add(c);
+    }
+    for (const [from, to] of [[0, span], [5, 32770], [40_000, 70_000], [32767, 32769]] as const) {
+      const got: number[] = [];
+      for (const [a, b] of w.unwrittenRuns(from, to)) {
+        expect(a).toBeLessThan(b);
+        for (let c = a; c < b; c++) got.push(c);
+      }
+      const want: number[] = [];
+      for (let c = from; c < to; c++) if (!set.has(c)) want.push(c);
+      expect(got).toEqual(want);
+    }
+  });
+});
+
 describe('createImage on a file system that fills up', () => {
   it('a dynamic VHD whose BAT does not fit: the error surfaces and no half-made file is left', async (ctx) => {
     const { spawnSync } = await import('node:child_process');

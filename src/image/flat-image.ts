@@ -4,14 +4,21 @@
  * Image").
  */
 import type { FileHandle } from 'node:fs/promises';
+import { getSystemErrorName } from 'node:util';
 import { ImageBase, type ImageDescription } from './image-base.js';
 import { readAt, writeVectorAt } from './file-io.js';
 import { isAllZero, zeroPieces } from './zero-detect.js';
 import { CHUNK_SIZE, WrittenChunks } from './written-chunks.js';
+import { fileSpace } from './native-io.js';
+
+/** fallocate failures that mean the data cannot be written either; any other refusal only loses the speed-up. */
+const RESERVE_FATAL = new Set(['ENOSPC', 'EDQUOT', 'EIO']);
 
 export class FlatImage extends ImageBase {
   /** Set for files we created sparse: all-zero chunks never written can stay holes. */
   private readonly fresh: WrittenChunks | null;
+  /** Ranges of a fresh file reserved by reserve(): chunks in them left unwritten are punched back at close. */
+  private readonly reserved: Array<readonly [number, number]> = [];
 
   constructor(fh: FileHandle, d: ImageDescription, fresh: boolean) {
     super(fh, d);
@@ -27,6 +34,34 @@ export class FlatImage extends ImageBase {
   /** The disk is the file's first bytes; a fixed VHD's footer, after them, is written once at creation. */
   protected override directWritesSupported(): boolean {
     return true;
+  }
+
+  /** The disk is the start of the file, so its blocks can be reserved in place (fixed VHDs and raw files). */
+  protected override async reserveRange(pos: number, len: number): Promise<void> {
+    const rc = await fileSpace(this.fh.fd, pos, len, false);
+    if (rc === 0) {
+      if (this.fresh) this.reserved.push([pos, pos + len]);
+      return;
+    }
+    const code = getSystemErrorName(-rc);
+    if (RESERVE_FATAL.has(code)) {
+      throw Object.assign(new Error(`${code}: cannot reserve ${len} bytes at ${pos} in ${this.path}`), { code, errno: -rc, syscall: 'fallocate', path: this.path });
+    }
+  }
+
+  /** A fresh file keeps its all-zero chunks as holes even where they were reserved: give those blocks back. */
+  protected override async finishWrites(): Promise<void> {
+    const fresh = this.fresh;
+    if (!fresh) return;
+    for (const [start, end] of this.reserved.splice(0)) {
+      // Only whole chunks inside the range (partial chunks at its ends stay reserved, reading as zeros).
+      const first = Math.ceil(start / CHUNK_SIZE);
+      const last = Math.floor(end / CHUNK_SIZE);
+      for (const [a, b] of fresh.unwrittenRuns(first, last)) {
+        // Best effort: a refused punch leaves zero-reading blocks allocated, the content unchanged.
+        await fileSpace(this.fh.fd, a * CHUNK_SIZE, (b - a) * CHUNK_SIZE, true);
+      }
+    }
   }
 
   /** The virtual disk is the start of the file. */

@@ -101,6 +101,20 @@ export abstract class ImageBase implements WritableImage {
     await this.discardRange(pos, Number(length));
   }
 
+  async reserve(offset: bigint, length: bigint): Promise<void> {
+    this.checkOpen();
+    this.checkWritable();
+    const pos = this.checkRange(offset, length);
+    if (length === 0n) return;
+    await this.reserveRange(pos, Number(length));
+  }
+
+  /** reserve() for an in-range, non-empty range; formats whose writes allocate as they go leave it alone. */
+  protected async reserveRange(_pos: number, _len: number): Promise<void> {}
+
+  /** Last work on the file before the closing flush (close() calls it on writable images). */
+  protected async finishWrites(): Promise<void> {}
+
   fileSpan(offset: bigint, length: number): number | null {
     if (this.closed || length <= 0 || offset < 0n || offset + BigInt(length) > this.virtualSize) return null;
     return this.spanInFile(Number(offset), length);
@@ -156,7 +170,10 @@ export abstract class ImageBase implements WritableImage {
   async close(): Promise<void> {
     if (this.closed) return;
     try {
-      if (this.writable) await this.flush();
+      if (this.writable) {
+        await this.finishWrites();
+        await this.flush();
+      }
     } finally {
       this.closed = true;
       try {

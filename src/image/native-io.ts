@@ -4,15 +4,18 @@
  *  - early writeback: sync_file_range(SYNC_FILE_RANGE_WRITE) starts writing a
  *    file's dirty pages now, so a long sequential job keeps the disk busy and
  *    its closing fsync has little left to do (no durability comes from it);
- *  - buffer addresses, which JS cannot see, for O_DIRECT's alignment rule.
+ *  - buffer addresses, which JS cannot see, for O_DIRECT's alignment rule;
+ *  - fallocate(2): reserving blocks ahead of direct writes, punching them back.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import { nativeAddonPath } from '../package-root.js';
 
 interface NativeIo {
   startWriteback?: (fd: number) => boolean;
   addressMisalignment?: (view: Uint8Array, alignment: number) => number;
+  fileSpace?: (fd: number, offset: number, length: number, punch: boolean) => Promise<number>;
 }
 
 let cached: NativeIo | undefined;
@@ -43,4 +46,13 @@ export function addressMisalignment(view: Uint8Array, alignment: number): number
   if (typeof f !== 'function') return undefined;
   const r = f(view, alignment);
   return r >= 0 ? r : undefined;
+}
+
+/**
+ * fallocate(2) with FALLOC_FL_KEEP_SIZE on [offset, offset + length): reserve the blocks, or with `punch`
+ * give them back (a hole). Resolves 0 or the errno; EOPNOTSUPP without the addon or the call.
+ */
+export function fileSpace(fd: number, offset: number, length: number, punch: boolean): Promise<number> {
+  const f = load().fileSpace;
+  return typeof f === 'function' ? f(fd, offset, length, punch) : Promise.resolve(osConstants.errno.EOPNOTSUPP);
 }

@@ -59,4 +59,10 @@ export interface WritableImage extends DiskImage {
    * writes as before. Resolves true when this image and file system can; flush() still gives durability.
    */
   useDirectWrites(): Promise<boolean>;
+  /**
+   * Reserve the file's blocks for a range about to be written (fallocate; see FlatImage), so direct writes
+   * overwrite allocated blocks; a no-op where the format allocates as it writes or the file system cannot.
+   * Rejects with the errno's code on ENOSPC, EDQUOT or EIO.
+   */
+  reserve(offset: bigint, length: bigint): Promise<void>;
 }

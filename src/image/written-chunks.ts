@@ -27,4 +27,25 @@ export class WrittenChunks {
     const bit = chunk % BITS_PER_PAGE;
     page[bit >>> 3]! |= 1 << (bit & 7);
   }
+
+  /** Runs [start, end) of chunks in [from, to) never written, in order (whole missing pages skipped at once). */
+  *unwrittenRuns(from: number, to: number): Generator<[number, number]> {
+    let runStart = -1;
+    for (let c = from; c < to; ) {
+      const page = this.pages.get(Math.floor(c / BITS_PER_PAGE));
+      if (!page && c % BITS_PER_PAGE === 0) {
+        if (runStart < 0) runStart = c;
+        c = Math.min(to, c + BITS_PER_PAGE);
+        continue;
+      }
+      if (this.has(c)) {
+        if (runStart >= 0) yield [runStart, c];
+        runStart = -1;
+      } else if (runStart < 0) {
+        runStart = c;
+      }
+      c++;
+    }
+    if (runStart >= 0) yield [runStart, to];
+  }
 }
