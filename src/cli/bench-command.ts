@@ -2,8 +2,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { renderBarChart } from './bench-chart.js';
-import { measureOpensslSpeed, measureXtsThroughput } from './xts-throughput.js';
-import { runEndToEndBench } from './bench-end-to-end.js';
 
 export function registerBench(program: Command): void {
   program
@@ -16,6 +14,9 @@ export function registerBench(program: Command): void {
     .option('--threads <n>', 'worker threads for the end-to-end run (default: one per core)')
     .option('--quick', 'shorter sampling')
     .action(async (opts: { json?: boolean; svg?: string; size: string; vault?: string; threads?: string; quick?: boolean }) => {
+      // Loaded when the command runs, so other commands do not pay for tinybench at start-up.
+      const { measureOpensslSpeed, measureXtsThroughput } = await import('./xts-throughput.js');
+      const { runEndToEndBench } = await import('./bench-end-to-end.js');
       const rows = await measureXtsThroughput({ timeMs: opts.quick ? 200 : 500, skipJs: opts.quick });
       const openssl = await measureOpensslSpeed(64, opts.quick ? 1 : 2);
       const e2e = await runEndToEndBench({

@@ -4,9 +4,8 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
-import { NbdServer, type NbdEndpoint } from '../nbd/index.js';
-import { openExportBacking, type OpenExportOptions } from '../nbd/open-export.js';
-import { NbdProcessGroup } from '../nbd/process-group.js';
+import type { NbdEndpoint } from '../nbd/index.js';
+import type { OpenExportOptions } from '../nbd/open-export.js';
 
 interface ServeOptions {
   socket?: string;
@@ -75,6 +74,12 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(readerThreads !== undefined ? { readerThreads } : {}),
   };
   const verbose = o.verbose === true;
+  // The NBD server is loaded when serving starts, so other commands do not pay for it at start-up.
+  const [{ NbdServer }, { openExportBacking }, { NbdProcessGroup }] = await Promise.all([
+    import('../nbd/index.js'),
+    import('../nbd/open-export.js'),
+    import('../nbd/process-group.js'),
+  ]);
   const server =
     processes > 0
       ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })

@@ -9,8 +9,6 @@ import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
 
 const MIB = 1n << 20n;
-/** A first look covers cryptsetup's default 16 MiB LUKS2 header area. */
-const PROBE = 16n * MIB;
 /** cryptsetup's largest header region: 2 x 4 MiB metadata + 128 MiB keyslots. */
 export const MAX_HEADER_REGION = 136n * MIB;
 
@@ -27,18 +25,17 @@ async function readPrefix(image: DiskImage, n: bigint): Promise<Uint8Array> {
   return buf;
 }
 
-/** The LUKS header region, or null when the disk holds no LUKS header (plain or not encrypted). */
-export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | null> {
-  let buf = await readPrefix(image, PROBE);
+/**
+ * The LUKS header facts of an image's virtual disk, read straight from the image (only the binary headers
+ * and JSON area), or null when the disk holds no LUKS header (plain or not encrypted).
+ */
+export async function readLuksInfo(image: DiskImage): Promise<LuksVolumeInfo | null> {
   let info: LuksVolumeInfo;
   try {
-    info = await readVolumeInfo(buf);
+    info = await readVolumeInfo(image);
   } catch (e) {
     if (e instanceof VhdcryptError && e.code === 'LUKS_BAD_MAGIC') return null;
-    if (!(e instanceof VhdcryptError && e.code === 'LUKS_TRUNCATED') || image.virtualSize <= PROBE) throw e;
-    // A header area larger than the probe: read up to cryptsetup's ceiling and look again.
-    buf = await readPrefix(image, MAX_HEADER_REGION);
-    info = await readVolumeInfo(buf);
+    throw e;
   }
   if (info.dataOffset > MAX_HEADER_REGION) {
     throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${image.path}: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
@@ -46,8 +43,13 @@ export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | nul
   if (info.dataOffset > image.virtualSize) {
     throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: LUKS data offset ${info.dataOffset} is past the end of the ${image.virtualSize}-byte disk`);
   }
-  if (BigInt(buf.length) < info.dataOffset) buf = await readPrefix(image, info.dataOffset);
-  return { info, bytes: buf.subarray(0, Number(info.dataOffset)) };
+  return info;
+}
+
+/** The LUKS header region in memory, or null when the disk holds no LUKS header (plain or not encrypted). */
+export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | null> {
+  const info = await readLuksInfo(image);
+  return info && { info, bytes: await readPrefix(image, info.dataOffset) };
 }
 
 /** Write an edited header region back (then flush) into a writable image. */

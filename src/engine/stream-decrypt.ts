@@ -232,7 +232,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     if (info) {
       const diskSize = size ?? info.dataOffset + BigInt(info.sectorSize);
       const bytes = prefix.bytes.subarray(0, Number(info.dataOffset));
-      const found = await keyslotSecret('input stream', { info, bytes }, o);
+      const found = await keyslotSecret('input stream', { info }, o);
       try {
         const r = await unlock(bytes, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
         return { volumeKey: r.volumeKey, layout: luksLayout(info, diskSize), info, secretId: found.secretId, vaultUri: found.vaultUri };

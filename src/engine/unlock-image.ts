@@ -7,7 +7,7 @@
 import { unlock, type LuksSecret, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage } from '../image/index.js';
 import { EngineError } from './errors.js';
-import { readLuksRegion, type LuksRegion } from './luks-region.js';
+import { readLuksInfo } from './luks-region.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { luksLayout, plainLayout, type PayloadLayout } from './crypto-layout.js';
 import { openEngineVault } from './vault-link.js';
@@ -39,13 +39,13 @@ const VAULT_TOKEN = 'vhdcrypt-vault';
 
 /** Open a LUKS or plain image's payload key. */
 export async function unlockImage(image: DiskImage, opts: UnlockImageOptions = {}): Promise<UnlockedImage> {
-  const region = await readLuksRegion(image);
-  if (!region) return unlockPlain(image, opts);
-  const { info } = region;
+  // Straight from the image: the headers, the JSON area and the one keyslot's material, not the whole region.
+  const info = await readLuksInfo(image);
+  if (!info) return unlockPlain(image, opts);
   const layout = luksLayout(info, image.virtualSize);
-  const found = await keyslotSecret(image.path, region, opts);
+  const found = await keyslotSecret(image.path, { info }, opts);
   try {
-    const r = await unlock(region.bytes, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
+    const r = await unlock(image, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
     return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: found.secretId, vaultUri: found.vaultUri };
   } finally {
     wipeSecret(found.secret);
@@ -62,7 +62,7 @@ export interface KeyslotSecret {
 }
 
 /** The secret that opens a keyslot of this header: the caller's, else the vault's (token, then LUKS UUID). */
-export async function keyslotSecret(name: string, region: LuksRegion, opts: UnlockImageOptions): Promise<KeyslotSecret> {
+export async function keyslotSecret(name: string, region: { readonly info: LuksVolumeInfo }, opts: UnlockImageOptions): Promise<KeyslotSecret> {
   const own = await userSecret(opts);
   if (own) return { secret: own, secretId: null, vaultUri: null, keyslot: null };
   const { info } = region;

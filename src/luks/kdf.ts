@@ -4,7 +4,6 @@
  * hostile header cannot exceed.
  */
 import { pbkdf2 } from 'node:crypto';
-import { hashRaw } from '@node-rs/argon2';
 import { LuksError } from './errors.js';
 
 export type LuksHash = 'sha1' | 'sha256' | 'sha512';
@@ -93,6 +92,8 @@ function pbkdf2Async(secret: Uint8Array, salt: Uint8Array, iterations: number, l
 export async function deriveKey(p: KdfParams, secret: Uint8Array, length: number, limits: KdfLimits, what: string): Promise<Uint8Array> {
   checkKdfCost(p, limits, what);
   if (p.type === 'pbkdf2') return pbkdf2Async(secret, p.salt, p.iterations, length, p.hash);
+  // Loaded on first use: the addon costs ~50 ms of start-up that PBKDF2 keyslots never need.
+  const { hashRaw } = await import('@node-rs/argon2');
   try {
     return await hashRaw(secret, {
       salt: p.salt,

@@ -12,7 +12,6 @@
 import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Algorithm, hashRaw } from '@node-rs/argon2';
 import { VaultError } from '../errors.js';
 
 export const MASTER_KEY_BYTES = 32;
@@ -57,7 +56,8 @@ export async function deriveMasterKey(passphrase: string, p: KdfParams): Promise
   }
   const salt = Buffer.from(p.salt, 'base64');
   if (salt.length < 16) throw new VaultError('VAULT_TAMPERED', 'vault KDF salt is too short');
-  // Async: argon2 runs on libuv's pool, not on the event loop.
+  // Async: argon2 runs on libuv's pool, not on the event loop. Loaded here only: key-file vaults never need it.
+  const { Algorithm, hashRaw } = await import('@node-rs/argon2');
   return hashRaw(Buffer.from(passphrase, 'utf8'), {
     algorithm: Algorithm.Argon2id,
     memoryCost: p.memoryKiB,
