@@ -36,6 +36,15 @@ export function findPackageRoot(): string | undefined {
   }
 }
 
+/**
+ * Absolute path of a compiled module under dist/src (worker and child-process entry files), or undefined when
+ * the package root cannot be found. Not relative to import.meta.url: the CLI runs from a bundle in dist/cli.
+ */
+export function compiledModulePath(...segments: string[]): string | undefined {
+  const root = findPackageRoot();
+  return root === undefined ? undefined : join(root, 'dist', 'src', ...segments);
+}
+
 /** Absolute path of the built native addon (node-gyp's build/Release), or undefined when the package root cannot be found. */
 export function nativeAddonPath(): string | undefined {
   const root = findPackageRoot();

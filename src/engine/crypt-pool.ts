@@ -5,20 +5,19 @@
  */
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Piscina } from 'piscina';
 import type { BackendChoice } from '../crypto/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-import { findPackageRoot } from '../package-root.js';
+import { compiledModulePath } from '../package-root.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply } from './worker-messages.js';
 
 /** The compiled worker; tests and the CLI need `npx tsc` to have run. */
 export function workerPath(): string {
-  const root = findPackageRoot();
-  if (root === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
-  return join(root, 'dist', 'src', 'engine', 'xts-worker.js');
+  const file = compiledModulePath('engine', 'xts-worker.js');
+  if (file === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
+  return file;
 }
 
 export function defaultThreads(): number {

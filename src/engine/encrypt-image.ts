@@ -16,7 +16,7 @@ import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
-import { OUTPUT_FORMATS, type OutputFormat, type RunOptions, type RunResult } from './run-options.js';
+import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage } from './unlock-image.js';
 import type { KeySourceOptions } from './key-source.js';
 import { writeLuksRegion } from './luks-region.js';

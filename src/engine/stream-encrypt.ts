@@ -16,7 +16,7 @@ import type { OutputFormat } from './run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
 import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
-import { cryptRun, memorySource, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
+import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
 export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
   /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */

@@ -224,7 +224,8 @@ function allocateArea(state: Luks2State, bytes: number, ignoring?: number): bigi
   return at;
 }
 
-function freeId(state: Luks2State, want: number | undefined): number {
+/** The keyslot id to add: `want` when free and in range, else the lowest free one. */
+export function luks2FreeKeyslot(state: Luks2State, want: number | undefined): number {
   const used = new Set(state.meta.keyslots.map((k) => k.id));
   if (want !== undefined) {
     if (!Number.isInteger(want) || want < 0 || want >= LUKS2_MAX_ID) throw new LuksError('LUKS_KEYSLOT_OUT_OF_RANGE', `keyslot ${want} out of range 0..${LUKS2_MAX_ID - 1}`);

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { secretBytes, type LuksSecret } from './secret-input.js';
 import { LUKS1_KEYSLOTS } from './luks1-header.js';
 import { luks1ActiveSlots, luks1Format, luks1KillKeyslot, luks1SetKeyslot, luks1Unlock } from './luks1.js';
-import { luks2AddToken, luks2Format, luks2KillKeyslot, luks2RemoveToken, luks2SetKeyslot, luks2Unlock, writeLuks2 } from './luks2.js';
+import { luks2AddToken, luks2Format, luks2FreeKeyslot, luks2KillKeyslot, luks2RemoveToken, luks2SetKeyslot, luks2Unlock, writeLuks2 } from './luks2.js';
 import { readLuksHeader, volumeInfoOf, type LuksHeader, type LuksVolumeInfo } from './volume-info.js';
 import type { JsonObject, LuksToken } from './luks2-json.js';
 
@@ -151,11 +151,7 @@ export async function addKeyslot(target: LuksTarget, existing: LuksSecret, added
         await luks1SetKeyslot(io, h.phdr, id, vk, s, luks1Kdf(h, opts.kdf), limits);
         return id;
       }
-      const used = new Set(h.state.meta.keyslots.map((k) => k.id));
-      let id = opts.newKeyslot ?? 0;
-      if (opts.newKeyslot === undefined) while (used.has(id)) id++;
-      else if (used.has(id)) throw new LuksError('LUKS_BAD_ARG', `keyslot ${id} is in use`);
-      if (!Number.isInteger(id) || id < 0 || id >= 32) throw new LuksError(opts.newKeyslot === undefined ? 'LUKS_KEYSLOTS_FULL' : 'LUKS_KEYSLOT_OUT_OF_RANGE', `keyslot ${id} out of range 0..31`);
+      const id = luks2FreeKeyslot(h.state, opts.newKeyslot);
       await luks2SetKeyslot(io, h.state, id, vk, s, opts.kdf, limits);
       return id;
     } finally {

@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { compiledModulePath } from '../package-root.js';
 import { Worker } from 'node:worker_threads';
 import type { BackendChoice } from '../crypto/index.js';
 import { acquireSharedBuffer } from './buffer-pool.js';
@@ -27,8 +27,8 @@ export interface DecryptReader {
 
 /** Start `threads` workers over the container file, or return null when the compiled worker is not available. */
 export function startDecryptReaders(path: string, key: Uint8Array, opts: { threads?: number; backend?: BackendChoice } = {}): DecryptReader | null {
-  const workerFile = fileURLToPath(new URL('./read-worker.js', import.meta.url));
-  if (!existsSync(workerFile)) return null;
+  const workerFile = compiledModulePath('nbd', 'read-worker.js');
+  if (workerFile === undefined || !existsSync(workerFile)) return null;
   // One core stays with the main thread, which parses requests and feeds the sockets (measured: on 2 cores one reader beats two).
   const threads = opts.threads ?? Math.min(4, Math.max(1, cpus().length - 1));
   const workers: Worker[] = [];

@@ -7,7 +7,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { compiledModulePath } from '../package-root.js';
 import { NbdError } from './errors.js';
 import type { ChildInit } from './connection-child.js';
 import type { OpenExportOptions } from './open-export.js';
@@ -31,7 +31,7 @@ export class NbdProcessGroup {
 
   /** Fork the children and wait until each has opened the image. */
   static async start(opts: ProcessGroupOptions): Promise<NbdProcessGroup> {
-    const childFile = fileURLToPath(new URL('./connection-child.js', import.meta.url));
+    const childFile = compiledModulePath('nbd', 'connection-child.js') ?? 'dist/src/nbd/connection-child.js';
     if (!existsSync(childFile)) throw new NbdError('NBD_CHILD_MISSING', `${childFile} is missing; build the package first`);
     const g = new NbdProcessGroup(opts);
     try {
