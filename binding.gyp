@@ -4,6 +4,7 @@
       "target_name": "vhdcrypt_native",
       "sources": [
         "native/addon.cc",
+        "native/af_merge.cc",
         "native/buffer_address.cc",
         "native/cpu_features.cc",
         "native/file_space.cc",

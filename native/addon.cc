@@ -13,6 +13,7 @@
 
 #include "buffer_address.h"
 #include "addon_shared.h"
+#include "af_merge.h"
 #include "cpu_features.h"
 #include "file_space.h"
 #include "nbd_direct_read.h"
@@ -238,6 +239,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
+  exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));
   exports.Set("fileSpace", Napi::Function::New<FileSpace>(env, "fileSpace"));
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
   InitDirectRead(env, exports);

@@ -7,10 +7,8 @@
  *  - buffer addresses, which JS cannot see, for O_DIRECT's alignment rule;
  *  - fallocate(2): reserving blocks ahead of direct writes, punching them back.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
-import { nativeAddonPath } from '../package-root.js';
+import { nativeAddon } from '../native-addon.js';
 
 interface NativeIo {
   startWriteback?: (fd: number) => boolean;
@@ -18,20 +16,8 @@ interface NativeIo {
   fileSpace?: (fd: number, offset: number, length: number, punch: boolean) => Promise<number>;
 }
 
-let cached: NativeIo | undefined;
-
 function load(): NativeIo {
-  if (cached !== undefined) return cached;
-  cached = {};
-  const path = nativeAddonPath();
-  if (path !== undefined && existsSync(path)) {
-    try {
-      cached = createRequire(import.meta.url)(path) as NativeIo;
-    } catch {
-      // The crypto backend reports a broken addon; here it only means these helpers are off.
-    }
-  }
-  return cached;
+  return (nativeAddon() ?? {}) as NativeIo;
 }
 
 /** Start writeback of `fd`'s dirty pages; true when the kernel took the request. */

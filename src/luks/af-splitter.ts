@@ -6,6 +6,9 @@
 import * as nodeCrypto from 'node:crypto';
 import { createHash, randomFillSync } from 'node:crypto';
 import type { LuksHash } from './kdf.js';
+import { nativeAddon } from '../native-addon.js';
+
+type NativeAfMerge = (material: Uint8Array, keyBytes: number, stripes: number, hash: LuksHash) => Uint8Array | null;
 
 /** crypto.hash exists from Node 20.12; older 20.x use createHash. */
 const oneShot = (nodeCrypto as { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Buffer }).hash;
@@ -53,8 +56,15 @@ export function afSplit(key: Uint8Array, stripes: number, hash: LuksHash): Uint8
   return out;
 }
 
-/** Recovers the keyBytes-long key from AF material (caller wipes both). */
+/** Recovers the keyBytes-long key from AF material (caller wipes both): natively when the addon is built. */
 export function afMerge(material: Uint8Array, keyBytes: number, stripes: number, hash: LuksHash): Uint8Array {
+  // Same result, ~15x faster from a cold start (native/af_merge.cc); null means arguments it does not take.
+  const native = nativeAddon()?.afMerge as NativeAfMerge | undefined;
+  return (typeof native === 'function' ? native(material, keyBytes, stripes, hash) : null) ?? afMergeJs(material, keyBytes, stripes, hash);
+}
+
+/** afMerge in JS with node:crypto's hashes (exported for the tests that compare the two). */
+export function afMergeJs(material: Uint8Array, keyBytes: number, stripes: number, hash: LuksHash): Uint8Array {
   const d = new Uint8Array(keyBytes);
   for (let i = 0; i < stripes - 1; i++) {
     xorInto(d, material.subarray(i * keyBytes, (i + 1) * keyBytes));
