@@ -37,12 +37,17 @@ export function findPackageRoot(): string | undefined {
 }
 
 /**
- * Absolute path of a compiled module under dist/src (worker and child-process entry files), or undefined when
- * the package root cannot be found. Not relative to import.meta.url: the CLI runs from a bundle in dist/cli.
+ * Absolute path of a file `npm run build` makes under dist/ (worker and child-process entry files), or undefined
+ * when the package root cannot be found. Not relative to import.meta.url: the CLI runs from a bundle in dist/cli.
  */
-export function compiledModulePath(...segments: string[]): string | undefined {
+export function builtPath(...segments: string[]): string | undefined {
   const root = findPackageRoot();
-  return root === undefined ? undefined : join(root, 'dist', 'src', ...segments);
+  return root === undefined ? undefined : join(root, 'dist', ...segments);
+}
+
+/** builtPath of a module compiled by tsc (dist/src). */
+export function compiledModulePath(...segments: string[]): string | undefined {
+  return builtPath('src', ...segments);
 }
 
 /** Absolute path of the built native addon (node-gyp's build/Release), or undefined when the package root cannot be found. */

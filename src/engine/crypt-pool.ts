@@ -10,14 +10,15 @@ import { Piscina } from 'piscina';
 import type { BackendChoice } from '../crypto/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-import { compiledModulePath } from '../package-root.js';
+import { builtPath, compiledModulePath } from '../package-root.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply } from './worker-messages.js';
 
-/** The compiled worker; tests and the CLI need `npx tsc` to have run. */
+/** The compiled worker: its bundle (dist/worker, rolldown.config.mjs) when built, else tsc's output; tests and the CLI need `npm run build`. */
 export function workerPath(): string {
+  const bundle = builtPath('worker', 'xts-worker.js');
   const file = compiledModulePath('engine', 'xts-worker.js');
-  if (file === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
-  return file;
+  if (bundle === undefined || file === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
+  return existsSync(bundle) ? bundle : file;
 }
 
 export function defaultThreads(): number {
