@@ -41,7 +41,7 @@ export async function openLocalVault(dir: string, uri: string, options: LocalVau
   if (options.exclusive && existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_ALREADY_EXISTS', `a vault already exists in ${dir}`);
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
   else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
-  const store = new VaultStore(join(dir, DB_FILE_NAME), { create });
+  const store = await VaultStore.open(join(dir, DB_FILE_NAME), { create });
   try {
     const passphrase = options.passphrase ?? process.env.VHDCRYPT_VAULT_PASSPHRASE;
     let cipher: RecordCipher | null = null;

@@ -5,7 +5,7 @@
  * the plain columns needed to find them (kind, name, version, order).
  */
 import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
 import { VaultError } from '../errors.js';
 
 export const DB_FILE_NAME = 'vault.sqlite';
@@ -81,9 +81,15 @@ function makePrivate(path: string): void {
 }
 
 export class VaultStore {
-  readonly db: Database.Database;
+  readonly db: BetterSqlite3.Database;
 
-  constructor(path: string, options: { create: boolean }) {
+  /** Open (or create) the database. better-sqlite3 loads here, on first use: a job starts its workers sooner. */
+  static async open(path: string, options: { create: boolean }): Promise<VaultStore> {
+    const { default: Database } = await import('better-sqlite3');
+    return new VaultStore(Database, path, options);
+  }
+
+  private constructor(Database: typeof BetterSqlite3, path: string, options: { create: boolean }) {
     try {
       // A new database file is made 0600 first: its contents are encrypted, but its size and its change times
       // still say something, and SQLite gives its -wal and -shm files the database file's mode.
