@@ -31,7 +31,8 @@ export class NbdProcessGroup {
 
   /** Fork the children and wait until each has opened the image. */
   static async start(opts: ProcessGroupOptions): Promise<NbdProcessGroup> {
-    const childFile = compiledModulePath('nbd', 'connection-child.js') ?? 'dist/src/nbd/connection-child.js';
+    const childFile = compiledModulePath('nbd', 'connection-child.js');
+    if (childFile === undefined) throw new NbdError('NBD_CHILD_MISSING', 'cannot find the vhdcrypt package root to locate the connection child');
     if (!existsSync(childFile)) throw new NbdError('NBD_CHILD_MISSING', `${childFile} is missing; build the package first`);
     const g = new NbdProcessGroup(opts);
     try {
