@@ -4,8 +4,10 @@
 //  - dist/worker: the XTS pool's worker, which every job starts on each core while the key is unlocked.
 // The library (src/index.ts) and the NBD worker and child entry files run from dist/src.
 const external = [/^node:/, /^[^./]/];
+// commander (pure JS, loaded by every CLI run) goes into the CLI bundle: saves its CommonJS load (~10 ms).
+const cliExternal = [/^node:/, /^(?!commander$)[^./]/];
 const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true });
 export default [
-  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external, output: output('dist/cli') },
+  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, output: output('dist/cli') },
   { input: { 'xts-worker': 'dist/src/engine/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
 ];

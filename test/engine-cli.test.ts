@@ -145,4 +145,21 @@ describe('vhdcrypt image commands', () => {
     expect(leftover.status).toBe(6);
     expect(existsSync(join(dir, 'left.vhd'))).toBe(false);
   });
+
+  it('a terminal gets a progress bar in MiB of the job; a pipe gets none', () => {
+    // util-linux script(1) gives the CLI a pseudo-terminal, as a person's shell would.
+    const enc = join(dir, 'bar.vhd');
+    const cmd = [process.execPath, join(ROOT, 'bin/vhdcrypt.js'), 'encrypt', src, enc, '--passphrase-file', pass].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env, encoding: 'utf8' });
+    expect(r.status, r.stdout).toBe(0);
+    // The bar counts the source's allocated data (4 of its 2 MiB blocks hold data) in MiB, and ends at all of it.
+    const end = /100% \| (\d+)\/(\d+) MiB/.exec(r.stdout);
+    expect(end, r.stdout).not.toBeNull();
+    expect([Number(end![1]), Number(end![2])]).toEqual([8, 8]);
+    const dec = join(dir, 'bar.raw');
+    const piped = cli('decrypt', enc, dec, '--passphrase-file', pass, '--out-format', 'raw');
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(piped.stderr).not.toMatch(/MiB \|/);
+    expect(piped.stdout).toContain('decrypted');
+  });
 });

@@ -2,7 +2,6 @@
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { SingleBar, Presets } from 'cli-progress';
 import {
   addImageKeyslot,
   backupImageHeader,
@@ -66,17 +65,20 @@ function toJson(v: unknown): string {
 }
 
 /** A progress bar on a terminal; nothing when stderr is not a TTY or --json is given. */
-function progressReporter(json: boolean | undefined): { onProgress?: (p: Progress) => void; stop(): void } {
+async function progressReporter(json: boolean | undefined): Promise<{ onProgress?: (p: Progress) => void; stop(): void }> {
   if (json || !process.stderr.isTTY) return { stop() {} };
+  // Loaded only for a terminal: scripts and pipes (--json, no TTY) do not pay its start-up.
+  const { SingleBar, Presets } = await import('cli-progress');
   const bar = new SingleBar(
-    { stream: process.stderr, format: ' {bar} {percentage}% | {done}/{total} MiB | {rate} MB/s | ETA {eta}s', hideCursor: true },
+    { stream: process.stderr, format: ' {bar} {percentage}% | {doneMiB}/{totalMiB} MiB | {rate} MB/s | ETA {eta}s', hideCursor: true },
     Presets.shades_classic,
   );
   let started = false;
   return {
     onProgress(p) {
       const total = Number(p.bytesTotal);
-      const payload = { done: (Number(p.bytesDone) / 2 ** 20).toFixed(0), total: (total / 2 ** 20).toFixed(0), rate: (p.rate / 1e6).toFixed(0) };
+      // Own token names: cli-progress fills {total} and {value} itself (in bytes here), over any payload of that name.
+      const payload = { doneMiB: (Number(p.bytesDone) / 2 ** 20).toFixed(0), totalMiB: (total / 2 ** 20).toFixed(0), rate: (p.rate / 1e6).toFixed(0) };
       if (!started) {
         bar.start(Math.max(total, 1), 0, payload);
         started = true;
@@ -199,7 +201,7 @@ export function registerImageCommands(program: Command): void {
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: EncryptFlags) => {
       const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
-      const progress = progressReporter(f.json);
+      const progress = await progressReporter(f.json);
       try {
         const r = await withInterrupt((signal) =>
           encryptImage(src, dst, {
@@ -247,7 +249,7 @@ export function registerImageCommands(program: Command): void {
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: DecryptFlags) => {
-      const progress = progressReporter(f.json);
+      const progress = await progressReporter(f.json);
       try {
         const r = await withInterrupt((signal) =>
           decryptImage(src, dst, {

@@ -4,8 +4,19 @@
  * for the tests. noble's AES uses lookup tables, so this backend is not hardened
  * against cache-timing observers; the WASM backend is (bitsliced).
  */
-import { unsafe as aes } from '@noble/ciphers/aes.js';
+import { createRequire } from 'node:module';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
+
+type NobleAes = (typeof import('@noble/ciphers/aes.js'))['unsafe'];
+let nobleAes: NobleAes | undefined;
+
+/** noble's AES, loaded on first use: it builds its tables on import (~20 ms), which every
+ * worker and CLI start would pay for a backend that runs only when nothing faster does.
+ * require() of an ES module is synchronous from Node 20.19 (package.json engines). */
+function aesRounds(): NobleAes {
+  nobleAes ??= (createRequire(import.meta.url)('@noble/ciphers/aes.js') as typeof import('@noble/ciphers/aes.js')).unsafe;
+  return nobleAes;
+}
 
 const MASK64 = (1n << 64n) - 1n;
 
@@ -24,8 +35,10 @@ class JsXtsInstance implements XtsKernelInstance {
   private enc1: Uint32Array;
   private dec1: Uint32Array;
   private enc2: Uint32Array;
+  private readonly aes = aesRounds();
 
   constructor(key: Uint8Array) {
+    const aes = this.aes;
     const half = key.length / 2;
     // Copies of the halves (never views: Buffer#slice shares memory) are wiped as soon as the schedules exist.
     const k1 = new Uint8Array(key.subarray(0, half));
@@ -38,6 +51,7 @@ class JsXtsInstance implements XtsKernelInstance {
   }
 
   crypt(encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint, sectorSize: number, tweakStep: number): void {
+    const aes = this.aes;
     const blockFn = encrypt ? aes.encrypt : aes.decrypt;
     const k1 = encrypt ? this.enc1 : this.dec1;
     const sectors = src.length / sectorSize;
