@@ -5,6 +5,7 @@
  * against cache-timing observers; the WASM backend is (bitsliced).
  */
 import { createRequire } from 'node:module';
+import { XtsBackendUnavailableError } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
 
 type NobleAes = (typeof import('@noble/ciphers/aes.js'))['unsafe'];
@@ -14,7 +15,13 @@ let nobleAes: NobleAes | undefined;
  * worker and CLI start would pay for a backend that runs only when nothing faster does.
  * require() of an ES module is synchronous from Node 20.19 (package.json engines). */
 function aesRounds(): NobleAes {
-  nobleAes ??= (createRequire(import.meta.url)('@noble/ciphers/aes.js') as typeof import('@noble/ciphers/aes.js')).unsafe;
+  if (nobleAes === undefined) {
+    try {
+      nobleAes = (createRequire(import.meta.url)('@noble/ciphers/aes.js') as typeof import('@noble/ciphers/aes.js')).unsafe;
+    } catch (e) {
+      throw new XtsBackendUnavailableError(`js backend: cannot load @noble/ciphers (Node ${process.versions.node}; needs 20.19 or later)`, { cause: e });
+    }
+  }
   return nobleAes;
 }
 
