@@ -4,7 +4,7 @@ export { encryptImage, type EncryptOptions } from './encrypt-image.js';
 export { decryptImage, type DecryptOptions } from './decrypt-image.js';
 export { unlockImage, type UnlockImageOptions, type UnlockedImage } from './unlock-image.js';
 export { luksLayout, plainLayout, type PayloadLayout, type EncryptionFormat } from './crypto-layout.js';
-export { readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
+export { readLuksInfo, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
 export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchRef } from './crypt-pool.js';
 export { SlotRing, type Slot } from './slot-ring.js';
 export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './sector-pipeline.js';

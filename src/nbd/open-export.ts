@@ -5,7 +5,7 @@
  */
 import { createXts, type BackendChoice } from '../crypto/index.js';
 import { openImage, type DiskImage } from '../image/index.js';
-import { readLuksRegion, unlockImage } from '../engine/index.js';
+import { readLuksInfo, unlockImage } from '../engine/index.js';
 import type { NbdBacking } from './backing.js';
 import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
 import { DirectReadFile } from './direct-replies.js';
@@ -36,7 +36,8 @@ export interface OpenExportOptions {
 export async function openExportBacking(path: string, opts: OpenExportOptions = {}): Promise<NbdBacking> {
   const image: DiskImage = opts.readOnly === true ? await openImage(path) : await openImage(path, { writable: true });
   try {
-    const isLuks = (await readLuksRegion(image)) !== null;
+    // The binary headers and JSON area are enough to tell; the keyslot area (up to 128 MiB) is not read.
+    const isLuks = (await readLuksInfo(image)) !== null;
     const wantsPlain = opts.plain === true || (!isLuks && opts.keyFile !== undefined);
     if (!isLuks && !wantsPlain) return await ImageBacking.open(image, { readOnly: opts.readOnly === true });
     const unlocked = await unlockImage(image, {
