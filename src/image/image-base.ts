@@ -86,27 +86,28 @@ export abstract class ImageBase implements WritableImage {
   }
 
   async write(offset: bigint, data: Uint8Array): Promise<void> {
-    this.checkOpen();
-    this.checkWritable();
-    const pos = this.checkRange(offset, BigInt(data.length));
+    const pos = this.checkWriteRange(offset, BigInt(data.length));
     if (data.length === 0) return;
     await this.writeRange(pos, data);
   }
 
   async discard(offset: bigint, length: bigint): Promise<void> {
-    this.checkOpen();
-    this.checkWritable();
-    const pos = this.checkRange(offset, length);
+    const pos = this.checkWriteRange(offset, length);
     if (length === 0n) return;
     await this.discardRange(pos, Number(length));
   }
 
   async reserve(offset: bigint, length: bigint): Promise<void> {
-    this.checkOpen();
-    this.checkWritable();
-    const pos = this.checkRange(offset, length);
+    const pos = this.checkWriteRange(offset, length);
     if (length === 0n) return;
     await this.reserveRange(pos, Number(length));
+  }
+
+  /** The checks every change to the file starts with: open, writable, range inside the disk; its file position. */
+  private checkWriteRange(offset: bigint, length: bigint): number {
+    this.checkOpen();
+    this.checkWritable();
+    return this.checkRange(offset, length);
   }
 
   /** reserve() for an in-range, non-empty range; formats whose writes allocate as they go leave it alone. */
