@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { encryptImage, decryptImage, unlockImage } from '../src/engine/index.js';
 import { createImage, openImage } from '../src/image/index.js';
 import { PBKDF2_FAST, entries, firstDifference, makeRaw, oracleDecryptSector, qemuCompare, rawToVhd, removeDir, run, tempDir } from './fixtures/engine/helpers.js';
+import { qemuEncryptLuks1 } from './helpers/qemu-luks.js';
 
 const MIB = 1 << 20;
 let dir: string;
@@ -231,9 +232,9 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     }
   });
 
-  it('decrypts a LUKS1 image made by qemu-img convert -O luks', async () => {
+  it('decrypts a LUKS1 volume whose data qemu-img encrypted', async () => {
     const q = out('qemu-made.luks');
-    run('qemu-img', ['convert', '-f', 'raw', '-O', 'luks', '--object', 'secret,id=s,data=qemupass', '-o', 'key-secret=s,iter-time=100', raw, q]);
+    qemuEncryptLuks1(raw, q, 'qemupass');
     const dec = out('qemu-made.dec');
     const r = await decryptImage(q, dec, { passphrase: 'qemupass' });
     expect(r.format).toBe('luks1');

@@ -16,6 +16,7 @@ import { NbdClient } from '../src/nbd/index.js';
 import { makeTempDir, run, runOk } from './helpers/nbd-harness.js';
 import { startServe, type ServeProcess } from './helpers/nbd-serve-cli.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
+import { qemuEncryptLuks1 } from './helpers/qemu-luks.js';
 
 const MIB = 1024 * 1024;
 const PASS = 'correct horse battery staple';
@@ -158,7 +159,7 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
     await writeFile(plainFile, plain);
     const enc = join(tmp.dir, 'enc.luks');
     const secret = ['--object', `secret,id=s,data=${PASS}`];
-    await runOk('qemu-img', ['convert', ...secret, '-f', 'raw', '-O', 'luks', '-o', 'key-secret=s,iter-time=100', plainFile, enc], { timeoutMs: 60_000 });
+    qemuEncryptLuks1(plainFile, enc, PASS);
     const passFile = join(tmp.dir, 'pass');
     await writeFile(passFile, PASS);
     const srv = await startServe([enc, '--passphrase-file', passFile, '--port', '0']);
