@@ -86,10 +86,12 @@ describe('vhdcrypt vault', () => {
 
     for (const bad of [['--expires', 'tomorrow'], ['--tags', 'novalue']]) {
       const r = cli(['secret', 'set', '--name', 'x', '--value', 'v', ...bad]);
-      expect(r.status).toBe(5);
+      expect(r.status).toBe(2); // a usage error: the value typed is not one
       expect(r.stderr).toMatch(/VAULT_BAD_ARGUMENT/);
     }
-    expect(cli(['secret', 'set', '--name', 'bad_name', '--value', 'v']).stderr).toMatch(/VAULT_BAD_NAME/);
+    const badName = cli(['secret', 'set', '--name', 'bad_name', '--value', 'v']);
+    expect(badName.stderr).toMatch(/VAULT_BAD_NAME/);
+    expect(badName.status).toBe(2);
     expect(cli(['secret', 'set', '--name', 'big', '--value', 'x'.repeat(10241)]).stderr).toMatch(/VAULT_VALUE_TOO_LARGE/);
   });
 

@@ -6,8 +6,9 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { isErrorCode } from '../error-codes.js';
 import { nativeAddonPath } from '../package-root.js';
-import { XtsBackendUnavailableError, XtsError } from './backend-errors.js';
+import { XtsBackendUnavailableError, XtsError, type XtsErrorCode } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
 
 /** Re-exported: tests and callers of this backend ask it where its addon lives. */
@@ -54,8 +55,10 @@ type LoadResult = { addon: NativeAddon; error?: undefined } | { addon?: undefine
 let loaded: LoadResult | undefined;
 
 
+/** The addon raises only XTS codes; anything else it names is reported as a bad argument, never dropped. */
 function makeError(code: string, message: string): Error {
-  return code === 'XTS_BACKEND_UNAVAILABLE' ? new XtsBackendUnavailableError(message) : new XtsError(code, message);
+  if (code === 'XTS_BACKEND_UNAVAILABLE') return new XtsBackendUnavailableError(message);
+  return new XtsError(isErrorCode(code) && code.startsWith('XTS_') ? (code as XtsErrorCode) : 'XTS_BAD_ARG', message);
 }
 
 function load(): LoadResult {

@@ -1,24 +1,8 @@
-/** Typed errors of the engine (issue 6); codes are stable and mapped to exit statuses by the CLI. */
+/** Typed errors of the engine; the codes and their exit statuses are declared in src/error-codes.ts. */
+import type { CodesOf } from '../error-codes.js';
 import { VhdcryptError } from '../errors.js';
 
-export type EngineErrorCode =
-  | 'ENGINE_BAD_ARGUMENT'
-  | 'ENGINE_DEST_EXISTS'
-  | 'ENGINE_SAME_FILE'
-  | 'ENGINE_TEMP_EXISTS'
-  | 'ENGINE_NO_SPACE'
-  | 'ENGINE_ABORTED'
-  | 'ENGINE_WORKER_FAILED'
-  | 'ENGINE_NO_JOURNAL'
-  | 'ENGINE_JOURNAL_MISMATCH'
-  | 'ENGINE_NO_KEY_SOURCE'
-  | 'ENGINE_NOT_ENCRYPTED'
-  | 'ENGINE_UNSUPPORTED_FORMAT'
-  | 'ENGINE_UNSUPPORTED_SECTOR_SIZE'
-  | 'ENGINE_HEADER_TOO_LARGE'
-  | 'ENGINE_STREAM_BAD_INPUT'
-  | 'ENGINE_STREAM_ORDER'
-  | 'ENGINE_IO';
+export type EngineErrorCode = CodesOf<'ENGINE'>;
 
 export class EngineError extends VhdcryptError {
   declare readonly code: EngineErrorCode;

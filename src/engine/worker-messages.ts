@@ -1,5 +1,6 @@
 /** The messages between the engine and its piscina workers: plain typed objects, no key bytes except by shared reference. */
 import type { BackendChoice } from '../crypto/index.js';
+import type { ErrorCode } from '../error-codes.js';
 
 /** Encrypt or decrypt one batch of sectors in place, inside a shared slot. */
 export interface CryptTask {
@@ -38,4 +39,4 @@ export type WorkerTask = CryptTask | DisposeTask | WarmTask;
 
 export type WorkerReply =
   | { readonly ok: true; readonly backend: string; readonly kernel: string }
-  | { readonly ok: false; readonly code: string; readonly message: string };
+  | { readonly ok: false; readonly code: ErrorCode; readonly message: string };

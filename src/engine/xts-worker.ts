@@ -5,6 +5,7 @@
  */
 import { createXts, type Xts } from '../crypto/index.js';
 import { randomBytes } from 'node:crypto';
+import { VhdcryptError } from '../errors.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 
 const jobs = new Map<string, Xts>();
@@ -61,7 +62,7 @@ export default function run(task: WorkerTask): WorkerReply {
   try {
     return task.kind === 'crypt' ? crypt(task) : task.kind === 'dispose' ? dispose(task) : warm(task);
   } catch (e) {
-    const code = typeof (e as { code?: unknown })?.code === 'string' ? (e as { code: string }).code : 'ENGINE_WORKER_FAILED';
+    const code = e instanceof VhdcryptError ? e.code : 'ENGINE_WORKER_FAILED';
     const message = e instanceof Error ? e.message : String(e);
     return { ok: false, code, message };
   }

@@ -1,9 +1,40 @@
-/** Typed errors of the NBD part (codes prefixed NBD_). */
+/** Typed errors of the NBD part; the codes and their exit statuses are declared in src/error-codes.ts. */
+import { nbdErrnoNameOf, type CodesOf, type NbdErrnoName } from '../error-codes.js';
 import { VhdcryptError } from '../errors.js';
-import { NBD_EINVAL } from './protocol.js';
+import { NBD_EINVAL, NBD_EIO, NBD_ENOMEM, NBD_ENOSPC, NBD_ENOTSUP, NBD_EOVERFLOW, NBD_EPERM, NBD_ESHUTDOWN } from './protocol.js';
+
+export type NbdErrorCode = CodesOf<'NBD'>;
 
 /** Anything that goes wrong in the NBD server or client. */
-export class NbdError extends VhdcryptError {}
+export class NbdError extends VhdcryptError {
+  declare readonly code: NbdErrorCode;
+  constructor(code: NbdErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+/** The protocol's number for each error value name (proto.md "Error values"). */
+const NBD_ERRNO: Readonly<Record<NbdErrnoName, number>> = {
+  EPERM: NBD_EPERM,
+  EIO: NBD_EIO,
+  ENOMEM: NBD_ENOMEM,
+  EINVAL: NBD_EINVAL,
+  ENOSPC: NBD_ENOSPC,
+  EOVERFLOW: NBD_EOVERFLOW,
+  ENOTSUP: NBD_ENOTSUP,
+  ESHUTDOWN: NBD_ESHUTDOWN,
+};
+
+/** System error codes a backing's file operations raise, and the NBD error value each is answered with. */
+const SYSTEM_ERRNO: Readonly<Record<string, NbdErrnoName>> = {
+  ENOSPC: 'ENOSPC',
+  EDQUOT: 'ENOSPC',
+  EFBIG: 'ENOSPC',
+  EPERM: 'EPERM',
+  EACCES: 'EPERM',
+  EROFS: 'EPERM',
+  ENOMEM: 'ENOMEM',
+};
 
 /**
  * A request the backing refuses, carrying the NBD error value to send back
@@ -43,12 +74,8 @@ export class NbdServerError extends NbdError {
 /** Map an error thrown by a backing to the NBD error value for the reply. */
 export function nbdErrnoFor(e: unknown): number {
   if (e instanceof NbdRequestError) return e.errno;
+  if (e instanceof VhdcryptError) return NBD_ERRNO[nbdErrnoNameOf(e.code)];
   const code = (e as { code?: unknown } | null)?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') return 28;
-  if (code === 'EPERM' || code === 'EACCES' || code === 'EROFS') return 1;
-  if (code === 'ENOMEM') return 12;
-  if (typeof code === 'string' && /NO_SPACE|ENOSPC/.test(code)) return 28;
-  if (typeof code === 'string' && /READ_ONLY|NOT_WRITABLE/.test(code)) return 1;
-  if (typeof code === 'string' && /RANGE|BAD_ARG|OUT_OF_BOUNDS/.test(code)) return NBD_EINVAL;
-  return 5; // NBD_EIO
+  const system = typeof code === 'string' && Object.hasOwn(SYSTEM_ERRNO, code) ? SYSTEM_ERRNO[code] : undefined;
+  return NBD_ERRNO[system ?? 'EIO'];
 }

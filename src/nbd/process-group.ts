@@ -7,6 +7,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
+import { isErrorCode } from '../error-codes.js';
+import { VhdcryptError } from '../errors.js';
 import { compiledModulePath } from '../package-root.js';
 import { NbdError } from './errors.js';
 import type { ChildInit } from './connection-child.js';
@@ -43,7 +45,10 @@ export class NbdProcessGroup {
           return new Promise<void>((resolve, reject) => {
             child.on('message', (m: { kind: string; code?: string; message?: string }) => {
               if (m.kind === 'ready') resolve();
-              if (m.kind === 'failed') reject(new NbdError(m.code ?? 'NBD_CHILD_FAILED', m.message ?? 'a serve child failed'));
+              if (m.kind === 'failed') {
+                const code = m.code !== undefined && isErrorCode(m.code) ? m.code : 'NBD_CHILD_FAILED';
+                reject(new VhdcryptError(code, m.message ?? 'a serve child failed'));
+              }
             });
             child.once('exit', (code) => reject(new NbdError('NBD_CHILD_FAILED', `a serve child exited (${code}) while opening the image`)));
             const init: ChildInit = { kind: 'init', path: opts.path, exportName: opts.exportName, options: opts.options };
