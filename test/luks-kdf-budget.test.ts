@@ -105,6 +105,8 @@ describe('per-attempt budget across keyslots', () => {
     expect((await luks.unlock(h32, { passphrase: 'pw20' }, { limits, keyslot: 20 })).keyslot).toBe(20);
     // A budget below the first keyslot refuses before any KDF runs.
     await fails(luks.unlock(h32, PASS, { limits: { ...limits, maxUnlockWork: SLOT_WORK - 1 } }), 'LUKS_KDF_TOO_COSTLY', /stopped before keyslot 0;/);
+    // A budget that is not a number fails closed rather than spending without bound.
+    await fails(luks.unlock(h32, PASS, { limits: { ...limits, maxUnlockWork: Number.NaN } }), 'LUKS_BAD_ARG', /maxUnlockWork/);
     // The default budget covers all 32 of these cheap keyslots.
     await fails(luks.unlock(h32, { passphrase: 'none of them' }), 'LUKS_WRONG_PASSPHRASE', /tried 32 keyslot/);
   });

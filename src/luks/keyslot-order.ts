@@ -1,6 +1,6 @@
 /** Trying keyslots one after another, within one KDF budget, with one rule for the error when none opens. */
 import { LuksError } from './errors.js';
-import { abortedKdf } from './kdf.js';
+import { DEFAULT_KDF_LIMITS, abortedKdf, type KdfLimits } from './kdf.js';
 
 /**
  * One keyslot, checked but not yet run: `work` is what run() costs in kdfWork
@@ -25,9 +25,12 @@ export interface KeyslotAttempt {
 export async function tryKeyslots(
   ids: readonly number[],
   prepare: (id: number) => KeyslotAttempt,
-  budget: number,
+  limits: KdfLimits,
   signal?: AbortSignal,
 ): Promise<{ volumeKey: Uint8Array; keyslot: number }> {
+  // Limits objects made before the budget existed get the default one, never none.
+  const budget = limits.maxUnlockWork ?? DEFAULT_KDF_LIMITS.maxUnlockWork;
+  if (typeof budget !== 'number' || !(budget >= 0)) throw new LuksError('LUKS_BAD_ARG', `limits.maxUnlockWork expected a number >= 0, got ${String(budget)}`);
   if (ids.length === 0) throw new LuksError('LUKS_NO_KEYSLOT', 'no active keyslot to try');
   const skipped: LuksError[] = [];
   let mismatches = 0;

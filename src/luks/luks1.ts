@@ -92,7 +92,7 @@ export async function luks1Unlock(
         },
       };
     },
-    limits.maxUnlockWork ?? DEFAULT_KDF_LIMITS.maxUnlockWork,
+    limits,
     opts.signal,
   );
 }

@@ -205,7 +205,7 @@ export async function luks2Unlock(
         },
       };
     },
-    limits.maxUnlockWork ?? DEFAULT_KDF_LIMITS.maxUnlockWork,
+    limits,
     opts.signal,
   );
 }
