@@ -199,9 +199,9 @@ describe('abort inside a running KDF', () => {
   });
 });
 
-describe('SIGINT to `vhdcrypt decrypt` inside the KDF', () => {
-  test('exits 130 promptly, kills the KDF process, leaves no output or temp file', async () => {
-    const dir = tmp.path('cli');
+describe('SIGINT / SIGTERM to `vhdcrypt decrypt` inside the KDF', () => {
+  test.each(['SIGINT', 'SIGTERM'] as const)('%s: exits 130 promptly, kills the KDF process, leaves no output or temp file', async (sig) => {
+    const dir = tmp.path(`cli-${sig}`);
     const { mkdirSync } = await import('node:fs');
     mkdirSync(dir);
     const f = await luks.format(8n << 20n, { version: 1, keyBits: 512, kdf: luks.KDF_RANDOM_SECRET, ...PASS });
@@ -221,7 +221,7 @@ describe('SIGINT to `vhdcrypt decrypt` inside the KDF', () => {
     });
     const kid = await kdfChildOf(child.pid!);
     const t0 = performance.now();
-    child.kill('SIGINT');
+    child.kill(sig);
     const code = await exited;
     expect(performance.now() - t0).toBeLessThan(3000); // the defect: it waited for the KDF (seconds to minutes)
     expect(code, stderr).toBe(130);
