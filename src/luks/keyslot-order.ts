@@ -14,7 +14,7 @@ export interface KeyslotAttempt {
 }
 
 /**
- * Tries ids in order, spending at most `budget` work units: a keyslot whose
+ * Tries ids in order, spending at most limits.maxUnlockWork units: a keyslot whose
  * work would take the total past the budget is not started, nor any after it,
  * and the attempt ends with LUKS_KDF_TOO_COSTLY naming the total and the
  * budget. (cryptsetup tries every keyslot; a header of 32 keyslots at the
