@@ -112,6 +112,8 @@ export const ERROR_CODES = {
   LUKS_TOKEN_NOT_FOUND: badInput,
   LUKS_BAD_TOKEN: badInput,
   LUKS_DEST_EXISTS: exists,
+  LUKS_ABORTED: interrupted,
+  LUKS_KDF_FAILED: failed,
 
   // The vault (src/vault). Names, ids and values the caller typed are usage errors; the rest is the vault refusing.
   VAULT_SECRET_NOT_FOUND: vault,

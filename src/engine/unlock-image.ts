@@ -20,6 +20,8 @@ export interface UnlockImageOptions extends KeySourceOptions {
   readonly secretId?: string;
   /** Plain volumes: crypto sector size (default 512) and key size (default: from the key material, else 512). */
   readonly plain?: { readonly sectorSize?: 512 | 4096; readonly keyBits?: 256 | 512 };
+  /** Stops the unlock within a second, even inside a keyslot's KDF (LUKS_ABORTED). */
+  readonly signal?: AbortSignal;
 }
 
 export interface UnlockedImage {
@@ -45,7 +47,7 @@ export async function unlockImage(image: DiskImage, opts: UnlockImageOptions = {
   const layout = luksLayout(info, image.virtualSize);
   const found = await keyslotSecret(image.path, { info }, opts);
   try {
-    const r = await unlock(image, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
+    const r = await unlock(image, found.secret, { ...(found.keyslot !== null ? { keyslot: found.keyslot } : {}), signal: opts.signal });
     return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: found.secretId, vaultUri: found.vaultUri };
   } finally {
     wipeSecret(found.secret);

@@ -32,10 +32,16 @@ export function checkCipher(spec: string, keyBytes: number, where: string): void
 }
 
 /** Reads, decrypts and merges a keyslot's material into a candidate volume key (caller wipes). */
-export async function openKeyslot(io: HeaderIo, g: KeyslotGeometry, secret: Uint8Array, limits: KdfLimits): Promise<Uint8Array> {
+export async function openKeyslot(io: HeaderIo, g: KeyslotGeometry, secret: Uint8Array, limits: KdfLimits, signal?: AbortSignal): Promise<Uint8Array> {
   if (g.stripes !== LUKS_STRIPES) throw new LuksError('LUKS_BAD_HEADER', `${g.what}: AF stripes ${g.stripes}, expected ${LUKS_STRIPES}`);
   const material = await io.read(g.areaOffset, afSectorBytes(g.keyBytes, g.stripes), `${g.what} key material`);
-  const areaKey = await deriveKey(g.kdf, secret, g.areaKeyBytes, limits, g.what);
+  let areaKey: Uint8Array;
+  try {
+    areaKey = await deriveKey(g.kdf, secret, g.areaKeyBytes, limits, g.what, signal);
+  } catch (e) {
+    material.fill(0);
+    throw e;
+  }
   try {
     decryptKeyslotArea(areaKey, material);
     return afMerge(material, g.keyBytes, g.stripes, g.afHash);

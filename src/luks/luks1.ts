@@ -1,9 +1,8 @@
 /** LUKS1 volumes: unlock, format and keyslot changes over a HeaderIo (LUKS1 spec §3-4). */
-import { pbkdf2, pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
-import { promisify } from 'node:util';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
-import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams } from './kdf.js';
+import { DEFAULT_KDF_LIMITS, checkKdfCost, deriveKey, kdfParamsFor, kdfWork, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
 import { LUKS_STRIPES, checkCipher, openKeyslot, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
 import { keyslotOrder, tryKeyslots } from './keyslot-order.js';
 import {
@@ -55,38 +54,47 @@ function mkDigest(h: Pick<Luks1Header, 'hashSpec' | 'mkDigestSalt' | 'mkDigestIt
   return pbkdf2Sync(key, h.mkDigestSalt, h.mkDigestIterations, LUKS1_DIGEST_BYTES, h.hashSpec);
 }
 
-/** mkDigest off the event loop, for unlocking (a cryptsetup-made digest can take 100k+ iterations). */
-const pbkdf2Async = promisify(pbkdf2);
-function mkDigestAsync(h: Pick<Luks1Header, 'hashSpec' | 'mkDigestSalt' | 'mkDigestIterations'>, key: Uint8Array): Promise<Buffer> {
-  return pbkdf2Async(key, h.mkDigestSalt, h.mkDigestIterations, LUKS1_DIGEST_BYTES, h.hashSpec);
-}
-
-/** Tries the active keyslots (preferred first) and returns the verified volume key (caller wipes). */
+/** Tries the active keyslots (preferred first) within the per-attempt budget and returns the verified volume key (caller wipes). */
 export async function luks1Unlock(
   io: HeaderIo,
   h: Luks1Header,
   secret: Uint8Array,
-  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined },
+  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined; signal?: AbortSignal | undefined },
 ): Promise<{ volumeKey: Uint8Array; keyslot: number }> {
   checkLuks1Supported(h);
   const limits = opts.limits ?? DEFAULT_KDF_LIMITS;
-  checkKdfCost({ type: 'pbkdf2', hash: 'sha256', iterations: h.mkDigestIterations, salt: h.mkDigestSalt }, limits, 'MK digest');
+  const hash = h.hashSpec as LuksHash;
+  // The MK digest (LUKS1 spec §4.1): PBKDF2 of each candidate key, checked once for the whole header.
+  const digestKdf: KdfParams = { type: 'pbkdf2', hash, iterations: h.mkDigestIterations, salt: h.mkDigestSalt };
+  checkKdfCost(digestKdf, limits, 'MK digest');
   const ids = keyslotOrder(activeSlots(h), opts.keyslot, LUKS1_KEYSLOTS);
-  return tryKeyslots(ids, async (id) => {
-    const ks = h.keyslots[id]!;
-    const end = BigInt(ks.keyMaterialOffset * SECTOR + luks1AreaBytes(h, ks.stripes));
-    if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
-    const candidate = await openKeyslot(io, geometry(h, ks), secret, limits);
-    let ok = false;
-    try {
-      const d = await mkDigestAsync(h, candidate);
-      ok = timingSafeEqual(d, h.mkDigest);
-      d.fill(0);
-    } finally {
-      if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
-    }
-    return ok ? candidate : null;
-  });
+  return tryKeyslots(
+    ids,
+    (id) => {
+      const ks = h.keyslots[id]!;
+      const end = BigInt(ks.keyMaterialOffset * SECTOR + luks1AreaBytes(h, ks.stripes));
+      if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
+      const g = geometry(h, ks);
+      checkKdfCost(g.kdf, limits, g.what);
+      return {
+        work: kdfWork(g.kdf, g.areaKeyBytes) + kdfWork(digestKdf, LUKS1_DIGEST_BYTES),
+        run: async () => {
+          const candidate = await openKeyslot(io, g, secret, limits, opts.signal);
+          let ok = false;
+          try {
+            const d = await deriveKey(digestKdf, candidate, LUKS1_DIGEST_BYTES, limits, 'MK digest', opts.signal);
+            ok = timingSafeEqual(d, h.mkDigest);
+            d.fill(0);
+          } finally {
+            if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
+          }
+          return ok ? candidate : null;
+        },
+      };
+    },
+    limits,
+    opts.signal,
+  );
 }
 
 export interface Luks1FormatParams {

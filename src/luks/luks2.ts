@@ -1,11 +1,10 @@
 /** LUKS2 volumes: both header copies, unlock, format, keyslot and token changes over a HeaderIo (LUKS2 spec §2-4). */
-import { pbkdf2, pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
-import { promisify } from 'node:util';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
 
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { afSectorBytes } from './af-splitter.js';
-import { DEFAULT_KDF_LIMITS, LUKS_HASHES, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
+import { DEFAULT_KDF_LIMITS, LUKS_HASHES, checkKdfCost, deriveKey, kdfParamsFor, kdfWork, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
 import { LUKS_STRIPES, XTS_PLAIN64, checkCipher, openKeyslot, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
 import { tryKeyslots } from './keyslot-order.js';
 import {
@@ -18,8 +17,6 @@ import {
 } from './luks2-binary-header.js';
 import { LUKS2_MAX_ID, LUKS2_MAX_JSON_DEPTH, LUKS2_MAX_KEYSLOTS_SIZE, checkJsonDepth, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
 
-/** Off the event loop: a cryptsetup-made digest can take 100k+ iterations. */
-const pbkdf2Async = promisify(pbkdf2);
 
 /** The header as read: the copy in force, and whether the other copy needs repair. */
 export interface Luks2State {
@@ -167,38 +164,50 @@ function unlockOrder(meta: Luks2Metadata, preferred: number | undefined): number
   return preferred === undefined ? rest : [preferred, ...rest];
 }
 
-/** Tries keyslots, verifies the segment's digest, returns the volume key (caller wipes). */
+/** Tries keyslots within the per-attempt budget, verifies the segment's digest, returns the volume key (caller wipes). */
 export async function luks2Unlock(
   io: HeaderIo,
   state: Luks2State,
   secret: Uint8Array,
-  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined },
+  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined; signal?: AbortSignal | undefined },
 ): Promise<{ volumeKey: Uint8Array; keyslot: number }> {
   const meta = state.meta;
   const seg = dataSegment(meta);
   const limits = opts.limits ?? DEFAULT_KDF_LIMITS;
-  return tryKeyslots(unlockOrder(meta, opts.keyslot), async (id) => {
-    const k = meta.keyslots.find((x) => x.id === id)!;
-    const g = geometry(k);
-    checkCipher(seg.encryption, k.keySize, `segment ${seg.id}`);
-    const digest = meta.digests.find((d) => d.keyslots.includes(id) && d.segments.includes(seg.id));
-    if (!digest) throw new LuksError('LUKS_BAD_HEADER', `keyslot ${id} has no digest for segment ${seg.id}`);
-    if (digest.type !== 'pbkdf2' || !isHash(digest.hash)) throw new LuksError('LUKS_UNKNOWN_KDF', `digest ${digest.id}: ${digest.type}/${digest.hash} unsupported`);
-    if (digest.digest.length < 16 || digest.digest.length > 64) throw new LuksError('LUKS_BAD_HEADER', `digest ${digest.id}: ${digest.digest.length} bytes`);
-    checkKdfCost({ type: 'pbkdf2', hash: digest.hash, iterations: digest.iterations, salt: digest.salt }, limits, `digest ${digest.id}`);
-    const end = k.areaOffset + BigInt(afSectorBytes(k.keySize, k.afStripes));
-    if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
-    const candidate = await openKeyslot(io, g, secret, limits);
-    let ok = false;
-    try {
-      const d = await pbkdf2Async(candidate, digest.salt, digest.iterations, digest.digest.length, digest.hash);
-      ok = timingSafeEqual(d, digest.digest);
-      d.fill(0);
-    } finally {
-      if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
-    }
-    return ok ? candidate : null;
-  });
+  return tryKeyslots(
+    unlockOrder(meta, opts.keyslot),
+    (id) => {
+      const k = meta.keyslots.find((x) => x.id === id)!;
+      const g = geometry(k);
+      checkCipher(seg.encryption, k.keySize, `segment ${seg.id}`);
+      const digest = meta.digests.find((d) => d.keyslots.includes(id) && d.segments.includes(seg.id));
+      if (!digest) throw new LuksError('LUKS_BAD_HEADER', `keyslot ${id} has no digest for segment ${seg.id}`);
+      if (digest.type !== 'pbkdf2' || !isHash(digest.hash)) throw new LuksError('LUKS_UNKNOWN_KDF', `digest ${digest.id}: ${digest.type}/${digest.hash} unsupported`);
+      if (digest.digest.length < 16 || digest.digest.length > 64) throw new LuksError('LUKS_BAD_HEADER', `digest ${digest.id}: ${digest.digest.length} bytes`);
+      const digestKdf: KdfParams = { type: 'pbkdf2', hash: digest.hash, iterations: digest.iterations, salt: digest.salt };
+      checkKdfCost(digestKdf, limits, `digest ${digest.id}`);
+      checkKdfCost(g.kdf, limits, g.what);
+      const end = k.areaOffset + BigInt(afSectorBytes(k.keySize, k.afStripes));
+      if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
+      return {
+        work: kdfWork(g.kdf, g.areaKeyBytes) + kdfWork(digestKdf, digest.digest.length),
+        run: async () => {
+          const candidate = await openKeyslot(io, g, secret, limits, opts.signal);
+          let ok = false;
+          try {
+            const d = await deriveKey(digestKdf, candidate, digest.digest.length, limits, `digest ${digest.id}`, opts.signal);
+            ok = timingSafeEqual(d, digest.digest);
+            d.fill(0);
+          } finally {
+            if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
+          }
+          return ok ? candidate : null;
+        },
+      };
+    },
+    limits,
+    opts.signal,
+  );
 }
 
 function kdfJson(p: KdfParams): JsonObject {

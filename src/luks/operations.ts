@@ -30,8 +30,10 @@ export interface FormatOptions {
 export interface UnlockOptions {
   /** Try this keyslot first. */
   readonly keyslot?: number;
-  /** Ceilings on header-requested KDF cost (default DEFAULT_KDF_LIMITS). */
+  /** Ceilings on header-requested KDF cost, per keyslot and per attempt (default DEFAULT_KDF_LIMITS). */
   readonly limits?: KdfLimits;
+  /** Stops the attempt within a second, even inside a KDF, with LUKS_ABORTED. */
+  readonly signal?: AbortSignal;
 }
 
 /** A new volume's header region (write it at offset 0; its length is the data offset) and its volume key (caller wipes). */
@@ -81,7 +83,11 @@ async function unlockHeader(io: HeaderIo, h: LuksHeader, secret: Uint8Array, opt
   return h.version === 1 ? luks1Unlock(io, h.phdr, secret, opts) : luks2Unlock(io, h.state, secret, opts);
 }
 
-/** Tries every active keyslot (opts.keyslot first), verifies the digest, returns the volume key (caller wipes). */
+/**
+ * Tries the active keyslots (opts.keyslot first, then LUKS2 priority order) while
+ * their KDF work fits limits.maxUnlockWork, verifies the digest, returns the
+ * volume key (caller wipes).
+ */
 export async function unlock(
   target: LuksTarget,
   secret: LuksSecret,
