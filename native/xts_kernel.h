@@ -11,10 +11,11 @@
 //
 //   aesni        Xmm: __m128i, AESENC/AESDEC (AES-NI) on 1 block per vector,
 //                8 vectors (8 blocks) in flight. Tweaks advance one block at a
-//                time by shifts (PSLLD/PSRAD/PSHUFD): PCLMULQDQ is slow on the
-//                oldest CPUs this kernel exists for. Round keys are memory operands.
-//                CPUs: every x86-64 with AES-NI: Intel Westmere and later, AMD
-//                Bulldozer/Jaguar and later.
+//                time by shifts (PSLLD/PSRAD/PSHUFD): PCLMULQDQ is many uops with an
+//                8-cycle throughput on Westmere to Ivy Bridge, the CPUs this kernel
+//                exists for. Round keys are memory operands.
+//                CPUs: every x86-64 with AES-NI: Intel Westmere and later (Atom
+//                from Silvermont), AMD Bulldozer/Jaguar and later.
 //   vaes-avx2    Ymm: __m256i, VAESENC/VAESDEC (VAES) on 2 blocks per vector,
 //                8 vectors (16 blocks) in flight; tweaks spread and advanced by x^16
 //                with VPCLMULQDQ. With 16 ymm registers the round keys are memory
@@ -30,10 +31,12 @@
 // The VAES kernels hand sectors shorter than one step (under 256 bytes) to aesni.
 //
 // A unit defines VHDCRYPT_XTS_WIDTH (128, 256 or 512) and includes this header
-// once. Everything here has internal linkage and the unit's target attribute, so
-// each unit gets its own copy compiled for its own instruction set: the linker
-// cannot pick a VAES-compiled copy for a caller on a CPU without VAES, and the
-// baseline build never runs VAES code unless dispatch chose it.
+// once. Everything here has internal linkage; the generic code carries the unit's
+// target attribute and each traits type its own width's, so each unit gets its
+// own copy compiled for its own instruction set: the linker cannot pick a
+// VAES-compiled copy for a caller on a CPU without VAES, and no VAES instruction
+// runs unless dispatch chose a VAES kernel. Using a wider traits type in a
+// narrower unit fails to compile (target mismatch on always_inline).
 #ifdef VHDCRYPT_XTS_KERNEL_H
 #error "xts_kernel.h is included once per translation unit (one width per unit)"
 #endif
@@ -57,8 +60,10 @@
 #define VHDCRYPT_TARGET_UNIT VHDCRYPT_TARGET_YMM
 #elif VHDCRYPT_XTS_WIDTH == 512
 #define VHDCRYPT_TARGET_UNIT VHDCRYPT_TARGET_ZMM
+#if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's avx512fintrin.h trips -Wmaybe-uninitialized on its own _mm512_undefined_* (a known false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #else
 #error "define VHDCRYPT_XTS_WIDTH as 128, 256 or 512 before including xts_kernel.h"
 #endif
