@@ -11,6 +11,7 @@
         "native/nbd_direct_read.cc",
         "native/writeback.cc",
         "native/xts_aesni.cc",
+        "native/xts_key_schedule.cc",
         "native/xts_vaes_avx2.cc",
         "native/xts_vaes_avx512.cc"
       ],

@@ -1,6 +1,7 @@
 // Shared declarations of the AES-XTS kernels (IEEE 1619-2018) and their key schedule.
-// Each kernel lives in its own translation unit compiled with its own target
-// attributes, so the addon builds and loads on CPUs that lack the wider ones.
+// The kernels come from one width-parameterised source, xts_kernel.h; each is
+// instantiated in its own translation unit with its own target attributes, so the
+// addon builds and loads on CPUs that lack the wider ones.
 #ifndef VHDCRYPT_XTS_KERNELS_H
 #define VHDCRYPT_XTS_KERNELS_H
 
@@ -15,8 +16,8 @@ struct alignas(64) XtsKeySchedule {
   uint8_t enc1[15][16];  // K1 encryption round keys
   uint8_t dec1[15][16];  // K1 decryption round keys (equivalent inverse cipher, via aesimc)
   uint8_t enc2[15][16];  // K2 encryption round keys
-  // K1 round keys repeated across 64 bytes, so the VAES kernels use them as
-  // memory operands straight from this wiped object instead of stack copies.
+  // K1 round keys repeated across 64 bytes, so every width loads them (as memory
+  // operands, or into its register copy) straight from this wiped object.
   alignas(64) uint8_t enc1Wide[15][64];
   alignas(64) uint8_t dec1Wide[15][64];
   int rounds;            // 10 (AES-128) or 14 (AES-256)
