@@ -324,7 +324,7 @@ describe('stream output vs file API output (same source, same options)', () => {
       expect(qemuMap(viaStream)).toEqual(qemuMap(viaFile));
       const hs = await readVolumeInfo(new Uint8Array(qemuRaw(viaStream, 'vpc').subarray(0, Number(rs.dataOffset))));
       const hf = await readVolumeInfo(new Uint8Array(qemuRaw(viaFile, 'vpc').subarray(0, Number(rf.dataOffset))));
-      for (const k of ['version', 'cipher', 'keyBits', 'sectorSize', 'dataOffset', 'dataSize'] as const) expect(hs[k], k).toEqual(hf[k]);
+      for (const k of ['version', 'cipher', 'keyBits', 'sectorSize', 'dataOffset', 'dataSize'] as const) expect(hs?.[k as keyof typeof hs], k).toEqual(hf?.[k as keyof typeof hf]);
       // Volume keys are random, so the bytes differ; the plaintext is the same, crossing APIs.
       expect((await decryptedByEngine(viaStream, `cmp-${name}-s.dec`, { passphraseFile: passFile })).equals(model)).toBe(true);
       const dec = p(`cmp-${name}-f.dec.vhd`);

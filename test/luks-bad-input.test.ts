@@ -245,7 +245,7 @@ describe('hostile JSON metadata', () => {
   test('unknown KDF: refused for that keyslot, dump still works', async () => {
     const h = editJson(v2, (j) => (j.keyslots['0'].kdf = { type: 'scrypt', salt: j.keyslots['0'].kdf.salt }));
     await fails(luks.unlock(h, PASS), 'LUKS_UNKNOWN_KDF', /scrypt/);
-    expect(((await luks.dump(h)).keyslots as any[])[0].pbkdf).toBe('scrypt');
+    expect(((await luks.dump(h)).keyslots as luks.LuksDump[])[0].pbkdf).toBe('scrypt');
   });
 
   test('tokens naming missing keyslots, or without a type, are refused', async () => {
@@ -294,7 +294,7 @@ describe('unsupported ciphers are named', () => {
       const spec = type === 'luks1' ? cipher.replace(/^aes-/, 'aes-') : cipher;
       const e = await fails(luks.unlock(dev, PASS), 'LUKS_UNSUPPORTED_CIPHER');
       expect(e.message).toContain(JSON.stringify(spec));
-      expect(((await luks.dump(dev)) as any).version).toBe(type === 'luks1' ? 1 : 2);
+      expect((await luks.dump(dev)).version).toBe(type === 'luks1' ? 1 : 2);
     });
   }
 

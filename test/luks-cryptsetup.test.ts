@@ -187,12 +187,12 @@ function compareLuks2Dump(ours: luks.LuksDump, theirs: Record<string, any>, text
   expect(ours.uuid).toBe(dumpField(text, 'UUID'));
   expect(ours.metadataArea).toBe(Number(theirs.config.json_size) + 4096);
   expect(ours.keyslotsArea).toBe(Number(theirs.config.keyslots_size));
-  const seg = (ours.dataSegments as any[])[0];
+  const seg = (ours.dataSegments as luks.LuksDump[])[0];
   const tseg = theirs.segments['0'];
   expect([seg.offset, seg.length === 'whole device' ? 'dynamic' : String(seg.length), seg.cipher, seg.sectorSize]).toEqual([
     Number(tseg.offset), tseg.size, tseg.encryption, tseg.sector_size,
   ]);
-  for (const k of ours.keyslots as any[]) {
+  for (const k of ours.keyslots as luks.LuksDump[]) {
     const t = theirs.keyslots[String(k.id)];
     expect(k.keyBits).toBe(t.key_size * 8);
     expect(k.pbkdf).toBe(t.kdf.type);
@@ -201,8 +201,8 @@ function compareLuks2Dump(ours: luks.LuksDump, theirs: Record<string, any>, text
     else expect([k.time, k.memory, k.threads]).toEqual([t.kdf.time, t.kdf.memory, t.kdf.cpus]);
     expect([k.areaOffset, k.areaLength, k.afStripes, k.afHash]).toEqual([Number(t.area.offset), Number(t.area.size), t.af.stripes, t.af.hash]);
   }
-  expect((ours.keyslots as any[]).map((k) => String(k.id))).toEqual(Object.keys(theirs.keyslots));
-  const d = (ours.digests as any[])[0];
+  expect((ours.keyslots as luks.LuksDump[]).map((k) => String(k.id))).toEqual(Object.keys(theirs.keyslots));
+  const d = (ours.digests as luks.LuksDump[])[0];
   const td = theirs.digests['0'];
   expect([d.hash, d.iterations, d.salt, d.digest, d.keyslots]).toEqual([
     td.hash, td.iterations, Buffer.from(td.salt, 'base64').toString('hex'), Buffer.from(td.digest, 'base64').toString('hex'), td.keyslots,
@@ -232,7 +232,7 @@ describe('headers cryptsetup writes, read by us', () => {
         expect(ours.mkSalt).toBe(dumpHexField(text, 'MK salt'));
         expect(ours.mkIterations).toBe(Number(dumpField(text, 'MK iterations')));
         expect(ours.uuid).toBe(dumpField(text, 'UUID'));
-        const k0 = (ours.keyslots as any[])[0];
+        const k0 = (ours.keyslots as luks.LuksDump[])[0];
         const slotAt = text.indexOf('Key Slot 0');
         expect([k0.enabled, k0.iterations, k0.keyMaterialOffset, k0.stripes]).toEqual([
           true, Number(dumpField(text.slice(slotAt), 'Iterations')), Number(dumpField(text.slice(slotAt), 'Key material offset')), 4000,

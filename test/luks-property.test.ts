@@ -12,7 +12,7 @@ const SEED = Number(process.env.LUKS_PROPERTY_SEED ?? 0x5eed);
 const RUNS = Number(process.env.LUKS_PROPERTY_RUNS ?? 150);
 const PASS = { passphrase: 'property' };
 // Tight ceilings so no mutated cost field can take long; the mechanism itself is under test too.
-const LIMITS: luks.KdfLimits = { maxPbkdf2Iterations: 100_000, maxArgon2MemoryKiB: 16384, maxArgon2Time: 16, maxArgon2Parallelism: 4, maxArgon2Work: 1 << 17 };
+const LIMITS: luks.KdfLimits = { maxPbkdf2Iterations: 100_000, maxArgon2MemoryKiB: 16384, maxArgon2Time: 16, maxArgon2Parallelism: 4, maxArgon2Work: 1 << 17, maxUnlockWork: luks.DEFAULT_KDF_LIMITS.maxUnlockWork };
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;

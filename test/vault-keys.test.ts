@@ -3,7 +3,7 @@
  * node:crypto and the RFC 3394 test vectors, the date and enabled rules,
  * versions, soft delete, backup/restore.
  */
-import { constants, createPrivateKey, createPublicKey, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
+import { constants, type JsonWebKey as NodeJsonWebKey, createPrivateKey, createPublicKey, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { openVault, type Vault, type VaultKey } from '../src/vault/index.js';
 import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
@@ -30,7 +30,7 @@ const RFC3394 = [
   },
 ];
 
-function rsaJwk(bits = 2048): JsonWebKey {
+function rsaJwk(bits = 2048): NodeJsonWebKey {
   return generateKeyPairSync('rsa', { modulusLength: bits }).privateKey.export({ format: 'jwk' });
 }
 
@@ -112,7 +112,7 @@ describe('create, import, get', () => {
 });
 
 describe('wrap and unwrap against node:crypto', () => {
-  async function roundTrips(key: VaultKey, alg: 'RSA-OAEP' | 'RSA-OAEP-256', privateJwk: JsonWebKey): Promise<void> {
+  async function roundTrips(key: VaultKey, alg: 'RSA-OAEP' | 'RSA-OAEP-256', privateJwk: NodeJsonWebKey): Promise<void> {
     const hash = alg === 'RSA-OAEP' ? 'sha1' : 'sha256';
     const pub = createPublicKey({ key: { kty: 'RSA', n: key.key.n!, e: key.key.e! }, format: 'jwk' });
     const dek = randomBytes(64);
