@@ -9,7 +9,7 @@
  * cache mode ignores flushes, so its output is still in the page cache when it exits) and with `-t writeback`
  * (one fdatasync at exit: on disk, as ours and the dd floor's); wasm with 2
  * threads vs 1 (throughput as the tool reports it, and whole-process wall time); peak RSS (VmHWM via /usr/bin/time -v) for this image and for a
- * 50 GiB dynamic VHD with 2 GiB allocated. Targets from issue 6 are printed
+ * 50 GiB dynamic VHD with 2 GiB allocated. Targets are printed
  * beside the ratios. Default size 2048 MiB; use --size 256 while developing.
  */
 import { spawnSync } from 'node:child_process';

@@ -1,5 +1,5 @@
 /**
- * npm run bench:image — issue 3's figures, measured in one run:
+ * npm run bench:image — the image layer's figures, measured in one run:
  *  1. extents() of a 2 TiB dynamic VHD with 1,000 allocated blocks (target < 200 ms), beside
  *     `qemu-img map` (whole process) on a 2040 GiB twin (qemu's vpc limit) with the same blocks;
  *  2. sequential read of a 2 GiB fixed VHD through read() in 4 MiB requests vs `dd bs=4M` of the

@@ -3,7 +3,7 @@
  * Whole-process runs, median of N, peers measured in the same run (the read
  * servers run side by side and their nbdcopy runs take turns):
  *  - read a LUKS1 image in full with `nbdcopy URI null:` served by
- *    `vhdcrypt serve` (one process, and --read-only --processes 2) vs `nbdkit file X --filter=luks` (issue 7 target: ours
+ *    `vhdcrypt serve` (one process, and --read-only --processes 2) vs `nbdkit file X --filter=luks` (target: ours
  *    >= 1.5x faster) and vs `nbdkit file PLAIN` (transport floor; target: our
  *    time <= 1.6x);
  *  - write the same size through the server with nbdcopy, beside qemu-nbd's

@@ -1,10 +1,10 @@
 /**
  * npm run bench:xts — AES-256-XTS throughput, one thread, per backend and native
  * kernel on 1 MiB batches of 512- and 4096-byte sectors, beside node:crypto per
- * sector and `openssl speed`, all measured in this run; ratios against issue 2's
+ * sector and `openssl speed`, all measured in this run; ratios against the project's
  * targets. Pass --json for machine-readable output.
  */
-import { measureOpensslSpeed, measureXtsThroughput, type XtsThroughputRow } from '../src/cli/xts-throughput.js';
+import { measureOpensslSpeed, measureXtsThroughput, type XtsThroughputRow } from '../src/bench/xts-throughput.js';
 
 const json = process.argv.includes('--json');
 const runs = 3;

@@ -1,21 +1,21 @@
 /** vhdcrypt's public library API. */
 export { VhdcryptError, isVhdcryptError } from './errors.js';
 
-// Crypto core (issue 2): AES-XTS over runs of sectors.
+// Crypto core: AES-XTS over runs of sectors.
 export { createXts, availableBackends, XtsError, XtsBackendUnavailableError } from './crypto/index.js';
 export type { Xts, XtsOptions, SectorOptions, BackendChoice, BackendName } from './crypto/index.js';
 
-// LUKS1/LUKS2 volumes (issue 4): luks.format, luks.unlock, luks.dump, ...
+// LUKS1/LUKS2 volumes: luks.format, luks.unlock, luks.dump, ...
 export * as luks from './luks/index.js';
 export { LuksError, segmentTweak } from './luks/index.js';
 export type { LuksVolumeInfo, LuksSecret, LuksErrorCode } from './luks/index.js';
 
-// Disk images (issue 3): VHD fixed/dynamic/differencing and raw, plus the VHD layout for streaming parsers.
+// Disk images: VHD fixed/dynamic/differencing and raw, plus the VHD layout for streaming parsers.
 export { openImage, createImage, checkAzureReady, ImageError } from './image/index.js';
 export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
 export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, CreateImageOptions } from './image/index.js';
 
-// The engine (issue 6): whole images through the worker pool, unlocking, keyslots and headers of encrypted images.
+// The engine: whole images through the worker pool, unlocking, keyslots and headers of encrypted images.
 export {
   encryptImage,
   decryptImage,
@@ -26,16 +26,15 @@ export {
   listImageKeyslots,
   backupImageHeader,
   restoreImageHeader,
-  runEncryptBench,
   EngineError,
 } from './engine/index.js';
 export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription } from './engine/index.js';
 
-// Engine streams (issue 6): a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
+// Engine streams: a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
 export { createEncryptStream, createDecryptStream, EncryptStream, DecryptStream } from './engine/index.js';
 export type { EncryptStreamOptions, DecryptStreamOptions, StreamResult, StreamInputFormat } from './engine/index.js';
 
-// The vault (issue 5): Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault.
+// The vault: Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault.
 export {
   openVault,
   defaultVaultUri,
@@ -47,6 +46,6 @@ export {
 } from './vault/index.js';
 export type { Vault, VaultErrorCode, SealDiskKeyRequest, RotateKekOptions, RotateKekResult, OpenVaultOptions } from './vault/index.js';
 
-// NBD (issue 7): serve images (plaintext or decrypted) over NBD, and read source disks from NBD exports.
+// NBD: serve images (plaintext or decrypted) over NBD, and read source disks from NBD exports.
 export { NbdServer, ImageBacking, EncryptedBacking, NbdClient, openNbdImage, parseNbdUri, formatNbdUri, isNbdUri, NbdError } from './nbd/index.js';
 export type { NbdBacking, NbdServerOptions, NbdEndpoint, NbdImage, CryptoLayout, NbdAddress } from './nbd/index.js';

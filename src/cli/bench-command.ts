@@ -1,7 +1,7 @@
 /** `vhdcrypt bench`: crypto throughput per backend and kernel, and an end-to-end encrypt of a temporary image. */
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { renderBarChart } from './bench-chart.js';
+import { renderBarChart } from '../bench/bar-chart.js';
 
 export function registerBench(program: Command): void {
   program
@@ -15,8 +15,8 @@ export function registerBench(program: Command): void {
     .option('--quick', 'shorter sampling')
     .action(async (opts: { json?: boolean; svg?: string; size: string; vault?: string; threads?: string; quick?: boolean }) => {
       // Loaded when the command runs, so other commands do not pay for tinybench at start-up.
-      const { measureOpensslSpeed, measureXtsThroughput } = await import('./xts-throughput.js');
-      const { runEndToEndBench } = await import('./bench-end-to-end.js');
+      const { measureOpensslSpeed, measureXtsThroughput } = await import('../bench/xts-throughput.js');
+      const { runEndToEndBench } = await import('../bench/end-to-end.js');
       const rows = await measureXtsThroughput({ timeMs: opts.quick ? 200 : 500, skipJs: opts.quick });
       const openssl = await measureOpensslSpeed(64, opts.quick ? 1 : 2);
       const e2e = await runEndToEndBench({

@@ -1,4 +1,4 @@
-/** The engine (issue 6): whole-image encrypt/decrypt through a worker pool, unlocking, streams. */
+/** The engine: whole-image encrypt/decrypt through a worker pool, unlocking, streams. */
 export { EngineError, type EngineErrorCode } from './errors.js';
 export { encryptImage, type EncryptOptions } from './encrypt-image.js';
 export { decryptImage, type DecryptOptions } from './decrypt-image.js';
@@ -19,7 +19,6 @@ export {
   describeImage,
   type ImageDescription,
 } from './header-ops.js';
-export { runEncryptBench, type EndToEndBenchResult } from './bench-run.js';
 export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './stream-encrypt.js';
 export type { StreamInputFormat } from './stream-vhd-parser.js';
 export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './stream-decrypt.js';

@@ -1,5 +1,5 @@
 /**
- * The engine's use of the vault (issue 5): seal a disk's keyslot passphrase (or
+ * The engine's use of the vault: seal a disk's keyslot passphrase (or
  * a plain volume key) under the KEK, unseal it, find it by volume UUID, read a
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */

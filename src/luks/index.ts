@@ -1,4 +1,4 @@
-/** LUKS1 and LUKS2 volumes: headers, keyslots, tokens (issue 4). */
+/** LUKS1 and LUKS2 volumes: headers, keyslots, tokens. */
 export { LuksError, type LuksErrorCode } from './errors.js';
 export type { LuksTarget, LuksBlockDevice } from './header-io.js';
 export { type LuksSecret, MAX_KEYFILE_BYTES } from './secret-input.js';

@@ -1,4 +1,4 @@
-/** The vault (issue 5): Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault. */
+/** The vault: Key Vault-style secrets and keys, KEK-wrapped disk keys, the embedded local vault. */
 export { VaultError, VAULT_ERROR_CODES } from './errors.js';
 export type { VaultErrorCode } from './errors.js';
 export * from './types.js';
