@@ -2,6 +2,7 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { renderBarChart } from '../bench/bar-chart.js';
+import { packageVersion } from '../version.js';
 
 export function registerBench(program: Command): void {
   program
@@ -25,8 +26,9 @@ export function registerBench(program: Command): void {
         threads: opts.threads === undefined ? undefined : Number(opts.threads),
       });
       if (opts.json) {
-        process.stdout.write(JSON.stringify({ xts: rows, openssl, endToEnd: e2e }, null, 2) + '\n');
+        process.stdout.write(JSON.stringify({ vhdcryptVersion: packageVersion(), node: process.version, xts: rows, openssl, endToEnd: e2e }, null, 2) + '\n');
       } else {
+        process.stdout.write(`vhdcrypt ${packageVersion()}, Node ${process.version}\n`);
         process.stdout.write('AES-256-XTS, one thread, 1 MiB batches (median MB/s)\n');
         for (const r of rows) process.stdout.write(`  ${r.name.padEnd(28)} ${String(r.sectorSize).padStart(5)}-byte sectors ${r.mbPerSecond.toFixed(0).padStart(8)} MB/s\n`);
         if (openssl) process.stdout.write(`  ${openssl.name.padEnd(48)} ${openssl.mbPerSecond.toFixed(0).padStart(8)} MB/s\n`);

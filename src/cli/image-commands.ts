@@ -16,6 +16,7 @@ import {
 } from '../engine/index.js';
 import type { BackendChoice } from '../crypto/index.js';
 import type { KdfOptions } from '../luks/index.js';
+import { packageVersion } from '../version.js';
 
 interface CommonFlags {
   resume?: boolean;
@@ -58,6 +59,11 @@ function positiveInt(v: string): number {
 
 const outFormatOption = () => new Option('--out-format <format>', 'output container (default: as the input)').choices(['vhd-fixed', 'vhd-dynamic', 'raw']);
 const backendOption = () => new Option('--backend <backend>', 'AES-XTS backend').choices(['auto', 'native', 'wasm', 'js']).default('auto');
+
+/** A --json result: the object with the vhdcrypt version that made it. */
+function jsonResult(v: object): string {
+  return toJson({ ...v, vhdcryptVersion: packageVersion() });
+}
 
 /** JSON with bigints as numbers when exact, else strings. */
 function toJson(v: unknown): string {
@@ -138,7 +144,7 @@ function summary(r: RunResult): Record<string, unknown> {
 
 function printResult(r: RunResult, json: boolean | undefined): void {
   if (json) {
-    process.stdout.write(toJson(summary(r)) + '\n');
+    process.stdout.write(jsonResult(summary(r)) + '\n');
     return;
   }
   const what = r.operation === 'encrypt' ? `encrypted (${r.format}, ${r.container})` : `decrypted (${r.container})`;
@@ -286,7 +292,7 @@ export function registerImageCommands(program: Command): void {
     .action(async (img: string, f: { json?: boolean; vault?: string }) => {
       const d = await describeImage(img, { vault: f.vault });
       if (f.json) {
-        process.stdout.write(toJson(d) + '\n');
+        process.stdout.write(jsonResult(d) + '\n');
         return;
       }
       const mib = (b: bigint) => `${(Number(b) / 2 ** 20).toFixed(1)} MiB`;
@@ -316,7 +322,7 @@ export function registerImageCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (img: string, f: { json?: boolean }) => {
       const r = await listImageKeyslots(img);
-      if (f.json) process.stdout.write(toJson(r) + '\n');
+      if (f.json) process.stdout.write(jsonResult(r) + '\n');
       else {
         process.stdout.write(`LUKS${r.version} ${r.uuid}\n`);
         for (const k of r.keyslots) process.stdout.write(`  keyslot ${k.id}: ${k.kdf}, priority ${k.priority}\n`);
@@ -341,7 +347,7 @@ export function registerImageCommands(program: Command): void {
         { passphraseFile: f.newPassphraseFile, keyFile: f.newKeyFile },
         { kdf: f.kdf, keyslot: f.keySlot },
       );
-      process.stdout.write(f.json ? toJson({ keyslot: id }) + '\n' : `added keyslot ${id}\n`);
+      process.stdout.write(f.json ? jsonResult({ keyslot: id }) + '\n' : `added keyslot ${id}\n`);
     });
   keyslot
     .command('remove')

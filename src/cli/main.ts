@@ -1,6 +1,7 @@
 /** The `vhdcrypt` command line: each part registers its own subcommands. */
 import { Command, CommanderError } from 'commander';
 import { VhdcryptError } from '../errors.js';
+import { packageVersion } from '../version.js';
 import { exitCodeFor } from './exit-codes.js';
 import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
@@ -15,12 +16,22 @@ const FILE_ERROR_STATUS = 3;
 export function buildProgram(): Command {
   const program = new Command('vhdcrypt')
     .description('Encrypt VHD and raw disk images into LUKS volumes with AES-XTS; keys sealed in a vault')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .option('--debug', 'print stack traces on error')
     .exitOverride();
   registerImageCommands(program);
   registerVault(program);
   registerServe(program);
   registerBench(program);
+  program
+    .command('completion')
+    .description('print a shell completion script: source <(vhdcrypt completion bash)')
+    .argument('<shell>', 'bash or zsh')
+    .action(async (shell: string) => {
+      if (shell !== 'bash' && shell !== 'zsh') throw new VhdcryptError('CLI_USAGE', `completion: expected bash or zsh, not ${JSON.stringify(shell)}`);
+      const { bashCompletion, zshCompletion } = await import('./completion.js');
+      process.stdout.write(shell === 'bash' ? bashCompletion(program) : zshCompletion(program));
+    });
   return program;
 }
 
