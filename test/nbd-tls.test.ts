@@ -459,7 +459,12 @@ describe('STARTTLS negotiation (proto.md "TLS support"), in process', () => {
     expect(info.type).toBe(P.NBD_REP_INFO);
     expect(info.data.readBigUInt64BE(2)).toBe(BigInt(MIB));
     expect(info.data.readUInt16BE(10) & P.NBD_FLAG_READ_ONLY).toBe(P.NBD_FLAG_READ_ONLY);
-    w.socket.destroy();
+    for (let more = (await w.reply()).type; more !== P.NBD_REP_ACK; more = (await w.reply()).type) expect(more).toBe(P.NBD_REP_INFO);
+    // In transmission over TLS: still tracked, so close() reaches it (and disconnects it).
+    expect(server!.connectionCount).toBe(1);
+    await server!.close();
+    await w.gone;
+    server = null;
   });
 
   it('require: EXPORT_NAME before TLS ends the session without an answer', async () => {
