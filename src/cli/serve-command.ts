@@ -207,7 +207,7 @@ export function registerServe(program: Command): void {
     .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
-    .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
+    .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per plaintext (not TLS) connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
     .option('--processes <n>', 'read-only, without TLS: serve connections from N child processes (each with its own backing)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
