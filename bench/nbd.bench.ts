@@ -150,7 +150,7 @@ async function main(): Promise<void> {
   const resetTarget = (): void => copyFileSync(enc, target);
   const oursWrite = await measure(
     'write: vhdcrypt serve (LUKS1)',
-    () => startServer(process.execPath, [cli, 'serve', target, '--passphrase-file', passFile, '--socket', sock], sock),
+    () => startServer(process.execPath, [cli, 'serve', target, '--passphrase-file', passFile, '--socket', sock, '--writable'], sock),
     [plain, uri],
     resetTarget,
   );

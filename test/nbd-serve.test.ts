@@ -79,8 +79,8 @@ describe('vhdcrypt serve: LUKS2 (4096-byte sectors) in a dynamic VHD with holes'
   }
 
   it('serves the plaintext; qemu-img compare agrees; nbdinfo --map shows the holes', async () => {
-    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's1.sock')]);
-    expect(srv.uri).toBe(`nbd+unix:///?socket=${join(tmp.dir, 's1.sock')}`);
+    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's1.sock'), '--writable']);
+    expect(srv.line).toBe(`nbd+unix:///?socket=${join(tmp.dir, 's1.sock')} (writable, no TLS)`);
     expect((await exportBytes(srv.uri)).equals(plain)).toBe(true);
     const plainFile = join(tmp.dir, 'plain.raw');
     await writeFile(plainFile, plain);
@@ -109,7 +109,8 @@ describe('vhdcrypt serve: LUKS2 (4096-byte sectors) in a dynamic VHD with holes'
     plain.fill(0x6b, 2 * MIB, 2 * MIB + 4096);
     plain.fill(0x7c, 6295553, 6295553 + 1000);
     expect(await srv!.stop()).toBe(0);
-    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's2.sock'), '--read-only']);
+    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's2.sock')]);
+    expect(srv.line).toMatch(/ \(read-only, no TLS\)$/);
     expect((await exportBytes(srv.uri)).equals(plain)).toBe(true);
     expect((await decryptedOnDisk()).equals(plain)).toBe(true);
     const ro = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 512', srv.uri]);
@@ -119,7 +120,7 @@ describe('vhdcrypt serve: LUKS2 (4096-byte sectors) in a dynamic VHD with holes'
   });
 
   it('nbdcopy writes a whole disk in, and reads it back out', async () => {
-    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's3.sock')]);
+    srv = await startServe([vhd, '--passphrase-file', passFile, '--socket', join(tmp.dir, 's3.sock'), '--writable']);
     const src = Buffer.alloc(plain.length);
     randomBytes(3 * MIB).copy(src, MIB + 17);
     randomBytes(MIB).copy(src, 9 * MIB);
@@ -162,9 +163,9 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
     qemuEncryptLuks1(plainFile, enc, PASS);
     const passFile = join(tmp.dir, 'pass');
     await writeFile(passFile, PASS);
-    const srv = await startServe([enc, '--passphrase-file', passFile, '--port', '0']);
+    const srv = await startServe([enc, '--passphrase-file', passFile, '--port', '0', '--tls', 'off', '--writable']);
     try {
-      expect(srv.uri).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/$/);
+      expect(srv.line).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/ \(writable, no TLS\)$/);
       const out = join(tmp.dir, 'out.raw');
       await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', srv.uri, out]);
       expect((await readFile(out)).subarray(0, plain.length).equals(plain)).toBe(true);
@@ -196,7 +197,7 @@ describe('vhdcrypt serve: LUKS1 made by qemu-img, over TCP', () => {
       expect(await multi.stop()).toBe(0);
     }
     expect(existsSync(join(tmp.dir, 'multi.sock'))).toBe(false);
-    const usage = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', enc, '--processes', '2']);
+    const usage = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', enc, '--processes', '2', '--writable']);
     expect(usage.code).toBe(2);
   });
 });

@@ -1,6 +1,8 @@
 /** `vhdcrypt serve`: export an image (decrypted, when it is encrypted) over NBD until SIGINT/SIGTERM. */
 import type { Command } from 'commander';
+import { lookup } from 'node:dns/promises';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
@@ -12,6 +14,11 @@ interface ServeOptions {
   port?: string;
   bind?: string;
   readOnly?: boolean;
+  writable?: boolean;
+  tls?: string;
+  tlsPsk?: string;
+  tlsCertificates?: string;
+  tlsVerifyPeer?: boolean;
   exportName?: string;
   vault?: string;
   passphraseFile?: string;
@@ -33,6 +40,41 @@ async function socketParent(): Promise<string> {
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (xdg && (await stat(xdg).then((s) => s.isDirectory(), () => false))) return xdg;
   return tmpdir();
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms. */
+function isLoopbackIp(ip: string): boolean {
+  const v4 = ip.replace(/^::ffff:/i, '');
+  if (isIP(v4) === 4) return v4.startsWith('127.');
+  return isIP(ip) === 6 && /^(0{0,4}:){2,7}0{0,3}1$|^::1$/i.test(ip);
+}
+
+/** Whether every address `host` stands for is a loopback address (a name is resolved, as listen() will). */
+async function isLoopback(host: string): Promise<boolean> {
+  if (isIP(host) !== 0) return isLoopbackIp(host);
+  const addrs = await lookup(host, { all: true }).catch(() => []);
+  return addrs.length > 0 && addrs.every((a) => isLoopbackIp(a.address));
+}
+
+/**
+ * The TLS mode from the flags: TCP requires TLS unless --tls says otherwise; a Unix socket (reachable only as
+ * its file permissions allow) has none unless credentials or --tls ask for it. Plaintext (off, or on, which
+ * serves plaintext clients too) is refused on anything but loopback.
+ */
+async function tlsMode(o: ServeOptions, host: string | null): Promise<'require' | 'on' | 'off'> {
+  if (o.tls !== undefined && !['require', 'on', 'off'].includes(o.tls)) throw usage('--tls expects require, on or off');
+  const haveCredentials = o.tlsPsk !== undefined || o.tlsCertificates !== undefined;
+  if (o.tlsPsk !== undefined && o.tlsCertificates !== undefined) throw usage('give --tls-psk or --tls-certificates, not both');
+  if (o.tlsVerifyPeer === true && o.tlsCertificates === undefined) throw usage('--tls-verify-peer needs --tls-certificates');
+  const mode = (o.tls ?? (host !== null || haveCredentials ? 'require' : 'off')) as 'require' | 'on' | 'off';
+  if (mode === 'off' && haveCredentials) throw usage('--tls-psk and --tls-certificates have no use with --tls off');
+  if (mode !== 'off' && !haveCredentials) {
+    throw usage(`--tls ${mode}${o.tls === undefined ? ' (the default over TCP)' : ''} needs --tls-psk FILE or --tls-certificates DIR (or --tls off on a loopback address)`);
+  }
+  if (mode !== 'require' && host !== null && !(await isLoopback(host))) {
+    throw usage(`--bind ${host} is not a loopback address: serving it with --tls ${mode} would hand the plaintext disk to anyone who can reach it; use --tls require with --tls-psk or --tls-certificates`);
+  }
+  return mode;
 }
 
 async function serve(image: string, o: ServeOptions): Promise<void> {
@@ -57,14 +99,20 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   const backend = o.backend as 'auto' | 'native' | 'wasm' | 'js' | undefined;
   if (backend !== undefined && !['auto', 'native', 'wasm', 'js'].includes(backend)) throw usage('--backend expects auto, native, wasm or js');
 
+  if (o.writable === true && o.readOnly === true) throw usage('give --writable or --read-only, not both');
+  const readOnly = o.writable !== true;
+  const mode = await tlsMode(o, port !== undefined ? (o.bind ?? '127.0.0.1') : null);
+
   let processes = 0;
   if (o.processes !== undefined) {
     processes = Number(o.processes);
     if (!Number.isInteger(processes) || processes < 0 || processes > 64) throw usage('--processes expects 0..64');
-    if (processes > 0 && o.readOnly !== true) throw usage('--processes needs --read-only (each process holds its own view of the image)');
+    if (processes > 0 && !readOnly) throw usage('--processes cannot serve a --writable export (each process holds its own view of the image)');
+    // The children serve sockets handed over before any negotiation; TLS would need the credentials in each.
+    if (processes > 0 && mode !== 'off') throw usage('--processes cannot be used with TLS (use --tls off on a loopback address or a Unix socket)');
   }
   const exportOptions: OpenExportOptions = {
-    readOnly: o.readOnly === true,
+    readOnly,
     ...(o.passphraseFile !== undefined ? { passphraseFile: o.passphraseFile } : {}),
     ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
     ...(o.vault !== undefined ? { vault: o.vault } : {}),
@@ -75,46 +123,65 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   };
   const verbose = o.verbose === true;
   // The NBD server is loaded when serving starts, so other commands do not pay for it at start-up.
-  const [{ NbdServer }, { openExportBacking }, { NbdProcessGroup }] = await Promise.all([
+  const [{ NbdServer }, { openExportBacking }, { NbdProcessGroup }, { NbdTlsCredentials }] = await Promise.all([
     import('../nbd/index.js'),
     import('../nbd/open-export.js'),
     import('../nbd/process-group.js'),
+    import('../nbd/tls.js'),
   ]);
-  const server =
-    processes > 0
-      ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })
-      : new NbdServer(await openExportBacking(image, exportOptions), {
-          exportName: o.exportName ?? '',
-          ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
-        });
-
-  let socketDir: string | null = null;
-  let endpoint: NbdEndpoint;
-  if (port !== undefined) endpoint = { port, host: o.bind ?? '127.0.0.1' };
-  else if (o.socket !== undefined) endpoint = { socketPath: o.socket };
-  else {
-    socketDir = await mkdtemp(join(await socketParent(), 'vhdcrypt-nbd-'));
-    endpoint = { socketPath: join(socketDir, 'nbd.sock') };
+  // Loaded before the image is unlocked, so a bad key file costs no KDF run; wiped once the server has closed.
+  const credentials =
+    mode === 'off'
+      ? null
+      : o.tlsPsk !== undefined
+        ? await NbdTlsCredentials.loadPsk(o.tlsPsk)
+        : await NbdTlsCredentials.loadX509(o.tlsCertificates!, o.tlsVerifyPeer === true);
+  try {
+    await serveWith();
+  } finally {
+    credentials?.dispose();
   }
 
-  try {
-    const uri = await server.listen(endpoint);
-    // Tests and scripts wait for this line: the server accepts connections from now on.
-    process.stdout.write(uri + '\n');
-    await new Promise<void>((resolve) => {
-      const stop = (sig: NodeJS.Signals): void => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        if (verbose) process.stderr.write(`vhdcrypt serve: ${sig}: finishing requests, flushing, closing the image\n`);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
-  } finally {
-    // Flushes and closes the image consistently (close() waits for in-flight requests).
-    await server.close();
-    if (socketDir !== null) await rm(socketDir, { recursive: true, force: true });
+  async function serveWith(): Promise<void> {
+    const server =
+      processes > 0
+        ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })
+        : new NbdServer(await openExportBacking(image, exportOptions), {
+            exportName: o.exportName ?? '',
+            ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
+            ...(credentials !== null && mode !== 'off' ? { tls: { mode, credentials } } : {}),
+          });
+
+    let socketDir: string | null = null;
+    let endpoint: NbdEndpoint;
+    if (port !== undefined) endpoint = { port, host: o.bind ?? '127.0.0.1' };
+    else if (o.socket !== undefined) endpoint = { socketPath: o.socket };
+    else {
+      socketDir = await mkdtemp(join(await socketParent(), 'vhdcrypt-nbd-'));
+      endpoint = { socketPath: join(socketDir, 'nbd.sock') };
+    }
+
+    try {
+      const uri = await server.listen(endpoint);
+      // Tests and scripts wait for this line: the server accepts connections from now on. The URI comes first
+      // (scripts cut it at the first space); then what a client gets, e.g. "(read-only, TLS-PSK required)".
+      const tlsState = credentials === null ? 'no TLS' : `${credentials.label} ${mode === 'require' ? 'required' : 'optional'}`;
+      process.stdout.write(`${uri} (${readOnly ? 'read-only' : 'writable'}, ${tlsState})\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: NodeJS.Signals): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          if (verbose) process.stderr.write(`vhdcrypt serve: ${sig}: finishing requests, flushing, closing the image\n`);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    } finally {
+      // Flushes and closes the image consistently (close() waits for in-flight requests).
+      await server.close();
+      if (socketDir !== null) await rm(socketDir, { recursive: true, force: true });
+    }
   }
 }
 
@@ -126,8 +193,13 @@ export function registerServe(program: Command): void {
     .argument('<image>', 'VHD or raw image')
     .option('--socket <path>', 'Unix socket to listen on (default: a new one under $XDG_RUNTIME_DIR or the temp dir)')
     .option('--port <n>', 'listen on TCP instead (0 = any free port)')
-    .option('--bind <addr>', 'TCP address to bind (default 127.0.0.1)')
-    .option('--read-only', 'refuse writes')
+    .option('--bind <addr>', 'TCP address to bind (default 127.0.0.1); anything but loopback needs --tls require')
+    .option('--tls <mode>', 'require (default over TCP), on (TLS offered, plaintext allowed; loopback only) or off (default on a Unix socket; loopback only over TCP)')
+    .option('--tls-psk <file>', 'TLS-PSK keys, psktool format (username:hexkey lines); must not be readable by group or others')
+    .option('--tls-certificates <dir>', 'X.509: DIR/server-cert.pem, DIR/server-key.pem (mode 600), DIR/ca-cert.pem')
+    .option('--tls-verify-peer', 'with --tls-certificates: require a client certificate signed by DIR/ca-cert.pem')
+    .option('--writable', 'accept writes (the default is a read-only export)')
+    .option('--read-only', 'refuse writes (the default; kept for compatibility)')
     .option('--export-name <name>', 'export name (clients asking for "" get it too)')
     .option('--vault <uri>', 'vault holding the key (default: the LUKS2 token\'s vault, else the embedded vault)')
     .option('--passphrase-file <file>', 'LUKS passphrase from the first line of a file')
@@ -135,8 +207,8 @@ export function registerServe(program: Command): void {
     .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
-    .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
-    .option('--processes <n>', 'with --read-only: serve connections from N child processes (each with its own backing)')
+    .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per plaintext (not TLS) connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
+    .option('--processes <n>', 'read-only, without TLS: serve connections from N child processes (each with its own backing)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

@@ -5,7 +5,7 @@
  * so a fast or hostile peer cannot make us hold unbounded memory.
  */
 import type { Socket } from 'node:net';
-import { NbdDisconnectedError } from './errors.js';
+import { NbdDisconnectedError, NbdProtocolError } from './errors.js';
 
 export class ByteReader {
   private readonly chunks: Buffer[] = [];
@@ -19,24 +19,40 @@ export class ByteReader {
     private readonly socket: Socket,
     private readonly highWater = 4 * 1024 * 1024,
   ) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-      if (this.buffered >= this.highWater && this.buffered >= this.want) socket.pause();
-      this.wake();
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('error', (e: Error) => {
-      this.failure = e;
-      this.wake();
-    });
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onError);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered >= this.highWater && this.buffered >= this.want) this.socket.pause();
+    this.wake();
+  };
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.wake();
+  };
+
+  private readonly onError = (e: Error): void => {
+    this.failure = e;
+    this.wake();
+  };
+
+  /**
+   * Stop reading `socket` (another reader takes it over, e.g. TLS after STARTTLS). Throws when bytes are
+   * buffered that nobody asked for yet: whatever a peer sent ahead of an upgrade must not be read as if
+   * it had come through it.
+   */
+  detach(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+    if (this.buffered !== 0) throw new NbdProtocolError(`${this.buffered} bytes arrived before the TLS handshake`);
   }
 
   /** Bytes received but not yet consumed. */

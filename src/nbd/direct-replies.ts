@@ -8,6 +8,7 @@
  */
 import { openSync, closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { nativeDirectRead, type NativeDirectReadFile, type NativeReplySender } from '../crypto/native-backend.js';
 import { NbdRequestError } from './errors.js';
 import { NBD_EIO } from './protocol.js';
@@ -67,8 +68,14 @@ export class DirectReplies {
 
   private constructor(private readonly onFailure: (e: Error) => void) {}
 
-  /** Start the thread on `socket`, whose pending writes must be flushed; null when the socket has no descriptor. */
+  /**
+   * Start the thread on `socket`, whose pending writes must be flushed; null when the socket has no descriptor,
+   * and always null on a TLS connection: the thread writes plaintext to the descriptor with sendmsg, which
+   * would bypass the TLS record layer (the client would get cleartext, or rather a broken TLS stream), so
+   * TLS connections are answered on the main thread through the TLS socket.
+   */
   static start(file: DirectReadFile, socket: Socket, onFailure: (e: Error) => void): DirectReplies | null {
+    if (socket instanceof TLSSocket) return null;
     const addon = nativeDirectRead();
     const fd = socketFd(socket);
     if (addon === undefined || fd === undefined || liveThreads >= MAX_REPLY_THREADS) return null;

@@ -1,15 +1,19 @@
 /**
  * The server side of fixed newstyle negotiation (proto.md "Fixed newstyle
  * negotiation", "Option types"): options GO, INFO, EXPORT_NAME, LIST, ABORT,
- * STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT; anything else gets
- * NBD_REP_ERR_UNSUP. Resolves with what transmission needs, or null when the
- * client aborted.
+ * STRUCTURED_REPLY, LIST_META_CONTEXT, SET_META_CONTEXT and, with TLS
+ * credentials, STARTTLS (proto.md "TLS support": FORCEDTLS for --tls require,
+ * SELECTIVETLS with every export available both ways for --tls on); anything
+ * else gets NBD_REP_ERR_UNSUP. Resolves with what transmission needs and the
+ * socket to carry it (the TLS socket after STARTTLS), or a null session when
+ * the client aborted.
  */
 import type { Socket } from 'node:net';
-import type { ByteReader } from './byte-reader.js';
+import { ByteReader } from './byte-reader.js';
 import type { NbdBacking } from './backing.js';
 import { NbdProtocolError } from './errors.js';
 import * as P from './protocol.js';
+import type { NbdTlsCredentials } from './tls.js';
 
 /** The export the server offers under one name (an empty name also selects it). */
 export interface ExportDescriptor {
@@ -23,6 +27,25 @@ export interface NegotiatedSession {
   /** The metadata context id chosen for base:allocation, or null if none was selected. */
   readonly allocationContextId: number | null;
   readonly transmissionFlags: number;
+  /** True when negotiation ended over TLS. */
+  readonly tls: boolean;
+}
+
+/** TLS as the server offers it: 'require' is FORCEDTLS, 'on' lets each client choose. */
+export interface HandshakeTls {
+  readonly mode: 'require' | 'on';
+  readonly credentials: NbdTlsCredentials;
+  /** The reader's buffering limit, for the reader made over the TLS socket. */
+  readonly highWater: number;
+  /** Called with the TLS socket once its handshake is done: from then on it is the connection. */
+  readonly onUpgrade: (tlsSocket: Socket) => void;
+}
+
+/** What negotiation leaves: the session (null after ABORT) and the socket and reader that now carry the connection. */
+export interface NegotiationResult {
+  readonly session: NegotiatedSession | null;
+  readonly socket: Socket;
+  readonly reader: ByteReader;
 }
 
 /** Options larger than this are a denial of service: hard disconnect (proto.md "Termination of the session"). */
@@ -76,7 +99,15 @@ function stringPayload(s: string): Buffer {
 }
 
 /** Runs negotiation on one connection. */
-export async function negotiate(socket: Socket, reader: ByteReader, exp: ExportDescriptor): Promise<NegotiatedSession | null> {
+export async function negotiate(
+  plainSocket: Socket,
+  plainReader: ByteReader,
+  exp: ExportDescriptor,
+  tls: HandshakeTls | null = null,
+): Promise<NegotiationResult> {
+  let socket = plainSocket;
+  let reader = plainReader;
+  let secure = false;
   const greeting = Buffer.allocUnsafe(P.HANDSHAKE_SERVER_LEN);
   greeting.writeBigUInt64BE(P.NBD_MAGIC, 0);
   greeting.writeBigUInt64BE(P.NBD_OPTS_MAGIC, 8);
@@ -97,6 +128,7 @@ export async function negotiate(socket: Socket, reader: ByteReader, exp: ExportD
   };
   const replyError = (option: number, type: number, message: string): void => reply(option, type, stringPayload(message));
   const knownName = (name: string): boolean => name === '' || name === exp.name;
+  const done = (session: NegotiatedSession | null): NegotiationResult => ({ session, socket, reader });
 
   for (let count = 0; count < MAX_OPTIONS; count++) {
     const header = await reader.read(P.OPTION_HEADER_LEN);
@@ -106,7 +138,45 @@ export async function negotiate(socket: Socket, reader: ByteReader, exp: ExportD
     if (length > MAX_OPTION_LENGTH) throw new NbdProtocolError(`option ${option} has length ${length}, more than ${MAX_OPTION_LENGTH}`);
     const data = new OptionPayload(length > 0 ? await reader.read(length) : Buffer.alloc(0));
 
+    if (tls !== null && !secure && tls.mode === 'require') {
+      // FORCEDTLS (proto.md "TLS support"): EXPORT_NAME cannot be answered with an error, so the session ends;
+      // every other option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD.
+      if (option === P.NBD_OPT_EXPORT_NAME) throw new NbdProtocolError('EXPORT_NAME before TLS, which this server requires');
+      if (option !== P.NBD_OPT_STARTTLS && option !== P.NBD_OPT_ABORT) {
+        replyError(option, P.NBD_REP_ERR_TLS_REQD, 'TLS is required: send NBD_OPT_STARTTLS first');
+        continue;
+      }
+    }
+
     switch (option) {
+      case P.NBD_OPT_STARTTLS: {
+        if (tls === null) {
+          replyError(option, P.NBD_REP_ERR_UNSUP, 'this server does not offer TLS');
+          break;
+        }
+        if (secure) {
+          replyError(option, P.NBD_REP_ERR_INVALID, 'TLS is already in use');
+          break;
+        }
+        if (length !== 0) {
+          replyError(option, P.NBD_REP_ERR_INVALID, 'STARTTLS takes no data');
+          break;
+        }
+        // Bytes that arrived ahead of the ACK would be read as if they had come through TLS (the STARTTLS
+        // injection of RFC 3207-era servers): detach() refuses them and the connection is dropped.
+        plainReader.detach();
+        reply(option, P.NBD_REP_ACK);
+        // Wrapped in the same tick as the ACK is queued: the client's ClientHello cannot arrive in between.
+        const tlsSocket = await tls.credentials.upgrade(plainSocket);
+        tls.onUpgrade(tlsSocket);
+        socket = tlsSocket;
+        reader = new ByteReader(tlsSocket, tls.highWater);
+        secure = true;
+        // What was haggled in plaintext may have been altered on the way; start over under TLS.
+        structuredReplies = false;
+        allocationContextId = null;
+        break;
+      }
       case P.NBD_OPT_EXPORT_NAME: {
         const name = data.string(length);
         // proto.md: an EXPORT_NAME the server cannot satisfy ends the session (no error reply exists).
@@ -116,11 +186,11 @@ export async function negotiate(socket: Socket, reader: ByteReader, exp: ExportD
         out.writeBigUInt64BE(exp.backing.size, 0);
         out.writeUInt16BE(flags, 8);
         socket.write(out);
-        return { structuredReplies, allocationContextId: structuredReplies ? allocationContextId : null, transmissionFlags: flags };
+        return done({ structuredReplies, allocationContextId: structuredReplies ? allocationContextId : null, transmissionFlags: flags, tls: secure });
       }
       case P.NBD_OPT_ABORT:
         reply(option, P.NBD_REP_ACK);
-        return null;
+        return done(null);
       case P.NBD_OPT_LIST: {
         if (length !== 0) {
           replyError(option, P.NBD_REP_ERR_INVALID, 'LIST takes no data');
@@ -186,7 +256,7 @@ export async function negotiate(socket: Socket, reader: ByteReader, exp: ExportD
         }
         reply(option, P.NBD_REP_ACK);
         if (option === P.NBD_OPT_GO) {
-          return { structuredReplies, allocationContextId: structuredReplies ? allocationContextId : null, transmissionFlags: flags };
+          return done({ structuredReplies, allocationContextId: structuredReplies ? allocationContextId : null, transmissionFlags: flags, tls: secure });
         }
         break;
       }

@@ -120,10 +120,13 @@ export class Transmission {
     }
   }
 
-  /** Hand replies to a native thread once the handshake's replies have left the socket's queue. */
+  /**
+   * Hand replies to a native thread once the handshake's replies have left the socket's queue. Never over
+   * TLS: the thread sends plaintext straight to the descriptor (see DirectReplies.start).
+   */
   private async startDirectReplies(): Promise<void> {
     const direct = this.backing.direct;
-    if (direct === undefined || this.closed) return;
+    if (direct === undefined || this.closed || this.session.tls) return;
     if (this.socket.writableLength > 0) await Promise.race([once(this.socket, 'drain'), once(this.socket, 'close')]);
     if (this.closed || this.socket.destroyed) return;
     this.replies = DirectReplies.start(direct.file, this.socket, () => this.socket.destroy());

@@ -12,6 +12,7 @@ import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
 import { negotiate } from './server-handshake.js';
 import { Transmission } from './server-transmission.js';
+import type { NbdTlsCredentials } from './tls.js';
 import { formatNbdUri } from './uri.js';
 
 export interface NbdServerOptions {
@@ -25,13 +26,19 @@ export interface NbdServerOptions {
   readonly maxConnections?: number;
   /** Diagnostics (one line per dropped connection); never given key material. */
   readonly log?: (line: string) => void;
+  /**
+   * TLS (proto.md "TLS support"): 'require' refuses every option but STARTTLS/ABORT before TLS; 'on' lets each
+   * client choose. The caller owns the credentials (and disposes of them after close()). Default: no TLS.
+   */
+  readonly tls?: { readonly mode: 'require' | 'on'; readonly credentials: NbdTlsCredentials };
 }
 
 /** Where to listen: a Unix socket path, or a TCP port on a host (default 127.0.0.1). */
 export type NbdEndpoint = { readonly socketPath: string } | { readonly port: number; readonly host?: string };
 
 interface Connection {
-  readonly socket: Socket;
+  /** The plain socket, then the TLS socket once STARTTLS has succeeded. */
+  socket: Socket;
   transmission: Transmission | null;
   done: Promise<void>;
 }
@@ -58,6 +65,11 @@ export class NbdServer {
     return this.listenedUri;
   }
 
+  /** The URI scheme says nbds only when plaintext clients are refused. */
+  private get tlsRequired(): boolean {
+    return this.opts.tls?.mode === 'require';
+  }
+
   /** Connections currently open. */
   get connectionCount(): number {
     return this.connections.size;
@@ -73,13 +85,13 @@ export class NbdServer {
       await removeStaleSocket(endpoint.socketPath);
       await listenOn(server, { path: endpoint.socketPath });
       this.socketPath = endpoint.socketPath;
-      this.listenedUri = formatNbdUri({ kind: 'unix', socketPath: endpoint.socketPath, exportName: this.exportName });
+      this.listenedUri = formatNbdUri({ kind: 'unix', socketPath: endpoint.socketPath, exportName: this.exportName }, { tls: this.tlsRequired });
     } else {
       const host = endpoint.host ?? '127.0.0.1';
       await listenOn(server, { port: endpoint.port, host });
       const addr = server.address();
       const port = typeof addr === 'object' && addr !== null ? addr.port : endpoint.port;
-      this.listenedUri = formatNbdUri({ kind: 'tcp', host, port, exportName: this.exportName });
+      this.listenedUri = formatNbdUri({ kind: 'tcp', host, port, exportName: this.exportName }, { tls: this.tlsRequired });
     }
     this.server = server;
     return this.listenedUri;
@@ -129,16 +141,32 @@ export class NbdServer {
   }
 
   private async serve(conn: Connection): Promise<void> {
-    const { socket } = conn;
     // Errors surface through ByteReader as rejections; this listener only keeps them from being "unhandled".
-    socket.on('error', () => undefined);
-    const reader = new ByteReader(socket, 2 * this.backing.blockSize.maximum + 64 * 1024);
+    conn.socket.on('error', () => undefined);
+    const highWater = 2 * this.backing.blockSize.maximum + 64 * 1024;
     const timeout = setTimeout(() => {
       this.opts.log?.('nbd: handshake timed out');
-      socket.destroy();
+      conn.socket.destroy();
     }, this.opts.handshakeTimeoutMs ?? 30_000);
+    const tls = this.opts.tls;
     try {
-      const session = await negotiate(socket, reader, { name: this.exportName, backing: this.backing });
+      const { session, socket, reader } = await negotiate(
+        conn.socket,
+        new ByteReader(conn.socket, highWater),
+        { name: this.exportName, backing: this.backing },
+        tls === undefined
+          ? null
+          : {
+              mode: tls.mode,
+              credentials: tls.credentials,
+              highWater,
+              onUpgrade: (tlsSocket) => {
+                tlsSocket.on('error', () => undefined);
+                tlsSocket.once('close', () => this.connections.delete(conn));
+                conn.socket = tlsSocket;
+              },
+            },
+      );
       clearTimeout(timeout);
       if (session === null) {
         socket.destroySoon(); // NBD_OPT_ABORT: acknowledged, now close
@@ -156,7 +184,7 @@ export class NbdServer {
       socket.destroySoon(); // after DISC: replies flushed, then close
     } catch (e) {
       if (!this.shuttingDown) this.opts.log?.(`nbd: connection dropped: ${(e as Error)?.message ?? String(e)}`);
-      socket.destroy();
+      conn.socket.destroy();
     } finally {
       clearTimeout(timeout);
     }

@@ -43,10 +43,11 @@ export function parseNbdUri(uri: string): NbdAddress {
   throw new NbdError('NBD_BAD_URI', `not an NBD URI scheme: ${scheme}`);
 }
 
-/** Format an address as the URI clients such as qemu-img and nbdinfo accept. */
-export function formatNbdUri(a: NbdAddress): string {
+/** Format an address as the URI clients such as qemu-img and nbdinfo accept; `tls`: the nbds schemes (TLS required). */
+export function formatNbdUri(a: NbdAddress, opts: { tls?: boolean } = {}): string {
   const name = encodeURIComponent(a.exportName);
-  if (a.kind === 'unix') return `nbd+unix:///${name}?socket=${encodeURIComponent(a.socketPath).replace(/%2F/g, '/')}`;
+  const scheme = opts.tls === true ? 'nbds' : 'nbd';
+  if (a.kind === 'unix') return `${scheme}+unix:///${name}?socket=${encodeURIComponent(a.socketPath).replace(/%2F/g, '/')}`;
   const host = a.host.includes(':') ? `[${a.host}]` : a.host;
-  return `nbd://${host}:${a.port}/${name}`;
+  return `${scheme}://${host}:${a.port}/${name}`;
 }

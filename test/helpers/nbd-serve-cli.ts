@@ -1,4 +1,4 @@
-/** Runs `vhdcrypt serve` (the compiled CLI) and waits for the URI line it prints once listening. */
+/** Runs `vhdcrypt serve` (the compiled CLI) and waits for the line it prints once listening (the URI first). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +7,10 @@ import { TOOL_ENV } from './nbd-harness.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface ServeProcess {
+  /** The URI: the listen line up to its first space. */
   readonly uri: string;
+  /** The whole listen line, e.g. `nbds://127.0.0.1:10809/ (read-only, TLS-PSK required)`. */
+  readonly line: string;
   readonly child: ChildProcess;
   /** SIGTERM (or the given signal), then wait for exit; resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -36,9 +39,10 @@ export function startServe(args: string[], timeoutMs = 20_000): Promise<ServePro
       if (nl < 0) return;
       clearTimeout(timer);
       child.off('exit', early);
-      const uri = out.slice(0, nl).trim();
+      const line = out.slice(0, nl).trim();
       resolve({
-        uri,
+        uri: line.split(' ')[0]!,
+        line,
         child,
         stderr: () => err,
         async stop(signal: NodeJS.Signals = 'SIGTERM') {
