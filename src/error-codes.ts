@@ -193,6 +193,12 @@ export const ERROR_CODES = {
   NBD_UNSUPPORTED_NEWSTYLE: unsupported,
   NBD_UNSUPPORTED_OLDSTYLE: unsupported,
   NBD_UNSUPPORTED_TLS: unsupported,
+  NBD_TLS_PSK_FILE: badInput,
+  NBD_TLS_PSK_FILE_EXPOSED: badInput,
+  NBD_TLS_CERTIFICATES: badInput,
+  NBD_TLS_CERTIFICATES_EXPOSED: badInput,
+  NBD_TLS_HANDSHAKE: badInput,
+  NBD_TLS_DISPOSED: usage,
   NBD_CHILD_FAILED: failed,
   NBD_CHILD_MISSING: failed,
 } as const satisfies Record<string, ErrorCodeSpec>;

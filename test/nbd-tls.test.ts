@@ -19,6 +19,7 @@ import { NbdTlsCredentials } from '../src/nbd/tls.js';
 import * as P from '../src/nbd/protocol.js';
 import { makeTempDir, run, runOk } from './helpers/nbd-harness.js';
 import { startServe, type ServeProcess } from './helpers/nbd-serve-cli.js';
+import { qemuEncryptLuks1 } from './helpers/qemu-luks.js';
 
 const MIB = 1024 * 1024;
 const PASS = 'tls test passphrase';
@@ -75,7 +76,7 @@ describe('vhdcrypt serve over TCP with TLS-PSK (LUKS1 in a raw container, as qem
     const plainFile = join(tmp.dir, 'plain.raw');
     await writeFile(plainFile, plain);
     enc = join(tmp.dir, 'enc.luks');
-    await runOk('qemu-img', ['convert', '--object', `secret,id=s,data=${PASS}`, '-f', 'raw', '-O', 'luks', '-o', 'key-secret=s,iter-time=10', plainFile, enc], { timeoutMs: 60_000 });
+    qemuEncryptLuks1(plainFile, enc, PASS);
     passFile = join(tmp.dir, 'pass');
     await writeFile(passFile, PASS);
     const key = randomBytes(32);
