@@ -1,6 +1,5 @@
 /** `vhdcrypt encrypt|decrypt|info|keyslot|header`: the engine's commands. */
 import { readFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   addImageKeyslot,
@@ -154,26 +153,19 @@ function printResult(r: RunResult, json: boolean | undefined): void {
   );
 }
 
-/** A recovery passphrase from a file, or one line from stdin (typed on a terminal, echoed off is up to the terminal). */
+/** A recovery passphrase from a file (its first line), or typed at a prompt (see passphrase-prompt.ts). */
 async function recoveryPassphrase(v: string | true): Promise<Uint8Array> {
-  let raw: Uint8Array;
-  if (v !== true) raw = new Uint8Array(await readFile(v));
-  else {
-    if (process.stdin.isTTY) process.stderr.write('recovery passphrase: ');
-    const rl = createInterface({ input: process.stdin, terminal: false });
-    const line = await new Promise<string>((resolve) => {
-      rl.once('line', resolve);
-      rl.once('close', () => resolve(''));
-    });
-    rl.close();
-    raw = new Uint8Array(Buffer.from(line, 'utf8'));
+  if (v === true) {
+    const { promptNewPassphrase } = await import('./passphrase-prompt.js');
+    return promptNewPassphrase('recovery passphrase');
   }
+  const raw = new Uint8Array(await readFile(v));
   let n = raw.indexOf(0x0a);
   if (n < 0) n = raw.length;
   if (n > 0 && raw[n - 1] === 0x0d) n--;
   const out = raw.slice(0, n);
   raw.fill(0);
-  if (out.length === 0) throw new InvalidArgumentError('the recovery passphrase is empty');
+  if (out.length === 0) throw new InvalidArgumentError(`the recovery passphrase in ${v} is empty`);
   return out;
 }
 
