@@ -36,6 +36,7 @@ interface EncryptFlags extends CommonFlags {
   sectorSize?: string;
   sparse?: boolean;
   addRecoveryPassphrase?: string | true;
+  compat?: 'qemu';
 }
 
 interface DecryptFlags extends CommonFlags {
@@ -192,6 +193,11 @@ export function registerImageCommands(program: Command): void {
     .addOption(new Option('--sector-size <bytes>', 'crypto sector size (LUKS2 default 4096 when the size allows)').choices(['512', '4096']))
     .addOption(outFormatOption())
     .option('--no-sparse', 'write every block, unallocated ones as encrypted zeros (needed by QEMU luks over vpc)')
+    .addOption(
+      new Option('--compat <tool>', 'make an image the named tool reads: qemu = LUKS1 with every block written, which QEMU 7.2 and nbdkit 1.32 open')
+        .choices(['qemu'])
+        .conflicts(['format', 'sectorSize', 'sparse']),
+    )
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())
@@ -204,7 +210,8 @@ export function registerImageCommands(program: Command): void {
         const r = await withInterrupt((signal) =>
           encryptImage(src, dst, {
             resume: f.resume,
-            format: f.format,
+            // QEMU's and nbdkit's luks drivers read LUKS1 only, and decrypt unallocated VHD blocks into garbage.
+            format: f.compat === 'qemu' ? 'luks1' : f.format,
             vault: f.vault,
             kek: f.kek,
             passphraseFile: f.passphraseFile,
@@ -212,7 +219,7 @@ export function registerImageCommands(program: Command): void {
             keySize: Number(f.keySize) as 256 | 512,
             sectorSize: f.sectorSize !== undefined ? (Number(f.sectorSize) as 512 | 4096) : undefined,
             outFormat: f.outFormat,
-            noSparse: f.sparse === false,
+            noSparse: f.sparse === false || f.compat === 'qemu',
             addRecoveryPassphrase: recovery,
             threads: f.threads,
             backend: f.backend,
