@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -49,5 +50,37 @@ describe('the CLI in a shell', () => {
     const text = r.stdout.replace(/.\x08/g, '');
     expect(text).toContain(`vhdcrypt ${version}`);
     for (const c of ['encrypt [options] <src> <dst>', 'vault secret set', 'serve', 'completion', '--passphrase-file']) expect(text).toContain(c);
+  });
+
+  it('info prints keyslots, tokens and header problems as readable lines; keyslot list names priorities the same way', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vhdcrypt-info-'));
+    try {
+      const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') };
+      const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
+      const src = join(dir, 'src.raw');
+      writeFileSync(src, Buffer.alloc(4 << 20, 7));
+      const pass = join(dir, 'pass');
+      writeFileSync(pass, 'pass one');
+      const enc = join(dir, 'enc.raw');
+      expect(cli('vault', 'init').status).toBe(0);
+      const e = cli('encrypt', src, enc, '--add-recovery-passphrase', pass);
+      expect(e.status, e.stderr).toBe(0);
+      const info = cli('info', enc);
+      expect(info.status, info.stderr).toBe(0);
+      expect(info.stdout).toMatch(/^ {2}keyslot 0: pbkdf2-sha256, 1000 iterations; 512-bit key; priority normal$/m);
+      expect(info.stdout).toMatch(/^ {2}keyslot 1: argon2id, time \d+, \d+ KiB, \d+ threads; 512-bit key; priority normal$/m);
+      expect(info.stdout).toMatch(/^ {2}token 0: vhdcrypt-vault, keyslots 0; secret file:\S+; vault file:\S+$/m);
+      expect(info.stdout).not.toMatch(/[{}]/);
+      expect(cli('keyslot', 'list', enc).stdout).toMatch(/^ {2}keyslot 1: argon2id, priority normal$/m);
+      // Damage the primary LUKS2 header's JSON: the secondary copy is used and the problem shown.
+      const fd = openSync(enc, 'r+');
+      writeSync(fd, Buffer.from('garbage'), 0, 7, 4096 + 100);
+      closeSync(fd);
+      const damaged = cli('info', enc);
+      expect(damaged.status, damaged.stderr).toBe(0);
+      expect(damaged.stdout).toMatch(/^ {2}header problem: .+/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -15,7 +15,9 @@ import {
 } from '../engine/index.js';
 import type { BackendChoice } from '../crypto/index.js';
 import type { KdfOptions } from '../luks/index.js';
+import { keyslotPriorityName } from '../luks/index.js';
 import { packageVersion } from '../version.js';
+import { keyslotLines, problemLines, tokenLines } from './luks-lines.js';
 
 interface CommonFlags {
   resume?: boolean;
@@ -302,12 +304,8 @@ export function registerImageCommands(program: Command): void {
         `encryption:  ${d.encryption}`,
       ];
       if (d.luks) {
-        const l = d.luks as Record<string, unknown>;
-        lines.push(`LUKS UUID:   ${String(l.uuid)}`, `data offset: ${d.luks.dataOffset} bytes, sector ${d.luks.sectorSize} bytes`);
-        const ks = l.keyslots;
-        if (Array.isArray(ks)) for (const k of ks) lines.push(`keyslot:     ${toJson(k).replace(/\s+/g, ' ')}`);
-        const tokens = l.tokens;
-        if (Array.isArray(tokens)) for (const t of tokens) lines.push(`token:       ${toJson(t).replace(/\s+/g, ' ')}`);
+        lines.push(`LUKS UUID:   ${String(d.luks.uuid)}`, `data offset: ${d.luks.dataOffset} bytes, sector ${d.luks.sectorSize} bytes`);
+        for (const line of [...keyslotLines(d.luks), ...tokenLines(d.luks), ...problemLines(d.luks)]) lines.push(`  ${line}`);
       }
       lines.push(`secret:      ${d.secret ? `${d.secret.id} (via ${d.secret.via})` : 'none known'}`);
       for (const n of d.notes) lines.push(`note:        ${n}`);
@@ -324,7 +322,7 @@ export function registerImageCommands(program: Command): void {
       if (f.json) process.stdout.write(jsonResult(r) + '\n');
       else {
         process.stdout.write(`LUKS${r.version} ${r.uuid}\n`);
-        for (const k of r.keyslots) process.stdout.write(`  keyslot ${k.id}: ${k.kdf}, priority ${k.priority}\n`);
+        for (const k of r.keyslots) process.stdout.write(`  keyslot ${k.id}: ${k.kdf}, priority ${keyslotPriorityName(k.priority)}\n`);
         for (const t of r.tokens) process.stdout.write(`  token ${t.id}: ${t.type} -> keyslots ${t.keyslots.join(',')}\n`);
       }
     });

@@ -12,6 +12,11 @@ function num(v: bigint): number | string {
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const PRIORITY = ['ignore', 'normal', 'high'];
 
+/** A LUKS2 keyslot priority by the name cryptsetup uses (0 ignore, 1 normal, 2 high); LUKS1 slots are all normal. */
+export function keyslotPriorityName(priority: number): string {
+  return PRIORITY[priority] ?? String(priority);
+}
+
 export type LuksDump = JsonObject;
 
 /** Dump of an already parsed header. */
@@ -67,7 +72,7 @@ export function dumpHeader(h: LuksHeader): LuksDump {
         id: k.id,
         type: k.type,
         keyBits: k.keySize * 8,
-        priority: PRIORITY[k.priority] ?? String(k.priority),
+        priority: keyslotPriorityName(k.priority),
         cipher: k.areaEncryption,
         cipherKeyBits: k.areaKeySize * 8,
         ...kdf,

@@ -28,5 +28,5 @@ export {
 } from './operations.js';
 export { segmentTweak, type LuksVolumeInfo, type LuksKeyslotSummary } from './volume-info.js';
 export type { LuksToken, JsonObject } from './luks2-json.js';
-export { dump, type LuksDump } from './dump.js';
+export { dump, keyslotPriorityName, type LuksDump } from './dump.js';
 export { backupHeader, restoreHeader } from './header-backup.js';
