@@ -13,8 +13,9 @@ export function registerBench(program: Command): void {
     .option('--size <MiB>', 'size of the temporary image for the end-to-end run', '256')
     .option('--vault <uri>', 'vault for the end-to-end run (default: the embedded vault)')
     .option('--threads <n>', 'worker threads for the end-to-end run (default: one per core)')
+    .option('--log', 'with --svg: a log axis (native and js differ by orders of magnitude)')
     .option('--quick', 'shorter sampling')
-    .action(async (opts: { json?: boolean; svg?: string; size: string; vault?: string; threads?: string; quick?: boolean }) => {
+    .action(async (opts: { json?: boolean; svg?: string; log?: boolean; size: string; vault?: string; threads?: string; quick?: boolean }) => {
       // Loaded when the command runs, so other commands do not pay for tinybench at start-up.
       const { measureOpensslSpeed, measureXtsThroughput } = await import('../bench/xts-throughput.js');
       const { runEndToEndBench } = await import('../bench/end-to-end.js');
@@ -36,10 +37,8 @@ export function registerBench(program: Command): void {
         process.stdout.write(`  encrypt ${e2e.mbPerSecond.toFixed(0)} MB/s (${e2e.seconds.toFixed(2)} s), decrypt ${e2e.decryptMbPerSecond.toFixed(0)} MB/s (${e2e.decryptSeconds.toFixed(2)} s), round trip ${e2e.verified ? 'identical' : 'DIFFERENT'}\n`);
       }
       if (opts.svg) {
-        const bars = rows.map((r) => ({ label: `${r.name} (${r.sectorSize} B sectors)`, value: r.mbPerSecond }));
-        if (openssl) bars.push({ label: 'openssl speed aes-256-xts', value: openssl.mbPerSecond });
-        bars.push({ label: 'end to end: encrypt image', value: e2e.mbPerSecond }, { label: 'end to end: decrypt image', value: e2e.decryptMbPerSecond });
-        await writeFile(opts.svg, renderBarChart('vhdcrypt bench: AES-256-XTS throughput', 'MB/s', bars));
+        const { benchChart } = await import('../bench/bench-chart.js');
+        await writeFile(opts.svg, renderBarChart(benchChart(rows, openssl, e2e, { log: opts.log === true, version: packageVersion() })));
       }
       if (!e2e.verified) process.exitCode = 1;
     });
