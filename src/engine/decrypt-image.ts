@@ -11,7 +11,7 @@ import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
+import { PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths, plaintextOutputMode, setOutputMode } from './safe-output.js';
 import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage, type UnlockImageOptions } from './unlock-image.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
@@ -65,7 +65,8 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       }
       await discardOutput(paths);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, layout.payloadSize, 0n, blockSize, false));
-      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize });
+      // Plaintext: created private (0600 whatever the umask), never readable by others even while it is written.
+      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize, mode: PLAINTEXT_CREATE_MODE });
       ownsTemp = true;
       await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId: unlocked.secretId });
@@ -91,6 +92,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const out = output;
     output = null;
     await out.close();
+    await setOutputMode(paths, await plaintextOutputMode(isRemoteSource(src) ? null : src));
     await commitOutput(paths, opts.force === true);
     ownsTemp = false;
     const seconds = (performance.now() - started) / 1000;

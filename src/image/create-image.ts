@@ -44,6 +44,8 @@ export interface CreateImageOptions {
   readonly uuid?: string;
   /** Azure upload: a fixed VHD whose size is rounded up to a whole MiB. */
   readonly azure?: boolean;
+  /** Permission bits of the new file (default 0o666; the umask applies). Plaintext outputs pass 0o600. */
+  readonly mode?: number;
 }
 
 /** Our footer creator application and version. */
@@ -107,9 +109,12 @@ async function removeOnFailure(p: string, fh: FileHandle, write: () => Promise<v
   }
 }
 
-async function createExclusive(p: string): Promise<FileHandle> {
+async function createExclusive(p: string, mode: number | undefined): Promise<FileHandle> {
+  if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o777)) {
+    throw new ImageError('IMAGE_BAD_ARGUMENT', `mode expected permission bits 0..0o777, got ${String(mode)}`);
+  }
   try {
-    return await open(p, 'wx+');
+    return await open(p, 'wx+', mode ?? 0o666);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new ImageError('IMAGE_DEST_EXISTS', `${p} already exists`);
     throw e;
@@ -127,7 +132,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
   switch (format) {
     case 'raw': {
       const size = checkSize(opts.virtualSize);
-      const fh = await createExclusive(p);
+      const fh = await createExclusive(p, opts.mode);
       await removeOnFailure(p, fh, () => fh.truncate(Number(size)));
       return new FlatImage(fh, { format: 'raw', path: p, virtualSize: size, writable: true }, true);
     }
@@ -135,7 +140,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       let size = checkSize(opts.virtualSize);
       if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
       const footer = newVhdFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
-      const fh = await createExclusive(p);
+      const fh = await createExclusive(p, opts.mode);
       await removeOnFailure(p, fh, async () => {
         await fh.truncate(Number(size));
         await writeAt(fh, encodeVhdFooter(footer), Number(size));
@@ -144,7 +149,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       return new FlatImage(fh, { format: 'vhd-fixed', path: p, virtualSize: size, writable: true, uuid, geometry, footer }, true);
     }
     case 'vhd-dynamic':
-      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null);
+      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null, opts.mode);
     case 'vhd-differencing': {
       if (!opts.parent) throw new ImageError('IMAGE_BAD_ARGUMENT', 'a differencing disk needs a parent');
       const parent = await openImage(opts.parent, { format: 'vhd' });
@@ -166,7 +171,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
         path: opts.parent,
         uuid: parentUuid,
         timestamp: vhdTimestamp(mtime),
-      });
+      }, opts.mode);
     }
     default:
       throw new ImageError('IMAGE_BAD_ARGUMENT', `unknown image format ${String(format)}`);
@@ -186,7 +191,7 @@ const align512 = (n: number) => Math.ceil(n / 512) * 512;
  * footer copy at 0, header at 512, BAT at 1536, parent locator data after the
  * BAT, then blocks, then the footer.
  */
-async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null): Promise<WritableImage> {
+async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null, mode?: number): Promise<WritableImage> {
   if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
     throw new ImageError('VHD_BAD_BLOCK_SIZE', `block size ${blockSize} is not a power of two between 512 B and 256 MiB`);
   }
@@ -222,7 +227,7 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
     parentLocators: Array.from({ length: 8 }, (_, i) => locators[i] ?? EMPTY_LOCATOR),
   };
   const footerBytes = encodeVhdFooter(footer);
-  const fh = await createExclusive(p);
+  const fh = await createExclusive(p, mode);
   let made = false;
   try {
     await writeAt(fh, footerBytes, 0);
