@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
 import type { NbdEndpoint } from '../nbd/index.js';
 import type { OpenExportOptions } from '../nbd/open-export.js';
+import { addParentOptions, parentOptions } from './image-commands.js';
 
 interface ServeOptions {
   socket?: string;
@@ -17,6 +18,8 @@ interface ServeOptions {
   passphraseFile?: string;
   keyFile?: string;
   plain?: boolean;
+  parentDir?: string[];
+  allowAbsoluteParents?: boolean;
   sectorSize?: string;
   backend?: string;
   readerThreads?: string;
@@ -69,6 +72,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
     ...(o.vault !== undefined ? { vault: o.vault } : {}),
     ...(o.plain === true ? { plain: true } : {}),
+    ...parentOptions(o),
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
     ...(readerThreads !== undefined ? { readerThreads } : {}),
@@ -120,8 +124,8 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
 
 /** Registers `vhdcrypt serve`. */
 export function registerServe(program: Command): void {
-  program
-    .command('serve')
+  addParentOptions(program
+    .command('serve'))
     .description('export an image over NBD: LUKS/plain volumes decrypted on the fly, other images as they are')
     .argument('<image>', 'VHD or raw image')
     .option('--socket <path>', 'Unix socket to listen on (default: a new one under $XDG_RUNTIME_DIR or the temp dir)')

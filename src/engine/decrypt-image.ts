@@ -25,7 +25,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   }
   const started = performance.now();
   const paths = outputPaths(dst);
-  const source = await openSource(src);
+  const source = await openSource(src, opts);
   let output: WritableImage | null = null;
   let volumeKey: Uint8Array | null = null;
   let ownsTemp = false;

@@ -1,5 +1,5 @@
 /** createImage: new raw, fixed, dynamic or differencing images (never over an existing file). */
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { ImageError } from './errors.js';
@@ -29,7 +29,7 @@ import {
 } from './vhd-footer.js';
 import { vhdTimestamp } from './vhd-time.js';
 import { encodeAbsoluteLocator, encodeRelativeLocator } from './parent-locator.js';
-import { openImage } from './open-image.js';
+import { openImage, type ParentSearchOptions } from './open-image.js';
 import { uuidToBytes } from './struct-layout.js';
 import type { ImageFormat, WritableImage } from './types.js';
 
@@ -46,6 +46,8 @@ export interface CreateImageOptions {
   readonly azure?: boolean;
   /** Permission bits of the new file (default 0o666; the umask applies). Plaintext outputs pass 0o600. */
   readonly mode?: number;
+  /** Differencing: where the named parent's own chain may lead (as openImage). */
+  readonly parentSearch?: ParentSearchOptions;
 }
 
 /** Our footer creator application and version. */
@@ -152,7 +154,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null, opts.mode);
     case 'vhd-differencing': {
       if (!opts.parent) throw new ImageError('IMAGE_BAD_ARGUMENT', 'a differencing disk needs a parent');
-      const parent = await openImage(opts.parent, { format: 'vhd' });
+      const parent = await openImage(opts.parent, { format: 'vhd', ...opts.parentSearch });
       let parentSize: bigint;
       let parentUuid: string;
       try {
@@ -171,6 +173,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
         path: opts.parent,
         uuid: parentUuid,
         timestamp: vhdTimestamp(mtime),
+        ...(opts.parentSearch ? { search: opts.parentSearch } : {}),
       }, opts.mode);
     }
     default:
@@ -182,6 +185,7 @@ interface ParentInfo {
   readonly path: string;
   readonly uuid: string;
   readonly timestamp: number;
+  readonly search?: ParentSearchOptions;
 }
 
 const align512 = (n: number) => Math.ceil(n / 512) * 512;
@@ -245,5 +249,15 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
     // A half-made image (ENOSPC, EIO) must not stay behind under the name asked for.
     if (!made) await rm(p, { force: true });
   }
-  return openImage(p, { writable: true, format: 'vhd' });
+  // The caller named this parent, so its directory is one the new child's locator may lead into.
+  return openImage(p, {
+    writable: true,
+    format: 'vhd',
+    ...(parent
+      ? {
+          parentDirs: [path.dirname(path.resolve(parent.path)), path.dirname(await realpath(parent.path)), ...(parent.search?.parentDirs ?? [])],
+          allowAbsoluteParents: parent.search?.allowAbsoluteParents === true,
+        }
+      : {}),
+  });
 }

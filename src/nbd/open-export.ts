@@ -4,7 +4,7 @@
  * image is served as it is.
  */
 import { createXts, type BackendChoice } from '../crypto/index.js';
-import { openImage, type DiskImage } from '../image/index.js';
+import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
 import { readLuksInfo, unlockImage } from '../engine/index.js';
 import type { NbdBacking } from './backing.js';
 import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
@@ -12,7 +12,8 @@ import { DirectReadFile } from './direct-replies.js';
 import { EncryptedBacking } from './encrypted-backing.js';
 import { ImageBacking } from './image-backing.js';
 
-export interface OpenExportOptions {
+/** parentDirs / allowAbsoluteParents: where a differencing image's parents may be (openImage). */
+export interface OpenExportOptions extends ParentSearchOptions {
   readonly readOnly?: boolean;
   /** A file whose first line is the LUKS passphrase. */
   readonly passphraseFile?: string;
@@ -34,7 +35,8 @@ export interface OpenExportOptions {
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
 export async function openExportBacking(path: string, opts: OpenExportOptions = {}): Promise<NbdBacking> {
-  const image: DiskImage = opts.readOnly === true ? await openImage(path) : await openImage(path, { writable: true });
+  const search = parentSearch(opts);
+  const image: DiskImage = opts.readOnly === true ? await openImage(path, search) : await openImage(path, { writable: true, ...search });
   try {
     // The binary headers and JSON area are enough to tell; the keyslot area (up to 128 MiB) is not read.
     const isLuks = (await readLuksInfo(image)) !== null;
