@@ -7,9 +7,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, createReadStream, createWriteStream, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
-import { addImageKeyslot, decryptImage, encryptImage, unlockImage } from '../src/engine/index.js';
+import { addImageKeyslot, createDecryptStream, createEncryptStream, decryptImage, encryptImage, unlockImage } from '../src/engine/index.js';
 import { openImage } from '../src/image/index.js';
 import { PBKDF2_FAST, firstDifference, makeRaw, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
@@ -78,6 +79,21 @@ describe("a caller's secret buffer is never wiped by the engine", () => {
     });
   }
 
+  it('the stream APIs: two encrypt streams and a decrypt stream with one buffer; both outputs open with it', async () => {
+    const secret = new TextEncoder().encode('stream passphrase');
+    const original = Uint8Array.from(secret);
+    for (const i of [1, 2]) {
+      const enc = join(dir, `stream-${i}.vhd`);
+      await pipeline(createReadStream(src), createEncryptStream({ passphrase: secret, kdf: PBKDF2_FAST, threads: 1 }), createWriteStream(enc));
+      expect(Buffer.from(secret).equals(Buffer.from(original)), 'buffer after the encrypt stream').toBe(true);
+      const verdict = cryptsetupAccepts(enc, original, `stream-${i}`);
+      expect(verdict.status, verdict.stderr).toBe(0);
+      const dec = join(dir, `stream-${i}.dec.vhd`);
+      await pipeline(createReadStream(enc), createDecryptStream({ passphrase: secret, threads: 1 }), createWriteStream(dec));
+      expect(Buffer.from(secret).equals(Buffer.from(original)), 'buffer after the decrypt stream').toBe(true);
+    }
+  });
+
   it('addImageKeyslot leaves both the existing and the new secret buffers as they were, and the new one opens', async () => {
     const existing = new TextEncoder().encode('existing passphrase');
     const added = new TextEncoder().encode('added passphrase');
@@ -93,7 +109,7 @@ describe("a caller's secret buffer is never wiped by the engine", () => {
 
 describe('decrypted outputs are private', () => {
   it('decrypt creates its output 0600 under a umask of 022, and keeps a tighter source mode', async () => {
-    const pass = new TextEncoder().encode('mode test passphrase');
+    const pass = 'mode test passphrase'; // a string: this test is about modes only
     const enc = join(dir, 'mode.vhd');
     await encryptImage(src, enc, { passphrase: pass, kdf: PBKDF2_FAST, threads: 1 });
     const previous = process.umask(0o022);
