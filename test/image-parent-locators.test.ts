@@ -122,6 +122,23 @@ describe('a hostile child whose W2ku locator names a VHD in another directory', 
     await expectParentBytes(await openImage(child, { allowAbsoluteParents: true }));
   });
 
+  it('parentDirs given through a symlinked directory matches a locator written with that path', async () => {
+    const viaLink = path.join(dir, 'victim-link');
+    await symlink(victimDir, viaLink);
+    const made = path.join(viaLink, 'linked-child.vhd');
+    await (await createImage(made, { format: 'vhd-differencing', parent: path.join(viaLink, 'base.vhd') })).close();
+    const moved = path.join(attackerDir, 'linked-child.vhd');
+    await rename(made, moved);
+    await expect(openImage(moved)).rejects.toMatchObject({ code: 'VHD_PARENT_NOT_ALLOWED' });
+    const img = await openImage(moved, { parentDirs: [viaLink] });
+    try {
+      expect(img.parent?.path).toBe(path.join(viaLink, 'base.vhd'));
+      expect((await readAll(img)).equals(baseBytes)).toBe(true);
+    } finally {
+      await img.close();
+    }
+  });
+
   it('a decoy with another UUID beside the child: the mismatch names no UUID', async () => {
     const decoy = path.join(attackerDir, 'w2ku-child-decoy');
     await mkdir(decoy);

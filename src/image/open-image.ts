@@ -34,6 +34,7 @@ export async function parentPolicy(opts: ParentSearchOptions = {}): Promise<Pare
   if (!Array.isArray(given)) throw new ImageError('IMAGE_BAD_ARGUMENT', 'parentDirs expected an array of directory paths');
   if (given.length === 0 && opts.allowAbsoluteParents !== true) return CONFINED_PARENTS;
   const dirs: string[] = [];
+  const namedDirs: string[] = [];
   for (const d of given) {
     if (typeof d !== 'string' || d === '') throw new ImageError('IMAGE_BAD_ARGUMENT', 'parentDirs expected directory paths');
     let real: string;
@@ -45,8 +46,9 @@ export async function parentPolicy(opts: ParentSearchOptions = {}): Promise<Pare
       throw new ImageError('IMAGE_BAD_ARGUMENT', `parent directory ${d} cannot be used: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
     }
     dirs.push(real);
+    namedDirs.push(resolve(d));
   }
-  return { dirs, anywhere: opts.allowAbsoluteParents === true };
+  return { dirs, namedDirs, anywhere: opts.allowAbsoluteParents === true };
 }
 
 export interface OpenImageOptions extends ParentSearchOptions {

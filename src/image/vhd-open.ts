@@ -36,11 +36,13 @@ export const MAX_CHAIN_DEPTH = 256;
 export interface ParentPolicy {
   /** Real paths of the directories (besides the child's own) a locator may lead into. */
   readonly dirs: readonly string[];
+  /** The same directories as the caller named them (absolute), which a locator's text may use. */
+  readonly namedDirs: readonly string[];
   /** Follow a locator wherever it leads (trusted images only). */
   readonly anywhere: boolean;
 }
 
-export const CONFINED_PARENTS: ParentPolicy = { dirs: [], anywhere: false };
+export const CONFINED_PARENTS: ParentPolicy = { dirs: [], namedDirs: [], anywhere: false };
 
 export interface VhdOpenContext {
   /** Real paths of the children above this disk, to detect loops. */
@@ -307,7 +309,7 @@ async function openParent(
   // by name must be inside by real path too (a symlink out of the directory does not count).
   const childDir = path.dirname(path.resolve(childPath));
   const realRoots = [await realpath(childDir), ...ctx.parents.dirs];
-  const namedRoots = [childDir, ...realRoots];
+  const namedRoots = [childDir, ...ctx.parents.namedDirs, ...realRoots];
   const allowedByName = (p: string) => ctx.parents.anywhere || namedRoots.some((r) => isInside(r, p));
   const allowedByRealPath = (p: string) => ctx.parents.anywhere || realRoots.some((r) => isInside(r, p));
   let refused = 0;
