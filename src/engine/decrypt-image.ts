@@ -55,6 +55,8 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const tempExists = await exists(paths.temp);
     if (opts.resume && journal && tempExists) {
       checkJournalMatches(journal, journalBase, paths.journal);
+      // A temp file left by an older run may be readable by others: private before more plaintext goes in.
+      await setOutputMode(paths, PLAINTEXT_CREATE_MODE);
       output = await openOutput(paths.temp, container);
       ownsTemp = true;
       skipBatches = journal.doneBatches;
