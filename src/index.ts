@@ -13,7 +13,7 @@ export type { LuksVolumeInfo, LuksSecret, LuksErrorCode } from './luks/index.js'
 // Disk images: VHD fixed/dynamic/differencing and raw, plus the VHD layout for streaming parsers.
 export { openImage, createImage, checkAzureReady, ImageError } from './image/index.js';
 export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
-export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, CreateImageOptions } from './image/index.js';
+export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, ParentSearchOptions, CreateImageOptions } from './image/index.js';
 
 // The engine: whole images through the worker pool, unlocking, keyslots and headers of encrypted images.
 export {

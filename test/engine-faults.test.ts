@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants, existsSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
+import { chmodSync, constants, existsSync, statSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync, statfsSync, watch, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encryptImage, decryptImage, unlockImage, describeImage } from '../src/engine/index.js';
@@ -113,7 +113,21 @@ describe('kill -9 at random points, then --resume', () => {
     const dec = join(dir, 'resume-dec.vhd');
     expect((await runAndKill(enc, dec, '', Math.floor(12 * MIB * 0.6), 'decrypt')).killed).toBe(true);
     expect(existsSync(dec)).toBe(false);
-    const r = await decryptImage(enc, dec, { passphrase: 'resume-test', batchBytes: 256 * 1024, checkpointBytes: 512 * 1024, resume: true });
+    // The plaintext temp file is private from its creation; one an older run left readable is made private on resume.
+    const temp = join(dir, '.resume-dec.vhd.vhdcrypt-tmp');
+    expect((statSync(temp).mode & 0o777).toString(8)).toBe('600');
+    chmodSync(temp, 0o644);
+    const modesDuring: string[] = [];
+    const r = await decryptImage(enc, dec, {
+      passphrase: 'resume-test',
+      batchBytes: 256 * 1024,
+      checkpointBytes: 512 * 1024,
+      resume: true,
+      onProgress: () => void modesDuring.push((statSync(temp).mode & 0o777).toString(8)),
+    });
+    expect(modesDuring.length).toBeGreaterThan(0);
+    expect(new Set(modesDuring)).toEqual(new Set(['600']));
+    expect((statSync(dec).mode & 0o777).toString(8)).toBe('600');
     expect(r.resumed).toBe(true);
     expect(r.bytesProcessed).toBeLessThan(BigInt(12 * MIB));
     expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);

@@ -229,7 +229,7 @@ describe('differencing chains over a qemu-made base', () => {
     await r.close();
   });
 
-  it('finds a parent by the relative locator after a move, by the absolute one when only the child moves', async () => {
+  it('finds a parent by the relative locator after a move, by the absolute one (allowed by parentDirs) when only the child moves', async () => {
     const base = await qemuBase('mv-base.vhd');
     const childPath = path.join(dir, 'mv-child.vhd');
     const child = await createImage(childPath, { format: 'vhd-differencing', parent: base.file });
@@ -237,9 +237,10 @@ describe('differencing chains over a qemu-made base', () => {
     await child.close();
     const moved = path.join(dir, 'moved');
     await mkdir(moved);
-    // Child alone elsewhere: relative fails, absolute works.
+    // Child alone elsewhere: relative fails; the absolute locator leads out of its directory, followed only when allowed.
     await rename(childPath, path.join(moved, 'mv-child.vhd'));
-    let img = await openImage(path.join(moved, 'mv-child.vhd'));
+    await expect(openImage(path.join(moved, 'mv-child.vhd'))).rejects.toMatchObject({ code: 'VHD_PARENT_NOT_ALLOWED' });
+    let img = await openImage(path.join(moved, 'mv-child.vhd'), { parentDirs: [dir] });
     expect(img.parent?.path).toBe(base.file);
     await img.close();
     // Both moved together: the absolute path is stale, relative works.

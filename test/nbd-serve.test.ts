@@ -211,7 +211,7 @@ describe('vhdcrypt serve: export names, listing and shutdown with clients attach
       await writeFile(img, data);
       for (const signal of ['SIGINT', 'SIGTERM'] as const) {
         const sock = join(tmp.dir, `${signal}.sock`);
-        const srv = await startServe([img, '--export-name', 'disk1', '--socket', sock]);
+        const srv = await startServe([img, '--plaintext', '--export-name', 'disk1', '--socket', sock]);
         expect(srv.uri).toBe(`nbd+unix:///disk1?socket=${sock}`);
         const list = await runOk('nbdinfo', ['--list', '--json', `nbd+unix:///?socket=${sock}`]);
         expect(JSON.parse(list.stdout.toString()).exports.map((e: { 'export-name': string }) => e['export-name'])).toEqual(['disk1']);

@@ -19,7 +19,13 @@ import { keyslotPriorityName } from '../luks/index.js';
 import { packageVersion } from '../version.js';
 import { keyslotLines, problemLines, tokenLines } from './luks-lines.js';
 
-interface CommonFlags {
+/** Where a differencing image's parents may be: --parent-dir (repeatable), --allow-absolute-parents. */
+interface ParentFlags {
+  parentDir?: string[];
+  allowAbsoluteParents?: boolean;
+}
+
+interface CommonFlags extends ParentFlags {
   resume?: boolean;
   vault?: string;
   passphraseFile?: string;
@@ -57,6 +63,25 @@ function positiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
   return n;
+}
+
+function collect(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v];
+}
+
+/** The parent-locator options of every command that opens an image (a differencing chain). */
+export function addParentOptions(cmd: Command): Command {
+  return cmd
+    .option('--parent-dir <dir>', "differencing images: a directory an absolute or ../ parent locator may lead into (repeatable; default: only the child's own directory)", collect)
+    .option('--allow-absolute-parents', 'differencing images: follow parent locators wherever they lead (only for images you trust)');
+}
+
+/** The library's ParentSearchOptions from the flags. */
+export function parentOptions(f: ParentFlags): { parentDirs?: string[]; allowAbsoluteParents?: boolean } {
+  return {
+    ...(f.parentDir !== undefined ? { parentDirs: f.parentDir } : {}),
+    ...(f.allowAbsoluteParents === true ? { allowAbsoluteParents: true } : {}),
+  };
 }
 
 const outFormatOption = () => new Option('--out-format <format>', 'output container (default: as the input)').choices(['vhd-fixed', 'vhd-dynamic', 'raw']);
@@ -180,8 +205,8 @@ function kdfOption(v: string | undefined): KdfOptions | undefined {
 }
 
 export function registerImageCommands(program: Command): void {
-  program
-    .command('encrypt')
+  addParentOptions(program
+    .command('encrypt'))
     .description('encrypt a VHD or raw image into a LUKS (or plain) encrypted image; the key is sealed in the vault')
     .argument('<src>', 'source image (VHD fixed/dynamic/differencing, raw, or an nbd:// or nbd+unix:// export); never written')
     .argument('<dst>', 'encrypted image to create')
@@ -226,6 +251,7 @@ export function registerImageCommands(program: Command): void {
             threads: f.threads,
             backend: f.backend,
             force: f.force,
+            ...parentOptions(f),
             signal,
             onProgress: progress.onProgress,
           }),
@@ -238,8 +264,8 @@ export function registerImageCommands(program: Command): void {
       }
     });
 
-  program
-    .command('decrypt')
+  addParentOptions(program
+    .command('decrypt'))
     .description('decrypt an encrypted image back into a plaintext image')
     .argument('<src>', 'encrypted image; never written')
     .argument('<dst>', 'plaintext image to create')
@@ -273,6 +299,7 @@ export function registerImageCommands(program: Command): void {
             threads: f.threads,
             backend: f.backend,
             force: f.force,
+            ...parentOptions(f),
             signal,
             onProgress: progress.onProgress,
           }),
@@ -284,14 +311,14 @@ export function registerImageCommands(program: Command): void {
       }
     });
 
-  program
-    .command('info')
+  addParentOptions(program
+    .command('info'))
     .description('container, size, allocation, LUKS summary, keyslots, tokens, and which vault secret unlocks it')
     .argument('<img>', 'image')
     .option('--vault <uri>', 'vault to look the LUKS UUID up in')
     .option('--json', 'print JSON')
-    .action(async (img: string, f: { json?: boolean; vault?: string }) => {
-      const d = await describeImage(img, { vault: f.vault });
+    .action(async (img: string, f: { json?: boolean; vault?: string } & ParentFlags) => {
+      const d = await describeImage(img, { vault: f.vault, ...parentOptions(f) });
       if (f.json) {
         process.stdout.write(jsonResult(d) + '\n');
         return;
@@ -313,12 +340,12 @@ export function registerImageCommands(program: Command): void {
     });
 
   const keyslot = program.command('keyslot').description('LUKS keyslots of an encrypted image');
-  keyslot
-    .command('list')
+  addParentOptions(keyslot
+    .command('list'))
     .argument('<img>', 'encrypted image')
     .option('--json', 'print JSON')
-    .action(async (img: string, f: { json?: boolean }) => {
-      const r = await listImageKeyslots(img);
+    .action(async (img: string, f: { json?: boolean } & ParentFlags) => {
+      const r = await listImageKeyslots(img, parentOptions(f));
       if (f.json) process.stdout.write(jsonResult(r) + '\n');
       else {
         process.stdout.write(`LUKS${r.version} ${r.uuid}\n`);
@@ -326,8 +353,8 @@ export function registerImageCommands(program: Command): void {
         for (const t of r.tokens) process.stdout.write(`  token ${t.id}: ${t.type} -> keyslots ${t.keyslots.join(',')}\n`);
       }
     });
-  keyslot
-    .command('add')
+  addParentOptions(keyslot
+    .command('add'))
     .argument('<img>', 'encrypted image')
     .option('--vault <uri>', 'vault holding the existing secret')
     .addOption(new Option('--passphrase-file <file>', 'existing passphrase (default: the vault secret)').conflicts('keyFile'))
@@ -337,41 +364,41 @@ export function registerImageCommands(program: Command): void {
     .option('--kdf <kdf>', 'KDF of the new keyslot: argon2id (default, LUKS2) or pbkdf2', kdfOption)
     .option('--key-slot <n>', 'id of the new keyslot', nonNegativeInt)
     .option('--json', 'print JSON')
-    .action(async (img: string, f: { vault?: string; passphraseFile?: string; keyFile?: string; newPassphraseFile?: string; newKeyFile?: string; kdf?: KdfOptions; keySlot?: number; json?: boolean }) => {
+    .action(async (img: string, f: { vault?: string; passphraseFile?: string; keyFile?: string; newPassphraseFile?: string; newKeyFile?: string; kdf?: KdfOptions; keySlot?: number; json?: boolean } & ParentFlags) => {
       const id = await addImageKeyslot(
         img,
         { vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile },
         { passphraseFile: f.newPassphraseFile, keyFile: f.newKeyFile },
-        { kdf: f.kdf, keyslot: f.keySlot },
+        { kdf: f.kdf, keyslot: f.keySlot, ...parentOptions(f) },
       );
       process.stdout.write(f.json ? jsonResult({ keyslot: id }) + '\n' : `added keyslot ${id}\n`);
     });
-  keyslot
-    .command('remove')
+  addParentOptions(keyslot
+    .command('remove'))
     .argument('<img>', 'encrypted image')
     .argument('<slot>', 'keyslot id', nonNegativeInt)
     .option('--force', 'allow removing the last keyslot (the data becomes unrecoverable)')
-    .action(async (img: string, slot: number, f: { force?: boolean }) => {
-      await removeImageKeyslot(img, slot, { force: f.force });
+    .action(async (img: string, slot: number, f: { force?: boolean } & ParentFlags) => {
+      await removeImageKeyslot(img, slot, { force: f.force, ...parentOptions(f) });
       process.stdout.write(`removed keyslot ${slot}\n`);
     });
 
   const header = program.command('header').description('LUKS header backup and restore');
-  header
-    .command('backup')
+  addParentOptions(header
+    .command('backup'))
     .argument('<img>', 'encrypted image')
     .argument('<file>', 'backup file to create')
-    .action(async (img: string, file: string) => {
-      const r = await backupImageHeader(img, file);
+    .action(async (img: string, file: string, f: ParentFlags) => {
+      const r = await backupImageHeader(img, file, parentOptions(f));
       process.stdout.write(`header region of ${r.bytes} bytes saved to ${file}\n`);
     });
-  header
-    .command('restore')
+  addParentOptions(header
+    .command('restore'))
     .argument('<img>', 'encrypted image')
     .argument('<file>', 'backup file')
     .option('--force', 'replace a readable header of another volume')
-    .action(async (img: string, file: string, f: { force?: boolean }) => {
-      const r = await restoreImageHeader(img, file, { force: f.force });
+    .action(async (img: string, file: string, f: { force?: boolean } & ParentFlags) => {
+      const r = await restoreImageHeader(img, file, { force: f.force, ...parentOptions(f) });
       process.stdout.write(`header region of ${r.bytes} bytes restored into ${img}\n`);
     });
 }

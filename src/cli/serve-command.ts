@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
 import type { NbdEndpoint } from '../nbd/index.js';
 import type { OpenExportOptions } from '../nbd/open-export.js';
+import { addParentOptions, parentOptions } from './image-commands.js';
 
 interface ServeOptions {
   socket?: string;
@@ -24,6 +25,10 @@ interface ServeOptions {
   passphraseFile?: string;
   keyFile?: string;
   plain?: boolean;
+  plaintext?: boolean;
+  secret?: string;
+  parentDir?: string[];
+  allowAbsoluteParents?: boolean;
   sectorSize?: string;
   backend?: string;
   readerThreads?: string;
@@ -117,6 +122,9 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(o.keyFile !== undefined ? { keyFile: o.keyFile } : {}),
     ...(o.vault !== undefined ? { vault: o.vault } : {}),
     ...(o.plain === true ? { plain: true } : {}),
+    ...(o.plaintext === true ? { plaintext: true } : {}),
+    ...(o.secret !== undefined ? { secretId: o.secret } : {}),
+    ...parentOptions(o),
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
     ...(readerThreads !== undefined ? { readerThreads } : {}),
@@ -187,9 +195,9 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
 
 /** Registers `vhdcrypt serve`. */
 export function registerServe(program: Command): void {
-  program
-    .command('serve')
-    .description('export an image over NBD: LUKS/plain volumes decrypted on the fly, other images as they are')
+  addParentOptions(program
+    .command('serve'))
+    .description('export an image over NBD: LUKS/plain volumes decrypted on the fly; an unencrypted image only with --plaintext')
     .argument('<image>', 'VHD or raw image')
     .option('--socket <path>', 'Unix socket to listen on (default: a new one under $XDG_RUNTIME_DIR or the temp dir)')
     .option('--port <n>', 'listen on TCP instead (0 = any free port)')
@@ -205,6 +213,8 @@ export function registerServe(program: Command): void {
     .option('--passphrase-file <file>', 'LUKS passphrase from the first line of a file')
     .option('--key-file <file>', 'LUKS key file, or the raw key of a plain volume')
     .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
+    .option('--secret <id>', 'plain volumes: the vault secret (a raw file has no VHD UUID to find it by)')
+    .option('--plaintext', 'the image is not encrypted: export it as it is (refused when it has a LUKS header or a vault secret names it)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
     .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per plaintext (not TLS) connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')

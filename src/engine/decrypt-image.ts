@@ -11,7 +11,7 @@ import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
+import { PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths, plaintextOutputMode, setOutputMode } from './safe-output.js';
 import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage, type UnlockImageOptions } from './unlock-image.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
@@ -25,7 +25,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   }
   const started = performance.now();
   const paths = outputPaths(dst);
-  const source = await openSource(src);
+  const source = await openSource(src, opts);
   let output: WritableImage | null = null;
   let volumeKey: Uint8Array | null = null;
   let ownsTemp = false;
@@ -55,6 +55,8 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const tempExists = await exists(paths.temp);
     if (opts.resume && journal && tempExists) {
       checkJournalMatches(journal, journalBase, paths.journal);
+      // A temp file left by an older run may be readable by others: private before more plaintext goes in.
+      await setOutputMode(paths, PLAINTEXT_CREATE_MODE);
       output = await openOutput(paths.temp, container);
       ownsTemp = true;
       skipBatches = journal.doneBatches;
@@ -65,7 +67,8 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       }
       await discardOutput(paths);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, layout.payloadSize, 0n, blockSize, false));
-      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize });
+      // Plaintext: created private (0600 whatever the umask), never readable by others even while it is written.
+      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize, mode: PLAINTEXT_CREATE_MODE });
       ownsTemp = true;
       await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId: unlocked.secretId });
@@ -91,6 +94,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const out = output;
     output = null;
     await out.close();
+    await setOutputMode(paths, await plaintextOutputMode(isRemoteSource(src) ? null : src));
     await commitOutput(paths, opts.force === true);
     ownsTemp = false;
     const seconds = (performance.now() - started) / 1000;

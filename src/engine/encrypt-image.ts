@@ -78,7 +78,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   checkOptions(opts);
   const started = performance.now();
   const paths = outputPaths(dst);
-  const source = await openSource(src);
+  const source = await openSource(src, opts);
   let output: WritableImage | null = null;
   let prepared: PreparedEncryption | null = null;
   let volumeKey: Uint8Array | null = null;

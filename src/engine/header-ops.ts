@@ -6,7 +6,7 @@
 import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openImage, type DiskImage, type WritableImage } from '../image/index.js';
+import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../image/index.js';
 import { addKeyslot, dump, readVolumeInfo, removeKeyslot, KDF_TYPED_PASSPHRASE, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
@@ -23,11 +23,11 @@ async function requireLuks(image: DiskImage): Promise<LuksRegion> {
   return region;
 }
 
-async function withImage<T>(path: string, writable: false, fn: (img: DiskImage) => Promise<T>): Promise<T>;
-async function withImage<T>(path: string, writable: true, fn: (img: WritableImage) => Promise<T>): Promise<T>;
-async function withImage<T>(path: string, writable: boolean, fn: (img: WritableImage) => Promise<T>): Promise<T> {
+async function withImage<T>(path: string, writable: false, search: ParentSearchOptions, fn: (img: DiskImage) => Promise<T>): Promise<T>;
+async function withImage<T>(path: string, writable: true, search: ParentSearchOptions, fn: (img: WritableImage) => Promise<T>): Promise<T>;
+async function withImage<T>(path: string, writable: boolean, search: ParentSearchOptions, fn: (img: WritableImage) => Promise<T>): Promise<T> {
   // Read-only opens go through the same callback type; they never write.
-  const img = (writable ? await openImage(path, { writable: true }) : await openImage(path)) as WritableImage;
+  const img = (writable ? await openImage(path, { writable: true, ...parentSearch(search) }) : await openImage(path, parentSearch(search))) as WritableImage;
   try {
     return await fn(img);
   } finally {
@@ -36,8 +36,8 @@ async function withImage<T>(path: string, writable: boolean, fn: (img: WritableI
 }
 
 /** Keyslots and tokens of an encrypted image. */
-export async function listImageKeyslots(path: string): Promise<Pick<LuksVolumeInfo, 'version' | 'uuid' | 'keyslots' | 'tokens'>> {
-  return withImage(path, false, async (img) => {
+export async function listImageKeyslots(path: string, opts: ParentSearchOptions = {}): Promise<Pick<LuksVolumeInfo, 'version' | 'uuid' | 'keyslots' | 'tokens'>> {
+  return withImage(path, false, opts, async (img) => {
     const { info } = await requireLuks(img);
     return { version: info.version, uuid: info.uuid, keyslots: info.keyslots, tokens: info.tokens };
   });
@@ -48,9 +48,9 @@ export async function addImageKeyslot(
   path: string,
   existing: UnlockImageOptions,
   added: KeySourceOptions,
-  opts: { kdf?: KdfOptions; keyslot?: number } = {},
+  opts: { kdf?: KdfOptions; keyslot?: number } & ParentSearchOptions = {},
 ): Promise<number> {
-  return withImage(path, true, async (img) => {
+  return withImage(path, true, opts, async (img) => {
     const region = await requireLuks(img);
     const newSecret = await userSecret(added);
     if (!newSecret) throw new EngineError('ENGINE_BAD_ARGUMENT', 'the new keyslot needs a passphrase file or key file');
@@ -68,8 +68,8 @@ export async function addImageKeyslot(
 }
 
 /** Remove a keyslot (its key material is destroyed); the last one only with force. */
-export async function removeImageKeyslot(path: string, keyslot: number, opts: { force?: boolean } = {}): Promise<void> {
-  await withImage(path, true, async (img) => {
+export async function removeImageKeyslot(path: string, keyslot: number, opts: { force?: boolean } & ParentSearchOptions = {}): Promise<void> {
+  await withImage(path, true, opts, async (img) => {
     const region = await requireLuks(img);
     await removeKeyslot(region.bytes, keyslot, { force: opts.force === true });
     await writeLuksRegion(img, region.bytes);
@@ -77,9 +77,9 @@ export async function removeImageKeyslot(path: string, keyslot: number, opts: { 
 }
 
 /** Copy the header region [0, data offset) of the image's virtual disk into a new file (mode 0600). */
-export async function backupImageHeader(path: string, file: string): Promise<{ bytes: number }> {
+export async function backupImageHeader(path: string, file: string, opts: ParentSearchOptions = {}): Promise<{ bytes: number }> {
   if (await exists(file)) throw new EngineError('ENGINE_DEST_EXISTS', `${file} already exists; not overwriting`);
-  const region = await withImage(path, false, requireLuks);
+  const region = await withImage(path, false, opts, requireLuks);
   const tmp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.vhdcrypt-tmp`);
   const fh = await open(tmp, 'wx', 0o600);
   try {
@@ -102,7 +102,7 @@ export async function backupImageHeader(path: string, file: string): Promise<{ b
  * valid LUKS header; replacing a readable header of another volume (UUID or
  * data offset differ) needs force.
  */
-export async function restoreImageHeader(path: string, file: string, opts: { force?: boolean } = {}): Promise<{ bytes: number }> {
+export async function restoreImageHeader(path: string, file: string, opts: { force?: boolean } & ParentSearchOptions = {}): Promise<{ bytes: number }> {
   const st = await stat(file);
   if (BigInt(st.size) > MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
   const backup = new Uint8Array(await readFile(file));
@@ -110,7 +110,7 @@ export async function restoreImageHeader(path: string, file: string, opts: { for
   if (BigInt(backup.length) < info.dataOffset) {
     throw new EngineError('ENGINE_BAD_ARGUMENT', `${file}: holds ${backup.length} bytes but its header region is ${info.dataOffset}`);
   }
-  return withImage(path, true, async (img) => {
+  return withImage(path, true, opts, async (img) => {
     if (info.dataOffset > img.virtualSize) throw new EngineError('ENGINE_BAD_ARGUMENT', `${path}: the backup's data offset ${info.dataOffset} is past the disk's end`);
     let current: LuksRegion | null = null;
     try {
@@ -145,9 +145,9 @@ export interface ImageDescription {
 }
 
 /** Container, size, allocation, LUKS summary, keyslots, tokens and the secret that unlocks it. */
-export async function describeImage(path: string, opts: { vault?: string; vaultCredentials?: unknown } = {}): Promise<ImageDescription> {
+export async function describeImage(path: string, opts: { vault?: string; vaultCredentials?: unknown } & ParentSearchOptions = {}): Promise<ImageDescription> {
   const fileSize = BigInt((await stat(path)).size);
-  return withImage(path, false, async (img) => {
+  return withImage(path, false, opts, async (img) => {
     let allocated = 0n;
     for await (const e of img.extents()) if (e.allocated) allocated += e.length;
     const notes: string[] = [...img.warnings];

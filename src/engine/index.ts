@@ -2,7 +2,7 @@
 export { EngineError, type EngineErrorCode } from './errors.js';
 export { encryptImage, type EncryptOptions } from './encrypt-image.js';
 export { decryptImage, type DecryptOptions } from './decrypt-image.js';
-export { unlockImage, type UnlockImageOptions, type UnlockedImage } from './unlock-image.js';
+export { findPlainVolumeSecret, unlockImage, type UnlockImageOptions, type UnlockedImage } from './unlock-image.js';
 export { luksLayout, plainLayout, type PayloadLayout, type EncryptionFormat } from './crypto-layout.js';
 export { readLuksInfo, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
 export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchRef } from './crypt-pool.js';

@@ -17,11 +17,20 @@ export function hasUserSecret(o: KeySourceOptions): boolean {
   return o.passphrase !== undefined || o.passphraseFile !== undefined || o.keyFile !== undefined;
 }
 
-/** The caller's secret as the LUKS library takes it, or null; the caller wipes `passphrase` bytes it gets. */
+/**
+ * The caller's secret as the LUKS library takes it, or null. Passphrase bytes
+ * are always a copy made here (the caller's own Uint8Array is copied, never
+ * handed on), so whoever gets the result wipes it with wipeSecret without
+ * zeroing a buffer the caller still uses.
+ */
 export async function userSecret(o: KeySourceOptions): Promise<LuksSecret | null> {
   const given = [o.passphrase, o.passphraseFile, o.keyFile].filter((x) => x !== undefined).length;
   if (given > 1) throw new EngineError('ENGINE_BAD_ARGUMENT', 'give one of passphrase, passphraseFile and keyFile');
-  if (o.passphrase !== undefined) return { passphrase: o.passphrase };
+  if (o.passphrase !== undefined) {
+    if (typeof o.passphrase === 'string') return { passphrase: o.passphrase };
+    if (!(o.passphrase instanceof Uint8Array)) throw new EngineError('ENGINE_BAD_ARGUMENT', 'passphrase expected a string or Uint8Array');
+    return { passphrase: Uint8Array.from(o.passphrase) };
+  }
   if (o.keyFile !== undefined) return { keyFile: o.keyFile };
   if (o.passphraseFile !== undefined) {
     const size = (await stat(o.passphraseFile)).size;
@@ -38,7 +47,7 @@ export async function userSecret(o: KeySourceOptions): Promise<LuksSecret | null
   return null;
 }
 
-/** Wipe a secret's bytes when we made them. */
+/** Wipe the passphrase bytes of a secret userSecret or the vault made (never a caller's own buffer). */
 export function wipeSecret(s: LuksSecret | null): void {
   if (s && 'passphrase' in s && s.passphrase instanceof Uint8Array) s.passphrase.fill(0);
 }

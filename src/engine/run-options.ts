@@ -1,5 +1,6 @@
 /** Options and results shared by encryptImage and decryptImage. */
 import type { BackendChoice } from '../crypto/index.js';
+import type { ParentSearchOptions } from '../image/index.js';
 import type { EncryptionFormat } from './crypto-layout.js';
 
 export type OutputFormat = 'vhd-fixed' | 'vhd-dynamic' | 'raw';
@@ -13,7 +14,8 @@ export interface Progress {
   readonly rate: number;
 }
 
-export interface RunOptions {
+/** parentDirs / allowAbsoluteParents: where a differencing source's parents may be (openImage). */
+export interface RunOptions extends ParentSearchOptions {
   /** Worker threads (default: one per core). */
   readonly threads?: number;
   readonly backend?: BackendChoice;

@@ -3,7 +3,7 @@
  * directory, made durable, and renamed into place only when complete, so the
  * destination name never holds a partial image (even after kill -9).
  */
-import { open, rename, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, open, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { EngineError } from './errors.js';
 
@@ -59,6 +59,24 @@ export async function checkFreeSpace(dir: string, needed: bigint): Promise<void>
   if (free < needed) {
     throw new EngineError('ENGINE_NO_SPACE', `${dir} has ${free} bytes free; the output needs about ${needed} (free some space or choose another destination)`);
   }
+}
+
+/** Permission bits a plaintext output is created with: only its owner reads and writes it, whatever the umask. */
+export const PLAINTEXT_CREATE_MODE = 0o600;
+
+/**
+ * The final mode of a plaintext output: 0600, or the source file's mode when
+ * that is tighter (bits the source withholds are withheld too). An NBD source
+ * has no mode: 0600.
+ */
+export async function plaintextOutputMode(src: string | null): Promise<number> {
+  if (src === null) return PLAINTEXT_CREATE_MODE;
+  return PLAINTEXT_CREATE_MODE & (await stat(src)).mode;
+}
+
+/** Give the finished temp file its final mode before it is renamed into place (a resumed temp file too). */
+export async function setOutputMode(p: OutputPaths, mode: number): Promise<void> {
+  await chmod(p.temp, mode);
 }
 
 /** fsync a directory so a rename in it is durable. */

@@ -1,7 +1,7 @@
 /** Opening a source read-only: an image file, or an NBD export (nbd://, nbd+unix://) read through our NBD client. */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { openImage, type DiskImage } from '../image/index.js';
+import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
 import { isNbdUri } from '../nbd/uri.js';
 
 export interface SourceIdentity {
@@ -14,8 +14,9 @@ export function isRemoteSource(src: string): boolean {
   return isNbdUri(src);
 }
 
-export async function openSource(src: string): Promise<DiskImage> {
-  if (!isNbdUri(src)) return openImage(src);
+/** Open a source; `search` says where a differencing image's parents may be. */
+export async function openSource(src: string, search: ParentSearchOptions = {}): Promise<DiskImage> {
+  if (!isNbdUri(src)) return openImage(src, parentSearch(search));
   // The NBD client is loaded only for NBD sources (it is a fifth of the modules a file job would load).
   const { openNbdImage } = await import('../nbd/nbd-image.js');
   return openNbdImage(src);

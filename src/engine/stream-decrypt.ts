@@ -22,7 +22,7 @@ import { cryptRun, memorySource, openCryptSession, type CryptSession } from './s
 import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
 import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
 
-export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
+export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
   /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
   readonly inputFormat?: StreamInputFormat;
   /** Raw and fixed VHD streams: the encrypted disk's virtual size, when known. */

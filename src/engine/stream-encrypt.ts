@@ -18,7 +18,7 @@ import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type Dyn
 import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
 import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
-export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal'>, CryptStreamOptions {
+export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
   /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
   readonly inputFormat?: StreamInputFormat;
   /** Raw and fixed VHD streams: the virtual size, when known (checked at the end; lets LUKS2 pick its sector size as encryptImage does). */

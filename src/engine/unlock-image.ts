@@ -10,7 +10,7 @@ import { EngineError } from './errors.js';
 import { readLuksInfo } from './luks-region.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { luksLayout, plainLayout, type PayloadLayout } from './crypto-layout.js';
-import { openEngineVault } from './vault-link.js';
+import { defaultVaultExists, openEngineVault, type EngineVault } from './vault-link.js';
 
 export interface UnlockImageOptions extends KeySourceOptions {
   /** Vault URI (default: the token's vault, else the embedded vault). */
@@ -95,7 +95,7 @@ async function unlockPlain(image: DiskImage, opts: UnlockImageOptions): Promise<
   }
   const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
   try {
-    const secretId = opts.secretId ?? (image.uuid ? await vault.findByVolumeUuid(image.uuid) : null);
+    const secretId = await plainSecretIn(vault, image, opts);
     if (!secretId) {
       throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: no LUKS header and no vault secret for it; is it encrypted? (a plain volume needs its secret id or key file)`);
     }
@@ -109,6 +109,30 @@ async function unlockPlain(image: DiskImage, opts: UnlockImageOptions): Promise<
     const tagged = Number(tags.SectorSize);
     const size = opts.plain?.sectorSize ?? (tagged === 4096 ? 4096 : 512);
     return { volumeKey: material, layout: plainLayout(image.virtualSize, size), info: null, keyslot: null, secretId, vaultUri: vault.uri };
+  } finally {
+    await vault.close();
+  }
+}
+
+/** A headerless image's vault secret: the one given, else the one recording its VHD UUID (a raw file has none). */
+async function plainSecretIn(vault: EngineVault, image: DiskImage, opts: { readonly secretId?: string }): Promise<string | null> {
+  return opts.secretId ?? (image.uuid ? await vault.findByVolumeUuid(image.uuid) : null);
+}
+
+/**
+ * The vault secret that names an image without a LUKS header (so it is a
+ * plain dm-crypt volume), found as unlockImage finds it; null when none does.
+ * A raw file has no UUID, so only a secret id can name it. No default vault
+ * directory at all means no secret names the image; any other vault failure
+ * (a damaged vault, one the caller named that cannot be opened) is an error.
+ */
+export async function findPlainVolumeSecret(image: DiskImage, opts: Pick<UnlockImageOptions, 'vault' | 'vaultCredentials' | 'secretId'> = {}): Promise<string | null> {
+  if (opts.secretId !== undefined) return opts.secretId;
+  if (!image.uuid) return null;
+  if (opts.vault === undefined && !defaultVaultExists()) return null;
+  const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+  try {
+    return await plainSecretIn(vault, image, opts);
   } finally {
     await vault.close();
   }

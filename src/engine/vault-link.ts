@@ -3,7 +3,8 @@
  * a plain volume key) under the KEK, unseal it, find it by volume UUID, read a
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */
-import { findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions } from '../vault/index.js';
+import { existsSync } from 'node:fs';
+import { defaultVaultPath, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions } from '../vault/index.js';
 
 export const DEFAULT_KEK = 'vhdcrypt-kek';
 
@@ -19,6 +20,11 @@ export interface EngineVault {
   /** Tags of a secret version (no value leaves the vault unwrapped). */
   tags(secretId: string): Promise<Readonly<Record<string, string>>>;
   close(): Promise<void>;
+}
+
+/** True when the default vault's directory exists (no directory: no vault, so no secret in it). */
+export function defaultVaultExists(): boolean {
+  return existsSync(defaultVaultPath());
 }
 
 /** Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). */

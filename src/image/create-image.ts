@@ -1,5 +1,5 @@
 /** createImage: new raw, fixed, dynamic or differencing images (never over an existing file). */
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { ImageError } from './errors.js';
@@ -29,7 +29,7 @@ import {
 } from './vhd-footer.js';
 import { vhdTimestamp } from './vhd-time.js';
 import { encodeAbsoluteLocator, encodeRelativeLocator } from './parent-locator.js';
-import { openImage } from './open-image.js';
+import { openImage, type ParentSearchOptions } from './open-image.js';
 import { uuidToBytes } from './struct-layout.js';
 import type { ImageFormat, WritableImage } from './types.js';
 
@@ -44,6 +44,10 @@ export interface CreateImageOptions {
   readonly uuid?: string;
   /** Azure upload: a fixed VHD whose size is rounded up to a whole MiB. */
   readonly azure?: boolean;
+  /** Permission bits of the new file (default 0o666; the umask applies). Plaintext outputs pass 0o600. */
+  readonly mode?: number;
+  /** Differencing: where the named parent's own chain may lead (as openImage). */
+  readonly parentSearch?: ParentSearchOptions;
 }
 
 /** Our footer creator application and version. */
@@ -107,9 +111,12 @@ async function removeOnFailure(p: string, fh: FileHandle, write: () => Promise<v
   }
 }
 
-async function createExclusive(p: string): Promise<FileHandle> {
+async function createExclusive(p: string, mode: number | undefined): Promise<FileHandle> {
+  if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o777)) {
+    throw new ImageError('IMAGE_BAD_ARGUMENT', `mode expected permission bits 0..0o777, got ${String(mode)}`);
+  }
   try {
-    return await open(p, 'wx+');
+    return await open(p, 'wx+', mode ?? 0o666);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new ImageError('IMAGE_DEST_EXISTS', `${p} already exists`);
     throw e;
@@ -127,7 +134,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
   switch (format) {
     case 'raw': {
       const size = checkSize(opts.virtualSize);
-      const fh = await createExclusive(p);
+      const fh = await createExclusive(p, opts.mode);
       await removeOnFailure(p, fh, () => fh.truncate(Number(size)));
       return new FlatImage(fh, { format: 'raw', path: p, virtualSize: size, writable: true }, true);
     }
@@ -135,7 +142,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       let size = checkSize(opts.virtualSize);
       if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
       const footer = newVhdFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
-      const fh = await createExclusive(p);
+      const fh = await createExclusive(p, opts.mode);
       await removeOnFailure(p, fh, async () => {
         await fh.truncate(Number(size));
         await writeAt(fh, encodeVhdFooter(footer), Number(size));
@@ -144,10 +151,10 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       return new FlatImage(fh, { format: 'vhd-fixed', path: p, virtualSize: size, writable: true, uuid, geometry, footer }, true);
     }
     case 'vhd-dynamic':
-      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null);
+      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null, opts.mode);
     case 'vhd-differencing': {
       if (!opts.parent) throw new ImageError('IMAGE_BAD_ARGUMENT', 'a differencing disk needs a parent');
-      const parent = await openImage(opts.parent, { format: 'vhd' });
+      const parent = await openImage(opts.parent, { format: 'vhd', ...opts.parentSearch });
       let parentSize: bigint;
       let parentUuid: string;
       try {
@@ -166,7 +173,8 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
         path: opts.parent,
         uuid: parentUuid,
         timestamp: vhdTimestamp(mtime),
-      });
+        ...(opts.parentSearch ? { search: opts.parentSearch } : {}),
+      }, opts.mode);
     }
     default:
       throw new ImageError('IMAGE_BAD_ARGUMENT', `unknown image format ${String(format)}`);
@@ -177,6 +185,7 @@ interface ParentInfo {
   readonly path: string;
   readonly uuid: string;
   readonly timestamp: number;
+  readonly search?: ParentSearchOptions;
 }
 
 const align512 = (n: number) => Math.ceil(n / 512) * 512;
@@ -186,7 +195,7 @@ const align512 = (n: number) => Math.ceil(n / 512) * 512;
  * footer copy at 0, header at 512, BAT at 1536, parent locator data after the
  * BAT, then blocks, then the footer.
  */
-async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null): Promise<WritableImage> {
+async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null, mode?: number): Promise<WritableImage> {
   if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
     throw new ImageError('VHD_BAD_BLOCK_SIZE', `block size ${blockSize} is not a power of two between 512 B and 256 MiB`);
   }
@@ -222,7 +231,7 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
     parentLocators: Array.from({ length: 8 }, (_, i) => locators[i] ?? EMPTY_LOCATOR),
   };
   const footerBytes = encodeVhdFooter(footer);
-  const fh = await createExclusive(p);
+  const fh = await createExclusive(p, mode);
   let made = false;
   try {
     await writeAt(fh, footerBytes, 0);
@@ -240,5 +249,15 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
     // A half-made image (ENOSPC, EIO) must not stay behind under the name asked for.
     if (!made) await rm(p, { force: true });
   }
-  return openImage(p, { writable: true, format: 'vhd' });
+  // The caller named this parent, so its directory is one the new child's locator may lead into.
+  return openImage(p, {
+    writable: true,
+    format: 'vhd',
+    ...(parent
+      ? {
+          parentDirs: [path.dirname(path.resolve(parent.path)), path.dirname(await realpath(parent.path)), ...(parent.search?.parentDirs ?? [])],
+          allowAbsoluteParents: parent.search?.allowAbsoluteParents === true,
+        }
+      : {}),
+  });
 }

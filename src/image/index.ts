@@ -1,6 +1,6 @@
 /** Disk images: VHD (fixed, dynamic, differencing) and raw behind one interface. */
 export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
-export { openImage, type OpenImageOptions } from './open-image.js';
+export { openImage, parentSearch, type OpenImageOptions, type ParentSearchOptions } from './open-image.js';
 export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';
 export { ImageError, type ImageErrorCode } from './errors.js';

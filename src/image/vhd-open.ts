@@ -28,10 +28,33 @@ export const MAX_BAT_ENTRIES = 1 << 24;
 /** Chains deeper than this are refused (a loop through distinct names, or a hostile chain). */
 export const MAX_CHAIN_DEPTH = 256;
 
+/**
+ * Where a differencing chain's parents may be. A parent locator is written by
+ * whoever made the child, so following it anywhere would let a hostile child
+ * export (or encrypt into the attacker's hands) any VHD the user can read.
+ */
+export interface ParentPolicy {
+  /** Real paths of the directories (besides the child's own) a locator may lead into. */
+  readonly dirs: readonly string[];
+  /** The same directories as the caller named them (absolute), which a locator's text may use. */
+  readonly namedDirs: readonly string[];
+  /** Follow a locator wherever it leads (trusted images only). */
+  readonly anywhere: boolean;
+}
+
+export const CONFINED_PARENTS: ParentPolicy = { dirs: [], namedDirs: [], anywhere: false };
+
 export interface VhdOpenContext {
   /** Real paths of the children above this disk, to detect loops. */
   readonly seen: ReadonlySet<string>;
   readonly depth: number;
+  readonly parents: ParentPolicy;
+}
+
+/** True when `p` is strictly below directory `dir` (both absolute). */
+function isInside(dir: string, p: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel !== '' && rel !== '..' && !rel.startsWith('..' + path.sep) && !path.isAbsolute(rel);
 }
 
 interface FooterChoice {
@@ -281,15 +304,36 @@ async function openParent(
     const p = path.resolve(path.dirname(path.resolve(childPath)), header.parentUnicodeName.replace(/\\/g, '/'));
     if (!candidates.includes(p)) candidates.push(p);
   }
+  // The child's directory, and the directories the caller allowed, as named and as real paths: a candidate
+  // outside all of them is not even looked at (its existence is nobody's business), and one that is inside
+  // by name must be inside by real path too (a symlink out of the directory does not count).
+  const childDir = path.dirname(path.resolve(childPath));
+  const realRoots = [await realpath(childDir), ...ctx.parents.dirs];
+  const namedRoots = [childDir, ...ctx.parents.namedDirs, ...realRoots];
+  const allowedByName = (p: string) => ctx.parents.anywhere || namedRoots.some((r) => isInside(r, p));
+  const allowedByRealPath = (p: string) => ctx.parents.anywhere || realRoots.some((r) => isInside(r, p));
+  let refused = 0;
+  const tried: string[] = [];
   const mismatches: string[] = [];
   for (const candidate of candidates) {
+    if (!allowedByName(candidate)) {
+      refused++;
+      continue;
+    }
     let real: string;
     try {
       if (!(await stat(candidate)).isFile()) continue;
       real = await realpath(candidate);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') {
+        tried.push(candidate);
+        continue;
+      }
       throw e;
+    }
+    if (!allowedByRealPath(real)) {
+      refused++;
+      continue;
     }
     if (ctx.seen.has(real)) {
       throw new ImageError('VHD_PARENT_LOOP', `${childPath}: parent ${candidate} is already in the chain (loop)`);
@@ -303,18 +347,29 @@ async function openParent(
         mismatches.push(`${candidate} is not a VHD`);
         continue;
       }
-      parent = await openVhd(fh, candidate, false, { seen: new Set([...ctx.seen, real]), depth: ctx.depth + 1 });
+      parent = await openVhd(fh, candidate, false, { seen: new Set([...ctx.seen, real]), depth: ctx.depth + 1, parents: ctx.parents });
     } catch (e) {
       await fh.close(); // the open error is the one worth reporting; a close error would replace it
       throw e;
     }
     if (parent.uuid !== header.parentUniqueId) {
       await parent.close();
-      mismatches.push(`${candidate} has UUID ${parent.uuid}, the child expects ${header.parentUniqueId}`);
+      // No UUIDs in the message: they are what it takes to forge a child that matches a file.
+      mismatches.push(`${candidate} is not the disk this child was made from (its UUID differs)`);
       continue;
     }
     return parent;
   }
   if (mismatches.length > 0) throw new ImageError('VHD_PARENT_MISMATCH', `${childPath}: no matching parent: ${mismatches.join('; ')}`);
-  throw new ImageError('VHD_PARENT_MISSING', `${childPath}: parent not found (tried ${candidates.length ? candidates.join(', ') : 'no usable locator'})`);
+  if (refused > 0) {
+    // Neither the refused paths nor anything about the files there: only the directories the user named.
+    throw new ImageError(
+      'VHD_PARENT_NOT_ALLOWED',
+      `${childPath}: its parent locator leads outside ${childDir} (an absolute or ../ path)` +
+        (ctx.parents.dirs.length > 0 ? ` and the --parent-dir directories` : '') +
+        '; to follow it, pass --parent-dir with the parent\'s directory, or --allow-absolute-parents for an image you trust' +
+        (tried.length > 0 ? ` (also tried ${tried.join(', ')})` : ''),
+    );
+  }
+  throw new ImageError('VHD_PARENT_MISSING', `${childPath}: parent not found (tried ${tried.length ? tried.join(', ') : 'no usable locator'})`);
 }

@@ -1,18 +1,23 @@
 /**
- * Open what `vhdcrypt serve` exports: an image holding a LUKS volume (or a
- * plain dm-crypt volume, when a key is given) is served decrypted; any other
- * image is served as it is.
+ * Open what `vhdcrypt serve` exports: an image holding a LUKS volume, or a
+ * plain dm-crypt volume (a key given, or a vault secret naming it, found as
+ * decrypt finds it), is served decrypted. An image is served as it is only
+ * when the caller says it is plaintext and nothing says otherwise: no LUKS
+ * header and no vault secret naming it. Without that word, an image with
+ * neither is refused: its bytes may be a plain volume's ciphertext, and
+ * serving them as plaintext would also let writes land unencrypted in it.
  */
 import { createXts, type BackendChoice } from '../crypto/index.js';
-import { openImage, type DiskImage } from '../image/index.js';
-import { readLuksInfo, unlockImage } from '../engine/index.js';
+import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
+import { EngineError, findPlainVolumeSecret, readLuksInfo, unlockImage } from '../engine/index.js';
 import type { NbdBacking } from './backing.js';
 import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
 import { DirectReadFile } from './direct-replies.js';
 import { EncryptedBacking } from './encrypted-backing.js';
 import { ImageBacking } from './image-backing.js';
 
-export interface OpenExportOptions {
+/** parentDirs / allowAbsoluteParents: where a differencing image's parents may be (openImage). */
+export interface OpenExportOptions extends ParentSearchOptions {
   readonly readOnly?: boolean;
   /** A file whose first line is the LUKS passphrase. */
   readonly passphraseFile?: string;
@@ -22,6 +27,14 @@ export interface OpenExportOptions {
   readonly vault?: string;
   /** Treat an image without a LUKS header as a plain dm-crypt volume (needs --key-file or a vault secret). */
   readonly plain?: boolean;
+  /** A plain volume's vault secret (a raw file has no VHD UUID for the vault to find it by). */
+  readonly secretId?: string;
+  /**
+   * Export the image as it is (plaintext). Required for that: an image with no LUKS header served without
+   * this or a key is refused (ENGINE_PLAINTEXT_NOT_CONFIRMED); with it, an image that has a LUKS header or
+   * that a vault secret names is refused (ENGINE_PLAINTEXT_REFUSED). Conflicts with every key option.
+   */
+  readonly plaintext?: boolean;
   readonly plainSectorSize?: 512 | 4096;
   readonly backend?: BackendChoice;
   /**
@@ -34,16 +47,44 @@ export interface OpenExportOptions {
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
 export async function openExportBacking(path: string, opts: OpenExportOptions = {}): Promise<NbdBacking> {
-  const image: DiskImage = opts.readOnly === true ? await openImage(path) : await openImage(path, { writable: true });
+  const keyGiven = opts.passphraseFile !== undefined || opts.keyFile !== undefined || opts.secretId !== undefined;
+  if (opts.plaintext === true && (keyGiven || opts.plain === true || opts.plainSectorSize !== undefined)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', 'plaintext exports the image as it is: it takes no key, secret, plain or sector size option');
+  }
+  const search = parentSearch(opts);
+  const image: DiskImage = opts.readOnly === true ? await openImage(path, search) : await openImage(path, { writable: true, ...search });
   try {
     // The binary headers and JSON area are enough to tell; the keyslot area (up to 128 MiB) is not read.
     const isLuks = (await readLuksInfo(image)) !== null;
-    const wantsPlain = opts.plain === true || (!isLuks && opts.keyFile !== undefined);
-    if (!isLuks && !wantsPlain) return await ImageBacking.open(image, { readOnly: opts.readOnly === true });
+    let secretId = opts.secretId;
+    if (!isLuks && !keyGiven) {
+      // Found the way decrypt finds a plain volume's key: the vault secret recording the VHD's UUID.
+      const named = await findPlainVolumeSecret(image, { ...(opts.vault !== undefined ? { vault: opts.vault } : {}) });
+      if (opts.plaintext === true) {
+        if (named !== null) {
+          throw new EngineError('ENGINE_PLAINTEXT_REFUSED', `${path}: a vault secret names this image (a plain dm-crypt volume): it is served decrypted with its key, never as plaintext; drop --plaintext`);
+        }
+        return await ImageBacking.open(image, { readOnly: opts.readOnly === true });
+      }
+      if (named === null && opts.plain === true) {
+        throw new EngineError('ENGINE_NO_KEY_SOURCE', `${path}: no vault secret names this plain volume; give --key-file or --secret`);
+      }
+      if (named === null) {
+        throw new EngineError(
+          'ENGINE_PLAINTEXT_NOT_CONFIRMED',
+          `${path}: no LUKS header and no vault secret names it, so it is plaintext or a plain volume whose key is elsewhere; ` +
+            'if it really is plaintext, pass --plaintext; if it is a plain volume, give --key-file or --secret',
+        );
+      }
+      secretId = named;
+    } else if (isLuks && opts.plaintext === true) {
+      throw new EngineError('ENGINE_PLAINTEXT_REFUSED', `${path}: it has a LUKS header, so it is encrypted, not plaintext; drop --plaintext to serve it decrypted`);
+    }
     const unlocked = await unlockImage(image, {
       ...(opts.passphraseFile !== undefined ? { passphraseFile: opts.passphraseFile } : {}),
       ...(opts.keyFile !== undefined ? { keyFile: opts.keyFile } : {}),
       ...(opts.vault !== undefined ? { vault: opts.vault } : {}),
+      ...(secretId !== undefined ? { secretId } : {}),
       ...(opts.plainSectorSize !== undefined ? { plain: { sectorSize: opts.plainSectorSize } } : {}),
     });
     let xts;

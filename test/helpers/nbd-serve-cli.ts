@@ -17,8 +17,8 @@ export interface ServeProcess {
   stderr(): string;
 }
 
-export function startServe(args: string[], timeoutMs = 20_000): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.js'), 'serve', ...args], { env: TOOL_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startServe(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = TOOL_ENV): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.js'), 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
