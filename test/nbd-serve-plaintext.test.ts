@@ -78,7 +78,7 @@ afterAll(() => removeDir(dir));
 describe('serve: a headerless encrypted image is never exported as plaintext', () => {
   it('a plain VHD volume served with no key flag is unlocked through its vault secret, and writes land encrypted', async () => {
     const sock = join(dir, 'plain-vhd.sock');
-    const srv = await startServe([plainVhd, '--socket', sock], 20_000, env);
+    const srv = await startServe([plainVhd, '--writable', '--socket', sock], 20_000, env);
     try {
       expect(firstDifference(await readExport(srv.uri), model)).toBe(-1);
       const w = spawnSync('nbdsh', ['-u', srv.uri, '-c', `h.pwrite(b"\\x5a" * ${MIB}, ${MIB})`, '-c', 'h.flush()'], { env, encoding: 'utf8' });
