@@ -90,7 +90,7 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     let sealed: { secretId: string; kekId: string } | null = null;
     let vaultUri: string | null = null;
     if (generated) {
-      const vault = await openEngineVault(o.vault, o.vaultCredentials);
+      const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
       try {
         sealed = await vault.seal({
           diskId: info.uuid,
@@ -138,7 +138,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
   let volumeKey: Uint8Array;
   do volumeKey = new Uint8Array(randomBytes(keyBytes));
   while (Buffer.compare(volumeKey.subarray(0, keyBytes / 2), volumeKey.subarray(keyBytes / 2)) === 0);
-  const vault = await openEngineVault(o.vault, o.vaultCredentials);
+  const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
   try {
     const diskId = plan.containerUuid || randomUUID();
     const sealed = await vault.seal({

@@ -21,9 +21,12 @@ export interface EngineVault {
   close(): Promise<void>;
 }
 
-/** Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). */
-export async function openEngineVault(uri?: string, credentials?: unknown): Promise<EngineVault> {
-  const v = await openVault(uri, (credentials ?? {}) as OpenVaultOptions);
+/**
+ * Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). Only a run that
+ * seals (`forSealing`) may create the default vault on first use; nothing creates a vault it was merely pointed at.
+ */
+export async function openEngineVault(uri?: string, credentials?: unknown, forSealing = false): Promise<EngineVault> {
+  const v = await openVault(uri, { ...(credentials ?? {}) as OpenVaultOptions, create: forSealing ? undefined : false });
   return {
     uri: v.uri,
     seal: (req) => sealDiskKey(v, req),

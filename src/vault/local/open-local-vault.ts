@@ -20,8 +20,10 @@ import { DB_FILE_NAME, VaultStore } from './store.js';
 const CHECK_TEXT = 'vhdcrypt-vault-master-key-check';
 
 export interface LocalVaultOptions {
-  /** Create the vault when absent (default true). */
+  /** Create the vault when absent (default false: only vault init and the default location create one). */
   readonly create?: boolean;
+  /** Called once when this open created the vault. */
+  readonly onCreated?: (keySource: 'passphrase' | 'key-file') => void;
   /** Refuse an existing vault (vault init). */
   readonly exclusive?: boolean;
   /** Bearer token of a non-owner principal. */
@@ -35,9 +37,9 @@ export interface LocalVaultOptions {
 }
 
 
-/** Open (creating on first use) the embedded vault in directory `dir`. */
+/** Open (creating it only when `options.create`) the embedded vault in directory `dir`. */
 export async function openLocalVault(dir: string, uri: string, options: LocalVaultOptions = {}): Promise<LocalVault> {
-  const create = options.create ?? true;
+  const create = options.create ?? false;
   if (options.exclusive && existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_ALREADY_EXISTS', `a vault already exists in ${dir}`);
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
   else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
@@ -48,6 +50,7 @@ export async function openLocalVault(dir: string, uri: string, options: LocalVau
     if (store.getMeta('vault_id') === undefined) {
       if (!create) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
       cipher = await initialize(store, dir, passphrase, options);
+      if (cipher) options.onCreated?.(passphrase !== undefined && passphrase !== '' ? 'passphrase' : 'key-file');
     }
     cipher ??= await unlock(store, dir, passphrase);
     const vault = new LocalVault(store, cipher, uri);
