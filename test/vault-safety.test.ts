@@ -9,9 +9,11 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { openVault } from '../src/vault/index.js';
 import { ensureDist, root } from './fixtures/vault/dist.js';
-import { cleanupTempDirs, tempDir } from './fixtures/vault/temp-vault.js';
+import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
 import { makeRaw } from './fixtures/engine/helpers.js';
 
 afterAll(cleanupTempDirs);
@@ -94,5 +96,64 @@ describe('only vault init creates a vault', () => {
     const show = cli(['vault', 'show'], { XDG_DATA_HOME: xdg2 });
     expect(show.status).toBe(5);
     expect(existsSync(join(xdg2, 'vhdcrypt'))).toBe(false);
+  });
+});
+
+describe('the audit chain head is anchored', () => {
+  async function vaultWithHistory(): Promise<string> {
+    const dir = join(tempDir(), 'v');
+    const v = await openVault(`file:${dir}`, { create: true });
+    await v.setSecret('a', 'value-a');
+    await v.getSecret('a');
+    await v.setSecret('b', 'value-b');
+    expect((await v.readAudit()).length).toBeGreaterThanOrEqual(3);
+    await v.close();
+    return dir;
+  }
+
+  /** What someone with write access to the database file does: drop the append-only trigger, then delete. */
+  function deleteRows(dir: string, where: string): number {
+    const d = new Database(join(dir, 'vault.sqlite'));
+    try {
+      d.exec('DROP TRIGGER IF EXISTS audit_append_only_delete');
+      return d.prepare(`DELETE FROM audit ${where}`).run().changes;
+    } finally {
+      d.close();
+    }
+  }
+
+  test('deleting the newest entry is VAULT_TAMPERED on reopen', async () => {
+    const dir = await vaultWithHistory();
+    expect(deleteRows(dir, 'WHERE seq = (SELECT MAX(seq) FROM audit)')).toBe(1);
+    await expectCode(openVault(`file:${dir}`), 'VAULT_TAMPERED');
+  });
+
+  test('deleting the newest entries while a handle is open is VAULT_TAMPERED on readAudit and on the next call', async () => {
+    const dir = await vaultWithHistory();
+    const v = await openVault(`file:${dir}`);
+    try {
+      expect(deleteRows(dir, 'WHERE seq > (SELECT MAX(seq) - 2 FROM audit)')).toBe(2);
+      await expectCode(v.readAudit(), 'VAULT_TAMPERED');
+    } finally {
+      await v.close();
+    }
+  });
+
+  test('deleting every entry is VAULT_TAMPERED; so is deleting the head with them', async () => {
+    const dir = await vaultWithHistory();
+    expect(deleteRows(dir, '')).toBeGreaterThan(3);
+    await expectCode(openVault(`file:${dir}`), 'VAULT_TAMPERED');
+    const d = new Database(join(dir, 'vault.sqlite'));
+    d.prepare("DELETE FROM meta WHERE k = 'audit_head'").run();
+    d.close();
+    await expectCode(openVault(`file:${dir}`), 'VAULT_TAMPERED');
+  });
+
+  test('an untouched log still verifies, across reopenings', async () => {
+    const dir = await vaultWithHistory();
+    const v = await openVault(`file:${dir}`);
+    const log = await v.readAudit();
+    expect(log.map((e) => e.seq)).toEqual(log.map((_, i) => i + 1));
+    await v.close();
   });
 });
