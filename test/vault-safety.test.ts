@@ -7,11 +7,12 @@
  * and its first journal write leaves no orphaned secret.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { openVault } from '../src/vault/index.js';
+import { TAG_KEK_URL, WRAPPED_KEY_CONTENT_TYPE, openVault, sealDiskKey, unsealDiskKey } from '../src/vault/index.js';
 import { ensureDist, root } from './fixtures/vault/dist.js';
 import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
 import { makeRaw } from './fixtures/engine/helpers.js';
@@ -155,5 +156,147 @@ describe('the audit chain head is anchored', () => {
     const log = await v.readAudit();
     expect(log.map((e) => e.seq)).toEqual(log.map((_, i) => i + 1));
     await v.close();
+  });
+});
+
+/** Every error message and CLI stderr is checked against each planted value and every 8-character piece of it. */
+function expectNoPlant(texts: string[], plants: string[]): void {
+  for (const plant of plants) {
+    for (let i = 0; i + 8 <= plant.length; i++) {
+      const piece = plant.slice(i, i + 8);
+      for (const t of texts) expect(t.includes(piece), `"${piece}" of a planted value appears in: ${t}`).toBe(false);
+    }
+  }
+}
+
+async function errorText(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    const parts: string[] = [];
+    for (let x: unknown = e; x instanceof Error; x = x.cause) parts.push(`${x.message}\n${x.stack ?? ''}`);
+    return parts.join('\n');
+  }
+  throw new Error('expected a failure');
+}
+
+describe('rotate-kek and secrets a principal planted', () => {
+  test('rotate-kek skips, reports and audits unparsable disk secrets on every rerun; no error carries a planted value', async () => {
+    const dir = join(tempDir(), 'v');
+    const uri = `file:${dir}`;
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const owner = await openVault(uri);
+    const good = await sealDiskKey(owner, { diskId: 'good-disk', material: randomBytes(32), kek: 'kek' });
+    const { token } = await owner.addPrincipal('writer');
+    await owner.setAccessPolicy('writer', { secrets: ['set'], keys: [] });
+    const writer = await openVault(uri, { token });
+    const kekId = (await owner.getKey('kek')).properties.id;
+    const PLANT_RAW = 'Zq7 planted: hunter2-LONG-s3cr3t {not json}';
+    const PLANT_NAME = 'Zq7planted-kid-s3cr3t-name';
+    const PLANT_WRAP = 'Zq7plantedWrappedS3cr3tBase64url';
+    const PLANT_ALG = 'Zq7-planted-ALG-s3cr3t';
+    const plants = [PLANT_RAW, PLANT_NAME, PLANT_WRAP, PLANT_ALG];
+    const shapes: Record<string, string> = {
+      'p-raw': PLANT_RAW,
+      'p-kid-id': JSON.stringify({ alg: 'RSA-OAEP-256', kid: `${uri}/keys/${PLANT_NAME}/${'a'.repeat(32)}`, wrapped: 'AAAA' }),
+      'p-kid-name': JSON.stringify({ alg: 'RSA-OAEP-256', kid: PLANT_NAME, wrapped: 'AAAA' }),
+      'p-kid-path': JSON.stringify({ alg: 'RSA-OAEP-256', kid: `/x/${PLANT_NAME}`, wrapped: 'AAAA' }),
+      'p-wrapped': JSON.stringify({ alg: 'RSA-OAEP-256', kid: kekId, wrapped: PLANT_WRAP }),
+      'p-alg': JSON.stringify({ alg: PLANT_ALG, kid: kekId, wrapped: 'AAAA' }),
+      'p-array': JSON.stringify([PLANT_RAW]),
+    };
+    const ids: string[] = [];
+    for (const [name, value] of Object.entries(shapes)) {
+      ids.push((await writer.setSecret(name, value, { contentType: WRAPPED_KEY_CONTENT_TYPE, tags: { [TAG_KEK_URL]: kekId } })).id);
+    }
+    const plainText = (await writer.setSecret('p-text', PLANT_RAW, { contentType: 'text/plain' })).id;
+    await writer.close();
+
+    const texts: string[] = [];
+    for (const run of [1, 2]) {
+      const r = cli(['vault', 'rotate-kek', 'kek', '--json'], env);
+      expect(r.status, `run ${run}: ${r.stderr}`).toBe(0);
+      texts.push(r.stderr, r.stdout);
+      const out = JSON.parse(r.stdout) as { rewrapped: string[]; unreadable: Array<{ id: string; code: string }> };
+      expect(out.rewrapped).toHaveLength(1);
+      expect(out.unreadable.map((u) => u.id).sort()).toEqual([...ids].sort());
+      expect(r.stderr.split('\n').filter((l) => l.includes('skipped'))).toHaveLength(ids.length);
+    }
+    expect(Buffer.from(await unsealDiskKey(owner, good.secretId)).length).toBe(32);
+    const skips = (await owner.readAudit()).filter((e) => e.operation === 'rotateKek.skip');
+    expect(skips).toHaveLength(2 * ids.length);
+    expect(new Set(skips.map((e) => e.objectId))).toEqual(new Set(ids));
+
+    // Unsealing each planted secret, and one of the wrong content type, fails typed and valueless.
+    for (const id of [...ids, plainText]) {
+      texts.push(await errorText(unsealDiskKey(owner, id)));
+      const d = cli(['decrypt', src, join(work, 'never.img'), '--secret', id], env);
+      expect(d.status, d.stderr).toBe(5);
+      texts.push(d.stderr);
+    }
+    texts.push(...(await owner.readAudit()).map((e) => JSON.stringify(e)));
+    texts.push(cli(['vault', 'audit'], env).stdout);
+    await owner.close();
+    expectNoPlant(texts, plants);
+  });
+});
+
+describe('least-privilege principals after rotate-kek', () => {
+  test('secrets get + keys unwrapKey opens a disk sealed before the rotation (encrypt, rotate as owner, decrypt as the principal)', () => {
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const enc = join(work, 'ade.img');
+    expect(cli(['encrypt', src, enc], env).status).toBe(0);
+    const token = cli(['vault', 'principal', 'add', '--name', 'compute'], env).stdout.trim();
+    expect(cli(['vault', 'policy', 'set', '--principal', 'compute', '--secret-permissions', 'get', '--key-permissions', 'unwrapKey'], env).status).toBe(0);
+    for (const round of [1, 2]) {
+      const rot = cli(['vault', 'rotate-kek', 'vhdcrypt-kek'], env);
+      expect(rot.status, rot.stderr).toBe(0);
+      const dec = join(work, `ade.dec${round}.img`);
+      const r = cli(['decrypt', enc, dec], { ...env, VHDCRYPT_VAULT_TOKEN: token });
+      expect(r.status, `after rotation ${round}: ${r.stderr}`).toBe(0);
+      expect(readFileSync(dec).equals(readFileSync(src))).toBe(true);
+    }
+  });
+});
+
+describe('audit lines cannot be forged through names', () => {
+  test('tabs and newlines in a token, a principal name or an object name never reach an audit line', async () => {
+    const dir = join(tempDir(), 'v');
+    const uri = `file:${dir}`;
+    const owner = await openVault(uri, { create: true });
+    const forged = `x\n999\t2030-01-01T00:00:00.000Z\towner\tpurgeDeletedSecret\t${uri}/secrets/s\tok`;
+    await expectCode(openVault(uri, { token: `${forged}.abc` }), 'VAULT_UNAUTHENTICATED');
+    await expectCode(owner.addPrincipal('bad\tname'), 'VAULT_BAD_NAME');
+    await expectCode(owner.addPrincipal(forged), 'VAULT_BAD_NAME');
+    await expectCode(owner.setAccessPolicy(forged, { secrets: ['get'] }), 'VAULT_BAD_NAME');
+    await expectCode(owner.removePrincipal(forged), 'VAULT_BAD_NAME');
+    await expectCode(owner.setSecret(forged, 'v'), 'VAULT_BAD_NAME');
+    const log = await owner.readAudit();
+    await owner.close();
+    for (const e of log) for (const f of [e.principal, e.operation, e.objectId, e.result]) expect(f).not.toMatch(/[\t\n\r]/);
+    const listing = cli(['vault', 'audit'], { VHDCRYPT_VAULT: dir }).stdout;
+    // One line per entry: those read above plus that readAudit call's own entry.
+    expect(listing.trimEnd().split('\n')).toHaveLength(log.length + 1);
+  });
+});
+
+describe('vault secret set --value', () => {
+  test('warns that argv is visible to other processes; --value - reads stdin without the warning', () => {
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const shown = cli(['vault', 'secret', 'set', '--name', 'a', '--value', 'on-the-command-line'], env);
+    expect(shown.status).toBe(0);
+    expect(shown.stderr).toMatch(/visible to other processes/);
+    const piped = cli(['vault', 'secret', 'set', '--name', 'b', '--value', '-'], env, 'from stdin, with spaces\n');
+    expect(piped.status, piped.stderr).toBe(0);
+    expect(piped.stderr).toBe('');
+    expect(cli(['vault', 'secret', 'show', '--name', 'b'], env).stdout).toBe('from stdin, with spaces\n');
+    const big = cli(['vault', 'secret', 'set', '--name', 'c', '--value', '-'], env, 'x'.repeat(20_000));
+    expect(big.status).toBe(5);
+    expect(big.stderr).toMatch(/VAULT_VALUE_TOO_LARGE/);
   });
 });

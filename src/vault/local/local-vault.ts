@@ -82,7 +82,8 @@ export class LocalVault implements Vault {
   authenticate(token: string | undefined): void {
     if (token === undefined || token === '') return;
     const dot = token.indexOf('.');
-    const name = dot > 0 ? token.slice(0, dot) : '';
+    // Only a well-formed principal name reaches the audit log; anything else is recorded as '?'.
+    const name = dot > 0 && /^[0-9A-Za-z-]{1,127}$/.test(token.slice(0, dot)) ? token.slice(0, dot) : '';
     const fail = (): never => {
       this.#audit(name || '?', 'authenticate', this.uri, 'VAULT_UNAUTHENTICATED');
       throw new VaultError('VAULT_UNAUTHENTICATED', 'the bearer token is not valid for this vault');
