@@ -300,3 +300,28 @@ describe('vault secret set --value', () => {
     expect(big.stderr).toMatch(/VAULT_VALUE_TOO_LARGE/);
   });
 });
+
+describe('resource exhaustion is a typed error', () => {
+  test('encrypt and vault commands under a lowered ulimit -n: exit 0 or a one-line EMFILE report (exit 1), never internal error 70 or a crash', () => {
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const seen = new Set<number | null>();
+    // From the fewest descriptors the CLI can load with up to where a run succeeds; each run hits EMFILE at a
+    // different place (module loading, the vault database, its key file, the output, the journal).
+    for (let n = 19; n <= 40; n++) {
+      for (const args of [['encrypt', src, join(work, 'ulimit.img'), '--force'], ['vault', 'secret', 'list']]) {
+        const r = spawnSync('bash', ['-c', `ulimit -n ${n}; exec "$@"`, 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.js'), ...args], {
+          env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000,
+        });
+        seen.add(r.status);
+        expect(r.signal, `ulimit -n ${n} ${args[0]}: ${r.stderr}`).toBeNull();
+        if (r.status === 0) continue;
+        expect(r.status, `ulimit -n ${n} ${args.join(' ')}: ${r.stderr}`).toBe(1);
+        expect(r.stderr).toMatch(/^vhdcrypt: EMFILE: [^\n]*ulimit -n[^\n]*\n$/);
+      }
+    }
+    expect(seen.has(1)).toBe(true);
+    expect(seen.has(0)).toBe(true);
+  });
+});
