@@ -6,10 +6,10 @@
  * principal names cannot forge audit lines, and a run killed between sealing
  * and its first journal write leaves no orphaned secret.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { TAG_KEK_URL, WRAPPED_KEY_CONTENT_TYPE, openVault, sealDiskKey, unsealDiskKey } from '../src/vault/index.js';
@@ -323,5 +323,68 @@ describe('resource exhaustion is a typed error', () => {
     }
     expect(seen.has(1)).toBe(true);
     expect(seen.has(0)).toBe(true);
+  });
+});
+
+describe('a run killed between sealing its key and its first journal write', () => {
+  /** Start `vhdcrypt encrypt`, stop it as soon as its secret is committed, and SIGKILL it; true when no journal existed then. */
+  async function killAfterSeal(env: Record<string, string>, vaultDir: string, dst: string): Promise<boolean> {
+    const journal = join(work, `.${basename(dst)}.vhdcrypt-journal`);
+    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, dst], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    let exited = false;
+    const done = new Promise<void>((resolve) => child.on('exit', () => {
+      exited = true;
+      resolve();
+    }));
+    const db = new Database(join(vaultDir, 'vault.sqlite'), { readonly: true, fileMustExist: true });
+    try {
+      const count = db.prepare("SELECT count(*) AS n FROM versions WHERE kind = 'secrets'");
+      // Poll the vault read-only between turns of the event loop until the child's seal has committed.
+      while (!exited && (count.get() as { n: number }).n === 0) await new Promise((r) => setImmediate(r));
+    } finally {
+      db.close();
+    }
+    if (exited) throw new Error('the child finished before its secret was seen');
+    // Frozen first, so what is on disk at the kill is exactly what the check below sees.
+    child.kill('SIGSTOP');
+    const inWindow = !existsSync(journal);
+    child.kill('SIGKILL');
+    await done;
+    return inWindow;
+  }
+
+  test('leaves no orphaned secret: the next run of the same job (--resume) removes it, and its own secret is not pending', async () => {
+    let hit: { dir: string; dst: string } | null = null;
+    for (let attempt = 0; attempt < 12 && !hit; attempt++) {
+      const dir = join(tempDir(), 'v');
+      const env = { VHDCRYPT_VAULT: dir };
+      expect(cli(['vault', 'init'], env).status).toBe(0);
+      const dst = join(work, `killed-${attempt}.img`);
+      if (await killAfterSeal(env, dir, dst)) hit = { dir, dst };
+    }
+    expect(hit, 'no attempt stopped the run between its seal and its journal').not.toBeNull();
+    const { dir, dst } = hit!;
+    const env = { VHDCRYPT_VAULT: dir };
+    const v0 = await openVault(`file:${dir}`);
+    const orphans = (await v0.listSecrets()).filter((s) => s.contentType === WRAPPED_KEY_CONTENT_TYPE);
+    await v0.close();
+    expect(orphans).toHaveLength(1);
+    expect(orphans[0]!.tags['vhdcrypt-pending']).toBeDefined();
+
+    const again = cli(['encrypt', src, dst, '--resume', '--json'], env);
+    expect(again.status, again.stderr).toBe(0);
+    const secretId = (JSON.parse(again.stdout) as { secretId: string }).secretId;
+    const v = await openVault(`file:${dir}`);
+    try {
+      const live = (await v.listSecrets()).filter((s) => s.contentType === WRAPPED_KEY_CONTENT_TYPE);
+      expect(live.map((s) => s.id)).toEqual([secretId]);
+      expect(live[0]!.tags['vhdcrypt-pending']).toBeUndefined();
+      expect((await v.listDeletedSecrets()).map((d) => d.name)).toEqual([orphans[0]!.name]);
+    } finally {
+      await v.close();
+    }
+    const dec = join(work, 'killed.dec.img');
+    expect(cli(['decrypt', dst, dec], env).status).toBe(0);
+    expect(readFileSync(dec).equals(readFileSync(src))).toBe(true);
   });
 });
