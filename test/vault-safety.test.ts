@@ -324,6 +324,19 @@ describe('resource exhaustion is a typed error', () => {
     expect(seen.has(1)).toBe(true);
     expect(seen.has(0)).toBe(true);
   });
+
+  test('a file size limit (ulimit -f) is a one-line EFBIG report (exit 1) and the run leaves nothing behind', () => {
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const dst = join(work, 'fsize.img');
+    const r = spawnSync('bash', ['-c', 'ulimit -f 2048; exec "$@"', 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, dst], {
+      env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^vhdcrypt: EFBIG: [^\n]*ulimit -f[^\n]*\n$/);
+    expect(existsSync(dst)).toBe(false);
+  });
 });
 
 describe('a run killed between sealing its key and its first journal write', () => {

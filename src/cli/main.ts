@@ -19,6 +19,7 @@ const RESOURCE_ERRORS: Readonly<Record<string, string>> = {
   ENFILE: 'too many open files on this system; close some or raise fs.file-max',
   ENOMEM: 'out of memory; free some or use fewer --threads',
   EAGAIN: 'a resource was temporarily unavailable (threads, processes or memory); retry, or use fewer --threads',
+  EFBIG: 'a file would pass the file size limit (ulimit -f) or the largest file the file system holds',
 };
 const RESOURCE_ERROR_STATUS = 1;
 
@@ -28,7 +29,7 @@ export function resourceErrorCode(e: unknown): string | null {
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string' && Object.hasOwn(RESOURCE_ERRORS, code)) return code;
     // Worker threads and SQLite report EMFILE in their message only (ERR_WORKER_INIT_FAILED, SQLITE_CANTOPEN).
-    const m = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN)\b/.exec(String((x as { message?: unknown }).message ?? ''));
+    const m = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN|EFBIG)\b/.exec(String((x as { message?: unknown }).message ?? ''));
     if (m) return m[1]!;
   }
   return null;
