@@ -7,7 +7,7 @@
  * and its first journal write leaves no orphaned secret.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -147,6 +147,27 @@ describe('the audit chain head is anchored', () => {
     const d = new Database(join(dir, 'vault.sqlite'));
     d.prepare("DELETE FROM meta WHERE k = 'audit_head'").run();
     d.close();
+    await expectCode(openVault(`file:${dir}`), 'VAULT_TAMPERED');
+  });
+
+  test('a vault made before the head existed is anchored once on open; after that its tail is protected too', async () => {
+    const dir = await vaultWithHistory();
+    // Make it look like the older format: the check value sealed (as documented) over the older text, no head.
+    const master = readFileSync(join(dir, 'master.key'));
+    const recordKey = Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 'vhdcrypt vault records v1', 32));
+    const d = new Database(join(dir, 'vault.sqlite'));
+    const vaultId = String((d.prepare("SELECT v FROM meta WHERE k = 'vault_id'").get() as { v: string }).v);
+    const nonce = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', recordKey, nonce);
+    c.setAAD(Buffer.from(`vhdcrypt-vault/v1|${vaultId}|meta|check`));
+    const body = Buffer.concat([c.update('vhdcrypt-vault-master-key-check'), c.final()]);
+    d.prepare("UPDATE meta SET v = ? WHERE k = 'check'").run(Buffer.concat([nonce, body, c.getAuthTag()]));
+    d.prepare("DELETE FROM meta WHERE k = 'audit_head'").run();
+    d.close();
+    const v = await openVault(`file:${dir}`);
+    expect((await v.readAudit()).length).toBeGreaterThan(3);
+    await v.close();
+    expect(deleteRows(dir, 'WHERE seq = (SELECT MAX(seq) FROM audit)')).toBe(1);
     await expectCode(openVault(`file:${dir}`), 'VAULT_TAMPERED');
   });
 
