@@ -26,6 +26,7 @@ function cli(...args: string[]): { status: number | null; stdout: string; stderr
 beforeAll(() => {
   dir = tempDir('engine-cli');
   env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') };
+  expect(cli('vault', 'init').status).toBe(0);
   const raw = join(dir, 'src.raw');
   makeRaw(raw, 16 * MIB, [[0, 3 * MIB], [9 * MIB, 2 * MIB]]);
   src = join(dir, 'src.vhd');

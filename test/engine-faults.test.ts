@@ -28,10 +28,12 @@ function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = tempDir('engine-faults');
   vaultDir = join(dir, 'vault');
   process.env.VHDCRYPT_VAULT = vaultDir;
+  // Only `vault init` (create: true) makes a vault that is not the default location.
+  await (await openVault(`file:${vaultDir}`, { create: true })).close();
   raw = join(dir, 'src.raw');
   model = makeRaw(raw, 12 * MIB, [[0, 12 * MIB]]);
   fixed = join(dir, 'src.vhd');
@@ -197,13 +199,16 @@ describe('vault-held keys', () => {
     expect(qemuCompare(fixed, 'vpc', dec, 'vpc').same).toBe(true);
   });
 
-  it('a missing vault (its directory gone) refuses decrypt with a VAULT_ code; nothing under the destination', async () => {
+  it('a missing vault (its directory gone) refuses decrypt with VAULT_NOT_FOUND and is not recreated; nothing under the destination', async () => {
     const other = join(dir, 'other-vault');
     const dst = join(dir, 'gone.vhd');
+    await (await openVault(`file:${other}`, { create: true })).close();
     await encryptImage(fixed, dst, { vault: `file:${other}` });
     removeDir(other);
     const dec = join(dir, 'gone.dec.vhd');
-    await expect(decryptImage(dst, dec, {})).rejects.toMatchObject({ code: expect.stringMatching(/^VAULT_/) });
+    // The LUKS2 token names the vault: a missing one is an error, never a new, empty vault.
+    await expect(decryptImage(dst, dec, {})).rejects.toMatchObject({ code: 'VAULT_NOT_FOUND' });
+    expect(existsSync(other)).toBe(false);
     expect(existsSync(dec)).toBe(false);
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });

@@ -20,7 +20,7 @@ interface Fixture {
 /** An owner-made vault with one of everything each operation needs. */
 async function fixture(): Promise<Fixture> {
   const dir = tempDir();
-  const owner = await openVault(`file:${dir}`);
+  const owner = await openVault(`file:${dir}`, { create: true });
   await owner.setSecret('s', 'value');
   for (const n of ['d', 'r', 'p']) await owner.setSecret(n, 'v');
   await owner.deleteSecret('r');
@@ -163,7 +163,7 @@ describe('principals and tokens', () => {
 describe('audit log', () => {
   test('records time, principal, operation, object id with version and result; never a value', async () => {
     const dir = tempDir();
-    const v = await openVault(`file:${dir}`);
+    const v = await openVault(`file:${dir}`, { create: true });
     const before = Date.now();
     const value = 'audit-secret-' + randomBytes(8).toString('hex');
     const s = await v.setSecret('s', value);
@@ -195,7 +195,7 @@ describe('audit log', () => {
 
   test('append-only, and an edited entry breaks the MAC chain', async () => {
     const dir = tempDir();
-    const v = await openVault(`file:${dir}`);
+    const v = await openVault(`file:${dir}`, { create: true });
     await v.setSecret('s', 'v');
     await v.getSecret('s');
     await v.close();

@@ -14,7 +14,7 @@ let vault: Vault;
 let uri: string;
 beforeEach(async () => {
   uri = `file:${tempDir()}`;
-  vault = await openVault(uri);
+  vault = await openVault(uri, { create: true });
 });
 afterEach(async () => {
   await vault.close();

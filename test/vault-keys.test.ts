@@ -10,7 +10,7 @@ import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vaul
 
 let vault: Vault;
 beforeEach(async () => {
-  vault = await openVault(`file:${tempDir()}`);
+  vault = await openVault(`file:${tempDir()}`, { create: true });
 });
 afterEach(async () => {
   await vault.close();
@@ -238,7 +238,7 @@ describe('versions, soft delete, backup', () => {
     const blob = await vault.backupKey('k');
     await vault.deleteKey('k');
     await vault.purgeDeletedKey('k');
-    const other = await openVault(`file:${tempDir()}`);
+    const other = await openVault(`file:${tempDir()}`, { create: true });
     try {
       await expectCode(other.restoreKeyBackup(blob), 'VAULT_BAD_BACKUP');
     } finally {

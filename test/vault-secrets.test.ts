@@ -7,7 +7,7 @@ let vault: Vault;
 let dir: string;
 beforeEach(async () => {
   dir = tempDir();
-  vault = await openVault(`file:${dir}`);
+  vault = await openVault(`file:${dir}`, { create: true });
 });
 afterEach(async () => {
   await vault.close();
@@ -179,7 +179,7 @@ describe('backup and restore', () => {
   test('another vault (another master key) refuses the blob; altered blobs are refused', async () => {
     await vault.setSecret('s', 'v');
     const blob = await vault.backupSecret('s');
-    const other = await openVault(`file:${tempDir()}`);
+    const other = await openVault(`file:${tempDir()}`, { create: true });
     try {
       await expectCode(other.restoreSecretBackup(blob), 'VAULT_BAD_BACKUP');
     } finally {
@@ -233,7 +233,7 @@ describe('retention', () => {
 });
 
 test('a closed handle refuses calls', async () => {
-  const v = await openVault(`file:${tempDir()}`);
+  const v = await openVault(`file:${tempDir()}`, { create: true });
   await v.close();
   await expectCode(v.listSecrets(), 'VAULT_CLOSED');
 });

@@ -24,7 +24,7 @@ function db(dir: string): Database.Database {
 describe('encryption at rest', () => {
   test('a passphrase vault row decrypts with argon2id -> HKDF-SHA256 -> AES-256-GCM and its row identity as AAD', async () => {
     const dir = tempDir();
-    const v = await openVault(`file:${dir}`, { passphrase: 'correct horse', kdf: SMALL_KDF });
+    const v = await openVault(`file:${dir}`, { passphrase: 'correct horse', kdf: SMALL_KDF, create: true });
     const s = await v.setSecret('MySecret', 'the value at rest');
     await v.close();
     expect(existsSync(join(dir, 'master.key'))).toBe(false);
@@ -52,7 +52,7 @@ describe('encryption at rest', () => {
 
   test('passphrase rules: wrong passphrase, missing passphrase, $VHDCRYPT_VAULT_PASSPHRASE', async () => {
     const dir = tempDir();
-    await (await openVault(`file:${dir}`, { passphrase: 'pw', kdf: SMALL_KDF })).close();
+    await (await openVault(`file:${dir}`, { passphrase: 'pw', kdf: SMALL_KDF, create: true })).close();
     await expectCode(openVault(`file:${dir}`, { passphrase: 'wrong' }), 'VAULT_WRONG_MASTER_KEY');
     const saved = process.env.VHDCRYPT_VAULT_PASSPHRASE;
     delete process.env.VHDCRYPT_VAULT_PASSPHRASE;
@@ -68,7 +68,7 @@ describe('encryption at rest', () => {
 
   test('the default key file is created with mode 0600 and guarded', async () => {
     const dir = tempDir();
-    const v = await openVault(`file:${dir}`);
+    const v = await openVault(`file:${dir}`, { create: true });
     await v.setSecret('s', 'plaintext-marker-123');
     await v.close();
     const keyPath = join(dir, 'master.key');
@@ -101,7 +101,7 @@ describe('encryption at rest', () => {
 describe('tampering is detected', () => {
   async function twoSecrets(): Promise<string> {
     const dir = tempDir();
-    const v = await openVault(`file:${dir}`);
+    const v = await openVault(`file:${dir}`, { create: true });
     await v.setSecret('a', 'value-a');
     await v.setSecret('b', 'value-b');
     await v.createKey('k', { kty: 'oct' });

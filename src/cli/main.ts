@@ -11,6 +11,35 @@ import { registerServe } from './serve-command.js';
 /** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
 const FILE_ERRORS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG']);
 const FILE_ERROR_STATUS = 3;
+/**
+ * A system resource ran out (open files per process or system-wide, memory, a temporarily unavailable
+ * resource): the environment, not the input nor a bug. Reported by name with what to do, exit status 1.
+ */
+const RESOURCE_ERRORS: Readonly<Record<string, string>> = {
+  EMFILE: 'too many open files in this process; raise the limit (ulimit -n) or use fewer --threads',
+  ENFILE: 'too many open files on this system; close some or raise fs.file-max',
+  ENOMEM: 'out of memory; free some or use fewer --threads',
+  EAGAIN: 'a resource was temporarily unavailable (threads, processes or memory); retry, or use fewer --threads',
+  EFBIG: 'a file would pass the file size limit (ulimit -f) or the largest file the file system holds',
+};
+const RESOURCE_ERROR_STATUS = 1;
+
+/** The errno code of `e` or of an error in its cause chain (a typed error may wrap one), if it is a resource error. */
+export function resourceErrorCode(e: unknown): string | null {
+  for (let x = e, depth = 0; x !== null && typeof x === 'object' && depth < 8; x = (x as { cause?: unknown }).cause, depth++) {
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === 'string' && Object.hasOwn(RESOURCE_ERRORS, code)) return code;
+    // Worker threads and SQLite report EMFILE in their message only (ERR_WORKER_INIT_FAILED, SQLITE_CANTOPEN).
+    const m = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN|EFBIG)\b/.exec(String((x as { message?: unknown }).message ?? ''));
+    if (m) return m[1]!;
+  }
+  return null;
+}
+
+/** The one-line report of a resource error. */
+export function resourceErrorLine(code: string, e: unknown): string {
+  return `vhdcrypt: ${code}: ${RESOURCE_ERRORS[code]} (${(e as Error)?.message ?? String(e)})\n`;
+}
 
 /** Build the program; exported for tests. */
 export function buildProgram(): Command {
@@ -44,6 +73,12 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     const debug = argv.includes('--debug');
+    const resource = e instanceof VhdcryptError && e.code.startsWith('VAULT_') && e.code !== 'VAULT_STORAGE' ? null : resourceErrorCode(e);
+    if (resource !== null) {
+      process.stderr.write(resourceErrorLine(resource, e));
+      if (debug && (e as Error)?.stack) process.stderr.write((e as Error).stack + '\n');
+      return RESOURCE_ERROR_STATUS;
+    }
     if (e instanceof VhdcryptError) {
       process.stderr.write(`vhdcrypt: ${e.code}: ${e.message}\n`);
       if (debug && e.stack) process.stderr.write(e.stack + '\n');

@@ -10,7 +10,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, w
 import { dirname, join, basename } from 'node:path';
 import { Command } from 'commander';
 import {
-  KEY_PERMISSIONS, SECRET_PERMISSIONS, VaultError, openVault, rotateKek,
+  KEY_PERMISSIONS, MAX_SECRET_VALUE_BYTES, SECRET_PERMISSIONS, VaultError, openVault, rotateKek,
   type DeletedObject, type JsonWebKey, type KeyPermission, type KeyProperties, type KeyType, type OpenVaultOptions, type SecretPermission,
   type SecretProperties, type Vault,
 } from '../vault/index.js';
@@ -101,6 +101,29 @@ function readInputFile(path: string): Buffer {
   }
 }
 
+/** All of stdin as UTF-8 (a secret value given as --value -), without the one trailing newline a shell adds. */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const c of process.stdin) {
+    const b = c as Buffer;
+    total += b.length;
+    // One byte past the vault's limit is enough for setSecret to refuse it with VAULT_VALUE_TOO_LARGE.
+    if (total > MAX_SECRET_VALUE_BYTES + 2) {
+      for (const x of chunks) x.fill(0);
+      b.fill(0);
+      throw new VaultError('VAULT_VALUE_TOO_LARGE', `the value on stdin is over ${MAX_SECRET_VALUE_BYTES} bytes`);
+    }
+    chunks.push(b);
+  }
+  const all = Buffer.concat(chunks);
+  for (const x of chunks) x.fill(0);
+  const end = all.length > 0 && all[all.length - 1] === 0x0a ? (all.length > 1 && all[all.length - 2] === 0x0d ? all.length - 2 : all.length - 1) : all.length;
+  const text = all.subarray(0, end).toString('utf8');
+  all.fill(0);
+  return text;
+}
+
 /** Human output: objects as "key: value" lines, lists one JSON line per item. */
 function print(opts: CommonOptions, value: unknown, human?: () => string): void {
   if (opts.json) {
@@ -137,7 +160,7 @@ function registerSecret(vault: Command): void {
 
   withCommon(secret.command('set').description('store a new version of a secret'))
     .requiredOption('--name <name>', 'secret name')
-    .option('--value <value>', 'the value')
+    .option('--value <value>', "the value ('-' reads it from stdin; given here it is visible to other processes)")
     .option('--file <path>', 'read the value from a file')
     .option('--encoding <enc>', 'file encoding: utf-8 (default) or base64 (binary files are stored base64)', 'utf-8')
     .option('--content-type <type>', 'content type')
@@ -148,6 +171,12 @@ function registerSecret(vault: Command): void {
     .action(async (o: CommonOptions & AttributeOptions & { name: string; value?: string; file?: string; encoding: string }) => {
       if ((o.value === undefined) === (o.file === undefined)) throw usage('give exactly one of --value and --file');
       let value = o.value;
+      if (value === '-') {
+        value = await readStdin();
+      } else if (value !== undefined) {
+        // argv is world-readable through /proc/PID/cmdline (ps) for as long as this process runs.
+        process.stderr.write("vhdcrypt: warning: a value given with --value is visible to other processes (ps); use --value - (stdin) or --file\n");
+      }
       if (o.file !== undefined) {
         const bytes = readInputFile(o.file);
         if (o.encoding === 'base64') value = bytes.toString('base64');
@@ -418,6 +447,7 @@ export function registerVault(program: Command): void {
     .argument('<name>', 'KEK name')
     .action(async (name: string, o: CommonOptions) => {
       const r = await withVault(o, (v) => rotateKek(v, name));
+      for (const u of r.unreadable) process.stderr.write(`vhdcrypt: warning: skipped ${u.id}: not a wrapped key this KEK opens (${u.code})\n`);
       print(o, r, () => `${r.kekId}\nrewrapped ${r.rewrapped.length}, skipped ${r.skipped.length}, disabled ${r.disabled.length} old version(s)`
         + `${r.keptEnabled.length ? `, kept ${r.keptEnabled.length} enabled for skipped secrets` : ''}\n`);
     });

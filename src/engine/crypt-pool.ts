@@ -69,6 +69,9 @@ export class CryptPool {
     this.threads = threads;
     this.backend = opts.backend ?? 'auto';
     this.pool = new Piscina({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
+    // Piscina emits a worker that failed to start (EMFILE, ENOMEM: ERR_WORKER_INIT_FAILED) on the pool; with no
+    // listener that is an uncaught exception. The tasks given to such a worker fail with the same error.
+    this.pool.on('error', () => undefined);
   }
 
   /** Start every worker's backend now (no key involved), so the first batch does not wait for it. */

@@ -5,7 +5,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { isVhdcryptError } from '../errors.js';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import type { EncryptionFormat } from './crypto-layout.js';
@@ -117,6 +118,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     const tempExists = await exists(paths.temp);
     if (opts.resume && journal && tempExists) {
       checkJournalMatches(journal, journalBase, paths.journal);
+      // A run killed after its first journal write but before settling its secret left it pending.
+      if (journal.secretId) await settleSecret(journal.secretId, opts);
       output = await openOutput(paths.temp, container);
       const u = await unlockImage(output, { ...opts, secretId: journal.secretId ?? undefined, plain: { sectorSize, keyBits } });
       volumeKey = u.volumeKey;
@@ -135,11 +138,13 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         }
       }
       await discardOutput(paths);
+      // A run of this job killed between sealing its key and writing its first journal left a pending secret.
+      if (keySource === 'vault') await discardPendingSecrets(pendingJobTag(paths.dest), opts);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
       const containerUuid = randomUUID();
       // The key is sealed and the header made before the output exists, so no data sector precedes them.
       prepared = await prepareEncryption(
-        { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src) },
+        { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src), pendingJob: pendingJobTag(paths.dest) },
         { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase },
       );
       volumeKey = prepared.volumeKey;
@@ -150,6 +155,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       if (prepared.header) await writeLuksRegion(output, prepared.header);
       else await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
+      // The journal now names the secret (--resume finds it): it is no longer pending.
+      if (secretId) await settleSecret(secretId, opts);
     }
 
     const stats = await runCryptJob(
@@ -210,6 +217,47 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     await pool?.destroy();
     if (ownsTemp) await discardOutput(paths);
     if (sealedNow) await discardSecret(sealedNow, opts.vaultCredentials);
+  }
+}
+
+/** The pending tag value of the job writing `dest` (an absolute path): the same on every run of it. */
+function pendingJobTag(dest: string): string {
+  return createHash('sha256').update(`vhdcrypt-encrypt|${dest}`, 'utf8').digest('hex').slice(0, 32);
+}
+
+async function settleSecret(secretId: string, opts: EncryptOptions): Promise<void> {
+  const vault = await openEngineVault(resolveVaultOf(secretId, opts.vault), opts.vaultCredentials);
+  try {
+    await vault.settle(secretId);
+  } finally {
+    await vault.close();
+  }
+}
+
+/** The vault a secret id belongs to: its URI prefix (file:<dir>/secrets/...), else the one given. */
+function resolveVaultOf(secretId: string, given: string | undefined): string | undefined {
+  const i = secretId.indexOf('/secrets/');
+  return i > 0 ? secretId.slice(0, i) : given;
+}
+
+/**
+ * Remove the secrets a killed run of this job left pending. Best effort when the vault is absent or the
+ * principal may not list (the run then seals a new secret as before); other vault failures stop the run.
+ */
+async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise<void> {
+  let vault;
+  try {
+    vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+  } catch (e) {
+    if (isVhdcryptError(e, 'VAULT_NOT_FOUND')) return;
+    throw e;
+  }
+  try {
+    await vault.discardPending(job);
+  } catch (e) {
+    if (!isVhdcryptError(e, 'VAULT_FORBIDDEN')) throw e;
+  } finally {
+    await vault.close();
   }
 }
 

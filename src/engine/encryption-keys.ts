@@ -18,7 +18,7 @@ import {
 import { EngineError } from './errors.js';
 import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
-import { DEFAULT_KEK, openEngineVault } from './vault-link.js';
+import { DEFAULT_KEK, TAG_PENDING, openEngineVault } from './vault-link.js';
 
 /** For typed passphrases on LUKS1, which has PBKDF2 only (OWASP 2023 figure for PBKDF2-SHA256). */
 export const KDF_TYPED_PASSPHRASE_LUKS1: KdfOptions = { type: 'pbkdf2', hash: 'sha256', iterations: 600_000 };
@@ -33,6 +33,8 @@ export interface EncryptionPlan {
   /** Container UUID of the output (names a plain volume's secret). */
   readonly containerUuid: string;
   readonly sourceName: string;
+  /** Tag the sealed secret pending for this job (see TAG_PENDING) until the caller settles it. */
+  readonly pendingJob?: string;
 }
 
 export interface EncryptionKeyOptions extends KeySourceOptions {
@@ -57,6 +59,10 @@ export interface PreparedEncryption {
   readonly kekId: string | null;
   readonly vaultUri: string | null;
   readonly luksUuid: string | null;
+}
+
+function pendingTag(plan: EncryptionPlan): Record<string, string> {
+  return plan.pendingJob ? { [TAG_PENDING]: plan.pendingJob } : {};
 }
 
 function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined): KdfOptions {
@@ -90,13 +96,16 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     let sealed: { secretId: string; kekId: string } | null = null;
     let vaultUri: string | null = null;
     if (generated) {
-      const vault = await openEngineVault(o.vault, o.vaultCredentials);
+      const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
       try {
         sealed = await vault.seal({
           diskId: info.uuid,
           material: generated,
           kek: o.kek ?? DEFAULT_KEK,
-          tags: { VhdcryptFormat: plan.format, VolumeUuid: info.uuid, Cipher: 'aes-xts-plain64', KeyBits: String(plan.keyBits), SectorSize: String(plan.sectorSize), DataOffset: String(plan.dataOffset) },
+          tags: {
+            VhdcryptFormat: plan.format, VolumeUuid: info.uuid, Cipher: 'aes-xts-plain64', KeyBits: String(plan.keyBits), SectorSize: String(plan.sectorSize), DataOffset: String(plan.dataOffset),
+            ...pendingTag(plan),
+          },
           volumeUuid: info.uuid,
           sourceName: plan.sourceName,
         });
@@ -138,7 +147,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
   let volumeKey: Uint8Array;
   do volumeKey = new Uint8Array(randomBytes(keyBytes));
   while (Buffer.compare(volumeKey.subarray(0, keyBytes / 2), volumeKey.subarray(keyBytes / 2)) === 0);
-  const vault = await openEngineVault(o.vault, o.vaultCredentials);
+  const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
   try {
     const diskId = plan.containerUuid || randomUUID();
     const sealed = await vault.seal({
@@ -155,6 +164,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
         Offset: '0',
         Hash: 'plain',
         ContainerUuid: diskId,
+        ...pendingTag(plan),
       },
       volumeUuid: diskId,
       sourceName: plan.sourceName,

@@ -4,9 +4,17 @@
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */
 import { existsSync } from 'node:fs';
-import { defaultVaultPath, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions } from '../vault/index.js';
+import {
+  VaultError, WRAPPED_KEY_CONTENT_TYPE, defaultVaultPath, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions,
+} from '../vault/index.js';
 
 export const DEFAULT_KEK = 'vhdcrypt-kek';
+/**
+ * Tag on a disk secret sealed for an output whose header and first journal are not written yet; its value
+ * names the job (see pendingJobTag). A run killed in that window leaves the secret tagged, and the next run of
+ * the same job removes it; the tag is cleared once the journal exists (from then on --resume uses the secret).
+ */
+export const TAG_PENDING = 'vhdcrypt-pending';
 
 export interface EngineVault {
   readonly uri: string;
@@ -19,6 +27,10 @@ export interface EngineVault {
   discard(secretId: string): Promise<void>;
   /** Tags of a secret version (no value leaves the vault unwrapped). */
   tags(secretId: string): Promise<Readonly<Record<string, string>>>;
+  /** Clear the pending tag of a secret version (no-op when absent). */
+  settle(secretId: string): Promise<void>;
+  /** Soft-delete the disk secrets still pending for `job`; returns their ids. Needs secrets/list. */
+  discardPending(job: string): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -27,9 +39,12 @@ export function defaultVaultExists(): boolean {
   return existsSync(defaultVaultPath());
 }
 
-/** Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). */
-export async function openEngineVault(uri?: string, credentials?: unknown): Promise<EngineVault> {
-  const v = await openVault(uri, (credentials ?? {}) as OpenVaultOptions);
+/**
+ * Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). Only a run that
+ * seals (`forSealing`) may create the default vault on first use; nothing creates a vault it was merely pointed at.
+ */
+export async function openEngineVault(uri?: string, credentials?: unknown, forSealing = false): Promise<EngineVault> {
+  const v = await openVault(uri, { ...(credentials ?? {}) as OpenVaultOptions, create: forSealing ? undefined : false });
   return {
     uri: v.uri,
     seal: (req) => sealDiskKey(v, req),
@@ -39,6 +54,36 @@ export async function openEngineVault(uri?: string, credentials?: unknown): Prom
       await v.deleteSecret(resolveRef(v.uri, 'secrets', id).name);
     },
     tags: async (id) => (await v.getSecret(id)).properties.tags,
+    settle: async (id) => {
+      const ref = resolveRef(v.uri, 'secrets', id);
+      let versions;
+      try {
+        versions = await v.listSecretVersions(ref.name);
+      } catch (e) {
+        // Without secrets/list, the version sealed (a concurrent rotation's rewrap of it is left to rotate again).
+        if (!(e instanceof VaultError) || e.code !== 'VAULT_FORBIDDEN') throw e;
+        versions = [(await v.getSecret(id)).properties];
+      }
+      for (const p of versions) {
+        if (p.tags[TAG_PENDING] === undefined) continue;
+        const { [TAG_PENDING]: _pending, ...tags } = p.tags;
+        await v.updateSecretProperties(ref.name, p.version, { tags });
+      }
+    },
+    discardPending: async (job) => {
+      const gone: string[] = [];
+      for (const s of await v.listSecrets()) {
+        if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE || s.tags[TAG_PENDING] !== job) continue;
+        try {
+          await v.deleteSecret(s.name);
+          gone.push(s.id);
+        } catch (e) {
+          // Another run of the same job removed it first.
+          if (!(e instanceof VaultError) || (e.code !== 'VAULT_SECRET_NOT_FOUND' && e.code !== 'VAULT_DELETED')) throw e;
+        }
+      }
+      return gone;
+    },
     close: () => v.close(),
   };
 }

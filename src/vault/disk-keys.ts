@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { VaultError } from './errors.js';
 import { resolveRef } from './object-id.js';
-import type { SecretProperties, Vault, WrapAlgorithm } from './types.js';
+import type { Secret, SecretProperties, Vault, WrapAlgorithm } from './types.js';
 
 export const WRAPPED_KEY_CONTENT_TYPE = 'application/vnd.vhdcrypt.wrapped-key+json';
 export const TAG_ALGORITHM = 'DiskEncryptionKeyEncryptionAlgorithm';
@@ -104,18 +104,46 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
   return { secretId: stored.id, kekId: kid };
 }
 
-function parseDocument(vault: Vault, value: string, id: string): WrappedKeyDocument {
-  let doc: WrappedKeyDocument;
-  try {
-    doc = JSON.parse(value) as WrappedKeyDocument;
-  } catch (e) {
-    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${id} does not hold a wrapped key document`, { cause: e });
-  }
-  if (!doc || typeof doc.kid !== 'string' || typeof doc.wrapped !== 'string' || !['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'].includes(doc.alg)) {
+/**
+ * The wrapped key document in a disk secret's value. Anyone with secrets/set can store any value under the
+ * disk content type, so every failure here is VAULT_NOT_A_DISK_SECRET naming the secret id only: no part of
+ * the value (nor a parser's message quoting it, nor a cause carrying one) is in the error.
+ */
+export function parseWrappedKeyDocument(vault: Vault, value: string, id: string): WrappedKeyDocument {
+  const refuse = (): never => {
     throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${id} does not hold a wrapped key document`);
+  };
+  let doc: unknown;
+  try {
+    doc = JSON.parse(value);
+  } catch {
+    // SyntaxError messages quote the start of the value: not carried, not even as a cause.
+    return refuse();
   }
-  resolveRef(vault.uri, 'keys', doc.kid);
-  return doc;
+  const d = doc as Partial<WrappedKeyDocument> | null;
+  if (!d || typeof d !== 'object' || typeof d.kid !== 'string' || typeof d.wrapped !== 'string' || !['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'].includes(d.alg as string)) {
+    return refuse();
+  }
+  try {
+    resolveRef(vault.uri, 'keys', d.kid);
+  } catch {
+    return refuse();
+  }
+  return { alg: d.alg as WrapAlgorithm, kid: d.kid, wrapped: d.wrapped };
+}
+
+/**
+ * Unwrap a parsed document. A refusal keeps its code but names the secret (and the KEK its tags record), not
+ * the document's kid as such: that came from the value, which a principal with secrets/set chose.
+ */
+export async function unwrapDocument(vault: Vault, doc: WrappedKeyDocument, secret: SecretProperties): Promise<Uint8Array> {
+  try {
+    return (await vault.unwrapKey(doc.kid, doc.alg, Buffer.from(doc.wrapped, 'base64url'))).result;
+  } catch (e) {
+    if (!(e instanceof VaultError)) throw e;
+    const kek = secret.tags[TAG_KEK_URL];
+    throw new VaultError(e.code, `cannot unwrap disk secret ${secret.id}${kek ? ` (KEK ${kek.slice(0, 300)})` : ''}: ${e.code}`);
+  }
 }
 
 /** Root version of a secret version's lineage. */
@@ -137,6 +165,20 @@ export async function diskLineages(vault: Vault, name: string): Promise<Array<{ 
     .map((root) => ({ root, newest: newestOfLineage(versions, root.version) ?? root }));
 }
 
+/**
+ * The secret version to unwrap for `r` with secrets/get alone (no list, like ADE's compute principal): the
+ * name's latest version when it belongs to the same lineage (rotateKek's newest rewrap of it), else the
+ * version named. Rewraps are always added as the name's latest version, so after a rotation the latest is the
+ * rewrap; a lineage sealed later under the same name hides older rewraps, and then the named version is used.
+ */
+async function newestByGet(vault: Vault, r: { name: string; version: string }): Promise<Secret> {
+  const latest = await vault.getSecret(r.name);
+  const lr = rootOf(latest.properties);
+  if (latest.properties.version === r.version || lr === r.version) return latest;
+  const named = await vault.getSecret(r.name, r.version);
+  return rootOf(named.properties) === lr ? latest : named;
+}
+
 /** Unwrap a disk's key material through the vault; the caller wipes the result. */
 export async function unsealDiskKey(vault: Vault, ref: string | { name: string; version?: string }): Promise<Uint8Array> {
   const r = typeof ref === 'string' ? resolveRef(vault.uri, 'secrets', ref) : resolveRef(vault.uri, 'secrets', ref.name, ref.version);
@@ -145,23 +187,25 @@ export async function unsealDiskKey(vault: Vault, ref: string | { name: string; 
   try {
     versions = await vault.listSecretVersions(r.name);
   } catch (e) {
-    // A principal with secrets/get but not list (like ADE's compute principal) unseals the exact version named.
+    // A principal with secrets/get but not list (like ADE's compute principal) follows the lineage by get alone.
     if (!isCode(e, 'VAULT_FORBIDDEN')) throw e;
   }
+  let secret: Secret;
   if (versions) {
     const named = r.version === undefined ? undefined : versions.find((v) => v.version === r.version);
     if (r.version !== undefined && !named) throw new VaultError('VAULT_SECRET_NOT_FOUND', `secret '${r.name}' version ${r.version} not found`);
     const roots = versions.filter((v) => v.tags[TAG_REWRAP_OF] === undefined);
     const root = named ? rootOf(named) : roots[roots.length - 1]?.version ?? versions[versions.length - 1]?.version;
     if (root !== undefined) target = newestOfLineage(versions, root)?.version ?? target;
+    secret = await vault.getSecret(r.name, target);
+  } else {
+    secret = r.version === undefined ? await vault.getSecret(r.name) : await newestByGet(vault, { name: r.name, version: r.version });
   }
-  const secret = await vault.getSecret(r.name, target);
   if (secret.properties.contentType !== WRAPPED_KEY_CONTENT_TYPE) {
-    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${secret.properties.id} is not a wrapped disk key (contentType ${String(secret.properties.contentType)})`);
+    throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${secret.properties.id} is not a wrapped disk key (contentType ${String(secret.properties.contentType).slice(0, 300)})`);
   }
-  const doc = parseDocument(vault, secret.value, secret.properties.id);
-  const wrapped = Buffer.from(doc.wrapped, 'base64url');
-  return (await vault.unwrapKey(doc.kid, doc.alg, wrapped)).result;
+  const doc = parseWrappedKeyDocument(vault, secret.value, secret.properties.id);
+  return unwrapDocument(vault, doc, secret.properties);
 }
 
 /** The disk secret recording LUKS/volume UUID `uuid` (newest sealing wins), or null. */

@@ -6,7 +6,14 @@ import { VaultError } from './errors.js';
 import { openLocalVault, type LocalVaultOptions } from './local/open-local-vault.js';
 import type { Vault, VaultCredentials } from './types.js';
 
-export type OpenVaultOptions = VaultCredentials & Omit<LocalVaultOptions, 'token' | 'passphrase'>;
+export type OpenVaultOptions = VaultCredentials & Omit<LocalVaultOptions, 'token' | 'passphrase' | 'create' | 'onCreated'> & {
+  /**
+   * true: create the vault if absent (vault init); false: never. Absent: only the default location
+   * (no URI and no $VHDCRYPT_VAULT) is created on first use, with a notice on stderr; any other
+   * missing vault is VAULT_NOT_FOUND, so a mistyped or moved vault never silently becomes a new, empty one.
+   */
+  readonly create?: boolean;
+};
 
 /** $VHDCRYPT_VAULT, else $XDG_DATA_HOME/vhdcrypt, else ~/.local/share/vhdcrypt. */
 export function defaultVaultPath(): string {
@@ -32,9 +39,19 @@ function filePath(uri: string): string {
   return uri.slice('file:'.length);
 }
 
+/** The one-time notice printed when the default vault is created on first use. */
+function createdNotice(dir: string, keySource: 'passphrase' | 'key-file'): string {
+  const key = keySource === 'key-file'
+    ? `its master key is ${join(dir, 'master.key')}; lose that file and every disk sealed here is lost`
+    : 'its master key comes from $VHDCRYPT_VAULT_PASSPHRASE; lose the passphrase and every disk sealed here is lost';
+  return `vhdcrypt: created the default vault at ${dir} (first use): ${key}. `
+    + `Back up the whole directory (vault.sqlite${keySource === 'key-file' ? ' and master.key' : ''}), e.g. cp -a ${dir} <safe place>, and keep the copy private.\n`;
+}
+
 /**
  * Open the vault at `uri` (default: the embedded vault), acting as the owner
- * when no token is given (else $VHDCRYPT_VAULT_TOKEN's principal).
+ * when no token is given (else $VHDCRYPT_VAULT_TOKEN's principal). Only the
+ * default location is created implicitly (see OpenVaultOptions.create).
  * `file:<dir>` and bare paths open the embedded vault; other schemes
  * (https://NAME.vault.azure.net, ...) are VAULT_UNSUPPORTED_PROVIDER for now.
  */
@@ -47,5 +64,13 @@ export async function openVault(uri?: string, credentials: OpenVaultOptions = {}
   const dir = resolve(scheme === 'file' ? filePath(u) : u);
   if (dir === '' || u === 'file:') throw new VaultError('VAULT_BAD_ID', 'a file: vault URI needs a path');
   const token = credentials.token ?? (process.env.VHDCRYPT_VAULT_TOKEN || undefined);
-  return openLocalVault(dir, `file:${dir}`, { ...credentials, token });
+  const isDefaultLocation = uri === undefined && !process.env.VHDCRYPT_VAULT;
+  const { create: asked, ...rest } = credentials;
+  const create = asked ?? isDefaultLocation;
+  return openLocalVault(dir, `file:${dir}`, {
+    ...rest,
+    token,
+    create,
+    onCreated: asked === undefined ? (keySource) => process.stderr.write(createdNotice(dir, keySource)) : undefined,
+  });
 }

@@ -11,8 +11,10 @@
 import { VaultError } from './errors.js';
 import { objectId, resolveRef } from './object-id.js';
 import {
-  TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, type WrappedKeyDocument,
+  TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, parseWrappedKeyDocument, unwrapDocument,
+  type WrappedKeyDocument,
 } from './disk-keys.js';
+import type { VaultErrorCode } from './errors.js';
 import type { KeyProperties, SecretProperties, Vault, WrapAlgorithm } from './types.js';
 
 export const TAG_ROTATION = 'vhdcrypt-rotation';
@@ -27,13 +29,25 @@ export interface RotateKekResult {
   readonly kekId: string;
   /** New secret versions written by this run. */
   readonly rewrapped: string[];
-  /** Disk secret versions left as they were: disabled, outside nbf..exp, or deleted. */
+  /** Disk secret versions left as they were: disabled, outside nbf..exp, deleted, or unreadable. */
   readonly skipped: string[];
+  /**
+   * Of those, versions under the disk content type whose value is no wrapped key this KEK opens (not a
+   * document, a bad kid or algorithm, a failed unwrap): no disk can open through them, so they hold no KEK
+   * version back. Each is also recorded in the audit log (operation rotateKek.skip, result the error code).
+   */
+  readonly unreadable: Array<{ id: string; code: VaultErrorCode }>;
   /** Old KEK versions disabled by this run. */
   readonly disabled: string[];
   /** Old KEK versions left enabled because a skipped secret still needs them. */
   readonly keptEnabled: string[];
 }
+
+// Refusals that say this secret version cannot be rewrapped (its content), not that the vault or the caller failed.
+const UNREADABLE: ReadonlySet<string> = new Set([
+  'VAULT_NOT_A_DISK_SECRET', 'VAULT_UNWRAP_FAILED', 'VAULT_UNSUPPORTED_ALGORITHM', 'VAULT_INVALID_KEY', 'VAULT_BAD_ID',
+  'VAULT_KEY_NOT_FOUND', 'VAULT_KEY_DISABLED', 'VAULT_DELETED',
+]);
 
 function usable(p: SecretProperties, now: number): boolean {
   return p.enabled && (p.notBefore === null || p.notBefore.getTime() <= now) && (p.expiresOn === null || p.expiresOn.getTime() > now);
@@ -53,6 +67,7 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
   const alg: WrapAlgorithm = target.kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
   const rewrapped: string[] = [];
   const skipped: string[] = [];
+  const unreadable: Array<{ id: string; code: VaultErrorCode }> = [];
   const stillNeeded = new Set<string>();
   const now = Date.now();
 
@@ -66,9 +81,18 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
         stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
         continue;
       }
-      const secret = await vault.getSecret(newest.id);
-      const doc = JSON.parse(secret.value) as WrappedKeyDocument;
-      const material = (await vault.unwrapKey(doc.kid, doc.alg, Buffer.from(doc.wrapped, 'base64url'))).result;
+      let material: Uint8Array;
+      try {
+        const secret = await vault.getSecret(newest.id);
+        material = await unwrapDocument(vault, parseWrappedKeyDocument(vault, secret.value, newest.id), secret.properties);
+      } catch (e) {
+        // A principal with secrets/set can store anything under the disk content type: skip it, say so, go on.
+        if (!(e instanceof VaultError) || !UNREADABLE.has(e.code)) throw e;
+        skipped.push(newest.id);
+        unreadable.push({ id: newest.id, code: e.code });
+        await vault.recordAuditEvent('rotateKek.skip', newest.id, e.code);
+        continue;
+      }
       let w;
       try {
         w = await vault.wrapKey(target.id, alg, material);
@@ -108,5 +132,5 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
   }
   const { [TAG_ROTATION]: _pending, ...tags } = target.tags;
   await vault.updateKeyProperties(target.id, undefined, { tags });
-  return { kekId: target.id, rewrapped, skipped, disabled, keptEnabled };
+  return { kekId: target.id, rewrapped, skipped, unreadable, disabled, keptEnabled };
 }

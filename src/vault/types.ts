@@ -201,6 +201,12 @@ export interface Vault {
   listPrincipals(): Promise<PrincipalInfo[]>;
   setAccessPolicy(principal: string, policy: Partial<AccessPolicy>): Promise<PrincipalInfo>;
   deleteAccessPolicy(principal: string): Promise<PrincipalInfo>;
+  /**
+   * Record in the audit log an event of an operation done on top of this interface (rotateKek's skipped
+   * secrets), under this handle's principal. `operation` and `result` are short identifiers; `objectId` is an
+   * id of this vault.
+   */
+  recordAuditEvent(operation: string, objectId: string, result: string): Promise<void>;
   /** Owner only: the audit log, oldest first; verifies its MAC chain. */
   readAudit(options?: { sinceSeq?: number; limit?: number }): Promise<AuditEntry[]>;
 }

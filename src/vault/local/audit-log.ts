@@ -1,8 +1,12 @@
 /**
  * The append-only audit log: SQLite triggers refuse UPDATE and DELETE, and each
  * entry carries HMAC(previous MAC || entry) under a key derived from the master
- * key, so an edited, removed or reordered entry breaks the chain. Entries hold
- * time, principal, operation, object id and result; never a value.
+ * key, so an edited, removed or reordered entry breaks the chain. The chain's
+ * head (entry count and last MAC) is kept sealed in the vault metadata and
+ * replaced in the same transaction as each append, so removing the newest
+ * entries, or all of them, no longer leaves a valid chain: the head names an
+ * entry that is gone. Entries hold time, principal, operation, object id and
+ * result; never a value.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { VaultError } from '../errors.js';
@@ -11,26 +15,86 @@ import type { RecordCipher } from './record-cipher.js';
 import type { AuditRow, VaultStore } from './store.js';
 
 const GENESIS = Buffer.alloc(32);
+const HEAD_META = 'audit_head';
+const HEAD_AAD = 'meta|audit_head';
+// Longest principal, operation, object id or result text an entry keeps.
+const MAX_FIELD_CHARS = 512;
+
+interface AuditHead {
+  readonly count: number;
+  readonly mac: Buffer;
+}
 
 function entryText(r: Omit<AuditRow, 'mac'>): string {
   return JSON.stringify([r.seq, r.time, r.principal, r.operation, r.object_id, r.result]);
+}
+
+/**
+ * Control characters (tab, newline, ...) in a field would let a caller's input forge lines of the
+ * tab-separated audit listing; they are replaced, and a field is bounded in length.
+ */
+function field(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = String(s).replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+  return clean.length > MAX_FIELD_CHARS ? `${clean.slice(0, MAX_FIELD_CHARS)}...` : clean;
+}
+
+function sealHead(cipher: RecordCipher, head: AuditHead): Buffer {
+  return cipher.seal(Buffer.from(JSON.stringify({ count: head.count, mac: head.mac.toString('hex') }), 'utf8'), HEAD_AAD);
+}
+
+/** The sealed head; a missing or unreadable one is tampering (every vault has one from creation). */
+function readHead(store: VaultStore, cipher: RecordCipher): AuditHead {
+  const blob = store.getMeta(HEAD_META);
+  if (!Buffer.isBuffer(blob)) throw new VaultError('VAULT_TAMPERED', 'the audit log was modified: its sealed head is missing');
+  const plain = cipher.open(blob, HEAD_AAD, 'the audit log head');
+  const o = JSON.parse(plain.toString('utf8')) as { count?: unknown; mac?: unknown };
+  if (!Number.isSafeInteger(o.count) || (o.count as number) < 0 || typeof o.mac !== 'string' || !/^[0-9a-f]{64}$/.test(o.mac)) {
+    throw new VaultError('VAULT_TAMPERED', 'the audit log head is malformed');
+  }
+  return { count: o.count as number, mac: Buffer.from(o.mac, 'hex') };
+}
+
+/** Throw unless the newest stored entry is the one the head names (catches a removed tail, or all entries gone). */
+function checkHead(head: AuditHead, last: AuditRow | undefined): void {
+  const lastSeq = last?.seq ?? 0;
+  const lastMac = last?.mac ?? GENESIS;
+  if (lastSeq !== head.count || !Buffer.isBuffer(lastMac) || lastMac.length !== head.mac.length || !timingSafeEqual(lastMac, head.mac)) {
+    throw new VaultError('VAULT_TAMPERED', `the audit log was modified: it should end at entry ${head.count}, but its last entry is ${lastSeq}`);
+  }
+}
+
+/** Write the head of an empty log (vault creation), or of an existing chain after verifying it (a vault made before heads existed). */
+export function anchorAudit(store: VaultStore, cipher: RecordCipher): void {
+  const rows = verifyChain(store.auditRows(), cipher);
+  const last = rows[rows.length - 1];
+  store.setMeta(HEAD_META, sealHead(cipher, { count: last?.seq ?? 0, mac: last?.mac ?? GENESIS }));
+}
+
+/** Check the head against the newest entry (cheap; run when the vault is opened). */
+export function verifyAuditHead(store: VaultStore, cipher: RecordCipher): void {
+  // One read transaction: the head and the last entry come from one snapshot, even with other writers.
+  store.db.transaction(() => checkHead(readHead(store, cipher), store.lastAudit()))();
 }
 
 /** Append one entry (in its own IMMEDIATE transaction, so the chain stays linear across processes). */
 export function appendAudit(store: VaultStore, cipher: RecordCipher, e: { principal: string; operation: string; objectId: string; result: string }): void {
   store.tx(() => {
     const last = store.lastAudit();
-    const row = { seq: (last?.seq ?? 0) + 1, time: new Date().toISOString(), principal: e.principal, operation: e.operation, object_id: e.objectId, result: e.result };
-    store.appendAudit({ ...row, mac: cipher.auditMac(last?.mac ?? GENESIS, entryText(row)) });
+    checkHead(readHead(store, cipher), last);
+    const row = {
+      seq: (last?.seq ?? 0) + 1, time: new Date().toISOString(),
+      principal: field(e.principal), operation: field(e.operation), object_id: field(e.objectId), result: field(e.result),
+    };
+    const mac = cipher.auditMac(last?.mac ?? GENESIS, entryText(row));
+    store.appendAudit({ ...row, mac });
+    store.setMeta(HEAD_META, sealHead(cipher, { count: row.seq, mac }));
   });
 }
 
-/** Read and verify the whole chain; a broken link is VAULT_TAMPERED. */
-export function readAudit(store: VaultStore, cipher: RecordCipher): AuditEntry[] {
-  const rows = store.auditRows();
+function verifyChain(rows: AuditRow[], cipher: RecordCipher): AuditRow[] {
   let prev: Buffer = GENESIS;
   let expectSeq = 1;
-  const out: AuditEntry[] = [];
   for (const r of rows) {
     const mac = cipher.auditMac(prev, entryText(r));
     if (r.seq !== expectSeq || !Buffer.isBuffer(r.mac) || r.mac.length !== mac.length || !timingSafeEqual(r.mac, mac)) {
@@ -38,7 +102,16 @@ export function readAudit(store: VaultStore, cipher: RecordCipher): AuditEntry[]
     }
     prev = r.mac;
     expectSeq++;
-    out.push({ seq: r.seq, time: new Date(r.time), principal: r.principal, operation: r.operation, objectId: r.object_id, result: r.result });
   }
-  return out;
+  return rows;
+}
+
+/** Read and verify the whole chain and its head; a broken link or a missing tail is VAULT_TAMPERED. */
+export function readAudit(store: VaultStore, cipher: RecordCipher): AuditEntry[] {
+  const rows = store.db.transaction(() => {
+    const all = verifyChain(store.auditRows(), cipher);
+    checkHead(readHead(store, cipher), all[all.length - 1]);
+    return all;
+  })();
+  return rows.map((r) => ({ seq: r.seq, time: new Date(r.time), principal: r.principal, operation: r.operation, objectId: r.object_id, result: r.result }));
 }

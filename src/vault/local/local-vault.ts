@@ -82,7 +82,8 @@ export class LocalVault implements Vault {
   authenticate(token: string | undefined): void {
     if (token === undefined || token === '') return;
     const dot = token.indexOf('.');
-    const name = dot > 0 ? token.slice(0, dot) : '';
+    // Only a well-formed principal name reaches the audit log; anything else is recorded as '?'.
+    const name = dot > 0 && /^[0-9A-Za-z-]{1,127}$/.test(token.slice(0, dot)) ? token.slice(0, dot) : '';
     const fail = (): never => {
       this.#audit(name || '?', 'authenticate', this.uri, 'VAULT_UNAUTHENTICATED');
       throw new VaultError('VAULT_UNAUTHENTICATED', 'the bearer token is not valid for this vault');
@@ -632,7 +633,9 @@ export class LocalVault implements Vault {
   }
 
   async wrapKey(nameOrId: string, alg: WrapAlgorithm, plaintext: Uint8Array): Promise<WrapResult> {
-    const target = { id: String(nameOrId) };
+    // The key id enters the audit entry only once it names a key of this vault: a disk secret's document
+    // supplies nameOrId, and a made-up one (a value a principal planted) must not be copied into the log.
+    const target = { id: `${this.uri}/keys` };
     return this.#call('wrapKey', { kind: 'keys', perm: 'wrapKey' }, target, () => {
       if (!(plaintext instanceof Uint8Array)) throw new VaultError('VAULT_BAD_ARGUMENT', 'wrapKey takes bytes');
       const k = this.#keyFor(nameOrId, alg, true, target);
@@ -645,7 +648,9 @@ export class LocalVault implements Vault {
   }
 
   async unwrapKey(nameOrId: string, alg: WrapAlgorithm, wrapped: Uint8Array): Promise<WrapResult> {
-    const target = { id: String(nameOrId) };
+    // The key id enters the audit entry only once it names a key of this vault: a disk secret's document
+    // supplies nameOrId, and a made-up one (a value a principal planted) must not be copied into the log.
+    const target = { id: `${this.uri}/keys` };
     return this.#call('unwrapKey', { kind: 'keys', perm: 'unwrapKey' }, target, () => {
       if (!(wrapped instanceof Uint8Array)) throw new VaultError('VAULT_BAD_ARGUMENT', 'unwrapKey takes bytes');
       const k = this.#keyFor(nameOrId, alg, false, target);
@@ -715,6 +720,16 @@ export class LocalVault implements Vault {
 
   async deleteAccessPolicy(principal: string): Promise<PrincipalInfo> {
     return this.setAccessPolicy(principal, { secrets: [], keys: [] });
+  }
+
+  async recordAuditEvent(operation: string, objectId: string, result: string): Promise<void> {
+    this.#authorize('any', 'recordAuditEvent');
+    if (typeof operation !== 'string' || !/^[A-Za-z][A-Za-z0-9.-]{0,63}$/.test(operation)) throw new VaultError('VAULT_BAD_ARGUMENT', 'an audit operation is 1-64 of A-Z, a-z, 0-9, . and -');
+    if (typeof result !== 'string' || !/^[A-Za-z0-9_]{1,64}$/.test(result)) throw new VaultError('VAULT_BAD_ARGUMENT', 'an audit result is 1-64 of A-Z, a-z, 0-9 and _');
+    if (typeof objectId !== 'string' || (objectId !== this.uri && !objectId.startsWith(`${this.uri}/`))) {
+      throw new VaultError('VAULT_BAD_ID', 'an audit event names an object of this vault');
+    }
+    this.#audit(this.#principal, operation, objectId, result);
   }
 
   async readAudit(o: { sinceSeq?: number; limit?: number } = {}): Promise<AuditEntry[]> {

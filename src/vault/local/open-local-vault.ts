@@ -11,17 +11,24 @@ import { join } from 'node:path';
 import { VaultError } from '../errors.js';
 import { checkRetention } from '../limits.js';
 import type { VaultPropertiesUpdate } from '../types.js';
+import { anchorAudit, verifyAuditHead } from './audit-log.js';
 import { LocalVault } from './local-vault.js';
 import { createOrReadKeyFile, deriveMasterKey, newKdfParams, readKeyFile, type KdfParams } from './master-key.js';
 import { RecordCipher } from './record-cipher.js';
 import { toJson, type PropertiesRecord } from './records.js';
 import { DB_FILE_NAME, VaultStore } from './store.js';
 
-const CHECK_TEXT = 'vhdcrypt-vault-master-key-check';
+// The sealed check value also says whether the audit log's head is anchored (see audit-log.ts): a vault made
+// before heads existed holds the first text and is anchored once when opened; after that a missing head is
+// tampering, and the check value, sealed under the master key, cannot be turned back.
+const CHECK_TEXT_UNANCHORED = 'vhdcrypt-vault-master-key-check';
+const CHECK_TEXT = 'vhdcrypt-vault-master-key-check/audit-head';
 
 export interface LocalVaultOptions {
-  /** Create the vault when absent (default true). */
+  /** Create the vault when absent (default false: only vault init and the default location create one). */
   readonly create?: boolean;
+  /** Called once when this open created the vault. */
+  readonly onCreated?: (keySource: 'passphrase' | 'key-file') => void;
   /** Refuse an existing vault (vault init). */
   readonly exclusive?: boolean;
   /** Bearer token of a non-owner principal. */
@@ -35,26 +42,29 @@ export interface LocalVaultOptions {
 }
 
 
-/** Open (creating on first use) the embedded vault in directory `dir`. */
+/** Open (creating it only when `options.create`) the embedded vault in directory `dir`. */
 export async function openLocalVault(dir: string, uri: string, options: LocalVaultOptions = {}): Promise<LocalVault> {
-  const create = options.create ?? true;
+  const create = options.create ?? false;
   if (options.exclusive && existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_ALREADY_EXISTS', `a vault already exists in ${dir}`);
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
   else if (!existsSync(join(dir, DB_FILE_NAME))) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
   const store = await VaultStore.open(join(dir, DB_FILE_NAME), { create });
+  let cipher: RecordCipher | null = null;
   try {
     const passphrase = options.passphrase ?? process.env.VHDCRYPT_VAULT_PASSPHRASE;
-    let cipher: RecordCipher | null = null;
     if (store.getMeta('vault_id') === undefined) {
       if (!create) throw new VaultError('VAULT_NOT_FOUND', `no vault in ${dir}; create it with 'vhdcrypt vault init'`);
       cipher = await initialize(store, dir, passphrase, options);
+      if (cipher) options.onCreated?.(passphrase !== undefined && passphrase !== '' ? 'passphrase' : 'key-file');
     }
     cipher ??= await unlock(store, dir, passphrase);
+    verifyAuditHead(store, cipher);
     const vault = new LocalVault(store, cipher, uri);
     vault.authenticate(options.token);
     vault.purgeExpiredDeleted();
     return vault;
   } catch (e) {
+    cipher?.wipe();
     store.close();
     throw e;
   }
@@ -86,6 +96,7 @@ async function initialize(store: VaultStore, dir: string, passphrase: string | u
     store.setMeta('format', '1');
     store.setMeta('check', cipher.seal(Buffer.from(CHECK_TEXT), 'meta|check'));
     store.setMeta('properties', cipher.seal(toJson(props), 'meta|properties'));
+    anchorAudit(store, cipher);
     return true;
   });
   if (created) return cipher;
@@ -117,12 +128,29 @@ async function unlock(store: VaultStore, dir: string, passphrase: string | undef
   master.fill(0);
   const check = store.getMeta('check');
   const opened = Buffer.isBuffer(check) ? cipher.tryOpen(check, 'meta|check') : null;
-  const ok = opened !== null && opened.toString() === CHECK_TEXT;
-  if (!ok) {
+  const text = opened?.toString();
+  if (text === CHECK_TEXT_UNANCHORED) {
+    try {
+      anchorLegacyVault(store, cipher);
+    } catch (e) {
+      cipher.wipe();
+      throw e;
+    }
+  } else if (text !== CHECK_TEXT) {
     cipher.wipe();
     throw new VaultError('VAULT_WRONG_MASTER_KEY', source === 'passphrase'
       ? 'wrong vault passphrase (or the vault was altered)'
       : `the key file ${join(dir, 'master.key')} does not open this vault (or the vault was altered)`);
   }
   return cipher;
+}
+
+/** A vault made before the audit head existed: verify its chain, anchor its head and mark it anchored, at once. */
+function anchorLegacyVault(store: VaultStore, cipher: RecordCipher): void {
+  store.tx(() => {
+    const again = store.getMeta('check');
+    if (Buffer.isBuffer(again) && cipher.tryOpen(again, 'meta|check')?.toString() === CHECK_TEXT) return;
+    anchorAudit(store, cipher);
+    store.setMeta('check', cipher.seal(Buffer.from(CHECK_TEXT), 'meta|check'));
+  });
 }

@@ -80,6 +80,23 @@ function makePrivate(path: string): void {
   }
 }
 
+/**
+ * SQLite says only SQLITE_CANTOPEN; opening the file ourselves tells a missing vault from a process out of
+ * file descriptors (EMFILE), a denied path, and the rest.
+ */
+function cantOpen(path: string, e: unknown): VaultError {
+  let errno: string | undefined;
+  let detail = '';
+  try {
+    closeSync(openSync(path, 'r'));
+  } catch (probe) {
+    errno = (probe as NodeJS.ErrnoException).code;
+    detail = (probe as Error).message;
+  }
+  if (errno === 'ENOENT') return new VaultError('VAULT_NOT_FOUND', `no vault at ${path}; create it with 'vhdcrypt vault init'`, { cause: e });
+  return new VaultError('VAULT_STORAGE', `cannot open the vault database ${path}: ${detail || (e as Error).message}`, { cause: errno ? Object.assign(new Error(detail), { code: errno }) : e });
+}
+
 export class VaultStore {
   readonly db: BetterSqlite3.Database;
 
@@ -101,9 +118,7 @@ export class VaultStore {
       this.db.pragma('synchronous = FULL');
       this.tx(() => this.db.exec(SCHEMA));
     } catch (e) {
-      if ((e as { code?: unknown })?.code === 'SQLITE_CANTOPEN') {
-        throw new VaultError('VAULT_NOT_FOUND', `no vault at ${path}; create it with 'vhdcrypt vault init'`, { cause: e });
-      }
+      if ((e as { code?: unknown })?.code === 'SQLITE_CANTOPEN') throw cantOpen(path, e);
       throw storageError(e);
     }
   }
