@@ -62,6 +62,7 @@ beforeAll(() => {
   srcVhd = join(dir, 'src.vhd');
   rawToVhd(srcRaw, srcVhd, 'fixed');
   plainVhd = join(dir, 'plain.vhd');
+  expect(cli(['vault', 'init']).status).toBe(0);
   let r = cli(['encrypt', srcVhd, plainVhd, '--format', 'plain', '--json']);
   expect(r.status, r.stderr).toBe(0);
   plainRaw = join(dir, 'plain.raw');

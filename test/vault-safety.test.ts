@@ -317,7 +317,7 @@ describe('vault secret set --value', () => {
     expect(piped.stderr).toBe('');
     expect(cli(['vault', 'secret', 'show', '--name', 'b'], env).stdout).toBe('from stdin, with spaces\n');
     const big = cli(['vault', 'secret', 'set', '--name', 'c', '--value', '-'], env, 'x'.repeat(20_000));
-    expect(big.status).toBe(5);
+    expect(big.status).toBe(2);
     expect(big.stderr).toMatch(/VAULT_VALUE_TOO_LARGE/);
   });
 });

@@ -4,6 +4,9 @@
  */
 import type { Command } from 'commander';
 
+/** `vhdcrypt --version` / `-V`, alone on the line (see main.ts); listed here so completion and the man page show it. */
+export const VERSION_FLAGS: readonly string[] = ['-V', '--version'];
+
 export interface CommandNode {
   /** Words after `vhdcrypt`, e.g. ['vault', 'secret', 'set']; [] for the program. */
   readonly path: readonly string[];
@@ -23,6 +26,7 @@ export function commandTree(program: Command): CommandNode[] {
       names: [o.short, o.long].filter((n): n is string => typeof n === 'string'),
       description: o.description,
     }));
+    if (path.length === 0) options.unshift({ flags: VERSION_FLAGS.join(', '), names: [...VERSION_FLAGS], description: 'print the version' });
     options.push({ flags: '-h, --help', names: ['-h', '--help'], description: 'display help for command' });
     nodes.push({
       path,

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { VhdcryptError } from '../errors.js';
 import { packageVersion } from '../version.js';
+import { VERSION_FLAGS } from './command-tree.js';
 import { exitCodeFor } from './exit-codes.js';
 import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
@@ -45,8 +46,8 @@ export function resourceErrorLine(code: string, e: unknown): string {
 export function buildProgram(): Command {
   const program = new Command('vhdcrypt')
     .description('Encrypt VHD and raw disk images into LUKS volumes with AES-XTS; keys sealed in a vault')
-    .version(packageVersion(), '-V, --version', 'print the version')
     .option('--debug', 'print stack traces on error')
+    .addHelpText('after', '\n  -V, --version  print the version (alone)')
     .exitOverride();
   registerImageCommands(program);
   registerVault(program);
@@ -66,6 +67,12 @@ export function buildProgram(): Command {
 
 /** Run the CLI; resolves to the process exit status. */
 export async function main(argv: string[]): Promise<number> {
+  // Only as the first word: commander's version option would also swallow `--version` given to a subcommand
+  // (`vault secret show --version V`, as az has it).
+  if (argv.length === 3 && VERSION_FLAGS.includes(argv[2]!)) {
+    process.stdout.write(packageVersion() + '\n');
+    return 0;
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
