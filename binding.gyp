@@ -9,6 +9,7 @@
         "native/cpu_features.cc",
         "native/file_space.cc",
         "native/nbd_direct_read.cc",
+        "native/peer_cred.cc",
         "native/writeback.cc",
         "native/xts_aesni.cc",
         "native/xts_vaes_avx2.cc",

@@ -17,6 +17,7 @@
 #include "cpu_features.h"
 #include "file_space.h"
 #include "nbd_direct_read.h"
+#include "peer_cred.h"
 #include "writeback.h"
 #include "xts_kernels.h"
 
@@ -242,6 +243,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));
   exports.Set("fileSpace", Napi::Function::New<FileSpace>(env, "fileSpace"));
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
+  exports.Set("peerUid", Napi::Function::New<PeerUid>(env, "peerUid"));
   InitDirectRead(env, exports);
   return exports;
 }

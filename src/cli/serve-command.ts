@@ -21,6 +21,8 @@ interface ServeOptions {
   backend?: string;
   readerThreads?: string;
   processes?: string;
+  idleTimeout?: string;
+  maxConnectionsPerPeer?: string;
   verbose?: boolean;
 }
 
@@ -63,6 +65,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     if (!Number.isInteger(processes) || processes < 0 || processes > 64) throw usage('--processes expects 0..64');
     if (processes > 0 && o.readOnly !== true) throw usage('--processes needs --read-only (each process holds its own view of the image)');
   }
+  const limits = connectionLimits(o);
   const exportOptions: OpenExportOptions = {
     readOnly: o.readOnly === true,
     ...(o.passphraseFile !== undefined ? { passphraseFile: o.passphraseFile } : {}),
@@ -82,9 +85,10 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   ]);
   const server =
     processes > 0
-      ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })
+      ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions, limits })
       : new NbdServer(await openExportBacking(image, exportOptions), {
           exportName: o.exportName ?? '',
+          ...limits,
           ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
         });
 
@@ -118,6 +122,22 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   }
 }
 
+/** --idle-timeout and --max-connections-per-peer, checked; absent ones keep the server's defaults. */
+function connectionLimits(o: ServeOptions): { idleTimeoutMs?: number; maxConnectionsPerPeer?: number } {
+  const out: { idleTimeoutMs?: number; maxConnectionsPerPeer?: number } = {};
+  if (o.idleTimeout !== undefined) {
+    const s = Number(o.idleTimeout);
+    if (o.idleTimeout.trim() === '' || !Number.isFinite(s) || s < 0 || s > 86_400) throw usage('--idle-timeout expects 0..86400 seconds (0 = never)');
+    out.idleTimeoutMs = Math.round(s * 1000);
+  }
+  if (o.maxConnectionsPerPeer !== undefined) {
+    const n = Number(o.maxConnectionsPerPeer);
+    if (!Number.isInteger(n) || n < 1 || n > 128) throw usage('--max-connections-per-peer expects 1..128');
+    out.maxConnectionsPerPeer = n;
+  }
+  return out;
+}
+
 /** Registers `vhdcrypt serve`. */
 export function registerServe(program: Command): void {
   program
@@ -137,6 +157,8 @@ export function registerServe(program: Command): void {
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
     .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
     .option('--processes <n>', 'with --read-only: serve connections from N child processes (each with its own backing)')
+    .option('--idle-timeout <seconds>', 'close a connection with nothing in flight and no request for this long (default 60; 0 = never, for long-lived attachments)')
+    .option('--max-connections-per-peer <n>', 'connections one peer may hold at once: a Unix socket\'s uid, a TCP address (default 32 of the 128; per process with --processes)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

@@ -21,6 +21,8 @@ export interface TransmissionLimits {
   readonly maxInFlight: number;
   /** Stop reading requests while this many reply bytes wait in the socket. */
   readonly maxQueuedReplyBytes: number;
+  /** Close the connection after this long with no request in flight, no reply unsent and no new request (0 = never). */
+  readonly idleTimeoutMs?: number;
 }
 
 /** TRIM/WRITE_ZEROES larger than this are cut into pieces so no step holds more memory. */
@@ -76,6 +78,9 @@ export class Transmission {
   /** Requests in flight whose backing work is done and whose reply waits on the reply thread (on the client reading). */
   private deliveryOnly = 0;
   private workDoneWaiters: Array<() => void> = [];
+  /** True while the loop waits for the next request header. */
+  private awaitingRequest = false;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly socket: Socket,
@@ -84,9 +89,11 @@ export class Transmission {
     private readonly session: NegotiatedSession,
     private readonly limits: TransmissionLimits,
     private readonly isShuttingDown: () => boolean,
+    private readonly log?: (line: string) => void,
   ) {
     socket.on('close', () => {
       this.closed = true;
+      this.disarmIdle();
       this.replies?.close();
       this.wakeSlot();
     });
@@ -99,7 +106,15 @@ export class Transmission {
       for (;;) {
         await this.waitForSlot();
         if (this.closed) return;
-        const raw = await this.reader.read(P.REQUEST_HEADER_LEN);
+        this.awaitingRequest = true;
+        this.armIdle();
+        let raw: Buffer;
+        try {
+          raw = await this.reader.read(P.REQUEST_HEADER_LEN);
+        } finally {
+          this.awaitingRequest = false;
+          this.disarmIdle();
+        }
         const h = P.decodeRequestHeader(raw);
         if (h.magic !== P.NBD_REQUEST_MAGIC) throw new NbdProtocolError(`bad request magic 0x${h.magic.toString(16)}`);
         let payload: Buffer | null = null;
@@ -115,9 +130,35 @@ export class Transmission {
         this.dispatch(h, payload);
       }
     } finally {
+      this.disarmIdle();
       await Promise.allSettled(this.settled);
       this.replies?.close();
     }
+  }
+
+  /**
+   * Idle: waiting for a request with none in flight and every reply taken by the socket. Entered only when the loop
+   * starts waiting, the last request settles or the socket flushes its replies (each calls armIdle); left only when a
+   * request header arrives (which disarms), so the timer needs no re-check of activity in between.
+   */
+  private isIdle(): boolean {
+    return this.awaitingRequest && this.inFlight === 0 && this.socket.writableLength === 0 && !this.closed;
+  }
+
+  private armIdle(): void {
+    const ms = this.limits.idleTimeoutMs ?? 0;
+    if (ms <= 0 || this.idleTimer !== null || !this.isIdle()) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (!this.isIdle()) return;
+      this.log?.(`nbd: closing a connection idle for ${ms / 1000} s`);
+      this.socket.destroy();
+    }, ms);
+  }
+
+  private disarmIdle(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 
   /** Hand replies to a native thread once the handshake's replies have left the socket's queue. */
@@ -168,6 +209,7 @@ export class Transmission {
       .finally(() => {
         this.inFlight--;
         this.checkWorkDone();
+        this.armIdle();
         const i = this.settled.indexOf(p);
         if (i >= 0) this.settled.splice(i, 1);
         this.wakeSlot();
@@ -345,8 +387,12 @@ export class Transmission {
     if (this.closed || this.socket.destroyed) return;
     this.socket.cork();
     parts.forEach((p, i) => {
-      // Pooled data buffers go back once the socket has taken the last piece.
-      if (i === parts.length - 1 && pooled.length > 0) this.socket.write(p, () => releaseBuffers(pooled));
+      // Pooled data buffers go back once the socket has taken the last piece; then the connection may be idle.
+      if (i === parts.length - 1)
+        this.socket.write(p, () => {
+          releaseBuffers(pooled);
+          this.armIdle();
+        });
       else this.socket.write(p);
     });
     this.socket.uncork();

@@ -10,6 +10,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import type { NbdBacking } from './backing.js';
 import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
+import { peerKey } from './peer.js';
 import { negotiate } from './server-handshake.js';
 import { Transmission } from './server-transmission.js';
 import { formatNbdUri } from './uri.js';
@@ -23,9 +24,25 @@ export interface NbdServerOptions {
   readonly handshakeTimeoutMs?: number;
   /** Connections accepted at once; more are refused (default 128). Each may buffer up to 2 x 32 MiB of requests. */
   readonly maxConnections?: number;
+  /**
+   * A connection with no request in flight, no reply waiting to be sent and no new request for this long is closed
+   * (0 = never), so idle clients cannot hold every slot. Default DEFAULT_IDLE_TIMEOUT_MS.
+   */
+  readonly idleTimeoutMs?: number;
+  /** Connections one peer (a Unix socket's uid, a TCP address: peer.ts) may hold at once. Default DEFAULT_MAX_CONNECTIONS_PER_PEER. */
+  readonly maxConnectionsPerPeer?: number;
   /** Diagnostics (one line per dropped connection); never given key material. */
   readonly log?: (line: string) => void;
 }
+
+/**
+ * Tools that copy or convert (nbdcopy, qemu-img, nbdfuse) keep their connections busy; one left open with nothing
+ * to do for a minute is more likely a stuck or hostile client than a user. Long-lived attachments that may sit idle
+ * (a kernel nbd device, a VM disk) should run with the idle timeout off and rely on the per-peer cap.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/** A quarter of the default 128 slots: far more than a client needs (nbdcopy opens 4), and 4 peers are needed to fill the server. */
+export const DEFAULT_MAX_CONNECTIONS_PER_PEER = 32;
 
 /** Where to listen: a Unix socket path, or a TCP port on a host (default 127.0.0.1). */
 export type NbdEndpoint = { readonly socketPath: string } | { readonly port: number; readonly host?: string };
@@ -44,6 +61,8 @@ export class NbdServer {
   private listenedUri: string | null = null;
   private socketPath: string | null = null;
   private readonly exportName: string;
+  /** Open connections per peer (peer.ts), for the per-peer cap. */
+  private readonly perPeer = new Map<string, number>();
 
   constructor(
     private readonly backing: NbdBacking,
@@ -121,11 +140,31 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    if (!this.admitPeer(socket)) return;
     const conn: Connection = { socket, transmission: null, done: Promise.resolve() };
     this.connections.add(conn);
     // Tracked until the socket is really closed, so close() can always reach it.
     socket.once('close', () => this.connections.delete(conn));
     conn.done = this.serve(conn);
+  }
+
+  /** Count the connection against its peer's cap, or refuse it (closed before the greeting). */
+  private admitPeer(socket: Socket): boolean {
+    const peer = peerKey(socket);
+    const open = this.perPeer.get(peer) ?? 0;
+    const cap = this.opts.maxConnectionsPerPeer ?? DEFAULT_MAX_CONNECTIONS_PER_PEER;
+    if (open >= cap) {
+      this.opts.log?.(`nbd: connection refused: ${peer} already holds ${open} connections (the per-peer limit)`);
+      socket.destroy();
+      return false;
+    }
+    this.perPeer.set(peer, open + 1);
+    socket.once('close', () => {
+      const n = (this.perPeer.get(peer) ?? 1) - 1;
+      if (n > 0) this.perPeer.set(peer, n);
+      else this.perPeer.delete(peer);
+    });
+    return true;
   }
 
   private async serve(conn: Connection): Promise<void> {
@@ -149,8 +188,13 @@ export class NbdServer {
         reader,
         this.backing,
         session,
-        { maxInFlight: this.opts.maxInFlight ?? 16, maxQueuedReplyBytes: 64 * 1024 * 1024 },
+        {
+          maxInFlight: this.opts.maxInFlight ?? 16,
+          maxQueuedReplyBytes: 64 * 1024 * 1024,
+          idleTimeoutMs: this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+        },
         () => this.shuttingDown,
+        this.opts.log,
       );
       await conn.transmission.run();
       socket.destroySoon(); // after DISC: replies flushed, then close
