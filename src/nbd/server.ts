@@ -11,6 +11,7 @@ import type { NbdBacking } from './backing.js';
 import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
 import { peerKey } from './peer.js';
+import { ReplyBudget } from './reply-budget.js';
 import { negotiate } from './server-handshake.js';
 import { Transmission } from './server-transmission.js';
 import { formatNbdUri } from './uri.js';
@@ -31,6 +32,10 @@ export interface NbdServerOptions {
   readonly idleTimeoutMs?: number;
   /** Connections one peer (a Unix socket's uid, a TCP address: peer.ts) may hold at once. Default DEFAULT_MAX_CONNECTIONS_PER_PEER. */
   readonly maxConnectionsPerPeer?: number;
+  /** Reply bytes one connection may hold in memory before its requests wait (default 2 MiB; larger READs are streamed). */
+  readonly maxQueuedReplyBytes?: number;
+  /** Reply bytes all connections together may hold before requests wait (default 256 MiB). */
+  readonly maxReplyBytes?: number;
   /** Diagnostics (one line per dropped connection); never given key material. */
   readonly log?: (line: string) => void;
 }
@@ -61,6 +66,11 @@ export class NbdServer {
   private listenedUri: string | null = null;
   private socketPath: string | null = null;
   private readonly exportName: string;
+  /**
+   * Reply bytes held for all connections. With the defaults, 128 connections x 2 MiB of small replies fit, so clients
+   * that never read cannot starve the others; streamed pieces (2 x 1 MiB per connection at most) are counted on top.
+   */
+  private readonly replyBudget: ReplyBudget;
   /** Open connections per peer (peer.ts), for the per-peer cap. */
   private readonly perPeer = new Map<string, number>();
 
@@ -69,6 +79,7 @@ export class NbdServer {
     private readonly opts: NbdServerOptions = {},
   ) {
     this.exportName = opts.exportName ?? '';
+    this.replyBudget = new ReplyBudget(opts.maxReplyBytes ?? 256 * 1024 * 1024);
   }
 
   /** The URI clients connect to (after listen). */
@@ -190,7 +201,8 @@ export class NbdServer {
         session,
         {
           maxInFlight: this.opts.maxInFlight ?? 16,
-          maxQueuedReplyBytes: 64 * 1024 * 1024,
+          maxQueuedReplyBytes: this.opts.maxQueuedReplyBytes ?? 2 * 1024 * 1024,
+          serverBudget: this.replyBudget,
           idleTimeoutMs: this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
         },
         () => this.shuttingDown,
