@@ -8,6 +8,7 @@
         "native/buffer_address.cc",
         "native/cpu_features.cc",
         "native/file_space.cc",
+        "native/heap_trim.cc",
         "native/nbd_direct_read.cc",
         "native/peer_cred.cc",
         "native/writeback.cc",

@@ -5,7 +5,8 @@
  * answering, and nothing more) against one `vhdcrypt serve` process, whose
  * peak RSS (VmHWM) must stay under 512 MiB while a well-behaved client still
  * reads correct data; once they have gone, its RSS must come back under
- * 256 MiB. Before the budgets each such client pinned 512 MiB.
+ * 256 MiB (within 90 s: the GC decides when). Before the budgets each such
+ * client pinned 512 MiB, and the memory stayed after they left.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -104,14 +105,16 @@ describe.each([['main thread', ['--reader-threads', '0']], ['reply threads', []]
       const during = await memory(pid);
       await good.close();
       for (const s of bad.splice(0)) s.destroy();
-      // Wait (bounded) for the server to give the memory back.
-      const deadline = Date.now() + 30_000;
+      // Wait (bounded) for the server to give the memory back: freed reply buffers go when V8 collects them, which an
+      // idle process does on its own schedule (its memory reducer), then glibc's free pages go back through trimHeap.
+      const left = Date.now();
+      const deadline = left + 90_000;
       let after = await memory(pid);
       while (after.rss >= AFTER_BOUND && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 100));
         after = await memory(pid);
       }
-      console.log(`serve ${_name}: baseline RSS ${(baseline.rss / MIB).toFixed(0)} MiB, peak ${(during.hwm / MIB).toFixed(0)} MiB with ${BAD_CLIENTS} clients, ${(after.rss / MIB).toFixed(0)} MiB after`);
+      console.log(`serve ${_name}: baseline RSS ${(baseline.rss / MIB).toFixed(0)} MiB, peak ${(during.hwm / MIB).toFixed(0)} MiB with ${BAD_CLIENTS} clients, ${(after.rss / MIB).toFixed(0)} MiB ${((Date.now() - left) / 1000).toFixed(1)} s after they left`);
       expect(during.hwm).toBeLessThan(PEAK_BOUND);
       expect(after.rss).toBeLessThan(AFTER_BOUND);
     } finally {

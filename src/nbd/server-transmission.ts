@@ -343,6 +343,10 @@ export class Transmission {
     if (h.length > STREAM_PIECE) return this.streamRead(h);
     // A small reply: held whole, within the connection's and the server's budgets (waiting here holds nothing).
     const release = await this.reserve(h.length);
+    if (this.closed) {
+      release(); // the client left while this waited: nobody to read it
+      return;
+    }
     try {
       if (!this.session.structuredReplies) {
         const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
@@ -401,6 +405,7 @@ export class Transmission {
     let started = false;
     try {
       for (let done = 0; done < h.length; ) {
+        if (this.closed) return; // nobody to read it: do not read the image for it
         const n = Math.min(STREAM_PIECE, h.length - done);
         const at = h.offset + BigInt(done);
         const last = done + n === h.length;

@@ -8,6 +8,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
 import type { NbdBacking } from './backing.js';
+import { releaseIdleMemory } from './buffer-pool.js';
 import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
 import { peerKey } from './peer.js';
@@ -155,7 +156,10 @@ export class NbdServer {
     const conn: Connection = { socket, transmission: null, done: Promise.resolve() };
     this.connections.add(conn);
     // Tracked until the socket is really closed, so close() can always reach it.
-    socket.once('close', () => this.connections.delete(conn));
+    socket.once('close', () => {
+      this.connections.delete(conn);
+      if (this.connections.size === 0) releaseIdleMemory();
+    });
     conn.done = this.serve(conn);
   }
 
