@@ -111,6 +111,16 @@ describe('idle timeout', () => {
     } finally {
       expect(await serve.stop()).toBe(0);
     }
+    // With --processes the children apply the limits to the connections handed to them.
+    const groupSocket = join(tmp.dir, 'cli-group.sock');
+    const group = await startServe([file, '--read-only', '--socket', groupSocket, '--processes', '2', '--idle-timeout', '0.3', '--max-connections-per-peer', '1']);
+    try {
+      const idle = await rawConnect({ socketPath: groupSocket });
+      idle.socket.resume();
+      await closed(idle.socket);
+    } finally {
+      expect(await group.stop()).toBe(0);
+    }
     const bad = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', file, '--idle-timeout', 'soon']);
     expect(bad.code).toBe(2);
     const badCap = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', file, '--max-connections-per-peer', '0']);
