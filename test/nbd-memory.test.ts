@@ -1,7 +1,7 @@
 /**
  * Clients that queue large READs and never read the replies must not make
  * the server hold their replies: 100 of them (connect, handshake, 16 READs of
- * 32 MiB each, then read only the first reply's header, to know the server is
+ * 32 MiB, or of 1 MiB for every other one, then read only the first reply's header, to know the server is
  * answering, and nothing more) against one `vhdcrypt serve` process, whose
  * peak RSS (VmHWM) must stay under 512 MiB while a well-behaved client still
  * reads correct data; once they have gone, its RSS must come back under
@@ -86,17 +86,22 @@ describe.each([['main thread', ['--reader-threads', '0']], ['reply threads', []]
     const bad: Socket[] = [];
     try {
       const good = await NbdClient.connect(serve.uri);
+      // Both kinds of READ: streamed (32 MiB) and held whole within the budgets (512 KiB).
       const check = async (): Promise<void> => {
-        const got = new Uint8Array(model.length);
-        await good.read(0n, got, { maxRequest: 32 * MIB, inFlight: 2 });
-        expect(Buffer.from(got).equals(model)).toBe(true);
+        for (const maxRequest of [32 * MIB, 512 * 1024]) {
+          const got = new Uint8Array(model.length);
+          await good.read(0n, got, { maxRequest, inFlight: 8 });
+          expect(Buffer.from(got).equals(model)).toBe(true);
+        }
       };
       await check();
       const baseline = await memory(pid);
       for (let i = 0; i < BAD_CLIENTS; i++) {
         const { socket } = await rawConnect({ socketPath });
         bad.push(socket);
-        const reqs = Array.from({ length: 16 }, (_, k) => readRequest(BigInt(k + 1), 0n, 32 * MIB));
+        // Half of them ask for replies that are streamed (32 MiB), half for ones held whole (1 MiB).
+        const length = i % 2 === 0 ? 32 * MIB : MIB;
+        const reqs = Array.from({ length: 16 }, (_, k) => readRequest(BigInt(k + 1), length === MIB ? BigInt(k * MIB) : 0n, length));
         socket.write(Buffer.concat(reqs));
       }
       // Every misbehaving client is being answered: the server has taken its requests on.

@@ -3,9 +3,7 @@
  * yet taken by the kernel's socket buffer or the reply thread). acquire()
  * waits, first come first served, until the bytes fit; one request larger
  * than the whole budget waits until nothing else is held, so it cannot wait
- * forever. take() counts bytes that must go ahead without waiting (a reply
- * already under way, which would otherwise deadlock against replies queued
- * behind it); they still hold back later acquire()s.
+ * forever.
  */
 export class ReplyBudget {
   private used = 0;
@@ -24,10 +22,6 @@ export class ReplyBudget {
       return Promise.resolve();
     }
     return new Promise((resolve) => this.waiters.push({ n, resolve }));
-  }
-
-  take(n: number): void {
-    this.used += n;
   }
 
   release(n: number): void {

@@ -389,8 +389,9 @@ export class Transmission {
 
   /**
    * A READ larger than STREAM_PIECE, read and sent piece by piece while it owns the connection's output. Its pieces
-   * count against the server budget without waiting for it: replies queued behind this one may hold budget, and
-   * waiting for them would deadlock; what it holds is bounded by two pieces anyway. A simple reply or a DF read is
+   * stay out of the budgets: replies queued behind this one may hold budget, and waiting for them would deadlock;
+   * counting them would let clients that never read use up the server budget (every connection may hold two pieces)
+   * and starve the others. It holds two pieces at most: the one leaving and the one being read. A simple reply or a DF read is
    * one contiguous payload, so a failure after its first piece left ends the connection (proto.md "Simple reply
    * message": the data cannot be taken back); structured pieces are chunks of their own, and an error chunk may
    * follow them.
@@ -399,7 +400,6 @@ export class Transmission {
     const b = this.backing;
     const structured = this.session.structuredReplies;
     const contiguous = !structured || (h.flags & P.NBD_CMD_FLAG_DF) !== 0 || b.readSparse === undefined;
-    const server = this.limits.serverBudget;
     const unlock = await this.lockOutput();
     let previous: Promise<void> = Promise.resolve();
     let started = false;
@@ -409,8 +409,7 @@ export class Transmission {
         const n = Math.min(STREAM_PIECE, h.length - done);
         const at = h.offset + BigInt(done);
         const last = done + n === h.length;
-        server?.take(n);
-        let piece: { parts: Uint8Array[]; pooled: Uint8Array[] };
+        let piece: { parts: Uint8Array[]; pooled: Uint8Array[] } | undefined;
         try {
           if (contiguous) {
             const data = await b.read(at, n);
@@ -425,15 +424,14 @@ export class Transmission {
           // The previous piece must have left before this one is queued: at most two pieces are held.
           await this.delivered(previous);
         } catch (e) {
-          server?.release(n);
+          releaseBuffers(piece?.pooled ?? []);
           throw e;
         }
         if (this.closed) {
           releaseBuffers(piece.pooled);
-          server?.release(n);
           return;
         }
-        previous = this.writeNow(piece.parts, piece.pooled, () => server?.release(n));
+        previous = this.writeNow(piece.parts, piece.pooled);
         started = true;
         done += n;
       }

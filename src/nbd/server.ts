@@ -69,7 +69,7 @@ export class NbdServer {
   private readonly exportName: string;
   /**
    * Reply bytes held for all connections. With the defaults, 128 connections x 2 MiB of small replies fit, so clients
-   * that never read cannot starve the others; streamed pieces (2 x 1 MiB per connection at most) are counted on top.
+   * that never read cannot starve the others; streamed READs hold 2 x 1 MiB per connection besides (not counted here).
    */
   private readonly replyBudget: ReplyBudget;
   /** Open connections per peer (peer.ts), for the per-peer cap. */
