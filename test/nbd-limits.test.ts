@@ -130,7 +130,7 @@ describe('idle timeout', () => {
 
 describe('per-peer connection cap', () => {
   it('TCP: the third connection from 127.0.0.1 is refused while 127.0.0.2 is served', async () => {
-    const server = await startServer({ maxConnectionsPerPeer: 2, idleTimeoutMs: 0 }, { port: 0, host: '0.0.0.0' });
+    const server = await startServer({ maxConnectionsPerPeer: 2, idleTimeoutMs: 0 }, { port: 0, host: '127.0.0.1' });
     const port = Number(new URL(server.uri.replace(/^nbd:/, 'http:')).port);
     const open: Socket[] = [];
     try {
