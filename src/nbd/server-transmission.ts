@@ -27,6 +27,10 @@ export interface TransmissionLimits {
   readonly maxQueuedReplyBytes: number;
   /** The budget every connection of the server draws from as well. */
   readonly serverBudget?: ReplyBudget;
+  /** WRITE payload bytes one connection may have received and not yet written; no more is read until they are. */
+  readonly maxQueuedWriteBytes?: number;
+  /** The same, for all connections of the server together. */
+  readonly serverWriteBudget?: ReplyBudget;
   /** Close the connection after this long with no request in flight, no reply unsent and no new request (0 = never). */
   readonly idleTimeoutMs?: number;
 }
@@ -95,6 +99,8 @@ export class Transmission {
   private idleTimer: NodeJS.Timeout | null = null;
   /** Reply bytes this connection holds (see TransmissionLimits.maxQueuedReplyBytes). */
   private readonly budget: ReplyBudget;
+  /** WRITE payload bytes received and not yet written (see TransmissionLimits.maxQueuedWriteBytes). */
+  private readonly writeBudget: ReplyBudget;
   /** Set while a streamed reply owns the output: other replies wait for it (they must not interleave with it). */
   private outputBusy: Promise<void> | null = null;
   /** Waiters for socket writes to complete, settled at the latest when the socket closes. */
@@ -110,6 +116,7 @@ export class Transmission {
     private readonly log?: (line: string) => void,
   ) {
     this.budget = new ReplyBudget(limits.maxQueuedReplyBytes);
+    this.writeBudget = new ReplyBudget(limits.maxQueuedWriteBytes ?? 64 * 1024 * 1024);
     socket.on('close', () => {
       this.closed = true;
       this.disarmIdle();
@@ -121,6 +128,7 @@ export class Transmission {
 
   /** Serve requests until DISC, a protocol violation or the peer going away; then wait for in-flight work. */
   async run(): Promise<void> {
+    let payloadRelease: (() => void) | null = null;
     try {
       await this.startDirectReplies();
       for (;;) {
@@ -144,12 +152,16 @@ export class Transmission {
             await this.sendError(h, P.NBD_EOVERFLOW, `WRITE of ${h.length} bytes exceeds the maximum payload ${this.backing.blockSize.maximum}`);
             throw new NbdProtocolError(`WRITE payload of ${h.length} bytes is over the limit`);
           }
+          // Room for the payload first: while earlier writes are pending, the client's next one waits in its socket.
+          payloadRelease = await this.reservePayload(h.length);
           payload = await this.reader.read(h.length);
         }
         if (h.type === P.NBD_CMD_DISC) return;
-        this.dispatch(h, payload);
+        this.dispatch(h, payload, payloadRelease);
+        payloadRelease = null;
       }
     } finally {
+      payloadRelease?.();
       this.disarmIdle();
       await Promise.allSettled(this.settled);
       this.replies?.close();
@@ -218,9 +230,10 @@ export class Transmission {
     if (this.inFlight <= this.deliveryOnly) for (const w of this.workDoneWaiters.splice(0)) w();
   }
 
-  private dispatch(h: P.RequestHeader, payload: Buffer | null): void {
+  private dispatch(h: P.RequestHeader, payload: Buffer | null, payloadRelease: (() => void) | null): void {
     this.inFlight++;
     const p = this.handle(h, payload)
+      .finally(() => payloadRelease?.()) // the backing is done with the payload
       .catch((e: unknown) => this.sendError(h, nbdErrnoFor(e), (e as Error)?.message ?? 'request failed'))
       .finally(() => {
         this.inFlight--;
@@ -463,6 +476,21 @@ export class Transmission {
       if (released) return;
       released = true;
       this.budget.release(n);
+      server?.release(n);
+    };
+  }
+
+  /** Wait for room for an n-byte WRITE payload in the connection's and the server's write budgets; returns the release. */
+  private async reservePayload(n: number): Promise<() => void> {
+    if (n === 0) return () => undefined;
+    const server = this.limits.serverWriteBudget;
+    await this.writeBudget.acquire(n);
+    if (server !== undefined) await server.acquire(n);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.writeBudget.release(n);
       server?.release(n);
     };
   }

@@ -24,7 +24,7 @@ export interface NbdServerOptions {
   readonly maxInFlight?: number;
   /** A client that has not finished negotiating by then is dropped (default 30 s). */
   readonly handshakeTimeoutMs?: number;
-  /** Connections accepted at once; more are refused (default 128). Each may buffer up to 2 x 32 MiB of requests. */
+  /** Connections accepted at once; more are refused (default 128). Each may hold up to 64 MiB of WRITE payloads (256 MiB for all). */
   readonly maxConnections?: number;
   /**
    * A connection with no request in flight, no reply waiting to be sent and no new request for this long is closed
@@ -72,6 +72,8 @@ export class NbdServer {
    * that never read cannot starve the others; streamed READs hold 2 x 1 MiB per connection besides (not counted here).
    */
   private readonly replyBudget: ReplyBudget;
+  /** WRITE payload bytes received and not yet written, for all connections (their release needs only the disk). */
+  private readonly writeBudget: ReplyBudget;
   /** Open connections per peer (peer.ts), for the per-peer cap. */
   private readonly perPeer = new Map<string, number>();
 
@@ -81,6 +83,7 @@ export class NbdServer {
   ) {
     this.exportName = opts.exportName ?? '';
     this.replyBudget = new ReplyBudget(opts.maxReplyBytes ?? 256 * 1024 * 1024);
+    this.writeBudget = new ReplyBudget(256 * 1024 * 1024);
   }
 
   /** The URI clients connect to (after listen). */
@@ -186,7 +189,8 @@ export class NbdServer {
     const { socket } = conn;
     // Errors surface through ByteReader as rejections; this listener only keeps them from being "unhandled".
     socket.on('error', () => undefined);
-    const reader = new ByteReader(socket, 2 * this.backing.blockSize.maximum + 64 * 1024);
+    // Read-ahead only: a read of a larger payload still gets all of it; payloads held are bounded by the write budgets.
+    const reader = new ByteReader(socket, 1024 * 1024);
     const timeout = setTimeout(() => {
       this.opts.log?.('nbd: handshake timed out');
       socket.destroy();
@@ -207,6 +211,7 @@ export class NbdServer {
           maxInFlight: this.opts.maxInFlight ?? 16,
           maxQueuedReplyBytes: this.opts.maxQueuedReplyBytes ?? 2 * 1024 * 1024,
           serverBudget: this.replyBudget,
+          serverWriteBudget: this.writeBudget,
           idleTimeoutMs: this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
         },
         () => this.shuttingDown,
