@@ -16,7 +16,9 @@
 #include "af_merge.h"
 #include "cpu_features.h"
 #include "file_space.h"
+#include "heap_trim.h"
 #include "nbd_direct_read.h"
+#include "peer_cred.h"
 #include "writeback.h"
 #include "xts_kernels.h"
 
@@ -242,6 +244,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));
   exports.Set("fileSpace", Napi::Function::New<FileSpace>(env, "fileSpace"));
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
+  exports.Set("peerUid", Napi::Function::New<PeerUid>(env, "peerUid"));
+  exports.Set("trimHeap", Napi::Function::New<TrimHeap>(env, "trimHeap"));
   InitDirectRead(env, exports);
   return exports;
 }

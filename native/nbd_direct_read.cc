@@ -45,6 +45,12 @@ namespace {
 // Ciphertext and plaintext staging per connection: both stay in a core's L2.
 constexpr size_t kChunkBytes = 256 * 1024;
 
+// What one connection's queue may hold. The JS side keeps far below this (a job per request in flight, at most 16,
+// and reply bytes within its budgets); the thread re-checks rather than trust it, and a queue past either bound
+// fails the connection instead of growing.
+constexpr size_t kMaxQueuedJobs = 1024;
+constexpr size_t kMaxQueuedBytes = 64 * 1024 * 1024;
+
 // Marks DirectReadFile objects so ReplySender can check what it is given before unwrapping it.
 constexpr napi_type_tag kDirectReadFileTag = {0x76686463727970ULL, 0x6e62642d66696c65ULL};
 
@@ -144,6 +150,7 @@ struct SenderState {
   std::mutex mu;  // guards everything below
   std::condition_variable cv;
   std::deque<Job> jobs;
+  size_t queuedBytes = 0;  // bytes copied into the queued jobs
   uint32_t completed = 0;  // jobs finished since the last report to JS
   bool failed = false;
   std::string failure;
@@ -298,6 +305,7 @@ void RunSender(std::shared_ptr<SenderState> st) {
       if (st->stop.load()) return;
       job = std::move(st->jobs.front());
       st->jobs.pop_front();
+      st->queuedBytes -= job.head.size() + job.onReadError.size();
     }
     std::string err;
     bool ok;
@@ -378,13 +386,20 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
 
  private:
   bool Enqueue(Job&& job) {
+    const size_t bytes = job.head.size() + job.onReadError.size();
     {
       std::lock_guard<std::mutex> lk(st_->mu);
       if (st_->stop.load()) return false;
-      st_->jobs.push_back(std::move(job));
+      if (st_->jobs.size() < kMaxQueuedJobs && bytes <= kMaxQueuedBytes - st_->queuedBytes) {
+        st_->queuedBytes += bytes;
+        st_->jobs.push_back(std::move(job));
+        st_->cv.notify_one();
+        return true;
+      }
     }
-    st_->cv.notify_one();
-    return true;
+    Report(st_, false, "the reply queue is over its bound (" + std::to_string(kMaxQueuedJobs) + " replies or " +
+                           std::to_string(kMaxQueuedBytes >> 20) + " MiB)");
+    return false;
   }
 
   // read(head, onReadError, filePos, length, firstTweak: bigint, tweakStep, sectorSize): boolean (false once closed)

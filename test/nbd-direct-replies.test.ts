@@ -78,7 +78,10 @@ describe('native reply thread', () => {
     key.fill(0);
     expect(directFile).not.toBeNull();
     const layout = { dataOffset: 0n, payloadSize: BigInt(SIZE), sectorSize: 4096, label: 'plain', tweak: (off: bigint) => ({ firstTweak: off / 512n, tweakStep: 8 }) };
-    server = new NbdServer(await EncryptedBacking.open(await openRawFile(file), xts, layout, { readOnly: true, directFile: directFile! }));
+    // One test here opens more connections from this process than there are reply threads: lift the per-peer cap.
+    server = new NbdServer(await EncryptedBacking.open(await openRawFile(file), xts, layout, { readOnly: true, directFile: directFile! }), {
+      maxConnectionsPerPeer: MAX_REPLY_THREADS + 2,
+    });
     sock = join(tmp.dir, 'nbd.sock');
     uri = await server.listen({ socketPath: sock });
   });

@@ -33,6 +33,8 @@ interface ServeOptions {
   backend?: string;
   readerThreads?: string;
   processes?: string;
+  idleTimeout?: string;
+  maxConnectionsPerPeer?: string;
   verbose?: boolean;
 }
 
@@ -116,6 +118,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     // The children serve sockets handed over before any negotiation; TLS would need the credentials in each.
     if (processes > 0 && mode !== 'off') throw usage('--processes cannot be used with TLS (use --tls off on a loopback address or a Unix socket)');
   }
+  const limits = connectionLimits(o);
   const exportOptions: OpenExportOptions = {
     readOnly,
     ...(o.passphraseFile !== undefined ? { passphraseFile: o.passphraseFile } : {}),
@@ -153,9 +156,10 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   async function serveWith(): Promise<void> {
     const server =
       processes > 0
-        ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions })
+        ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions, limits })
         : new NbdServer(await openExportBacking(image, exportOptions), {
             exportName: o.exportName ?? '',
+            ...limits,
             ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
             ...(credentials !== null && mode !== 'off' ? { tls: { mode, credentials } } : {}),
           });
@@ -193,6 +197,22 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   }
 }
 
+/** --idle-timeout and --max-connections-per-peer, checked; absent ones keep the server's defaults. */
+function connectionLimits(o: ServeOptions): { idleTimeoutMs?: number; maxConnectionsPerPeer?: number } {
+  const out: { idleTimeoutMs?: number; maxConnectionsPerPeer?: number } = {};
+  if (o.idleTimeout !== undefined) {
+    const s = Number(o.idleTimeout);
+    if (o.idleTimeout.trim() === '' || !Number.isFinite(s) || s < 0 || s > 86_400) throw usage('--idle-timeout expects 0..86400 seconds (0 = never)');
+    out.idleTimeoutMs = Math.round(s * 1000);
+  }
+  if (o.maxConnectionsPerPeer !== undefined) {
+    const n = Number(o.maxConnectionsPerPeer);
+    if (!Number.isInteger(n) || n < 1 || n > 128) throw usage('--max-connections-per-peer expects 1..128');
+    out.maxConnectionsPerPeer = n;
+  }
+  return out;
+}
+
 /** Registers `vhdcrypt serve`. */
 export function registerServe(program: Command): void {
   addParentOptions(program
@@ -219,6 +239,8 @@ export function registerServe(program: Command): void {
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
     .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per plaintext (not TLS) connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
     .option('--processes <n>', 'read-only, without TLS: serve connections from N child processes (each with its own backing)')
+    .option('--idle-timeout <seconds>', 'close a connection with nothing in flight and no request for this long (default 60; 0 = never, for long-lived attachments)')
+    .option('--max-connections-per-peer <n>', 'connections one peer may hold at once: a Unix socket\'s uid, a TCP address (default 32 of the 128; per process with --processes)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

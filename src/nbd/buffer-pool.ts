@@ -4,10 +4,15 @@
  * full-disk copy does not churn gigabytes of external memory through the GC.
  * Buffers come back uninitialised: callers fill every byte they send.
  */
+import { nativeAddon } from '../native-addon.js';
+
 const MIN_POOLED = 64 * 1024;
 const MAX_POOLED = 32 * 1024 * 1024;
 /** Bytes kept idle per size class at most. */
-const MAX_IDLE_BYTES = 64 * 1024 * 1024;
+const MAX_IDLE_BYTES = 16 * 1024 * 1024;
+/** Bytes kept idle in all classes together at most (replies are read in pieces of at most 1 MiB: few classes are hot). */
+const MAX_IDLE_TOTAL = 32 * 1024 * 1024;
+let idleTotal = 0;
 
 const free = new Map<number, ArrayBuffer[]>();
 const freeShared = new Map<number, SharedArrayBuffer[]>();
@@ -24,7 +29,9 @@ export function acquireBuffer(length: number): Uint8Array {
   if (length < MIN_POOLED / 4 || length > MAX_POOLED) return new Uint8Array(length);
   const c = sizeClass(length);
   const list = free.get(c);
-  const ab = list?.pop() ?? new ArrayBuffer(c);
+  const reused = list?.pop();
+  if (reused !== undefined) idleTotal -= c;
+  const ab = reused ?? new ArrayBuffer(c);
   pooled.add(ab);
   return new Uint8Array(ab, 0, length);
 }
@@ -32,7 +39,9 @@ export function acquireBuffer(length: number): Uint8Array {
 /** Like acquireBuffer, over a SharedArrayBuffer (for worker threads to fill in place). */
 export function acquireSharedBuffer(length: number): Uint8Array {
   const c = sizeClass(Math.max(length, 1));
-  const sab = freeShared.get(c)?.pop() ?? new SharedArrayBuffer(c);
+  const reused = freeShared.get(c)?.pop();
+  if (reused !== undefined) idleTotal -= c;
+  const sab = reused ?? new SharedArrayBuffer(c);
   pooled.add(sab);
   return new Uint8Array(sab, 0, length);
 }
@@ -48,11 +57,29 @@ export function releaseBuffers(views: Iterable<Uint8Array>): void {
     if (ab instanceof SharedArrayBuffer) {
       let list = freeShared.get(ab.byteLength);
       if (list === undefined) freeShared.set(ab.byteLength, (list = []));
-      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES) list.push(ab);
+      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES && idleTotal + ab.byteLength <= MAX_IDLE_TOTAL) {
+        list.push(ab);
+        idleTotal += ab.byteLength;
+      }
     } else if (ab instanceof ArrayBuffer) {
       let list = free.get(ab.byteLength);
       if (list === undefined) free.set(ab.byteLength, (list = []));
-      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES) list.push(ab);
+      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES && idleTotal + ab.byteLength <= MAX_IDLE_TOTAL) {
+        list.push(ab);
+        idleTotal += ab.byteLength;
+      }
     }
   }
+}
+
+/**
+ * Give idle memory back when the server has no client: drop the pool's idle buffers (the GC frees them) and ask
+ * glibc to return its free heap pages (native trimHeap; without the addon only the pool is dropped).
+ */
+export function releaseIdleMemory(): void {
+  free.clear();
+  freeShared.clear();
+  idleTotal = 0;
+  const trim = nativeAddon()?.trimHeap;
+  if (typeof trim === 'function') (trim as () => boolean)();
 }

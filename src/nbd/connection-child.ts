@@ -9,11 +9,18 @@ import type { Socket } from 'node:net';
 import { NbdServer } from './server.js';
 import { openExportBacking, type OpenExportOptions } from './open-export.js';
 
+/** The server limits a child applies to its own connections. */
+export interface ConnectionLimits {
+  readonly idleTimeoutMs?: number;
+  readonly maxConnectionsPerPeer?: number;
+}
+
 export interface ChildInit {
   readonly kind: 'init';
   readonly path: string;
   readonly exportName: string;
   readonly options: OpenExportOptions;
+  readonly limits: ConnectionLimits;
 }
 
 type ParentMessage = ChildInit | { readonly kind: 'conn' } | { readonly kind: 'close' };
@@ -29,7 +36,7 @@ process.on('message', (msg: ParentMessage, handle?: unknown) => {
   if (msg.kind === 'init') {
     openExportBacking(msg.path, { ...msg.options, readOnly: true, readerThreads: 0 }).then(
       (backing) => {
-        server = new NbdServer(backing, { exportName: msg.exportName });
+        server = new NbdServer(backing, { exportName: msg.exportName, ...msg.limits });
         for (const s of early.splice(0)) server.serveSocket(s);
         process.send?.({ kind: 'ready' });
       },

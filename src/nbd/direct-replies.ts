@@ -55,7 +55,7 @@ interface Waiter {
 }
 
 /** Node keeps a socket's descriptor on its private handle; there is no public accessor. */
-function socketFd(socket: Socket): number | undefined {
+export function socketFd(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -8,7 +8,12 @@
  *  - the first write into a hole first fills the rest of that allocation unit
  *    with encrypted zeros, or its other sectors would read back as the
  *    decryption of zero bytes (garbage) once the container allocated them;
- *  - TRIM / WRITE_ZEROES of whole allocation units deallocate them.
+ *  - TRIM / WRITE_ZEROES of whole allocation units deallocate them, in a
+ *    dynamic VHD only: there a deallocated block stays a hole on disk (the
+ *    BAT says so) and reads as zeros after a restart too. A raw or fixed-VHD
+ *    container has no hole it can record (its discard writes zero bytes,
+ *    whose decryption is garbage), and a differencing VHD's discard writes
+ *    zero bytes so as not to expose its parent: those get encrypted zeros.
  * Overlapping writes are serialised per crypto sector (RangeLock), so two
  * partial writes to one sector cannot lose each other's bytes.
  */
@@ -70,6 +75,8 @@ export class EncryptedBacking implements NbdBacking {
   private readonly ss: bigint;
   private readonly d: bigint;
   private readonly granule: number;
+  /** True when a deallocated allocation unit persists as a hole that reads as plaintext zeros (see the header). */
+  private readonly realHoles: boolean;
   private readonly lock = new RangeLock();
   private readonly reader: DecryptReader | null;
   readonly direct?: DirectReadPath;
@@ -98,6 +105,7 @@ export class EncryptedBacking implements NbdBacking {
     this.canTrim = !this.readOnly && image.discard !== undefined;
     this.canZero = !this.readOnly;
     this.granule = Math.max(allocationGranule(image), ss);
+    this.realHoles = image.format === 'vhd-dynamic';
     this.reader = opts.reader ?? null;
     if (opts.directFile !== undefined) {
       const file = opts.directFile;
@@ -199,8 +207,8 @@ export class EncryptedBacking implements NbdBacking {
       for (let pos = s; pos < e; ) {
         const step = e - pos < BigInt(ZERO_CHUNK.length) ? Number(e - pos) : ZERO_CHUNK.length;
         const [a, b] = this.alignOut(pos, pos + BigInt(step));
-        // Already reading as zeros: nothing to do unless the client asked for no holes.
-        if (!(mayTrim && this.map.isHole(this.d + a, this.d + b))) await this.writePlain(pos, ZERO_CHUNK.subarray(0, step));
+        // Already reading as zeros (a hole that persists): nothing to do unless the client asked for no holes.
+        if (!(mayTrim && this.realHoles && this.map.isHole(this.d + a, this.d + b))) await this.writePlain(pos, ZERO_CHUNK.subarray(0, step));
         pos += BigInt(step);
       }
     }
@@ -344,7 +352,7 @@ export class EncryptedBacking implements NbdBacking {
 
   /** Drop whole container allocation units inside [start, end); returns the payload range dropped, or null. */
   private async deallocate(start: bigint, end: bigint): Promise<[bigint, bigint] | null> {
-    if (this.image.discard === undefined) return null;
+    if (this.image.discard === undefined || !this.realHoles) return null;
     const [s, e] = narrowToGranules(this.d + start, this.d + end, this.granule, this.image.virtualSize);
     if (s >= e) return null;
     const release = await this.lock.acquire(s - this.d, e - this.d);

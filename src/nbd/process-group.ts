@@ -11,7 +11,7 @@ import { isErrorCode } from '../error-codes.js';
 import { VhdcryptError } from '../errors.js';
 import { compiledModulePath } from '../package-root.js';
 import { NbdError } from './errors.js';
-import type { ChildInit } from './connection-child.js';
+import type { ChildInit, ConnectionLimits } from './connection-child.js';
 import type { OpenExportOptions } from './open-export.js';
 import { removeStaleSocket, type NbdEndpoint } from './server.js';
 import { formatNbdUri } from './uri.js';
@@ -21,6 +21,8 @@ export interface ProcessGroupOptions {
   readonly path: string;
   readonly exportName: string;
   readonly options: OpenExportOptions;
+  /** Idle timeout and per-peer cap, enforced by each child for the connections it serves (so per process). */
+  readonly limits?: ConnectionLimits;
 }
 
 export class NbdProcessGroup {
@@ -51,7 +53,7 @@ export class NbdProcessGroup {
               }
             });
             child.once('exit', (code) => reject(new NbdError('NBD_CHILD_FAILED', `a serve child exited (${code}) while opening the image`)));
-            const init: ChildInit = { kind: 'init', path: opts.path, exportName: opts.exportName, options: opts.options };
+            const init: ChildInit = { kind: 'init', path: opts.path, exportName: opts.exportName, options: opts.options, limits: opts.limits ?? {} };
             child.send(init);
           });
         }),

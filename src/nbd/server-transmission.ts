@@ -13,16 +13,34 @@ import type { ByteReader } from './byte-reader.js';
 import type { NegotiatedSession } from './server-handshake.js';
 import { releaseBuffers } from './buffer-pool.js';
 import { DirectReplies } from './direct-replies.js';
+import { ReplyBudget } from './reply-budget.js';
 import { NbdProtocolError, NbdRequestError, nbdErrnoFor } from './errors.js';
 import * as P from './protocol.js';
 
 export interface TransmissionLimits {
   /** Requests handled at once on one connection. */
   readonly maxInFlight: number;
-  /** Stop reading requests while this many reply bytes wait in the socket. */
+  /**
+   * Reply bytes one connection may hold in memory (read, not yet taken by the kernel or the reply thread); requests
+   * also stop being read while this many wait in the socket.
+   */
   readonly maxQueuedReplyBytes: number;
+  /** The budget every connection of the server draws from as well. */
+  readonly serverBudget?: ReplyBudget;
+  /** WRITE payload bytes one connection may have received and not yet written; no more is read until they are. */
+  readonly maxQueuedWriteBytes?: number;
+  /** The same, for all connections of the server together. */
+  readonly serverWriteBudget?: ReplyBudget;
+  /** Close the connection after this long with no request in flight, no reply unsent and no new request (0 = never). */
+  readonly idleTimeoutMs?: number;
 }
 
+/**
+ * READ replies larger than this are read and sent in pieces of this size, one such reply at a time per connection,
+ * the next piece read only once the previous one has left: a 32 MiB READ holds two pieces, not 32 MiB, however slowly
+ * its client reads.
+ */
+export const STREAM_PIECE = 1024 * 1024;
 /** TRIM/WRITE_ZEROES larger than this are cut into pieces so no step holds more memory. */
 const ZERO_STEP = 32 * 1024 * 1024;
 /** On shutdown, how long replies already made may take to reach a client before the connection is dropped. */
@@ -76,6 +94,17 @@ export class Transmission {
   /** Requests in flight whose backing work is done and whose reply waits on the reply thread (on the client reading). */
   private deliveryOnly = 0;
   private workDoneWaiters: Array<() => void> = [];
+  /** True while the loop waits for the next request header. */
+  private awaitingRequest = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  /** Reply bytes this connection holds (see TransmissionLimits.maxQueuedReplyBytes). */
+  private readonly budget: ReplyBudget;
+  /** WRITE payload bytes received and not yet written (see TransmissionLimits.maxQueuedWriteBytes). */
+  private readonly writeBudget: ReplyBudget;
+  /** Set while a streamed reply owns the output: other replies wait for it (they must not interleave with it). */
+  private outputBusy: Promise<void> | null = null;
+  /** Waiters for socket writes to complete, settled at the latest when the socket closes. */
+  private readonly flushWaiters = new Set<() => void>();
 
   constructor(
     private readonly socket: Socket,
@@ -84,9 +113,14 @@ export class Transmission {
     private readonly session: NegotiatedSession,
     private readonly limits: TransmissionLimits,
     private readonly isShuttingDown: () => boolean,
+    private readonly log?: (line: string) => void,
   ) {
+    this.budget = new ReplyBudget(limits.maxQueuedReplyBytes);
+    this.writeBudget = new ReplyBudget(limits.maxQueuedWriteBytes ?? 64 * 1024 * 1024);
     socket.on('close', () => {
       this.closed = true;
+      this.disarmIdle();
+      for (const w of [...this.flushWaiters]) w();
       this.replies?.close();
       this.wakeSlot();
     });
@@ -94,12 +128,21 @@ export class Transmission {
 
   /** Serve requests until DISC, a protocol violation or the peer going away; then wait for in-flight work. */
   async run(): Promise<void> {
+    let payloadRelease: (() => void) | null = null;
     try {
       await this.startDirectReplies();
       for (;;) {
         await this.waitForSlot();
         if (this.closed) return;
-        const raw = await this.reader.read(P.REQUEST_HEADER_LEN);
+        this.awaitingRequest = true;
+        this.armIdle();
+        let raw: Buffer;
+        try {
+          raw = await this.reader.read(P.REQUEST_HEADER_LEN);
+        } finally {
+          this.awaitingRequest = false;
+          this.disarmIdle();
+        }
         const h = P.decodeRequestHeader(raw);
         if (h.magic !== P.NBD_REQUEST_MAGIC) throw new NbdProtocolError(`bad request magic 0x${h.magic.toString(16)}`);
         let payload: Buffer | null = null;
@@ -109,15 +152,45 @@ export class Transmission {
             await this.sendError(h, P.NBD_EOVERFLOW, `WRITE of ${h.length} bytes exceeds the maximum payload ${this.backing.blockSize.maximum}`);
             throw new NbdProtocolError(`WRITE payload of ${h.length} bytes is over the limit`);
           }
+          // Room for the payload first: while earlier writes are pending, the client's next one waits in its socket.
+          payloadRelease = await this.reservePayload(h.length);
           payload = await this.reader.read(h.length);
         }
         if (h.type === P.NBD_CMD_DISC) return;
-        this.dispatch(h, payload);
+        this.dispatch(h, payload, payloadRelease);
+        payloadRelease = null;
       }
     } finally {
+      payloadRelease?.();
+      this.disarmIdle();
       await Promise.allSettled(this.settled);
       this.replies?.close();
     }
+  }
+
+  /**
+   * Idle: waiting for a request with none in flight and every reply taken by the socket. Entered only when the loop
+   * starts waiting, the last request settles or the socket flushes its replies (each calls armIdle); left only when a
+   * request header arrives (which disarms), so the timer needs no re-check of activity in between.
+   */
+  private isIdle(): boolean {
+    return this.awaitingRequest && this.inFlight === 0 && this.socket.writableLength === 0 && !this.closed;
+  }
+
+  private armIdle(): void {
+    const ms = this.limits.idleTimeoutMs ?? 0;
+    if (ms <= 0 || this.idleTimer !== null || !this.isIdle()) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (!this.isIdle()) return;
+      this.log?.(`nbd: closing a connection idle for ${ms / 1000} s`);
+      this.socket.destroy();
+    }, ms);
+  }
+
+  private disarmIdle(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 
   /**
@@ -139,10 +212,6 @@ export class Transmission {
    */
   async drain(): Promise<void> {
     const all = Promise.allSettled([...this.settled]);
-    if (this.replies === null) {
-      await all;
-      return;
-    }
     if (this.inFlight > this.deliveryOnly) await new Promise<void>((resolve) => this.workDoneWaiters.push(resolve));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, DELIVERY_GRACE_MS)))]);
@@ -164,13 +233,15 @@ export class Transmission {
     if (this.inFlight <= this.deliveryOnly) for (const w of this.workDoneWaiters.splice(0)) w();
   }
 
-  private dispatch(h: P.RequestHeader, payload: Buffer | null): void {
+  private dispatch(h: P.RequestHeader, payload: Buffer | null, payloadRelease: (() => void) | null): void {
     this.inFlight++;
     const p = this.handle(h, payload)
+      .finally(() => payloadRelease?.()) // the backing is done with the payload
       .catch((e: unknown) => this.sendError(h, nbdErrnoFor(e), (e as Error)?.message ?? 'request failed'))
       .finally(() => {
         this.inFlight--;
         this.checkWorkDone();
+        this.armIdle();
         const i = this.settled.indexOf(p);
         if (i >= 0) this.settled.splice(i, 1);
         this.wakeSlot();
@@ -282,31 +353,169 @@ export class Transmission {
       const onReadError = structured
         ? P.encodeErrorChunk(P.NBD_REPLY_FLAG_DONE, h.cookie, P.NBD_EIO, 'reading the image failed')
         : P.encodeSimpleReply(P.NBD_EIO, h.cookie);
+      for (let busy = this.outputFree(); busy !== null; busy = this.outputFree()) await busy;
       return this.delivered(this.replies!.read(head, onReadError, plan, h.length));
     }
-    if (!this.session.structuredReplies) {
-      const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
-      return this.write([P.encodeSimpleReply(0, h.cookie), data], [data]);
+    if (h.length > STREAM_PIECE) return this.streamRead(h);
+    // A small reply: held whole, within the connection's and the server's budgets (waiting here holds nothing).
+    const release = await this.reserve(h.length);
+    if (this.closed) {
+      release(); // the client left while this waited: nobody to read it
+      return;
     }
-    if (h.length === 0) {
-      return this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)]);
+    try {
+      if (!this.session.structuredReplies) {
+        const data = h.length > 0 ? await b.read(h.offset, h.length) : new Uint8Array(0);
+        return await this.write([P.encodeSimpleReply(0, h.cookie), data], [data], release);
+      }
+      if (h.length === 0) {
+        return await this.write([P.encodeChunkHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, h.cookie, 0)], [], release);
+      }
+      const df = (h.flags & P.NBD_CMD_FLAG_DF) !== 0;
+      if (df || b.readSparse === undefined) {
+        const data = await b.read(h.offset, h.length);
+        return await this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data], [data], release);
+      }
+      const { parts, pooled } = await this.sparseChunks(h, h.offset, h.length, true);
+      return await this.write(parts, pooled, release);
+    } catch (e) {
+      release();
+      throw e;
     }
-    const df = (h.flags & P.NBD_CMD_FLAG_DF) !== 0;
-    if (df || b.readSparse === undefined) {
-      const data = await b.read(h.offset, h.length);
-      return this.write([P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, data.length), data], [data]);
-    }
-    const segments = await b.readSparse(h.offset, h.length);
+  }
+
+  /** Structured chunks (OFFSET_DATA / OFFSET_HOLE) for [offset, offset+length) of READ `h`; the last one DONE if `last`. */
+  private async sparseChunks(h: P.RequestHeader, offset: bigint, length: number, last: boolean): Promise<{ parts: Uint8Array[]; pooled: Uint8Array[] }> {
+    const segments = await this.backing.readSparse!(offset, length);
+    const pooled = segments.flatMap((s) => (s.data === null ? [] : [s.data]));
     const parts: Uint8Array[] = [];
-    let at = h.offset;
+    let at = offset;
     segments.forEach((s, i) => {
-      const flags = i === segments.length - 1 ? P.NBD_REPLY_FLAG_DONE : 0;
+      const flags = last && i === segments.length - 1 ? P.NBD_REPLY_FLAG_DONE : 0;
       if (s.data === null) parts.push(P.encodeOffsetHole(flags, h.cookie, at, s.length));
       else parts.push(P.encodeOffsetDataHeader(flags, h.cookie, at, s.length), s.data);
       at += BigInt(s.length);
     });
-    if (at !== h.offset + BigInt(h.length)) throw new NbdRequestError(P.NBD_EIO, 'backing returned a short sparse read');
-    return this.write(parts, segments.flatMap((s) => (s.data === null ? [] : [s.data])));
+    if (at !== offset + BigInt(length)) {
+      releaseBuffers(pooled);
+      throw new NbdRequestError(P.NBD_EIO, 'backing returned a short sparse read');
+    }
+    return { parts, pooled };
+  }
+
+  /**
+   * A READ larger than STREAM_PIECE, read and sent piece by piece while it owns the connection's output. Its pieces
+   * stay out of the budgets: replies queued behind this one may hold budget, and waiting for them would deadlock;
+   * counting them would let clients that never read use up the server budget (every connection may hold two pieces)
+   * and starve the others. It holds two pieces at most: the one leaving and the one being read. A simple reply or a DF read is
+   * one contiguous payload, so a failure after its first piece left ends the connection (proto.md "Simple reply
+   * message": the data cannot be taken back); structured pieces are chunks of their own, and an error chunk may
+   * follow them.
+   */
+  private async streamRead(h: P.RequestHeader): Promise<void> {
+    const b = this.backing;
+    const structured = this.session.structuredReplies;
+    const contiguous = !structured || (h.flags & P.NBD_CMD_FLAG_DF) !== 0 || b.readSparse === undefined;
+    const unlock = await this.lockOutput();
+    let previous: Promise<void> = Promise.resolve();
+    let started = false;
+    try {
+      for (let done = 0; done < h.length; ) {
+        if (this.closed) return; // nobody to read it: do not read the image for it
+        const n = Math.min(STREAM_PIECE, h.length - done);
+        const at = h.offset + BigInt(done);
+        const last = done + n === h.length;
+        let piece: { parts: Uint8Array[]; pooled: Uint8Array[] } | undefined;
+        try {
+          if (contiguous) {
+            const data = await b.read(at, n);
+            const parts = [data];
+            if (done === 0) {
+              parts.unshift(structured ? P.encodeOffsetDataHeader(P.NBD_REPLY_FLAG_DONE, h.cookie, h.offset, h.length) : P.encodeSimpleReply(0, h.cookie));
+            }
+            piece = { parts, pooled: [data] };
+          } else {
+            piece = await this.sparseChunks(h, at, n, last);
+          }
+          // The previous piece must have left before this one is queued: at most two pieces are held.
+          await this.delivered(previous);
+        } catch (e) {
+          releaseBuffers(piece?.pooled ?? []);
+          throw e;
+        }
+        if (this.closed) {
+          releaseBuffers(piece.pooled);
+          return;
+        }
+        previous = this.writeNow(piece.parts, piece.pooled);
+        started = true;
+        done += n;
+      }
+      if (this.replies !== null) await this.delivered(previous);
+    } catch (e) {
+      if (started && contiguous) this.socket.destroy();
+      throw e;
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Wait for room for an n-byte reply in the connection's budget, then the server's; returns the release (idempotent). */
+  private async reserve(n: number): Promise<() => void> {
+    if (n === 0) return () => undefined;
+    const server = this.limits.serverBudget;
+    // Waiting for budget is waiting for clients to read: like delivery, it must not hold up shutdown's drain().
+    await this.delivered(this.budget.acquire(n));
+    if (server !== undefined) {
+      try {
+        await this.delivered(server.acquire(n));
+      } catch (e) {
+        this.budget.release(n);
+        throw e;
+      }
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.budget.release(n);
+      server?.release(n);
+    };
+  }
+
+  /** Wait for room for an n-byte WRITE payload in the connection's and the server's write budgets; returns the release. */
+  private async reservePayload(n: number): Promise<() => void> {
+    if (n === 0) return () => undefined;
+    const server = this.limits.serverWriteBudget;
+    await this.writeBudget.acquire(n);
+    if (server !== undefined) await server.acquire(n);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.writeBudget.release(n);
+      server?.release(n);
+    };
+  }
+
+  /** Take the connection's output for a streamed reply; resolves with the release. */
+  private async lockOutput(): Promise<() => void> {
+    // The check and the take must not be split by an await (another waiter would take it too).
+    while (this.outputBusy !== null) await this.outputBusy;
+    let release!: () => void;
+    this.outputBusy = new Promise<void>((r) => (release = r));
+    return () => {
+      this.outputBusy = null;
+      release();
+    };
+  }
+
+  /**
+   * Wait until no streamed reply owns the output. The caller must write in the same synchronous step as its own
+   * check of outputBusy: returning from an async function is another turn, in which a stream may take the output.
+   */
+  private outputFree(): Promise<void> | null {
+    return this.outputBusy;
   }
 
   private async blockStatus(h: P.RequestHeader): Promise<void> {
@@ -336,22 +545,44 @@ export class Transmission {
   }
 
   /**
-   * One reply's pieces go out together: through the reply thread when there is one (it copies them),
-   * else as corked socket writes, never interleaved with another reply's. Never rejects.
+   * One reply's pieces go out together, after any streamed reply: through the reply thread when there is one (it
+   * copies them; the request then waits for delivery), else as corked socket writes (the request is done; the
+   * socket's queue is bounded by the budgets and waitForSlot). `onSent` runs once they have left. Never rejects.
    */
-  private async write(parts: Uint8Array[], pooled: Uint8Array[] = []): Promise<void> {
+  private async write(parts: Uint8Array[], pooled: Uint8Array[] = [], onSent?: () => void): Promise<void> {
+    for (let busy = this.outputFree(); busy !== null; busy = this.outputFree()) await busy;
+    const left = this.writeNow(parts, pooled, onSent);
+    if (this.replies !== null) return this.delivered(left);
+  }
+
+  /** Queue a reply's pieces now; resolves once they have left (the reply thread sent them, the socket flushed them, or it closed). */
+  private writeNow(parts: Uint8Array[], pooled: Uint8Array[], onSent?: () => void): Promise<void> {
     if (this.replies !== null) {
       const sent = this.replies.send(parts);
       releaseBuffers(pooled);
-      return this.delivered(sent);
+      return sent.finally(() => onSent?.());
     }
-    if (this.closed || this.socket.destroyed) return;
-    this.socket.cork();
-    parts.forEach((p, i) => {
-      // Pooled data buffers go back once the socket has taken the last piece.
-      if (i === parts.length - 1 && pooled.length > 0) this.socket.write(p, () => releaseBuffers(pooled));
-      else this.socket.write(p);
+    if (this.closed || this.socket.destroyed) {
+      releaseBuffers(pooled);
+      onSent?.();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        if (!this.flushWaiters.delete(done)) return;
+        // Pooled data buffers go back once the socket has taken the last piece; then the connection may be idle.
+        releaseBuffers(pooled);
+        onSent?.();
+        resolve();
+        this.armIdle();
+      };
+      this.flushWaiters.add(done);
+      this.socket.cork();
+      parts.forEach((p, i) => {
+        if (i === parts.length - 1) this.socket.write(p, done);
+        else this.socket.write(p);
+      });
+      this.socket.uncork();
     });
-    this.socket.uncork();
   }
 }

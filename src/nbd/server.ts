@@ -8,8 +8,11 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
 import type { NbdBacking } from './backing.js';
+import { releaseIdleMemory } from './buffer-pool.js';
 import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
+import { peerKey } from './peer.js';
+import { ReplyBudget } from './reply-budget.js';
 import { negotiate } from './server-handshake.js';
 import { Transmission } from './server-transmission.js';
 import type { NbdTlsCredentials } from './tls.js';
@@ -22,8 +25,19 @@ export interface NbdServerOptions {
   readonly maxInFlight?: number;
   /** A client that has not finished negotiating by then is dropped (default 30 s). */
   readonly handshakeTimeoutMs?: number;
-  /** Connections accepted at once; more are refused (default 128). Each may buffer up to 2 x 32 MiB of requests. */
+  /** Connections accepted at once; more are refused (default 128). Each may hold up to 64 MiB of WRITE payloads (256 MiB for all). */
   readonly maxConnections?: number;
+  /**
+   * A connection with no request in flight, no reply waiting to be sent and no new request for this long is closed
+   * (0 = never), so idle clients cannot hold every slot. Default DEFAULT_IDLE_TIMEOUT_MS.
+   */
+  readonly idleTimeoutMs?: number;
+  /** Connections one peer (a Unix socket's uid, a TCP address: peer.ts) may hold at once. Default DEFAULT_MAX_CONNECTIONS_PER_PEER. */
+  readonly maxConnectionsPerPeer?: number;
+  /** Reply bytes one connection may hold in memory before its requests wait (default 2 MiB; larger READs are streamed). */
+  readonly maxQueuedReplyBytes?: number;
+  /** Reply bytes all connections together may hold before requests wait (default 256 MiB). */
+  readonly maxReplyBytes?: number;
   /** Diagnostics (one line per dropped connection); never given key material. */
   readonly log?: (line: string) => void;
   /**
@@ -32,6 +46,15 @@ export interface NbdServerOptions {
    */
   readonly tls?: { readonly mode: 'require' | 'on'; readonly credentials: NbdTlsCredentials };
 }
+
+/**
+ * Tools that copy or convert (nbdcopy, qemu-img, nbdfuse) keep their connections busy; one left open with nothing
+ * to do for a minute is more likely a stuck or hostile client than a user. Long-lived attachments that may sit idle
+ * (a kernel nbd device, a VM disk) should run with the idle timeout off and rely on the per-peer cap.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/** A quarter of the default 128 slots: far more than a client needs (nbdcopy opens 4), and 4 peers are needed to fill the server. */
+export const DEFAULT_MAX_CONNECTIONS_PER_PEER = 32;
 
 /** Where to listen: a Unix socket path, or a TCP port on a host (default 127.0.0.1). */
 export type NbdEndpoint = { readonly socketPath: string } | { readonly port: number; readonly host?: string };
@@ -51,12 +74,23 @@ export class NbdServer {
   private listenedUri: string | null = null;
   private socketPath: string | null = null;
   private readonly exportName: string;
+  /**
+   * Reply bytes held for all connections. With the defaults, 128 connections x 2 MiB of small replies fit, so clients
+   * that never read cannot starve the others; streamed READs hold 2 x 1 MiB per connection besides (not counted here).
+   */
+  private readonly replyBudget: ReplyBudget;
+  /** WRITE payload bytes received and not yet written, for all connections (their release needs only the disk). */
+  private readonly writeBudget: ReplyBudget;
+  /** Open connections per peer (peer.ts), for the per-peer cap. */
+  private readonly perPeer = new Map<string, number>();
 
   constructor(
     private readonly backing: NbdBacking,
     private readonly opts: NbdServerOptions = {},
   ) {
     this.exportName = opts.exportName ?? '';
+    this.replyBudget = new ReplyBudget(opts.maxReplyBytes ?? 256 * 1024 * 1024);
+    this.writeBudget = new ReplyBudget(256 * 1024 * 1024);
   }
 
   /** The URI clients connect to (after listen). */
@@ -133,17 +167,41 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    if (!this.admitPeer(socket)) return;
     const conn: Connection = { socket, transmission: null, done: Promise.resolve() };
     this.connections.add(conn);
     // Tracked until the socket is really closed, so close() can always reach it.
-    socket.once('close', () => this.connections.delete(conn));
+    socket.once('close', () => {
+      this.connections.delete(conn);
+      if (this.connections.size === 0) releaseIdleMemory();
+    });
     conn.done = this.serve(conn);
+  }
+
+  /** Count the connection against its peer's cap, or refuse it (closed before the greeting). */
+  private admitPeer(socket: Socket): boolean {
+    const peer = peerKey(socket);
+    const open = this.perPeer.get(peer) ?? 0;
+    const cap = this.opts.maxConnectionsPerPeer ?? DEFAULT_MAX_CONNECTIONS_PER_PEER;
+    if (open >= cap) {
+      this.opts.log?.(`nbd: connection refused: ${peer} already holds ${open} connections (the per-peer limit)`);
+      socket.destroy();
+      return false;
+    }
+    this.perPeer.set(peer, open + 1);
+    socket.once('close', () => {
+      const n = (this.perPeer.get(peer) ?? 1) - 1;
+      if (n > 0) this.perPeer.set(peer, n);
+      else this.perPeer.delete(peer);
+    });
+    return true;
   }
 
   private async serve(conn: Connection): Promise<void> {
     // Errors surface through ByteReader as rejections; this listener only keeps them from being "unhandled".
     conn.socket.on('error', () => undefined);
-    const highWater = 2 * this.backing.blockSize.maximum + 64 * 1024;
+    // Read-ahead only: a read of a larger payload still gets all of it; payloads held are bounded by the write budgets.
+    const highWater = 1024 * 1024;
     const timeout = setTimeout(() => {
       this.opts.log?.('nbd: handshake timed out');
       conn.socket.destroy();
@@ -177,8 +235,15 @@ export class NbdServer {
         reader,
         this.backing,
         session,
-        { maxInFlight: this.opts.maxInFlight ?? 16, maxQueuedReplyBytes: 64 * 1024 * 1024 },
+        {
+          maxInFlight: this.opts.maxInFlight ?? 16,
+          maxQueuedReplyBytes: this.opts.maxQueuedReplyBytes ?? 2 * 1024 * 1024,
+          serverBudget: this.replyBudget,
+          serverWriteBudget: this.writeBudget,
+          idleTimeoutMs: this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+        },
         () => this.shuttingDown,
+        this.opts.log,
       );
       await conn.transmission.run();
       socket.destroySoon(); // after DISC: replies flushed, then close

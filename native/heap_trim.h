@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace vhdcrypt {
+// trimHeap(): boolean — see heap_trim.cc.
+Napi::Value TrimHeap(const Napi::CallbackInfo& info);
+}  // namespace vhdcrypt
