@@ -103,7 +103,7 @@ describe('idle timeout', () => {
 
   it('vhdcrypt serve --idle-timeout drops an idle client; a bad value is a usage error', async () => {
     const socketPath = join(tmp.dir, 'cli-idle.sock');
-    const serve = await startServe([file, '--read-only', '--socket', socketPath, '--idle-timeout', '0.3']);
+    const serve = await startServe([file, '--plaintext', '--socket', socketPath, '--idle-timeout', '0.3']);
     try {
       const idle = await rawConnect({ socketPath });
       idle.socket.resume();
@@ -113,7 +113,7 @@ describe('idle timeout', () => {
     }
     // With --processes the children apply the limits to the connections handed to them.
     const groupSocket = join(tmp.dir, 'cli-group.sock');
-    const group = await startServe([file, '--read-only', '--socket', groupSocket, '--processes', '2', '--idle-timeout', '0.3', '--max-connections-per-peer', '1']);
+    const group = await startServe([file, '--plaintext', '--socket', groupSocket, '--processes', '2', '--idle-timeout', '0.3', '--max-connections-per-peer', '1']);
     try {
       const idle = await rawConnect({ socketPath: groupSocket });
       idle.socket.resume();

@@ -63,7 +63,7 @@ beforeAll(async () => {
   await img.close();
   passFile = join(tmp.dir, 'pass');
   await writeFile(passFile, PASS);
-  const serve = await startServe([file, '--passphrase-file', passFile, '--socket', join(tmp.dir, 'fill.sock')]);
+  const serve = await startServe([file, '--passphrase-file', passFile, '--writable', '--socket', join(tmp.dir, 'fill.sock')]);
   try {
     const size = Number((await runOk('nbdinfo', ['--size', serve.uri])).stdout.toString().trim());
     model = randomBytes(size);

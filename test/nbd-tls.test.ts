@@ -205,7 +205,7 @@ describe('vhdcrypt serve with X.509 certificates (made by openssl here)', () => 
   });
 
   it('with --tls-verify-peer: a client certificate of the CA reads the disk; none, or one of another CA, is refused', async () => {
-    const srv = await startServe([img, '--port', '0', '--tls-certificates', serverDir, '--tls-verify-peer', '--verbose']);
+    const srv = await startServe([img, '--plaintext', '--port', '0', '--tls-certificates', serverDir, '--tls-verify-peer', '--verbose']);
     try {
       expect(srv.line).toMatch(/^nbds:\/\/127\.0\.0\.1:\d+\/ \(read-only, TLS-X\.509 required\)$/);
       const out = join(tmp.dir, 'x509.raw');
@@ -222,7 +222,7 @@ describe('vhdcrypt serve with X.509 certificates (made by openssl here)', () => 
   });
 
   it('without --tls-verify-peer a client that only trusts the CA reads it', async () => {
-    const srv = await startServe([img, '--port', '0', '--tls-certificates', serverDir]);
+    const srv = await startServe([img, '--plaintext', '--port', '0', '--tls-certificates', serverDir]);
     try {
       const r = await runOk('nbdinfo', ['--size', `${srv.uri}?tls-certificates=${caOnlyDir}`]);
       expect(r.stdout.toString().trim()).toBe(String(data.length));
@@ -303,14 +303,14 @@ describe('vhdcrypt serve: refusals before anything is served', () => {
   });
 
   it('a Unix socket export is read-only (EPERM) without TLS unless --writable', async () => {
-    const srv = await startServe([img, '--socket', join(tmp.dir, 'ro.sock')]);
+    const srv = await startServe([img, '--plaintext', '--socket', join(tmp.dir, 'ro.sock')]);
     try {
       expect(srv.line).toBe(`nbd+unix:///?socket=${join(tmp.dir, 'ro.sock')} (read-only, no TLS)`);
       expect(await pwrite(srv.uri, 0, 7)).toBe('EPERM');
     } finally {
       expect(await srv.stop()).toBe(0);
     }
-    const rw = await startServe([img, '--socket', join(tmp.dir, 'rw.sock'), '--writable']);
+    const rw = await startServe([img, '--plaintext', '--socket', join(tmp.dir, 'rw.sock'), '--writable']);
     try {
       expect(rw.line).toBe(`nbd+unix:///?socket=${join(tmp.dir, 'rw.sock')} (writable, no TLS)`);
       expect(await pwrite(rw.uri, 0, 7)).toBe('OK');
@@ -433,7 +433,7 @@ describe('STARTTLS negotiation (proto.md "TLS support"), in process', () => {
   async function serveWith(tls: { mode: 'require' | 'on' } | null, handshakeTimeoutMs = 30_000): Promise<void> {
     await server?.close();
     logged.length = 0;
-    server = new NbdServer(await openExportBacking(img, { readOnly: true }), {
+    server = new NbdServer(await openExportBacking(img, { readOnly: true, plaintext: true }), {
       handshakeTimeoutMs,
       log: (line) => logged.push(line),
       ...(tls !== null ? { tls: { mode: tls.mode, credentials: creds } } : {}),
@@ -543,7 +543,7 @@ describe('STARTTLS negotiation (proto.md "TLS support"), in process', () => {
     c.dispose();
     expect(held[0]!.every((b) => b === 0)).toBe(true);
     await server?.close();
-    server = new NbdServer(await openExportBacking(img, { readOnly: true }), { tls: { mode: 'require', credentials: c } });
+    server = new NbdServer(await openExportBacking(img, { readOnly: true, plaintext: true }), { tls: { mode: 'require', credentials: c } });
     sock = join(tmp.dir, 'disposed.sock');
     await server.listen({ socketPath: sock });
     const w = await Wire.open(sock);

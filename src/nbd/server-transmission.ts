@@ -200,7 +200,11 @@ export class Transmission {
   private async startDirectReplies(): Promise<void> {
     const direct = this.backing.direct;
     if (direct === undefined || this.closed || this.session.tls) return;
-    if (this.socket.writableLength > 0) await Promise.race([once(this.socket, 'drain'), once(this.socket, 'close')]);
+    // 'drain' fires only after a write that returned false; an empty write's callback runs once everything queued
+    // before it has been handed to the kernel, whichever way the queue filled.
+    if (this.socket.writableLength > 0) {
+      await Promise.race([new Promise<void>((resolve) => this.socket.write(Buffer.alloc(0), () => resolve())), once(this.socket, 'close')]);
+    }
     if (this.closed || this.socket.destroyed) return;
     this.replies = DirectReplies.start(direct.file, this.socket, () => this.socket.destroy());
   }
