@@ -2,7 +2,8 @@
 import { LuksError } from './errors.js';
 import type { HeaderIo } from './header-io.js';
 import { afMerge, afSectorBytes, afSplit } from './af-splitter.js';
-import { deriveKey, type KdfLimits, type KdfParams, type LuksHash } from './kdf.js';
+import { timingSafeEqual } from 'node:crypto';
+import { deriveKey, kdfWork, type KdfLimits, type KdfParams, type LuksHash } from './kdf.js';
 import { decryptKeyslotArea, encryptKeyslotArea } from './keyslot-cipher.js';
 
 export const LUKS_STRIPES = 4000;
@@ -68,4 +69,41 @@ export async function sealKeyslot(g: KeyslotGeometry, volumeKey: Uint8Array, sec
   } finally {
     areaKey?.fill(0);
   }
+}
+
+/** The digest that tells the volume key (LUKS1 spec 4.1 "MK digest", LUKS2 "digests"): PBKDF2 of the key. */
+export interface VolumeKeyDigest {
+  /** For messages: "MK digest", "digest 0". */
+  readonly what: string;
+  readonly kdf: KdfParams;
+  readonly digest: Uint8Array;
+}
+
+/**
+ * One keyslot as an unlock attempt: its KDF work (the keyslot's KDF and the digest check) and the run that opens
+ * it and checks the candidate against the digest. A candidate that does not match never leaves (it is wiped).
+ */
+export function keyslotAttempt(
+  io: HeaderIo,
+  g: KeyslotGeometry,
+  secret: Uint8Array,
+  digest: VolumeKeyDigest,
+  limits: KdfLimits,
+  signal: AbortSignal | undefined,
+): { readonly work: number; readonly run: () => Promise<Uint8Array | null> } {
+  return {
+    work: kdfWork(g.kdf, g.areaKeyBytes) + kdfWork(digest.kdf, digest.digest.length),
+    run: async () => {
+      const candidate = await openKeyslot(io, g, secret, limits, signal);
+      let ok = false;
+      try {
+        const d = await deriveKey(digest.kdf, candidate, digest.digest.length, limits, digest.what, signal);
+        ok = timingSafeEqual(d, digest.digest);
+        d.fill(0);
+      } finally {
+        if (!ok) candidate.fill(0);
+      }
+      return ok ? candidate : null;
+    },
+  };
 }

@@ -1,9 +1,9 @@
 /** LUKS1 volumes: unlock, format and keyslot changes over a HeaderIo (LUKS1 spec §3-4). */
-import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID } from 'node:crypto';
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
-import { DEFAULT_KDF_LIMITS, checkKdfCost, deriveKey, kdfParamsFor, kdfWork, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
-import { LUKS_STRIPES, checkCipher, openKeyslot, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
+import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
+import { LUKS_STRIPES, checkCipher, keyslotAttempt, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
 import { keyslotOrder, tryKeyslots } from './keyslot-order.js';
 import {
   LUKS1_DIGEST_BYTES,
@@ -76,21 +76,7 @@ export async function luks1Unlock(
       if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
       const g = geometry(h, ks);
       checkKdfCost(g.kdf, limits, g.what);
-      return {
-        work: kdfWork(g.kdf, g.areaKeyBytes) + kdfWork(digestKdf, LUKS1_DIGEST_BYTES),
-        run: async () => {
-          const candidate = await openKeyslot(io, g, secret, limits, opts.signal);
-          let ok = false;
-          try {
-            const d = await deriveKey(digestKdf, candidate, LUKS1_DIGEST_BYTES, limits, 'MK digest', opts.signal);
-            ok = timingSafeEqual(d, h.mkDigest);
-            d.fill(0);
-          } finally {
-            if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
-          }
-          return ok ? candidate : null;
-        },
-      };
+      return keyslotAttempt(io, g, secret, { what: 'MK digest', kdf: digestKdf, digest: h.mkDigest }, limits, opts.signal);
     },
     limits,
     opts.signal,

@@ -1,11 +1,11 @@
 /** LUKS2 volumes: both header copies, unlock, format, keyslot and token changes over a HeaderIo (LUKS2 spec §2-4). */
-import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID, timingSafeEqual } from 'node:crypto';
+import { pbkdf2Sync, randomBytes, randomFillSync, randomUUID } from 'node:crypto';
 
 import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { afSectorBytes } from './af-splitter.js';
-import { DEFAULT_KDF_LIMITS, LUKS_HASHES, checkKdfCost, deriveKey, kdfParamsFor, kdfWork, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
-import { LUKS_STRIPES, XTS_PLAIN64, checkCipher, openKeyslot, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
+import { DEFAULT_KDF_LIMITS, LUKS_HASHES, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
+import { LUKS_STRIPES, XTS_PLAIN64, checkCipher, keyslotAttempt, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
 import { tryKeyslots } from './keyslot-order.js';
 import {
   LUKS2_BINARY_HEADER_SIZE,
@@ -189,21 +189,7 @@ export async function luks2Unlock(
       checkKdfCost(g.kdf, limits, g.what);
       const end = k.areaOffset + BigInt(afSectorBytes(k.keySize, k.afStripes));
       if (end > io.size) throw new LuksError('LUKS_BAD_LAYOUT', `keyslot ${id}: area ends at ${end}, past the end of the device (${io.size} bytes)`);
-      return {
-        work: kdfWork(g.kdf, g.areaKeyBytes) + kdfWork(digestKdf, digest.digest.length),
-        run: async () => {
-          const candidate = await openKeyslot(io, g, secret, limits, opts.signal);
-          let ok = false;
-          try {
-            const d = await deriveKey(digestKdf, candidate, digest.digest.length, limits, `digest ${digest.id}`, opts.signal);
-            ok = timingSafeEqual(d, digest.digest);
-            d.fill(0);
-          } finally {
-            if (!ok) candidate.fill(0); // a mismatch or a failed digest: the candidate never leaves
-          }
-          return ok ? candidate : null;
-        },
-      };
+      return keyslotAttempt(io, g, secret, { what: `digest ${digest.id}`, kdf: digestKdf, digest: digest.digest }, limits, opts.signal);
     },
     limits,
     opts.signal,
