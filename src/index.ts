@@ -26,9 +26,10 @@ export {
   listImageKeyslots,
   backupImageHeader,
   restoreImageHeader,
+  exportImageKey,
   EngineError,
 } from './engine/index.js';
-export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription } from './engine/index.js';
+export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription, ExportImageKeyOptions, ExportImageKeyResult } from './engine/index.js';
 
 // Engine streams: a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
 export { createEncryptStream, createDecryptStream, EncryptStream, DecryptStream } from './engine/index.js';

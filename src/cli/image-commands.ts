@@ -7,6 +7,7 @@ import {
   decryptImage,
   describeImage,
   encryptImage,
+  exportImageKey,
   listImageKeyslots,
   removeImageKeyslot,
   restoreImageHeader,
@@ -381,6 +382,41 @@ export function registerImageCommands(program: Command): void {
     .action(async (img: string, slot: number, f: { force?: boolean } & ParentFlags) => {
       await removeImageKeyslot(img, slot, { force: f.force, ...parentOptions(f) });
       process.stdout.write(`removed keyslot ${slot}\n`);
+    });
+
+  const key = program.command('key').description('the secrets that open an image, for other tools (cryptsetup, QEMU, nbdkit)');
+  addParentOptions(key
+    .command('export'))
+    .description("unseal an image's keyslot passphrase and/or volume key through the vault (as decrypt does) into new 0600 files")
+    .argument('<img>', 'encrypted image')
+    .option('--passphrase-file <file>', "write the keyslot passphrase (LUKS; no trailing newline) to a new file; '-' for standard output")
+    .option('--volume-key-file <file>', "write the volume key (raw bytes, as cryptsetup's --volume-key-file; plain: the raw key) to a new file; '-' for standard output")
+    .option('--vault <uri>', 'vault URI (default: the token\'s vault, else the embedded vault)')
+    .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
+    .option('--force', 'replace an existing output file')
+    .option('--json', 'print what was written (never the key)')
+    .action(async (img: string, f: { passphraseFile?: string; volumeKeyFile?: string; vault?: string; secret?: string; force?: boolean; json?: boolean } & ParentFlags) => {
+      const r = await withInterrupt((signal) =>
+        exportImageKey(img, {
+          passphraseFile: f.passphraseFile,
+          volumeKeyFile: f.volumeKeyFile,
+          vault: f.vault,
+          secretId: f.secret,
+          force: f.force,
+          ...parentOptions(f),
+          signal,
+        }),
+      );
+      // A key sent to standard output owns it: the report goes to stderr then.
+      const toStdout = r.passphraseFile === '-' || r.volumeKeyFile === '-';
+      const report = toStdout ? process.stderr : process.stdout;
+      if (f.json) {
+        report.write(jsonResult(r) + '\n');
+        return;
+      }
+      const where = (d: string) => (d === '-' ? 'standard output' : d);
+      if (r.passphraseFile !== null) report.write(`keyslot passphrase (${r.passphraseBytes} bytes, keyslot ${r.keyslot}) written to ${where(r.passphraseFile)}\n`);
+      if (r.volumeKeyFile !== null) report.write(`volume key (${r.volumeKeyBits} bits) written to ${where(r.volumeKeyFile)}\n`);
     });
 
   const header = program.command('header').description('LUKS header backup and restore');

@@ -3,6 +3,12 @@
  * keyslot opens with a random 256-bit passphrase sealed in the vault under the
  * KEK (recorded in a vhdcrypt-vault token on LUKS2), or with the caller's own
  * passphrase or key file; plain volumes seal the volume key itself.
+ *
+ * The sealed passphrase is text, the base64 of 32 random bytes (as
+ * systemd-cryptenroll makes its recovery and TPM2 passphrases): QEMU's luks
+ * driver takes a secret object that must be valid UTF-8, so raw random bytes
+ * could never be handed to it. Images sealed with raw bytes still open: unseal
+ * returns the sealed bytes and the keyslot is tried with them as they are.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import {
@@ -69,12 +75,39 @@ function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined): KdfO
   return given ?? (format === 'luks1' ? KDF_TYPED_PASSPHRASE_LUKS1 : KDF_TYPED_PASSPHRASE);
 }
 
+/** Bytes of randomness in a generated keyslot passphrase (256 bits; 44 characters of base64). */
+export const GENERATED_PASSPHRASE_BYTES = 32;
+
+const BASE64 = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/');
+
+/**
+ * A new keyslot passphrase: the ASCII bytes of base64(32 random bytes) (RFC 4648 section 4, padded). Encoded
+ * byte by byte into the result, so no string copy of it is left that could not be wiped. Caller wipes.
+ */
+export function randomTextPassphrase(): Uint8Array {
+  const raw = new Uint8Array(randomBytes(GENERATED_PASSPHRASE_BYTES));
+  const out = new Uint8Array(Math.ceil(raw.length / 3) * 4);
+  try {
+    for (let i = 0, o = 0; i < raw.length; i += 3, o += 4) {
+      const n = raw.length - i;
+      const b = (raw[i]! << 16) | ((n > 1 ? raw[i + 1]! : 0) << 8) | (n > 2 ? raw[i + 2]! : 0);
+      out[o] = BASE64[(b >> 18) & 63]!;
+      out[o + 1] = BASE64[(b >> 12) & 63]!;
+      out[o + 2] = n > 1 ? BASE64[(b >> 6) & 63]! : 0x3d;
+      out[o + 3] = n > 2 ? BASE64[b & 63]! : 0x3d;
+    }
+    return out;
+  } finally {
+    raw.fill(0);
+  }
+}
+
 /** Make the volume key and header, sealing what opens them in the vault unless the caller gave a secret. */
 export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOptions): Promise<PreparedEncryption> {
   if (plan.format === 'plain') return preparePlain(plan, o);
   const version = plan.format === 'luks1' ? 1 : 2;
   const own = await userSecret(o);
-  const generated = own ? null : new Uint8Array(randomBytes(32));
+  const generated = own ? null : randomTextPassphrase();
   const secret: LuksSecret = own ?? { passphrase: generated! };
   let volumeKey: Uint8Array | null = null;
   try {

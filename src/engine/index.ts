@@ -9,6 +9,7 @@ export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchR
 export { SlotRing, type Slot } from './slot-ring.js';
 export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './sector-pipeline.js';
 export { DEFAULT_KEK } from './vault-link.js';
+export { exportImageKey, type ExportImageKeyOptions, type ExportImageKeyResult } from './key-export.js';
 export type { OutputFormat, Progress, RunOptions, RunResult } from './run-options.js';
 export {
   addImageKeyslot,

@@ -41,16 +41,32 @@ const VAULT_TOKEN = 'vhdcrypt-vault';
 
 /** Open a LUKS or plain image's payload key. */
 export async function unlockImage(image: DiskImage, opts: UnlockImageOptions = {}): Promise<UnlockedImage> {
+  const { secret, ...unlocked } = await unlockImageWithSecret(image, opts);
+  wipeSecret(secret);
+  return unlocked;
+}
+
+export interface UnlockedImageWithSecret extends UnlockedImage {
+  /** LUKS volumes: the secret that opened the keyslot (wipe with wipeSecret); null for plain volumes. */
+  readonly secret: LuksSecret | null;
+}
+
+/**
+ * unlockImage, also handing back the keyslot secret that opened the volume (for `key export`): the same lookup and
+ * the same keyslot check, so an exported passphrase is one the image was just opened with. Caller wipes both.
+ */
+export async function unlockImageWithSecret(image: DiskImage, opts: UnlockImageOptions = {}): Promise<UnlockedImageWithSecret> {
   // Straight from the image: the headers, the JSON area and the one keyslot's material, not the whole region.
   const info = await readLuksInfo(image);
-  if (!info) return unlockPlain(image, opts);
+  if (!info) return { ...(await unlockPlain(image, opts)), secret: null };
   const layout = luksLayout(info, image.virtualSize);
   const found = await keyslotSecret(image.path, { info }, opts);
   try {
     const r = await unlock(image, found.secret, { ...(found.keyslot !== null ? { keyslot: found.keyslot } : {}), signal: opts.signal });
-    return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: found.secretId, vaultUri: found.vaultUri };
-  } finally {
+    return { volumeKey: r.volumeKey, layout, info, keyslot: r.keyslot, secretId: found.secretId, vaultUri: found.vaultUri, secret: found.secret };
+  } catch (e) {
     wipeSecret(found.secret);
+    throw e;
   }
 }
 
