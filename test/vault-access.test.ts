@@ -15,6 +15,7 @@ interface Fixture {
   readonly secretBackup: Uint8Array;
   readonly keyBackup: Uint8Array;
   readonly wrapped: Uint8Array;
+  readonly encrypted: Uint8Array;
 }
 
 /** An owner-made vault with one of everything each operation needs. */
@@ -36,7 +37,9 @@ async function fixture(): Promise<Fixture> {
   await owner.deleteKey('kgone');
   await owner.purgeDeletedKey('kgone');
   const wrapped = (await owner.wrapKey('k', 'A256KW', randomBytes(32))).result;
-  return { owner, uri: `file:${dir}`, secretBackup, keyBackup, wrapped };
+  await owner.createKey('krsa', { kty: 'RSA' });
+  const encrypted = (await owner.encrypt('krsa', 'RSA-OAEP-256', randomBytes(32))).result;
+  return { owner, uri: `file:${dir}`, secretBackup, keyBackup, wrapped, encrypted };
 }
 
 const SECRET_OPS: Record<(typeof SECRET_PERMISSIONS)[number], (v: Vault, f: Fixture) => Promise<unknown>> = {
@@ -63,6 +66,8 @@ const KEY_OPS: Record<(typeof KEY_PERMISSIONS)[number], (v: Vault, f: Fixture) =
   restore: (v, f) => v.restoreKeyBackup(f.keyBackup),
   wrapKey: (v) => v.wrapKey('k', 'A256KW', randomBytes(32)),
   unwrapKey: (v, f) => v.unwrapKey('k', 'A256KW', f.wrapped),
+  encrypt: (v) => v.encrypt('krsa', 'RSA-OAEP-256', randomBytes(32)),
+  decrypt: (v, f) => v.decrypt('krsa', 'RSA-OAEP-256', f.encrypted),
 };
 
 describe('each permission is refused on its own', () => {

@@ -204,6 +204,30 @@ describe('dates protect new data, enabled refuses everything', () => {
   });
 });
 
+describe('encrypt and decrypt', () => {
+  test('the rules of wrap and unwrap: node:crypto decrypts, dates refuse encrypt only, disabled refuses both, no A256KW', async () => {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const k = await vault.importKey('rsa', privateKey.export({ format: 'jwk' }));
+    const data = randomBytes(40);
+    const e = await vault.encrypt('rsa', 'RSA-OAEP-256', data);
+    expect(e.kid).toBe(k.properties.id);
+    expect(privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, e.result).equals(data)).toBe(true);
+    await vault.updateKeyProperties('rsa', undefined, { expiresOn: new Date(Date.now() - 1000) });
+    await expectCode(vault.encrypt('rsa', 'RSA-OAEP-256', data), 'VAULT_KEY_EXPIRED');
+    expect(Buffer.from((await vault.decrypt('rsa', 'RSA-OAEP-256', e.result)).result).equals(data)).toBe(true);
+    await vault.updateKeyProperties('rsa', undefined, { expiresOn: null, enabled: false });
+    await expectCode(vault.encrypt('rsa', 'RSA-OAEP', data), 'VAULT_KEY_DISABLED');
+    await expectCode(vault.decrypt('rsa', 'RSA-OAEP-256', e.result), 'VAULT_KEY_DISABLED');
+    await vault.updateKeyProperties('rsa', undefined, { enabled: true });
+    await expectCode(vault.decrypt('rsa', 'RSA-OAEP', e.result), 'VAULT_UNWRAP_FAILED');
+    await vault.createKey('oct', { kty: 'oct' });
+    // A256KW is key wrapping, not encryption: refused for every key type, and RSA-OAEP does not apply to an oct key.
+    await expectCode(vault.encrypt('oct', 'A256KW' as 'RSA-OAEP', randomBytes(32)), 'VAULT_UNSUPPORTED_ALGORITHM');
+    await expectCode(vault.decrypt('rsa', 'A256KW' as 'RSA-OAEP', e.result), 'VAULT_UNSUPPORTED_ALGORITHM');
+    await expectCode(vault.encrypt('oct', 'RSA-OAEP', randomBytes(32)), 'VAULT_UNSUPPORTED_ALGORITHM');
+  });
+});
+
 describe('versions, soft delete, backup', () => {
   test('rotate makes a new version of the same type and size', async () => {
     const k1 = await vault.createKey('k', { kty: 'RSA', size: 2048, tags: { t: '1' } });

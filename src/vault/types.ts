@@ -56,6 +56,9 @@ export interface SecretUpdate extends AttributesUpdate {
 export type KeyType = 'RSA' | 'oct';
 export type WrapAlgorithm = 'RSA-OAEP' | 'RSA-OAEP-256' | 'A256KW';
 export const WRAP_ALGORITHMS: readonly WrapAlgorithm[] = ['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'];
+/** encrypt/decrypt: Key Vault's RSA encryption algorithms, the same RSA-OAEP operations as wrap/unwrap. */
+export type EncryptAlgorithm = 'RSA-OAEP' | 'RSA-OAEP-256';
+export const ENCRYPT_ALGORITHMS: readonly EncryptAlgorithm[] = ['RSA-OAEP', 'RSA-OAEP-256'];
 
 /** The public part of a key as a JWK: never `d`, `p`, `q`, `dp`, `dq`, `qi` or `k`. */
 export interface PublicJwk {
@@ -102,6 +105,13 @@ export interface WrapResult {
   readonly result: Uint8Array;
 }
 
+export interface EncryptResult {
+  /** Full id (with version) of the key that did the work. */
+  readonly kid: string;
+  readonly alg: EncryptAlgorithm;
+  readonly result: Uint8Array;
+}
+
 export interface DeletedObject {
   readonly id: string;
   readonly name: string;
@@ -122,7 +132,7 @@ export type VaultPropertiesUpdate = Partial<Pick<VaultProperties, 'enabledForDis
 
 export const SECRET_PERMISSIONS = ['get', 'list', 'set', 'delete', 'recover', 'purge', 'backup', 'restore'] as const;
 export const KEY_PERMISSIONS = [
-  'get', 'list', 'create', 'import', 'update', 'delete', 'recover', 'purge', 'backup', 'restore', 'wrapKey', 'unwrapKey',
+  'get', 'list', 'create', 'import', 'update', 'delete', 'recover', 'purge', 'backup', 'restore', 'wrapKey', 'unwrapKey', 'encrypt', 'decrypt',
 ] as const;
 export type SecretPermission = (typeof SECRET_PERMISSIONS)[number];
 export type KeyPermission = (typeof KEY_PERMISSIONS)[number];
@@ -194,6 +204,10 @@ export interface Vault {
   wrapKey(nameOrId: string, alg: WrapAlgorithm, plaintext: Uint8Array): Promise<WrapResult>;
   /** Unwrap; refused only when the key version is disabled (dates never lock data out). */
   unwrapKey(nameOrId: string, alg: WrapAlgorithm, wrapped: Uint8Array): Promise<WrapResult>;
+  /** RSA-OAEP encryption of a short value with an RSA key (keys/encrypt); the date rules of wrapKey. */
+  encrypt(nameOrId: string, alg: EncryptAlgorithm, plaintext: Uint8Array): Promise<EncryptResult>;
+  /** The inverse of encrypt (keys/decrypt); the rules of unwrapKey. */
+  decrypt(nameOrId: string, alg: EncryptAlgorithm, ciphertext: Uint8Array): Promise<EncryptResult>;
 
   /** Owner only: adds a principal and returns its bearer token (shown once, stored hashed). */
   addPrincipal(name: string): Promise<{ name: string; token: string }>;

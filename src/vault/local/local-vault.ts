@@ -18,11 +18,11 @@ import { generateKeyMaterial, importJwk, publicJwk, unwrapWith, wrapWith, type K
 import { assertContentType, assertName, assertSecretValue, checkDate, checkRetention, checkTags } from '../limits.js';
 import { objectId, resolveRef, type ObjectKind } from '../object-id.js';
 import {
-  KEY_PERMISSIONS, SECRET_PERMISSIONS,
+  ENCRYPT_ALGORITHMS, KEY_PERMISSIONS, SECRET_PERMISSIONS,
   type AccessPolicy, type AttributesUpdate, type AuditEntry, type CreateKeyOptions, type DeletedObject, type ImportKeyOptions,
   type JsonWebKey, type KeyPermission, type KeyProperties, type PrincipalInfo, type Secret, type SecretPermission, type SecretProperties,
   type SecretUpdate, type SetSecretOptions, type Vault, type VaultKey, type VaultProperties, type VaultPropertiesUpdate,
-  type WrapAlgorithm, type WrapResult, WRAP_ALGORITHMS,
+  type EncryptAlgorithm, type EncryptResult, type WrapAlgorithm, type WrapResult, WRAP_ALGORITHMS,
 } from '../types.js';
 import { appendAudit, readAudit } from './audit-log.js';
 import { decodeBackup, encodeBackup } from './backup-blob.js';
@@ -633,29 +633,37 @@ export class LocalVault implements Vault {
   }
 
   async wrapKey(nameOrId: string, alg: WrapAlgorithm, plaintext: Uint8Array): Promise<WrapResult> {
-    // The key id enters the audit entry only once it names a key of this vault: a disk secret's document
-    // supplies nameOrId, and a made-up one (a value a principal planted) must not be copied into the log.
-    const target = { id: `${this.uri}/keys` };
-    return this.#call('wrapKey', { kind: 'keys', perm: 'wrapKey' }, target, () => {
-      if (!(plaintext instanceof Uint8Array)) throw new VaultError('VAULT_BAD_ARGUMENT', 'wrapKey takes bytes');
-      const k = this.#keyFor(nameOrId, alg, true, target);
-      try {
-        return { kid: target.id, alg, result: new Uint8Array(wrapWith(k, alg, plaintext)) };
-      } finally {
-        k.material.fill(0);
-      }
-    });
+    return this.#crypt('wrapKey', nameOrId, alg, plaintext, true);
   }
 
   async unwrapKey(nameOrId: string, alg: WrapAlgorithm, wrapped: Uint8Array): Promise<WrapResult> {
+    return this.#crypt('unwrapKey', nameOrId, alg, wrapped, false);
+  }
+
+  // Key Vault's encrypt/decrypt with RSA-OAEP are the same RSA operations as wrap/unwrap; only the permission,
+  // the audited operation and the algorithms allowed (no A256KW: AES key wrap is not an encryption of data) differ.
+  async encrypt(nameOrId: string, alg: EncryptAlgorithm, plaintext: Uint8Array): Promise<EncryptResult> {
+    return this.#crypt('encrypt', nameOrId, alg, plaintext, true) as Promise<EncryptResult>;
+  }
+
+  async decrypt(nameOrId: string, alg: EncryptAlgorithm, ciphertext: Uint8Array): Promise<EncryptResult> {
+    return this.#crypt('decrypt', nameOrId, alg, ciphertext, false) as Promise<EncryptResult>;
+  }
+
+  /** One path for the four key operations: `forward` (wrap, encrypt) applies the date rules and the public key. */
+  #crypt(op: 'wrapKey' | 'unwrapKey' | 'encrypt' | 'decrypt', nameOrId: string, alg: WrapAlgorithm, data: Uint8Array, forward: boolean): Promise<WrapResult> {
     // The key id enters the audit entry only once it names a key of this vault: a disk secret's document
     // supplies nameOrId, and a made-up one (a value a principal planted) must not be copied into the log.
     const target = { id: `${this.uri}/keys` };
-    return this.#call('unwrapKey', { kind: 'keys', perm: 'unwrapKey' }, target, () => {
-      if (!(wrapped instanceof Uint8Array)) throw new VaultError('VAULT_BAD_ARGUMENT', 'unwrapKey takes bytes');
-      const k = this.#keyFor(nameOrId, alg, false, target);
+    return this.#call(op, { kind: 'keys', perm: op }, target, () => {
+      if (!(data instanceof Uint8Array)) throw new VaultError('VAULT_BAD_ARGUMENT', `${op} takes bytes`);
+      if ((op === 'encrypt' || op === 'decrypt') && !(ENCRYPT_ALGORITHMS as readonly string[]).includes(alg)) {
+        throw new VaultError('VAULT_UNSUPPORTED_ALGORITHM', `${op} takes ${ENCRYPT_ALGORITHMS.join(' or ')}, not ${JSON.stringify(alg)}`);
+      }
+      const k = this.#keyFor(nameOrId, alg, forward, target);
       try {
-        const out = unwrapWith(k, alg, wrapped);
+        if (forward) return { kid: target.id, alg, result: new Uint8Array(wrapWith(k, alg, data)) };
+        const out = unwrapWith(k, alg, data);
         // A fresh copy the caller owns and wipes; the Buffer from node:crypto is wiped here.
         const result = new Uint8Array(out);
         out.fill(0);
