@@ -15,7 +15,7 @@ import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
-import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
+import { checkJournalMatches, journalDiffs, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths } from './safe-output.js';
 import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage } from './unlock-image.js';
@@ -151,6 +151,10 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         warnings.warn(`${src}: its disk is already a LUKS volume; encrypting it again (--force)`);
       }
       await discardOutput(paths);
+      // The vault secret kept for the interrupted run of this same job unlocks only the temp file just removed.
+      if (opts.force && journal?.secretId && journal.params.keySource === 'vault' && journalDiffs(journal, journalBase).length === 0) {
+        await discardSecret({ secretId: journal.secretId, vaultUri: resolveVaultOf(journal.secretId, opts.vault) }, opts.vaultCredentials);
+      }
       // A run of this job killed between sealing its key and writing its first journal left a pending secret.
       if (keySource === 'vault') await discardPendingSecrets(pendingJobTag(paths.dest), opts);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
@@ -282,7 +286,7 @@ async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise
 }
 
 /** Best effort after a failure: the run's own error is the one reported, so a vault refusal here is not raised. */
-async function discardSecret(s: { secretId: string; vaultUri: string }, credentials: unknown): Promise<void> {
+async function discardSecret(s: { secretId: string; vaultUri: string | undefined }, credentials: unknown): Promise<void> {
   await Promise.allSettled([
     (async () => {
       const vault = await openEngineVault(s.vaultUri, credentials);
