@@ -29,12 +29,12 @@ beforeAll(async () => {
   vaultDir = join(dir, 'vault');
   process.env.VHDCRYPT_VAULT = vaultDir;
   await (await openVault(`file:${vaultDir}`, { create: true })).close();
-  // Past the CLI's first checkpoint (256 MiB of payload) with room left to interrupt the run after it.
+  // Past the CLI's first checkpoint (256 MiB of payload) with as much again left to interrupt the run after it.
   big = join(dir, 'big.raw');
   const fd = openSync(big, 'w');
   try {
     const chunk = Buffer.alloc(16 * MIB);
-    for (let off = 0; off < 384 * MIB; off += chunk.length) {
+    for (let off = 0; off < 512 * MIB; off += chunk.length) {
       randomFillSync(chunk);
       writeSync(fd, chunk, 0, chunk.length, off);
     }
@@ -133,7 +133,7 @@ describe('the CLI interrupted after a checkpoint keeps the run; --resume finishe
       const dst = join(dir, `${signal}.raw`);
       const args = ['encrypt', big, dst, '--format', 'luks1', '--passphrase-file', pass, '--backend', 'js', '--threads', '1'];
       const r = await interruptAfterCheckpoint(args, dst, signal);
-      expect(r.sent).toBe(true);
+      expect(r.sent, `exit ${r.code}: ${r.stderr}`).toBe(true);
       expect(r.code, r.stderr).toBe(130);
       expect(r.stderr).toContain('ENGINE_ABORTED: interrupted; resume with --resume: vhdcrypt encrypt ');
       expect(r.stderr).toContain(`${dst} --format luks1 --passphrase-file ${pass} --backend js --threads 1 --resume`);
@@ -148,7 +148,7 @@ describe('the CLI interrupted after a checkpoint keeps the run; --resume finishe
       expect(j.resumed).toBe(true);
       expect(j.warnings).toEqual([]);
       // Only what the journal did not record was processed again.
-      expect(j.bytesProcessed).toBe(384 * MIB - kept!.doneBatches * 4 * MIB);
+      expect(j.bytesProcessed).toBe(512 * MIB - kept!.doneBatches * 4 * MIB);
       expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
       await decryptsTo(dst, big);
       removeDir(dst);
@@ -160,7 +160,7 @@ describe('the CLI interrupted after a checkpoint keeps the run; --resume finishe
     const dst = join(dir, 'forced.raw');
     const args = ['encrypt', big, dst, '--format', 'luks1', '--passphrase-file', pass, '--backend', 'js', '--threads', '1'];
     const r = await interruptAfterCheckpoint(args, dst, 'SIGINT');
-    expect(r.sent).toBe(true);
+    expect(r.sent, `exit ${r.code}: ${r.stderr}`).toBe(true);
     expect(r.code, r.stderr).toBe(130);
     expect(existsSync(tempOf(dst))).toBe(true);
     // Without --resume or --force the kept run is refused, and stays.
@@ -172,7 +172,7 @@ describe('the CLI interrupted after a checkpoint keeps the run; --resume finishe
     expect(forced.code, forced.stderr).toBe(0);
     const j = JSON.parse(forced.stdout) as { resumed: boolean; bytesProcessed: number };
     expect(j.resumed).toBe(false);
-    expect(j.bytesProcessed).toBe(384 * MIB);
+    expect(j.bytesProcessed).toBe(512 * MIB);
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
     removeDir(dst);
   });
