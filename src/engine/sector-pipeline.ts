@@ -28,7 +28,7 @@ export interface PipelineSpec {
   write(payloadOffset: bigint, data: Uint8Array): Promise<void>;
   /** Batches below this index are already done (resume). */
   readonly skipBatches?: number;
-  /** Called with n when batches [0, n) are all written; at most one at a time. */
+  /** Called with n when batches [0, n) are all written; at most one at a time; once more after an abort (ENGINE_ABORTED). */
   checkpoint?(doneBatches: number): Promise<void>;
   /** Bytes of batches between checkpoints. */
   readonly checkpointBytes?: number;
