@@ -17,6 +17,7 @@ import {
 import type { BackendChoice } from '../crypto/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import { keyslotPriorityName } from '../luks/index.js';
+import { VhdcryptError, isVhdcryptError } from '../errors.js';
 import { packageVersion } from '../version.js';
 import { keyslotLines, problemLines, tokenLines } from './luks-lines.js';
 
@@ -125,10 +126,22 @@ async function progressReporter(json: boolean | undefined): Promise<{ onProgress
   };
 }
 
-/** An AbortSignal fired by SIGINT/SIGTERM for the duration of `fn`; the engine then removes its temp file. */
+/** This command line with --resume, quoted for a POSIX shell: what finishes an interrupted run. */
+function resumeCommandLine(): string {
+  const args = process.argv.slice(2);
+  if (!args.includes('--resume')) args.push('--resume');
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  return ['vhdcrypt', ...args].map(quote).join(' ');
+}
+
+/**
+ * An AbortSignal fired by SIGINT/SIGTERM for the duration of `fn`. The engine keeps an interrupted run's temp file
+ * and journal (and its vault secret), and the error says how to resume it.
+ */
 async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
-  // The first signal stops the run cleanly (temp file removed); a second one exits at once, leaving what --resume needs.
+  // The first signal stops the run at its next batch with a last checkpoint; a second one exits at once (the
+  // journal is replaced atomically and only names fsynced batches, so what it holds still resumes).
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) process.exit(130);
     ac.abort(new Error(`interrupted by ${sig}`));
@@ -137,6 +150,11 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
   process.on('SIGTERM', onSignal);
   try {
     return await fn(ac.signal);
+  } catch (e) {
+    if (ac.signal.aborted && (isVhdcryptError(e, 'ENGINE_ABORTED') || isVhdcryptError(e, 'LUKS_ABORTED'))) {
+      throw new VhdcryptError('ENGINE_ABORTED', `interrupted; resume with --resume: ${resumeCommandLine()}`, { cause: e });
+    }
+    throw e;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -167,7 +185,13 @@ function summary(r: RunResult): Record<string, unknown> {
     kekId: r.kekId,
     vault: r.vaultUri,
     luksUuid: r.luksUuid,
+    warnings: r.warnings,
   };
+}
+
+/** Each warning of a run on stderr as it arises (with --json too; the summary lists them again). */
+function printWarning(message: string): void {
+  process.stderr.write(`vhdcrypt: warning: ${message}\n`);
 }
 
 function printResult(r: RunResult, json: boolean | undefined): void {
@@ -255,6 +279,7 @@ export function registerImageCommands(program: Command): void {
             ...parentOptions(f),
             signal,
             onProgress: progress.onProgress,
+            onWarning: printWarning,
           }),
         );
         progress.stop();
@@ -303,6 +328,7 @@ export function registerImageCommands(program: Command): void {
             ...parentOptions(f),
             signal,
             onProgress: progress.onProgress,
+            onWarning: printWarning,
           }),
         );
         progress.stop();

@@ -11,8 +11,10 @@ import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
-import { PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths, plaintextOutputMode, setOutputMode } from './safe-output.js';
-import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
+import {
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths, plaintextOutputMode, setOutputMode,
+} from './safe-output.js';
+import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage, type UnlockImageOptions } from './unlock-image.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
@@ -26,10 +28,15 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   const started = performance.now();
   const paths = outputPaths(dst);
   const source = await openSource(src, opts);
+  const warnings = runWarnings(opts);
+  for (const w of source.warnings) warnings.warn(w);
   let output: WritableImage | null = null;
   let volumeKey: Uint8Array | null = null;
   let ownsTemp = false;
   let pool: CryptPool | null = null;
+  // Once the journal exists, an interrupt keeps the temp file and journal for --resume (keepForResume).
+  let journalWritten = false;
+  let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
@@ -61,10 +68,12 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       ownsTemp = true;
       skipBatches = journal.doneBatches;
       resumed = true;
+      journalWritten = true;
     } else {
       if ((journal || tempExists) && !opts.resume && !opts.force) {
         throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
       }
+      if (opts.resume) warnings.warn(nothingToResume(paths.dest, journal !== null, tempExists));
       await discardOutput(paths);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, layout.payloadSize, 0n, blockSize, false));
       // Plaintext: created private (0600 whatever the umask), never readable by others even while it is written.
@@ -72,6 +81,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       ownsTemp = true;
       await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId: unlocked.secretId });
+      journalWritten = true;
     }
     const stats = await runCryptJob(
       {
@@ -122,13 +132,18 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       kekId: null,
       vaultUri: unlocked.vaultUri,
       luksUuid: unlocked.info?.uuid ?? null,
+      warnings: warnings.list,
     };
+  } catch (e) {
+    failure = e;
+    throw e;
   } finally {
     volumeKey?.fill(0);
     // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
     if (output) await Promise.allSettled([output.close()]);
     await source.close();
     await pool?.destroy();
-    if (ownsTemp) await discardOutput(paths);
+    // An interrupted run keeps its (private, 0600) temp file and journal: --resume continues.
+    if (ownsTemp && !keepForResume(failure, opts.signal, journalWritten)) await discardOutput(paths);
   }
 }

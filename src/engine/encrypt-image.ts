@@ -15,12 +15,12 @@ import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
-import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, outputPaths } from './safe-output.js';
-import { OUTPUT_FORMATS, type RunOptions, type RunResult } from './run-options.js';
+import { checkJournalMatches, journalDiffs, readJournal, writeJournal, type JournalState } from './resume-journal.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths } from './safe-output.js';
+import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './run-options.js';
 import { unlockImage } from './unlock-image.js';
 import type { KeySourceOptions } from './key-source.js';
-import { writeLuksRegion } from './luks-region.js';
+import { hasLuksMagic, writeLuksRegion } from './luks-region.js';
 import { openEngineVault } from './vault-link.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
@@ -80,6 +80,9 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   const started = performance.now();
   const paths = outputPaths(dst);
   const source = await openSource(src, opts);
+  // Damage the image layer worked around (a bad end footer read from its copy at offset 0, ...) is reported.
+  const warnings = runWarnings(opts);
+  for (const w of source.warnings) warnings.warn(w);
   let output: WritableImage | null = null;
   let prepared: PreparedEncryption | null = null;
   let volumeKey: Uint8Array | null = null;
@@ -88,6 +91,9 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   let pool: CryptPool | null = null;
   // A secret sealed by this run for an output that then failed is deleted again (soft delete).
   let sealedNow: { secretId: string; vaultUri: string } | null = null;
+  // Once the journal exists, an interrupt keeps the temp file, journal and secret for --resume (keepForResume).
+  let journalWritten = false;
+  let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
@@ -131,13 +137,24 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       secretId = journal.secretId ?? u.secretId;
       skipBatches = journal.doneBatches;
       resumed = true;
+      journalWritten = true;
     } else {
       if ((journal || tempExists) && !opts.resume) {
         if (!opts.force) {
           throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
         }
       }
+      if (opts.resume) warnings.warn(nothingToResume(paths.dest, journal !== null, tempExists));
+      // A LUKS volume encrypted again is almost always a mistake (the output of an earlier run given as the input).
+      if (await hasLuksMagic(source)) {
+        if (!opts.force) throw new EngineError('ENGINE_ALREADY_ENCRYPTED', `${src}: its disk is already a LUKS volume (LUKS magic at offset 0); use --force to encrypt it again`);
+        warnings.warn(`${src}: its disk is already a LUKS volume; encrypting it again (--force)`);
+      }
       await discardOutput(paths);
+      // The vault secret kept for the interrupted run of this same job unlocks only the temp file just removed.
+      if (opts.force && journal?.secretId && journal.params.keySource === 'vault' && journalDiffs(journal, journalBase).length === 0) {
+        await discardSecret({ secretId: journal.secretId, vaultUri: resolveVaultOf(journal.secretId, opts.vault) }, opts.vaultCredentials);
+      }
       // A run of this job killed between sealing its key and writing its first journal left a pending secret.
       if (keySource === 'vault') await discardPendingSecrets(pendingJobTag(paths.dest), opts);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
@@ -155,6 +172,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       if (prepared.header) await writeLuksRegion(output, prepared.header);
       else await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
+      journalWritten = true;
       // The journal now names the secret (--resume finds it): it is no longer pending.
       if (secretId) await settleSecret(secretId, opts);
     }
@@ -208,15 +226,21 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       kekId: prepared.kekId,
       vaultUri: prepared.vaultUri,
       luksUuid: prepared.luksUuid,
+      warnings: warnings.list,
     };
+  } catch (e) {
+    failure = e;
+    throw e;
   } finally {
     volumeKey?.fill(0);
     // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
     if (output) await Promise.allSettled([output.close()]);
     await source.close();
     await pool?.destroy();
-    if (ownsTemp) await discardOutput(paths);
-    if (sealedNow) await discardSecret(sealedNow, opts.vaultCredentials);
+    // An interrupted run keeps its temp file, journal and secret (the journal names it): --resume continues.
+    const keep = keepForResume(failure, opts.signal, journalWritten);
+    if (ownsTemp && !keep) await discardOutput(paths);
+    if (sealedNow && !keep) await discardSecret(sealedNow, opts.vaultCredentials);
   }
 }
 
@@ -262,7 +286,7 @@ async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise
 }
 
 /** Best effort after a failure: the run's own error is the one reported, so a vault refusal here is not raised. */
-async function discardSecret(s: { secretId: string; vaultUri: string }, credentials: unknown): Promise<void> {
+async function discardSecret(s: { secretId: string; vaultUri: string | undefined }, credentials: unknown): Promise<void> {
   await Promise.allSettled([
     (async () => {
       const vault = await openEngineVault(s.vaultUri, credentials);

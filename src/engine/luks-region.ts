@@ -3,7 +3,7 @@
  * LUKS library works on it whatever the container (a dynamic VHD's virtual
  * disk is not its file). Edits are written back with writeLuksRegion.
  */
-import { readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
+import { LUKS_MAGIC, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
@@ -44,6 +44,17 @@ export async function readLuksInfo(image: DiskImage): Promise<LuksVolumeInfo | n
     throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: LUKS data offset ${info.dataOffset} is past the end of the ${image.virtualSize}-byte disk`);
   }
   return info;
+}
+
+/**
+ * True when the virtual disk starts with the LUKS magic ("LUKS\xba\xbe", LUKS1 and LUKS2 primary header alike),
+ * whether or not the rest of the header is sound: only the magic is read.
+ */
+export async function hasLuksMagic(image: DiskImage): Promise<boolean> {
+  if (image.virtualSize < BigInt(LUKS_MAGIC.length)) return false;
+  const head = new Uint8Array(LUKS_MAGIC.length);
+  await image.read(0n, head);
+  return Buffer.from(head).equals(LUKS_MAGIC);
 }
 
 /** The LUKS header region in memory, or null when the disk holds no LUKS header (plain or not encrypted). */

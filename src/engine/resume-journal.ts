@@ -60,6 +60,14 @@ export async function readJournal(path: string): Promise<JournalState | null> {
 
 /** Throw unless the journal describes the same job. */
 export function checkJournalMatches(j: JournalState, want: Omit<JournalState, 'doneBatches' | 'secretId'>, path: string): void {
+  const diffs = journalDiffs(j, want);
+  if (diffs.length) {
+    throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${path}: the interrupted run differs (${diffs.join('; ')}); repeat it with the same options, or start over with --force`);
+  }
+}
+
+/** How the journal's job differs from `want` (empty: the same job). */
+export function journalDiffs(j: JournalState, want: Omit<JournalState, 'doneBatches' | 'secretId'>): string[] {
   const diffs: string[] = [];
   if (j.operation !== want.operation) diffs.push(`operation ${j.operation} vs ${want.operation}`);
   if (j.source.path !== want.source.path || j.source.size !== want.source.size || j.source.mtimeMs !== want.source.mtimeMs) diffs.push('the source changed');
@@ -67,7 +75,5 @@ export function checkJournalMatches(j: JournalState, want: Omit<JournalState, 'd
   for (const k of new Set([...Object.keys(j.params), ...Object.keys(want.params)])) {
     if (j.params[k] !== want.params[k]) diffs.push(`${k}: ${String(j.params[k])} vs ${String(want.params[k])}`);
   }
-  if (diffs.length) {
-    throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${path}: the interrupted run differs (${diffs.join('; ')}); repeat it with the same options, or start over with --force`);
-  }
+  return diffs;
 }

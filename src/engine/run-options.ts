@@ -23,8 +23,14 @@ export interface RunOptions extends ParentSearchOptions {
   readonly force?: boolean;
   /** Finish an interrupted run from its journal (starts afresh when there is none). */
   readonly resume?: boolean;
+  /**
+   * Stops the run with ENGINE_ABORTED (LUKS_ABORTED inside a KDF). A run whose journal was written keeps its temp
+   * file, journal and vault secret, so `resume` continues from the last checkpoint.
+   */
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: Progress) => void;
+  /** Called with each warning as it arises (source damage worked around, a resume that starts over); see RunResult.warnings. */
+  readonly onWarning?: (message: string) => void;
   /** Output container (default: follows the input; differencing chains are flattened into dynamic). */
   readonly outFormat?: OutputFormat;
   /** Vault URI (default: the embedded vault). */
@@ -63,4 +69,18 @@ export interface RunResult {
   readonly kekId: string | null;
   readonly vaultUri: string | null;
   readonly luksUuid: string | null;
+  /** What the run worked around or decided on its own: source image damage, a resume with nothing to resume. */
+  readonly warnings: readonly string[];
+}
+
+/** The warnings of one run: each passed to onWarning as it arises and kept for RunResult.warnings. */
+export function runWarnings(opts: RunOptions): { readonly list: readonly string[]; warn(message: string): void } {
+  const list: string[] = [];
+  return {
+    list,
+    warn(message) {
+      list.push(message);
+      opts.onWarning?.(message);
+    },
+  };
 }

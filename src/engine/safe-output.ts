@@ -97,7 +97,23 @@ export async function commitOutput(p: OutputPaths, force: boolean): Promise<void
   await rm(p.journal, { force: true });
 }
 
-/** Remove the temp file and journal after an error or abort. */
+/**
+ * Whether a failed run keeps its temp file and journal for --resume: only an interrupt (the run's AbortSignal fired:
+ * SIGINT, SIGTERM, a library abort), and only once its journal exists. The journal never names a batch that was not
+ * fsynced first, so what is kept is consistent. Other failures discard: a write error or ENOSPC leaves a temp file
+ * that holds the space the user must free, and a bad key or input would fail again the same way.
+ */
+export function keepForResume(error: unknown, signal: AbortSignal | undefined, journalWritten: boolean): boolean {
+  return journalWritten && error !== undefined && signal?.aborted === true;
+}
+
+/** The warning of a --resume that found no interrupted run to finish (or only part of one). */
+export function nothingToResume(dest: string, journal: boolean, temp: boolean): string {
+  const found = journal ? ' (only its journal was left)' : temp ? ' (only its temp file was left, no journal)' : '';
+  return `--resume: no interrupted run of ${dest} to finish${found}; starting over`;
+}
+
+/** Remove the temp file and journal after an error (not an interrupt, see keepForResume) or before starting over. */
 export async function discardOutput(p: OutputPaths): Promise<void> {
   await rm(p.temp, { force: true });
   await rm(p.journal, { force: true });

@@ -28,7 +28,7 @@ export interface PipelineSpec {
   write(payloadOffset: bigint, data: Uint8Array): Promise<void>;
   /** Batches below this index are already done (resume). */
   readonly skipBatches?: number;
-  /** Called with n when batches [0, n) are all written; at most one at a time. */
+  /** Called with n when batches [0, n) are all written; at most one at a time; once more after an abort (ENGINE_ABORTED). */
   checkpoint?(doneBatches: number): Promise<void>;
   /** Bytes of batches between checkpoints. */
   readonly checkpointBytes?: number;
@@ -58,6 +58,8 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
   let bytes = 0n;
   let sinceCheckpoint = 0;
   let checkpointing: Promise<void> | null = null;
+  // Batches [0, checkpointed) are recorded in the journal.
+  let checkpointed = skip;
   const every = p.checkpointBytes ?? 256 << 20;
 
   const maybeCheckpoint = () => {
@@ -66,6 +68,9 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
     const n = watermark;
     checkpointing = p
       .checkpoint(n)
+      .then(() => {
+        checkpointed = n;
+      })
       .catch((e) => {
         failure ??= e;
       })
@@ -123,6 +128,15 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
   await Promise.all(inflight);
   if (checkpointing) await checkpointing;
   if (!failure && p.signal?.aborted) failure = abortedError(p.signal);
+  // An interrupted run is kept for --resume: one last checkpoint saves the batches written since the previous one
+  // (the checkpoint makes them durable before the journal names them). Any other failure leaves the journal as is.
+  if (failure instanceof EngineError && failure.code === 'ENGINE_ABORTED' && p.checkpoint && watermark > checkpointed) {
+    const last = failure;
+    await p.checkpoint(watermark).catch((e) => {
+      // The previous journal still stands (it is replaced atomically); the abort stays the error, this its cause.
+      failure = new EngineError('ENGINE_ABORTED', `${last.message}; its last checkpoint failed, so --resume redoes the batches since the one before`, { cause: e });
+    });
+  }
   if (failure) throw failure;
   return { batches: total, bytes };
 }
