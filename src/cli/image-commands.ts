@@ -1,4 +1,5 @@
 /** `vhdcrypt encrypt|decrypt|info|keyslot|header`: the engine's commands. */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
@@ -9,6 +10,7 @@ import {
   encryptImage,
   exportImageKey,
   listImageKeyslots,
+  outputPaths,
   removeImageKeyslot,
   restoreImageHeader,
   type Progress,
@@ -138,7 +140,7 @@ function resumeCommandLine(): string {
  * An AbortSignal fired by SIGINT/SIGTERM for the duration of `fn`. The engine keeps an interrupted run's temp file
  * and journal (and its vault secret), and the error says how to resume it.
  */
-async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>, resumable?: string): Promise<T> {
   const ac = new AbortController();
   // The first signal stops the run at its next batch with a last checkpoint; a second one exits at once (the
   // journal is replaced atomically and only names fsynced batches, so what it holds still resumes).
@@ -152,7 +154,9 @@ async function withInterrupt<T>(fn: (signal: AbortSignal) => Promise<T>): Promis
     return await fn(ac.signal);
   } catch (e) {
     if (ac.signal.aborted && (isVhdcryptError(e, 'ENGINE_ABORTED') || isVhdcryptError(e, 'LUKS_ABORTED'))) {
-      throw new VhdcryptError('ENGINE_ABORTED', `interrupted; resume with --resume: ${resumeCommandLine()}`, { cause: e });
+      // A run is kept only once its journal exists (keepForResume); before that there is nothing to resume.
+      const kept = resumable !== undefined && existsSync(outputPaths(resumable).journal);
+      throw new VhdcryptError('ENGINE_ABORTED', kept ? `interrupted; resume with --resume: ${resumeCommandLine()}` : 'interrupted before anything was written; nothing is left behind', { cause: e });
     }
     throw e;
   } finally {
@@ -281,6 +285,7 @@ export function registerImageCommands(program: Command): void {
             onProgress: progress.onProgress,
             onWarning: printWarning,
           }),
+          dst,
         );
         progress.stop();
         printResult(r, f.json);
@@ -330,6 +335,7 @@ export function registerImageCommands(program: Command): void {
             onProgress: progress.onProgress,
             onWarning: printWarning,
           }),
+          dst,
         );
         progress.stop();
         printResult(r, f.json);
