@@ -17,6 +17,8 @@ function readHiddenLine(prompt: string): Promise<Uint8Array> {
   const stdin = process.stdin;
   const buf = Buffer.alloc(MAX_BYTES);
   let len = 0;
+  // Echo goes off before the prompt appears: whatever is typed once it shows is never echoed by the terminal.
+  stdin.setRawMode(true);
   process.stderr.write(prompt);
   return new Promise((resolve, reject) => {
     const finish = (err: Error | null): void => {
@@ -44,7 +46,6 @@ function readHiddenLine(prompt: string): Promise<Uint8Array> {
       }
       chunk.fill(0);
     };
-    stdin.setRawMode(true);
     stdin.resume();
     stdin.on('data', onData);
   });
