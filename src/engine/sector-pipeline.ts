@@ -127,9 +127,12 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
   }
   await Promise.all(inflight);
   if (checkpointing) await checkpointing;
-  if (!failure && p.signal?.aborted) failure = abortedError(p.signal);
+  // Whatever a batch in flight failed with once the signal fired (a worker task cancelled, a slot released), the
+  // run was interrupted: report it as such, so that it is kept for --resume.
+  if (p.signal?.aborted && !(failure instanceof EngineError && failure.code === 'ENGINE_ABORTED')) failure = abortedError(p.signal);
   // An interrupted run is kept for --resume: one last checkpoint saves the batches written since the previous one
-  // (the checkpoint makes them durable before the journal names them). Any other failure leaves the journal as is.
+  // (the checkpoint makes them durable before the journal names them; the watermark counts only written batches).
+  // Any other failure leaves the journal as is.
   if (failure instanceof EngineError && failure.code === 'ENGINE_ABORTED' && p.checkpoint && watermark > checkpointed) {
     const last = failure;
     await p.checkpoint(watermark).catch((e) => {
