@@ -21,7 +21,7 @@ import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './
 import { unlockImage } from './unlock-image.js';
 import type { KeySourceOptions } from './key-source.js';
 import { hasLuksMagic, writeLuksRegion } from './luks-region.js';
-import { openEngineVault } from './vault-link.js';
+import { discardSecret, openEngineVault } from './vault-link.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {
@@ -283,18 +283,4 @@ async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise
   } finally {
     await vault.close();
   }
-}
-
-/** Best effort after a failure: the run's own error is the one reported, so a vault refusal here is not raised. */
-async function discardSecret(s: { secretId: string; vaultUri: string | undefined }, credentials: unknown): Promise<void> {
-  await Promise.allSettled([
-    (async () => {
-      const vault = await openEngineVault(s.vaultUri, credentials);
-      try {
-        await vault.discard(s.secretId);
-      } finally {
-        await vault.close();
-      }
-    })(),
-  ]);
 }

@@ -11,6 +11,7 @@ import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
 import { EngineError } from './errors.js';
 import { isVhdcryptError } from '../errors.js';
 import { prepareEncryption } from './encryption-keys.js';
+import { discardSecret } from './vault-link.js';
 import type { EncryptOptions } from './encrypt-image.js';
 import type { OutputFormat } from './run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
@@ -112,25 +113,31 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
       { ...o, recoveryPassphrase: o.addRecoveryPassphrase },
     );
     let session: CryptSession;
-    try {
-      session = openCryptSession(o, prepared.volumeKey, true, sectorSize, out);
-    } finally {
-      prepared.volumeKey.fill(0);
-    }
     let payloadBytes: bigint;
     let outputVirtualSize: bigint;
     try {
-      if (src.kind === 'vhd-dynamic') {
-        outputVirtualSize = dataOffset + src.size;
-        payloadBytes = await this.encryptDynamic(src, session, prepared.header, prepared.layout, dataOffset, outputVirtualSize, containerUuid);
-      } else {
-        payloadBytes = await this.encryptFlat(src, session, prepared.header, prepared.layout, sectorSize);
-        outputVirtualSize = dataOffset + payloadBytes;
-        if (src.kind === 'vhd-fixed') await session.queue.bytes(fixedFooter(outputVirtualSize, containerUuid));
+      try {
+        session = openCryptSession(o, prepared.volumeKey, true, sectorSize, out);
+      } finally {
+        prepared.volumeKey.fill(0);
       }
-      await session.queue.drain();
-    } finally {
-      await session.close();
+      try {
+        if (src.kind === 'vhd-dynamic') {
+          outputVirtualSize = dataOffset + src.size;
+          payloadBytes = await this.encryptDynamic(src, session, prepared.header, prepared.layout, dataOffset, outputVirtualSize, containerUuid);
+        } else {
+          payloadBytes = await this.encryptFlat(src, session, prepared.header, prepared.layout, sectorSize);
+          outputVirtualSize = dataOffset + payloadBytes;
+          if (src.kind === 'vhd-fixed') await session.queue.bytes(fixedFooter(outputVirtualSize, containerUuid));
+        }
+        await session.queue.drain();
+      } finally {
+        await session.close();
+      }
+    } catch (e) {
+      // A stream has no journal to resume from: the output is incomplete, so the key sealed for it goes (soft delete).
+      if (prepared.secretId !== null) await discardSecret({ secretId: prepared.secretId, vaultUri: prepared.vaultUri ?? o.vault }, o.vaultCredentials);
+      throw e;
     }
     const ran = session.pool.ran;
     const seconds = (performance.now() - started) / 1000;

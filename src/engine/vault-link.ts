@@ -87,3 +87,17 @@ export async function openEngineVault(uri?: string, credentials?: unknown, forSe
     close: () => v.close(),
   };
 }
+
+/** Best effort after a failure: the run's own error is the one reported, so a vault refusal here is not raised. */
+export async function discardSecret(s: { secretId: string; vaultUri: string | undefined }, credentials: unknown): Promise<void> {
+  await Promise.allSettled([
+    (async () => {
+      const vault = await openEngineVault(s.vaultUri, credentials);
+      try {
+        await vault.discard(s.secretId);
+      } finally {
+        await vault.close();
+      }
+    })(),
+  ]);
+}
