@@ -14,6 +14,7 @@ import {
   removeImageKeyslot,
   restoreImageHeader,
   type Progress,
+  type RunOptions,
   type RunResult,
 } from '../engine/index.js';
 import type { BackendChoice } from '../crypto/index.js';
@@ -233,6 +234,30 @@ function kdfOption(v: string | undefined): KdfOptions | undefined {
   throw new InvalidArgumentError('expected pbkdf2 or argon2id');
 }
 
+/** The options every whole-image job takes from its flags, and what runs around it: progress, interrupt, result. */
+async function runImageJob(f: CommonFlags & ParentFlags, dst: string, job: (common: RunOptions) => Promise<RunResult>): Promise<void> {
+  const progress = await progressReporter(f.json);
+  try {
+    const r = await withInterrupt(
+      (signal) =>
+        job({
+          threads: f.threads,
+          backend: f.backend,
+          force: f.force,
+          ...parentOptions(f),
+          signal,
+          onProgress: progress.onProgress,
+          onWarning: printWarning,
+        }),
+      dst,
+    );
+    progress.stop();
+    printResult(r, f.json);
+  } finally {
+    progress.stop();
+  }
+}
+
 export function registerImageCommands(program: Command): void {
   addParentOptions(program
     .command('encrypt'))
@@ -261,9 +286,8 @@ export function registerImageCommands(program: Command): void {
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: EncryptFlags) => {
       const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
-      const progress = await progressReporter(f.json);
       try {
-        const r = await withInterrupt((signal) =>
+        await runImageJob(f, dst, (common) =>
           encryptImage(src, dst, {
             resume: f.resume,
             // QEMU's and nbdkit's luks drivers read LUKS1 only, and decrypt unallocated VHD blocks into garbage.
@@ -277,20 +301,10 @@ export function registerImageCommands(program: Command): void {
             outFormat: f.outFormat,
             noSparse: f.sparse === false || f.compat === 'qemu',
             addRecoveryPassphrase: recovery,
-            threads: f.threads,
-            backend: f.backend,
-            force: f.force,
-            ...parentOptions(f),
-            signal,
-            onProgress: progress.onProgress,
-            onWarning: printWarning,
+            ...common,
           }),
-          dst,
         );
-        progress.stop();
-        printResult(r, f.json);
       } finally {
-        progress.stop();
         recovery?.fill(0);
       }
     });
@@ -313,35 +327,21 @@ export function registerImageCommands(program: Command): void {
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: DecryptFlags) => {
-      const progress = await progressReporter(f.json);
-      try {
-        const r = await withInterrupt((signal) =>
-          decryptImage(src, dst, {
-            resume: f.resume,
-            vault: f.vault,
-            passphraseFile: f.passphraseFile,
-            keyFile: f.keyFile,
-            secretId: f.secret,
-            plain: {
-              ...(f.sectorSize !== undefined ? { sectorSize: Number(f.sectorSize) as 512 | 4096 } : {}),
-              ...(f.keySize !== undefined ? { keyBits: Number(f.keySize) as 256 | 512 } : {}),
-            },
-            outFormat: f.outFormat,
-            threads: f.threads,
-            backend: f.backend,
-            force: f.force,
-            ...parentOptions(f),
-            signal,
-            onProgress: progress.onProgress,
-            onWarning: printWarning,
-          }),
-          dst,
-        );
-        progress.stop();
-        printResult(r, f.json);
-      } finally {
-        progress.stop();
-      }
+      await runImageJob(f, dst, (common) =>
+        decryptImage(src, dst, {
+          resume: f.resume,
+          vault: f.vault,
+          passphraseFile: f.passphraseFile,
+          keyFile: f.keyFile,
+          secretId: f.secret,
+          plain: {
+            ...(f.sectorSize !== undefined ? { sectorSize: Number(f.sectorSize) as 512 | 4096 } : {}),
+            ...(f.keySize !== undefined ? { keyBits: Number(f.keySize) as 256 | 512 } : {}),
+          },
+          outFormat: f.outFormat,
+          ...common,
+        }),
+      );
     });
 
   addParentOptions(program

@@ -3,9 +3,7 @@
  * the header region is read from the virtual disk, changed in memory by the
  * LUKS library, and written back.
  */
-import { open, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../image/index.js';
 import { addKeyslot, dump, readVolumeInfo, removeKeyslot, KDF_TYPED_PASSPHRASE, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
 import { VhdcryptError } from '../errors.js';
@@ -14,7 +12,8 @@ import { MAX_HEADER_REGION, readLuksRegion, writeLuksRegion, type LuksRegion } f
 import { keyslotSecret, type UnlockImageOptions } from './unlock-image.js';
 import { userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { KDF_TYPED_PASSPHRASE_LUKS1 } from './encryption-keys.js';
-import { exists, syncDir } from './safe-output.js';
+import { exists } from './safe-output.js';
+import { publishNewFile } from '../new-file.js';
 import { openEngineVault } from './vault-link.js';
 
 async function requireLuks(image: DiskImage): Promise<LuksRegion> {
@@ -80,20 +79,7 @@ export async function removeImageKeyslot(path: string, keyslot: number, opts: { 
 export async function backupImageHeader(path: string, file: string, opts: ParentSearchOptions = {}): Promise<{ bytes: number }> {
   if (await exists(file)) throw new EngineError('ENGINE_DEST_EXISTS', `${file} already exists; not overwriting`);
   const region = await withImage(path, false, opts, requireLuks);
-  const tmp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.vhdcrypt-tmp`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(region.bytes);
-    await fh.sync();
-    await fh.close();
-    if (await exists(file)) throw new EngineError('ENGINE_DEST_EXISTS', `${file} appeared meanwhile; not overwriting`);
-    await rename(tmp, file);
-    await syncDir(dirname(file));
-  } catch (e) {
-    await Promise.allSettled([fh.close()]);
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  if ((await publishNewFile(file, region.bytes)) === 'exists') throw new EngineError('ENGINE_DEST_EXISTS', `${file} appeared meanwhile; not overwriting`);
   return { bytes: region.bytes.length };
 }
 

@@ -9,13 +9,12 @@
  * to the destination (which fails if it exists) or, with force, renamed over it: the destination name never holds
  * a partial key and never a file anyone else may read. No trailing newline: cryptsetup reads a key file whole.
  */
-import { randomBytes } from 'node:crypto';
-import { link, open, rename, rm, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { rm, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { openImage, parentSearch, type ParentSearchOptions } from '../image/index.js';
 import { EngineError } from './errors.js';
 import { readLuksInfo } from './luks-region.js';
-import { syncDir } from './safe-output.js';
+import { publishNewFile } from '../new-file.js';
 import { unlockImageWithSecret, type UnlockImageOptions } from './unlock-image.js';
 import { wipeSecret } from './key-source.js';
 
@@ -123,31 +122,8 @@ async function writeSecret(dest: string, bytes: Uint8Array, force: boolean, writ
     await new Promise<void>((ok, fail) => process.stdout.write(bytes, (e) => (e ? fail(e) : ok())));
     return;
   }
-  const tmp = join(dirname(dest), `.${basename(dest)}.${randomBytes(6).toString('hex')}.vhdcrypt-tmp`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    // The umask may only take bits away; set exactly 0600 (a umask of 0277 would leave the owner unable to rewrite it).
-    await fh.chmod(0o600);
-    await fh.writeFile(bytes);
-    await fh.sync();
-    await fh.close();
-    if (force) {
-      await rename(tmp, dest);
-    } else {
-      // link() fails with EEXIST instead of replacing: a file that appeared since the check is left alone.
-      try {
-        await link(tmp, dest);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new EngineError('ENGINE_DEST_EXISTS', `${dest} appeared meanwhile; not overwriting`, { cause: e });
-        throw e;
-      }
-      await unlink(tmp);
-    }
-    written.push(dest);
-    await syncDir(dirname(dest));
-  } catch (e) {
-    await Promise.allSettled([fh.close()]);
-    await rm(tmp, { force: true });
-    throw e;
+  if ((await publishNewFile(dest, bytes, { replace: force })) === 'exists') {
+    throw new EngineError('ENGINE_DEST_EXISTS', `${dest} appeared meanwhile; not overwriting`);
   }
+  written.push(dest);
 }

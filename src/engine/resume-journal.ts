@@ -7,7 +7,7 @@
 import { open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { EngineError } from './errors.js';
-import { syncDir } from './safe-output.js';
+import { syncDir } from '../new-file.js';
 
 export interface JournalState {
   readonly version: 1;

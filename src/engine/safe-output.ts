@@ -3,9 +3,10 @@
  * directory, made durable, and renamed into place only when complete, so the
  * destination name never holds a partial image (even after kill -9).
  */
-import { chmod, open, rename, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { EngineError } from './errors.js';
+import { syncDir } from '../new-file.js';
 
 export interface OutputPaths {
   readonly dest: string;
@@ -77,16 +78,6 @@ export async function plaintextOutputMode(src: string | null): Promise<number> {
 /** Give the finished temp file its final mode before it is renamed into place (a resumed temp file too). */
 export async function setOutputMode(p: OutputPaths, mode: number): Promise<void> {
   await chmod(p.temp, mode);
-}
-
-/** fsync a directory so a rename in it is durable. */
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Move the finished temp file into place (it was fsynced by its image's close). */

@@ -1,9 +1,8 @@
 /** Header backup to a file and restore from it (like luksHeaderBackup / luksHeaderRestore). */
-import { open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { LuksError } from './errors.js';
 import { openHeaderIo, withHeaderIo, type LuksTarget } from './header-io.js';
+import { publishNewFile } from '../new-file.js';
 import { readLuksHeader, volumeInfoOf } from './volume-info.js';
 import { headerRegionBytes } from './dump.js';
 
@@ -29,22 +28,9 @@ export async function backupHeader(device: LuksTarget, backupFile: string): Prom
     if (n > MAX_REGION) throw new LuksError('LUKS_BAD_LAYOUT', `header region of ${n} bytes exceeds ${MAX_REGION}`);
     return io.read(0, n, 'header region');
   });
-  const tmp = join(dirname(backupFile), `.${basename(backupFile)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(region);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp);
-    throw e;
-  }
-  await fh.close();
-  if (await exists(backupFile)) {
-    await unlink(tmp);
+  if ((await publishNewFile(backupFile, region)) === 'exists') {
     throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} appeared meanwhile; not overwriting`);
   }
-  await rename(tmp, backupFile);
   return { bytes: region.length };
 }
 
