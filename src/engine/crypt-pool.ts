@@ -11,7 +11,9 @@ import type { BackendChoice } from '../crypto/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
 import { builtPath, compiledModulePath } from '../package-root.js';
-import type { CryptTask, DisposeTask, WarmTask, WorkerReply } from './worker-messages.js';
+import type { CryptTask, DisposeTask, SectorBatchRef, WarmTask, WorkerReply } from './worker-messages.js';
+
+export type { SectorBatchRef } from './worker-messages.js';
 
 /** The compiled worker: its bundle (dist/worker, rolldown.config.mjs) when built, else tsc's output; tests and the CLI need `npm run build`. */
 export function workerPath(): string {
@@ -29,16 +31,6 @@ export interface CryptJob {
   readonly id: string;
   readonly key: SharedArrayBuffer;
   readonly keyLength: number;
-}
-
-/** A batch inside a shared slot. */
-export interface SectorBatchRef {
-  readonly buffer: SharedArrayBuffer;
-  readonly offset: number;
-  readonly length: number;
-  readonly firstTweak: bigint;
-  readonly sectorSize: number;
-  readonly tweakStep: number;
 }
 
 /** How long destroy() waits for workers still starting. */

@@ -2,8 +2,18 @@
 import type { BackendChoice } from '../crypto/index.js';
 import type { ErrorCode } from '../error-codes.js';
 
+/** A batch of sectors inside a shared slot, and how its tweaks run. */
+export interface SectorBatchRef {
+  readonly buffer: SharedArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+  readonly firstTweak: bigint;
+  readonly sectorSize: number;
+  readonly tweakStep: number;
+}
+
 /** Encrypt or decrypt one batch of sectors in place, inside a shared slot. */
-export interface CryptTask {
+export interface CryptTask extends SectorBatchRef {
   readonly kind: 'crypt';
   /** Identifies the job's key; a worker keeps one Xts per job until the dispose task. */
   readonly jobId: string;
@@ -12,12 +22,6 @@ export interface CryptTask {
   readonly keyLength: number;
   readonly backend: BackendChoice;
   readonly encrypt: boolean;
-  readonly buffer: SharedArrayBuffer;
-  readonly offset: number;
-  readonly length: number;
-  readonly firstTweak: bigint;
-  readonly sectorSize: number;
-  readonly tweakStep: number;
 }
 
 /** Drop the job's Xts; every worker takes exactly one (the barrier holds each until all have arrived). */
