@@ -11,7 +11,7 @@ import type { XtsBackend, XtsKernelInstance } from './kernel.js';
 type NobleAes = (typeof import('@noble/ciphers/aes.js'))['unsafe'];
 let nobleAes: NobleAes | undefined;
 
-/** noble's AES, loaded on first use: it builds its tables on import (~20 ms), which every
+/** noble's AES, loaded on first use: it builds its tables on import, which every
  * worker and CLI start would pay for a backend that runs only when nothing faster does.
  * require() of an ES module is synchronous from Node 20.19 (package.json engines). */
 function aesRounds(): NobleAes {

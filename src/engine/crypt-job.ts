@@ -49,11 +49,11 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
   const bytesTotal = await rangesTotal(ranges());
   const slots = new SlotRing(pool.threads * 2 + 2, batchBytes);
-  // Batches are large and aligned: skip the page cache (it cost more CPU than the crypto on the VMs measured).
+  // Batches are large and aligned: skip the page cache, whose copy and writeback cost more CPU than the crypto.
   const directWrites = await spec.output.useDirectWrites();
   if (directWrites) {
     // Reserved blocks let the file system run our direct writes side by side (ext4 serialises direct writes
-    // into holes); measured on this VM: a 2 GiB decrypt's data phase 1.2-1.4 s instead of 1.6-1.8 s.
+    // into holes; docs/performance.md has the effect on a decrypt).
     try {
       for await (const r of ranges()) await spec.output.reserve(spec.outputBase + r.start, r.end - r.start);
     } catch (e) {

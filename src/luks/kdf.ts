@@ -55,8 +55,8 @@ export interface KdfLimits {
 }
 
 /**
- * Defaults: PBKDF2 2^25 iterations (~7 s of SHA-256 here, 6x what a 2 s
- * cryptsetup benchmark yields); Argon2 memory 2 GiB (below cryptsetup's 4 GiB
+ * Defaults: PBKDF2 2^25 iterations (seconds of SHA-256 on a current core, several
+ * times what a 2 s cryptsetup benchmark yields); Argon2 memory 2 GiB (below cryptsetup's 4 GiB
  * maximum: a 4 GiB keyslot filled 4.27 GB of RSS), time 100, lanes 16, and
  * memory x time 32 GiB (1 GiB x 32 passes). Per attempt 2^28 units: 8
  * KDF_TYPED_PASSPHRASE keyslots with their digests (2^27 units and a little),
@@ -77,10 +77,10 @@ const HASH_BYTES: Record<LuksHash, number> = { sha1: 20, sha256: 32, sha512: 64 
 /**
  * The cost of deriving `length` bytes, in work units: one unit is one
  * PBKDF2-HMAC iteration of one output block with SHA-1 or SHA-256 (two
- * compression calls); SHA-512 counts 2 (twice the time per iteration here); one
- * argon2 block of 1 KiB filled once (memory KiB x time) counts 4 (measured here
- * with node:crypto and @node-rs/argon2 on one lane: 4.6 M SHA-256 iterations/s,
- * 1.3 M argon2id KiB blocks/s). Lanes spread argon2 over cores, not less work.
+ * compression calls); SHA-512 counts 2 (about twice the time per iteration); one
+ * argon2 block of 1 KiB filled once (memory KiB x time) counts 4 (the ratio of
+ * node:crypto's SHA-256 iterations to @node-rs/argon2's KiB blocks per second on
+ * one lane, `npm run bench:luks`). Lanes spread argon2 over cores, not less work.
  */
 export function kdfWork(p: KdfParams, length: number): number {
   if (p.type === 'pbkdf2') return p.iterations * Math.ceil(length / HASH_BYTES[p.hash]) * (p.hash === 'sha512' ? 2 : 1);
@@ -125,7 +125,7 @@ export function argon2Options(p: Extract<KdfParams, { type: 'argon2i' | 'argon2i
 
 /**
  * Work above which a KDF with an AbortSignal runs in a child process that abort
- * kills: ~0.25 s here. Below it the KDF runs in this process (a node:crypto or
+ * kills (about a quarter of a second of one core). Below it the KDF runs in this process (a node:crypto or
  * @node-rs/argon2 call on the libuv pool, which nothing can stop once started)
  * and abort is seen when it returns, well within a second.
  */
@@ -146,7 +146,7 @@ function pbkdf2Async(secret: Uint8Array, salt: Uint8Array, iterations: number, l
 
 async function deriveInProcess(p: KdfParams, secret: Uint8Array, length: number, what: string): Promise<Uint8Array> {
   if (p.type === 'pbkdf2') return pbkdf2Async(secret, p.salt, p.iterations, length, p.hash);
-  // Loaded on first use: the addon costs ~50 ms of start-up that PBKDF2 keyslots never need.
+  // Loaded on first use: its addon's start-up is a cost PBKDF2 keyslots never need.
   const { hashRaw } = await import('@node-rs/argon2');
   try {
     return await hashRaw(secret, { salt: p.salt, ...argon2Options(p, length) });
