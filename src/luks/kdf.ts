@@ -78,9 +78,9 @@ const HASH_BYTES: Record<LuksHash, number> = { sha1: 20, sha256: 32, sha512: 64 
  * The cost of deriving `length` bytes, in work units: one unit is one
  * PBKDF2-HMAC iteration of one output block with SHA-1 or SHA-256 (two
  * compression calls); SHA-512 counts 2 (about twice the time per iteration); one
- * argon2 block of 1 KiB filled once (memory KiB x time) counts 4 (the ratio of
- * node:crypto's SHA-256 iterations to @node-rs/argon2's KiB blocks per second on
- * one lane, `npm run bench:luks`). Lanes spread argon2 over cores, not less work.
+ * argon2 block of 1 KiB filled once (memory KiB x time) counts 4 (about the ratio
+ * of node:crypto's SHA-256 iterations per second to @node-rs/argon2's KiB blocks
+ * per second on one lane). Lanes spread argon2 over cores, not less work.
  */
 export function kdfWork(p: KdfParams, length: number): number {
   if (p.type === 'pbkdf2') return p.iterations * Math.ceil(length / HASH_BYTES[p.hash]) * (p.hash === 'sha512' ? 2 : 1);
