@@ -133,11 +133,14 @@ describe('vhdcrypt image commands', () => {
       ['encrypt', join(dir, 'missing.vhd'), join(dir, 'm.vhd')],
       ['decrypt', enc, join(dir, 'm2.vhd'), '--passphrase-file', join(dir, 'missing-pass.txt')],
       ['info', join(dir, 'missing.vhd')],
+      ['info', dir],
     ]) {
       const missing = cli(...args);
       expect(missing.status, missing.stderr).toBe(3);
       expect(missing.stderr.trim().split('\n')).toHaveLength(1);
-      expect(missing.stderr).toMatch(/ENOENT.*missing/);
+      // One code, then the path, then what is wrong: `vhdcrypt: ENOENT: /x/missing.vhd: no such file or directory (open)`.
+      expect(missing.stderr).toMatch(/^vhdcrypt: (ENOENT|EISDIR): \/\S+: [a-z ]+ \([a-z]+\)\n$/);
+      expect(missing.stderr).toContain(args[0] === 'info' && args[1] === dir ? dir : 'missing');
     }
     // A leftover interrupted run beside the destination: refused until --resume or --force.
     writeFileSync(join(dir, '.left.vhd.vhdcrypt-tmp'), 'partial');

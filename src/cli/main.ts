@@ -4,6 +4,7 @@ import { VhdcryptError } from '../errors.js';
 import { packageVersion } from '../version.js';
 import { VERSION_FLAGS } from './command-tree.js';
 import { exitCodeFor } from './exit-codes.js';
+import { systemErrorText } from './system-error-text.js';
 import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
@@ -24,6 +25,7 @@ const RESOURCE_ERRORS: Readonly<Record<string, string>> = {
   EFBIG: 'a file would pass the file size limit (ulimit -f) or the largest file the file system holds',
 };
 const RESOURCE_ERROR_STATUS = 1;
+
 
 /** The errno code of `e` or of an error in its cause chain (a typed error may wrap one), if it is a resource error. */
 export function resourceErrorCode(e: unknown): string | null {
@@ -94,7 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     const fileCode = (e as NodeJS.ErrnoException | null)?.code;
     if (typeof fileCode === 'string' && FILE_ERRORS.has(fileCode)) {
       // A path given on the command line that cannot be opened: the user's input, not a bug.
-      process.stderr.write(`vhdcrypt: ${fileCode}: ${(e as Error).message}\n`);
+      process.stderr.write(`vhdcrypt: ${fileCode}: ${systemErrorText(e as NodeJS.ErrnoException)}\n`);
       if (debug && (e as Error).stack) process.stderr.write((e as Error).stack + '\n');
       return FILE_ERROR_STATUS;
     }

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { Command } from 'commander';
+import { systemErrorText } from './system-error-text.js';
 import {
   ENCRYPT_ALGORITHMS, KEY_PERMISSIONS, MAX_SECRET_VALUE_BYTES, SECRET_PERMISSIONS, VaultError, WRAP_ALGORITHMS, objectId, openVault, resolveRef, rotateKek,
   type DeletedObject, type EncryptAlgorithm, type JsonWebKey, type KeyPermission, type KeyProperties, type KeyType, type ObjectKind,
@@ -222,7 +223,7 @@ function readInputFile(path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    throw new VaultError('VAULT_BAD_ARGUMENT', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+    throw new VaultError('VAULT_BAD_ARGUMENT', `cannot read ${systemErrorText(e as NodeJS.ErrnoException)}`, { cause: e });
   }
 }
 

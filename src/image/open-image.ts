@@ -65,7 +65,10 @@ export async function openImage(path: string, opts: OpenImageOptions = {}): Prom
   const writable = opts.writable === true;
   const fh = await open(path, writable ? 'r+' : 'r');
   try {
-    const size = (await fh.stat()).size;
+    const st = await fh.stat();
+    // open(2) takes a directory read-only; say so with its name before a read fails with a bare EISDIR.
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, open '${path}'`), { code: 'EISDIR', syscall: 'open', path });
+    const size = st.size;
     const format = opts.format ?? 'auto';
     const vhd = format === 'vhd' || (format === 'auto' && (/\.vhd$/i.test(path) || (await looksLikeVhd(fh, size))));
     if (vhd) return await openVhd(fh, path, writable, { seen: new Set([await realpath(path)]), depth: 0, parents: await parentPolicy(opts) });
