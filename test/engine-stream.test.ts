@@ -20,7 +20,7 @@ import { encryptImage } from '../src/engine/encrypt-image.js';
 import { createEncryptStream, type StreamResult } from '../src/engine/stream-encrypt.js';
 import { createDecryptStream } from '../src/engine/stream-decrypt.js';
 import { readVolumeInfo } from '../src/luks/index.js';
-import { unlockImage } from '../src/engine/unlock-image.js';
+import { unlockImage } from '../src/volume/index.js';
 import { openImage } from '../src/image/index.js';
 import { isVhdcryptError } from '../src/errors.js';
 

@@ -9,13 +9,11 @@ import { randomUUID } from 'node:crypto';
 import { VhdDiskType } from '../image/index.js';
 import { readVolumeInfo, unlock, type LuksVolumeInfo } from '../luks/index.js';
 import { VhdcryptError } from '../errors.js';
-import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
+import {
+  MAX_HEADER_REGION, hasUserSecret, keyslotSecret, luksLayout, openVolumeVault, plainKeyFromFile, plainLayout, wipeSecret, type EncryptionFormat, type PayloadLayout,
+} from '../volume/index.js';
 import type { DecryptOptions } from './decrypt-image.js';
 import { EngineError } from './errors.js';
-import { hasUserSecret, plainKeyFromFile, wipeSecret } from './key-source.js';
-import { MAX_HEADER_REGION } from './luks-region.js';
-import { keyslotSecret } from './unlock-image.js';
-import { openEngineVault } from './vault-link.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
@@ -248,7 +246,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     }
     if (hasUserSecret(o)) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: no LUKS header; a plain volume opens with a key file or its vault secret, not a passphrase');
     const uuid = src.kind === 'vhd-dynamic' ? src.footer.uniqueId : null;
-    const vault = await openEngineVault(o.vault, o.vaultCredentials);
+    const vault = await openVolumeVault(o.vault, o.vaultCredentials);
     try {
       const secretId = o.secretId ?? (uuid ? await vault.findByVolumeUuid(uuid) : null);
       if (!secretId) {

@@ -1,5 +1,5 @@
 /**
- * The engine's use of the vault: seal a disk's keyslot passphrase (or
+ * The volume layer's use of the vault: seal a disk's keyslot passphrase (or
  * a plain volume key) under the KEK, unseal it, find it by volume UUID, read a
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */
@@ -16,7 +16,7 @@ export const DEFAULT_KEK = 'vhdcrypt-kek';
  */
 export const TAG_PENDING = 'vhdcrypt-pending';
 
-export interface EngineVault {
+export interface VolumeVault {
   readonly uri: string;
   seal(req: { diskId: string; material: Uint8Array; kek: string; tags: Record<string, string>; volumeUuid?: string; sourceName?: string }): Promise<{ secretId: string; kekId: string }>;
   /** The unwrapped material; the caller wipes it. */
@@ -43,7 +43,7 @@ export function defaultVaultExists(): boolean {
  * Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). Only a run that
  * seals (`forSealing`) may create the default vault on first use; nothing creates a vault it was merely pointed at.
  */
-export async function openEngineVault(uri?: string, credentials?: unknown, forSealing = false): Promise<EngineVault> {
+export async function openVolumeVault(uri?: string, credentials?: unknown, forSealing = false): Promise<VolumeVault> {
   const v = await openVault(uri, { ...(credentials ?? {}) as OpenVaultOptions, create: forSealing ? undefined : false });
   return {
     uri: v.uri,
