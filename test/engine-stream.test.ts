@@ -251,6 +251,19 @@ describe('encrypt stream output is a valid image that decrypts to the source', (
     expect(qemuRaw(dec, 'vpc').equals(patternModel)).toBe(true);
   });
 
+  it('plain dynamic VHD with 4096-byte sectors, key in the vault: the decrypt stream reads the sector size from the secret as decryptImage does', async () => {
+    const enc = p('dyn-plain-4k.vhd');
+    const r = await through(dynSrc, createEncryptStream({ format: 'plain', sectorSize: 4096, threads: 1 }), enc);
+    expect(r).toMatchObject({ format: 'plain', sectorSize: 4096, dataOffset: 0n, container: 'vhd-dynamic' });
+    // Neither decrypt is told the sector size: both find it in the vault secret's tags.
+    const byEngine = await decryptedByEngine(enc, 'dyn-plain-4k.dec');
+    expect(byEngine.equals(model)).toBe(true);
+    const dec = p('dyn-plain-4k.dec.vhd');
+    const d = await through(enc, createDecryptStream(), dec);
+    expect(d).toMatchObject({ format: 'plain', sectorSize: 4096, secretId: r.secretId });
+    expect(qemuRaw(dec, 'vpc').equals(byEngine)).toBe(true);
+  });
+
   it('noSparse: every block is written (QEMU\'s luks driver over a dynamic vpc then reads zeros back)', async () => {
     const enc = p('dyn-l1-full.vhd');
     await through(dynSrc, createEncryptStream({ format: 'luks1', passphraseFile: passFile, kdf: FAST, noSparse: true }), enc);
