@@ -14,7 +14,7 @@ import { readVolumeLuksInfo } from './luks-region.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { checkKeySize, checkSectorSize } from './options.js';
 import { luksLayout, plainLayout, type PayloadLayout } from './payload-layout.js';
-import { defaultVaultExists, openVolumeVault, type VolumeVault } from './vault-link.js';
+import { defaultVaultExists, openVolumeVault, withVaultSecret, type VolumeVault } from './vault-link.js';
 import { imageSource, type VolumeSource } from './volume-source.js';
 
 export interface UnlockImageOptions extends KeySourceOptions {
@@ -109,16 +109,14 @@ export async function keyslotSecret(name: string, region: { readonly info: LuksV
   const { info } = region;
   const token = vaultTokenOf(info);
   const vault = await openVolumeVault(opts.vault ?? token?.vault ?? undefined, opts.vaultCredentials);
-  try {
+  return withVaultSecret(vault, async (hold) => {
     const secretId = opts.secretId ?? (token ? token.secretId : await vault.findByVolumeUuid(info.uuid));
     if (!secretId) {
       throw new VolumeError('ENGINE_NO_KEY_SOURCE', `${name}: no vault secret records LUKS UUID ${info.uuid}; give --passphrase-file or --key-file`);
     }
-    const material = await vault.unseal(secretId);
+    const material = hold(await vault.unseal(secretId));
     return { secret: { passphrase: material }, secretId, vaultUri: vault.uri, keyslot: token?.keyslot ?? null };
-  } finally {
-    await vault.close();
-  }
+  });
 }
 
 function checkUnlockOptions(opts: UnlockImageOptions): void {
@@ -137,30 +135,20 @@ async function unlockPlain(src: VolumeSource, opts: UnlockImageOptions): Promise
     throw new VolumeError('ENGINE_NOT_ENCRYPTED', `${src.name}: no LUKS header; a plain volume opens with a key file or its vault secret, not a passphrase`);
   }
   const vault = await openVolumeVault(opts.vault, opts.vaultCredentials);
-  try {
+  return withVaultSecret(vault, async (hold) => {
     const secretId = await plainSecretIn(vault, src.uuid, opts);
     if (!secretId) {
       throw new VolumeError('ENGINE_NOT_ENCRYPTED', `${src.name}: no LUKS header and no vault secret for it; is it encrypted? (a plain volume needs its secret id or key file)`);
     }
-    const material = await vault.unseal(secretId);
+    const material = hold(await vault.unseal(secretId));
     if (material.length !== 32 && material.length !== 64) {
-      material.fill(0);
       throw new VolumeError('ENGINE_NO_KEY_SOURCE', `vault secret ${secretId} does not hold a plain volume key`);
     }
-    let size: number;
-    try {
-      // Plain volumes keep their parameters in the secret's tags (there is no header).
-      const tags = await vault.tags(secretId);
-      size = opts.plain?.sectorSize ?? (Number(tags.SectorSize) === 4096 ? 4096 : 512);
-    } catch (e) {
-      material.fill(0);
-      throw e;
-    }
-    // The unsealed material was allocated for this call: it is handed over as the volume key, and the caller wipes it.
+    // Plain volumes keep their parameters in the secret's tags (there is no header).
+    const tags = await vault.tags(secretId);
+    const size = opts.plain?.sectorSize ?? (Number(tags.SectorSize) === 4096 ? 4096 : 512);
     return { volumeKey: material, layout: layoutOf(size), info: null, keyslot: null, secretId, vaultUri: vault.uri };
-  } finally {
-    await vault.close();
-  }
+  });
 }
 
 /** A headerless volume's vault secret: the one given, else the one recording its VHD UUID (a raw file has none). */

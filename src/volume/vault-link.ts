@@ -87,3 +87,33 @@ export async function openVolumeVault(uri?: string, credentials?: unknown, forSe
     close: () => v.close(),
   };
 }
+
+/**
+ * Run `use` with the vault open, then close it. What `use` unsealed or made (and passed to `hold`) was allocated here, so
+ * it is wiped here when anything after the unseal fails, closing the vault included; otherwise it goes to the
+ * caller, who wipes it. A failure keeps its own error even when closing fails too.
+ */
+export async function withVaultSecret<T>(vault: VolumeVault, use: (hold: (material: Uint8Array) => Uint8Array) => Promise<T>): Promise<T> {
+  const held: Uint8Array[] = [];
+  const wipeHeld = () => {
+    for (const m of held) m.fill(0);
+  };
+  let result: T;
+  try {
+    result = await use((m) => {
+      held.push(m);
+      return m;
+    });
+  } catch (e) {
+    wipeHeld();
+    await Promise.allSettled([vault.close()]);
+    throw e;
+  }
+  try {
+    await vault.close();
+  } catch (e) {
+    wipeHeld();
+    throw e;
+  }
+  return result;
+}
