@@ -155,7 +155,7 @@ export const ERROR_CODES = {
   VAULT_STORAGE: vault,
   VAULT_CLOSED: failed,
 
-  // Whole-image jobs and streams (src/engine).
+  // Whole-image jobs and streams (src/engine), and the volume layer they stand on (src/volume).
   ENGINE_BAD_ARGUMENT: usageEinval,
   ENGINE_DEST_EXISTS: exists,
   ENGINE_SAME_FILE: usage,

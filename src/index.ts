@@ -15,11 +15,14 @@ export { openImage, createImage, checkAzureReady, ImageError } from './image/ind
 export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
 export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, ParentSearchOptions, CreateImageOptions } from './image/index.js';
 
-// The engine: whole images through the worker pool, unlocking, keyslots and headers of encrypted images.
+// Encrypted volumes: unlocking (LUKS and plain, keys from the caller or the vault) and the payload layout.
+export { unlockImage, luksLayout, plainLayout, VolumeError } from './volume/index.js';
+export type { UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, SectorTweak, VolumeErrorCode } from './volume/index.js';
+
+// The engine: whole images through the worker pool, keyslots and headers of encrypted images.
 export {
   encryptImage,
   decryptImage,
-  unlockImage,
   describeImage,
   addImageKeyslot,
   removeImageKeyslot,
@@ -29,7 +32,7 @@ export {
   exportImageKey,
   EngineError,
 } from './engine/index.js';
-export type { EncryptOptions, DecryptOptions, UnlockImageOptions, UnlockedImage, PayloadLayout, EncryptionFormat, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription, ExportImageKeyOptions, ExportImageKeyResult } from './engine/index.js';
+export type { EncryptOptions, DecryptOptions, OutputFormat, Progress, RunOptions, RunResult, EngineErrorCode, ImageDescription, ExportImageKeyOptions, ExportImageKeyResult } from './engine/index.js';
 
 // Engine streams: a VHD or raw image stream in, the encrypted (or decrypted) image stream out, one pass.
 export { createEncryptStream, createDecryptStream, EncryptStream, DecryptStream } from './engine/index.js';

@@ -241,6 +241,17 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     expect(firstDifference(new Uint8Array(readFileSync(dec)), rawModel)).toBe(-1);
   });
 
+  it('decryptImage refuses a batch size encryptImage refuses (ENGINE_BAD_ARGUMENT), before it writes anything', async () => {
+    const enc = out('batch-check.img');
+    await encryptImage(raw, enc, { passphrase: 'b', kdf: PBKDF2_FAST, threads: 1 });
+    for (const batchBytes of [1000, 4096 * 3 + 1, 128 * MIB, 0]) {
+      const dec = out('batch-check.dec');
+      const codes = await Promise.allSettled([encryptImage(raw, out('batch-check.enc2'), { passphrase: 'b', kdf: PBKDF2_FAST, batchBytes }), decryptImage(enc, dec, { passphrase: 'b', batchBytes })]);
+      expect(codes.map((c) => (c.status === 'rejected' ? (c.reason as { code?: string }).code : 'fulfilled')), `batchBytes ${batchBytes}`).toEqual(['ENGINE_BAD_ARGUMENT', 'ENGINE_BAD_ARGUMENT']);
+      expect(entries(dir).filter((n) => n.startsWith('batch-check.dec') || n.startsWith('.batch-check.dec'))).toEqual([]);
+    }
+  });
+
   it('leaves no temp or journal files behind', () => {
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });

@@ -20,7 +20,7 @@ import { encryptImage } from '../src/engine/encrypt-image.js';
 import { createEncryptStream, type StreamResult } from '../src/engine/stream-encrypt.js';
 import { createDecryptStream } from '../src/engine/stream-decrypt.js';
 import { readVolumeInfo } from '../src/luks/index.js';
-import { unlockImage } from '../src/engine/unlock-image.js';
+import { unlockImage } from '../src/volume/index.js';
 import { openImage } from '../src/image/index.js';
 import { isVhdcryptError } from '../src/errors.js';
 
@@ -249,6 +249,19 @@ describe('encrypt stream output is a valid image that decrypts to the source', (
     const dec = p('pattern-plain.dec.vhd');
     await through(enc, createDecryptStream({ plain: { sectorSize: 512, keyBits: 256 } }), dec, 4099);
     expect(qemuRaw(dec, 'vpc').equals(patternModel)).toBe(true);
+  });
+
+  it('plain dynamic VHD with 4096-byte sectors, key in the vault: the decrypt stream reads the sector size from the secret as decryptImage does', async () => {
+    const enc = p('dyn-plain-4k.vhd');
+    const r = await through(dynSrc, createEncryptStream({ format: 'plain', sectorSize: 4096, threads: 1 }), enc);
+    expect(r).toMatchObject({ format: 'plain', sectorSize: 4096, dataOffset: 0n, container: 'vhd-dynamic' });
+    // Neither decrypt is told the sector size: both find it in the vault secret's tags.
+    const byEngine = await decryptedByEngine(enc, 'dyn-plain-4k.dec');
+    expect(byEngine.equals(model)).toBe(true);
+    const dec = p('dyn-plain-4k.dec.vhd');
+    const d = await through(enc, createDecryptStream(), dec);
+    expect(d).toMatchObject({ format: 'plain', sectorSize: 4096, secretId: r.secretId });
+    expect(qemuRaw(dec, 'vpc').equals(byEngine)).toBe(true);
   });
 
   it('noSparse: every block is written (QEMU\'s luks driver over a dynamic vpc then reads zeros back)', async () => {

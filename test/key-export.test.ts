@@ -11,7 +11,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decryptImage, encryptImage, exportImageKey, openVault, sealDiskKey } from '../src/index.js';
 import { unsealDiskKey } from '../src/vault/index.js';
-import { randomTextPassphrase } from '../src/engine/encryption-keys.js';
+import { randomTextPassphrase } from '../src/volume/index.js';
 import { PBKDF2_FAST, entries, firstDifference, makeRaw, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');

@@ -13,6 +13,7 @@ import { createXts } from '../src/crypto/index.js';
 import { nativeDirectRead } from '../src/crypto/native-backend.js';
 import { DirectReadFile, MAX_REPLY_THREADS } from '../src/nbd/direct-replies.js';
 import { EncryptedBacking, NbdClient, NbdServer } from '../src/nbd/index.js';
+import { plainLayout } from '../src/volume/index.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
@@ -77,7 +78,7 @@ describe('native reply thread', () => {
     const directFile = DirectReadFile.open(file, key, xts.kernel);
     key.fill(0);
     expect(directFile).not.toBeNull();
-    const layout = { dataOffset: 0n, payloadSize: BigInt(SIZE), sectorSize: 4096, label: 'plain', tweak: (off: bigint) => ({ firstTweak: off / 512n, tweakStep: 8 }) };
+    const layout = plainLayout(BigInt(SIZE), 4096);
     // One test here opens more connections from this process than there are reply threads: lift the per-peer cap.
     server = new NbdServer(await EncryptedBacking.open(await openRawFile(file), xts, layout, { readOnly: true, directFile: directFile! }), {
       maxConnectionsPerPeer: MAX_REPLY_THREADS + 2,

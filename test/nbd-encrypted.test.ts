@@ -3,22 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createXts } from '../src/crypto/index.js';
-import { EncryptedBacking, NbdServer, type CryptoLayout } from '../src/nbd/index.js';
+import { EncryptedBacking, NbdServer } from '../src/nbd/index.js';
+import { plainLayout } from '../src/volume/index.js';
 import { DirectReadFile } from '../src/nbd/direct-replies.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
-
-/** dm-crypt plain mode: tweak = 512-byte sector number from the start of the device. */
-function plainLayout(size: bigint, sectorSize: number): CryptoLayout {
-  return {
-    dataOffset: 0n,
-    payloadSize: size,
-    sectorSize,
-    label: 'plain',
-    tweak: (off) => ({ firstTweak: off / 512n, tweakStep: sectorSize / 512 }),
-  };
-}
 
 /** The byte pattern both the test and the nbdsh script generate for a write. */
 function pattern(seed: number, n: number): Buffer {

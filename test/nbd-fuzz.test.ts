@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createXts } from '../src/crypto/index.js';
 import { DirectReadFile } from '../src/nbd/direct-replies.js';
 import { EncryptedBacking, ImageBacking, NbdClient, NbdServer, type NbdBacking } from '../src/nbd/index.js';
+import { plainLayout } from '../src/volume/index.js';
 import { makeTempDir, runOk } from './helpers/nbd-harness.js';
 import { openRawFile } from './helpers/nbd-raw-file.js';
 import { xtsPlain64 } from './helpers/xts-plain64.js';
@@ -185,7 +186,7 @@ async function openExport(kind: Export, dir: string, content: Buffer, opts: { re
   const directFile = DirectReadFile.open(file, key, xts.kernel);
   expect(directFile).not.toBeNull();
   key.fill(0);
-  const layout = { dataOffset: 0n, payloadSize: BigInt(content.length), sectorSize: 512, label: 'plain', tweak: (off: bigint) => ({ firstTweak: off / 512n, tweakStep: 1 }) };
+  const layout = plainLayout(BigInt(content.length), 512);
   return EncryptedBacking.open(await openRawFile(file), xts, layout, { ...opts, directFile: directFile! });
 }
 

@@ -21,6 +21,7 @@ import type { BackendChoice } from '../crypto/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import { keyslotPriorityName } from '../luks/index.js';
 import { VhdcryptError, isVhdcryptError } from '../errors.js';
+import { ENCRYPTION_FORMATS, KEY_SIZES, SECTOR_SIZES } from '../volume/index.js';
 import { packageVersion } from '../version.js';
 import { keyslotLines, problemLines, tokenLines } from './luks-lines.js';
 
@@ -265,13 +266,13 @@ export function registerImageCommands(program: Command): void {
     .argument('<src>', 'source image (VHD fixed/dynamic/differencing, raw, or an nbd:// or nbd+unix:// export); never written')
     .argument('<dst>', 'encrypted image to create')
     .option('--resume', 'finish an interrupted run from its journal')
-    .addOption(new Option('--format <format>', 'encryption format').choices(['luks2', 'luks1', 'plain']).default('luks2'))
+    .addOption(new Option('--format <format>', 'encryption format').choices(ENCRYPTION_FORMATS).default('luks2'))
     .option('--vault <uri>', 'vault URI (default: the embedded vault)')
     .option('--kek <name>', 'key-encryption key in the vault (created on first use)', 'vhdcrypt-kek')
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); no vault').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (whole content; plain: the raw key); no vault').conflicts('passphraseFile'))
-    .addOption(new Option('--key-size <bits>', 'AES-XTS key bits').choices(['256', '512']).default('512'))
-    .addOption(new Option('--sector-size <bytes>', 'crypto sector size (LUKS2 default 4096 when the size allows)').choices(['512', '4096']))
+    .addOption(new Option('--key-size <bits>', 'AES-XTS key bits').choices(KEY_SIZES.map(String)).default('512'))
+    .addOption(new Option('--sector-size <bytes>', 'crypto sector size (LUKS2 default 4096 when the size allows)').choices(SECTOR_SIZES.map(String)))
     .addOption(outFormatOption())
     .option('--no-sparse', 'write every block, unallocated ones as encrypted zeros (needed by QEMU luks over vpc)')
     .addOption(
@@ -319,8 +320,8 @@ export function registerImageCommands(program: Command): void {
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line)').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (plain: the raw key)').conflicts('passphraseFile'))
     .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
-    .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(['256', '512']))
-    .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(['512', '4096']))
+    .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(KEY_SIZES.map(String)))
+    .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(SECTOR_SIZES.map(String)))
     .addOption(outFormatOption())
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
+import { SECTOR_SIZES, type SectorSize } from '../volume/index.js';
 import type { NbdEndpoint } from '../nbd/index.js';
 import type { OpenExportOptions } from '../nbd/open-export.js';
 import { addParentOptions, parentOptions } from './image-commands.js';
@@ -93,10 +94,10 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     port = Number(o.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`--port expects 0..65535, got ${o.port}`);
   }
-  let sectorSize: 512 | 4096 | undefined;
+  let sectorSize: SectorSize | undefined;
   if (o.sectorSize !== undefined) {
-    if (o.sectorSize !== '512' && o.sectorSize !== '4096') throw usage('--sector-size expects 512 or 4096');
-    sectorSize = Number(o.sectorSize) as 512 | 4096;
+    sectorSize = SECTOR_SIZES.find((s) => String(s) === o.sectorSize);
+    if (sectorSize === undefined) throw usage(`--sector-size expects ${SECTOR_SIZES.join(' or ')}`);
   }
   let readerThreads: number | undefined;
   if (o.readerThreads !== undefined) {

@@ -5,15 +5,13 @@
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { availableBackends } from '../crypto/index.js';
 import type { CryptPool } from './crypt-pool.js';
-import type { PayloadLayout } from './crypto-layout.js';
+import type { PayloadLayout } from '../volume/index.js';
 import { mapWriteError } from './errors.js';
 import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from './payload-ranges.js';
 import { writeJournal, type JournalState } from './resume-journal.js';
 import { runSectorPipeline } from './sector-pipeline.js';
 import { SlotRing } from './slot-ring.js';
 import type { RunOptions } from './run-options.js';
-
-export const DEFAULT_BATCH_BYTES = 4 << 20;
 
 export interface CryptJobSpec {
   readonly encrypt: boolean;

@@ -6,7 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
-import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { runCryptJob } from './crypt-job.js';
 import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
@@ -14,17 +14,15 @@ import { checkJournalMatches, readJournal, writeJournal, type JournalState } fro
 import {
   PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
-import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './run-options.js';
-import { unlockImage, type UnlockImageOptions } from './unlock-image.js';
+import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from './run-options.js';
+import { unlockImage, type UnlockImageOptions } from '../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface DecryptOptions extends RunOptions, Omit<UnlockImageOptions, 'vault' | 'vaultCredentials'> {}
 
 /** Decrypt the image at `src` into a new plaintext image at `dst`. */
 export async function decryptImage(src: string, dst: string, opts: DecryptOptions = {}): Promise<RunResult> {
-  if (opts.outFormat !== undefined && !OUTPUT_FORMATS.includes(opts.outFormat)) {
-    throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(opts.outFormat)}`);
-  }
+  const batchBytes = checkRunOptions(opts);
   const started = performance.now();
   const paths = outputPaths(dst);
   const source = await openSource(src, opts);
@@ -47,7 +45,6 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     const layout = unlocked.layout;
     const container = opts.outFormat ?? containerFor(source.format);
     const blockSize = source.blockSize ?? DEFAULT_BLOCK_SIZE;
-    const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
     if (layout.payloadSize <= 0n) throw new EngineError('ENGINE_NOT_ENCRYPTED', `${src}: the encrypted payload is empty`);
     const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
       version: 1,

@@ -9,19 +9,27 @@ import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../errors.js';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
 import type { KdfOptions } from '../luks/index.js';
-import type { EncryptionFormat } from './crypto-layout.js';
-import { DEFAULT_BATCH_BYTES, runCryptJob } from './crypt-job.js';
+import { runCryptJob } from './crypt-job.js';
 import { CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
-import { prepareEncryption, type PreparedEncryption } from './encryption-keys.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths } from './safe-output.js';
-import { OUTPUT_FORMATS, runWarnings, type RunOptions, type RunResult } from './run-options.js';
-import { unlockImage } from './unlock-image.js';
-import type { KeySourceOptions } from './key-source.js';
-import { hasLuksMagic, writeLuksRegion } from './luks-region.js';
-import { discardSecret, openEngineVault } from './vault-link.js';
+import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from './run-options.js';
+import {
+  checkNewVolumeOptions,
+  chooseDataOffset,
+  chooseSectorSize,
+  hasLuksMagic,
+  discardSecret,
+  openVolumeVault,
+  prepareEncryption,
+  unlockImage,
+  writeLuksRegion,
+  type EncryptionFormat,
+  type KeySourceOptions,
+  type PreparedEncryption,
+} from '../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {
@@ -44,39 +52,10 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
   readonly dataOffset?: bigint;
 }
 
-const MIB = 1n << 20n;
-const FORMATS: readonly EncryptionFormat[] = ['luks2', 'luks1', 'plain'];
-
-function checkOptions(o: EncryptOptions): void {
-  if (o.format !== undefined && !FORMATS.includes(o.format)) throw new EngineError('ENGINE_BAD_ARGUMENT', `format expected luks2, luks1 or plain, got ${String(o.format)}`);
-  if (o.keySize !== undefined && o.keySize !== 256 && o.keySize !== 512) throw new EngineError('ENGINE_BAD_ARGUMENT', `key size expected 256 or 512, got ${String(o.keySize)}`);
-  if (o.sectorSize !== undefined && o.sectorSize !== 512 && o.sectorSize !== 4096) throw new EngineError('ENGINE_BAD_ARGUMENT', `sector size expected 512 or 4096, got ${String(o.sectorSize)}`);
-  if (o.outFormat !== undefined && !OUTPUT_FORMATS.includes(o.outFormat)) throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(o.outFormat)}`);
-  const bb = o.batchBytes ?? DEFAULT_BATCH_BYTES;
-  if (!Number.isInteger(bb) || bb < 4096 || bb % 4096 !== 0 || bb > 64 << 20) throw new EngineError('ENGINE_BAD_ARGUMENT', `batchBytes expected a multiple of 4096 up to 64 MiB, got ${String(bb)}`);
-}
-
-function chooseSectorSize(format: EncryptionFormat, asked: 512 | 4096 | undefined, size: bigint): 512 | 4096 {
-  if (format === 'luks1' && asked === 4096) throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', 'LUKS1 has 512-byte sectors only');
-  const s = asked ?? (format === 'luks2' && size % 4096n === 0n ? 4096 : 512);
-  if (size % BigInt(s) !== 0n) {
-    throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the disk size ${size} is not a whole number of ${s}-byte sectors; use --sector-size 512`);
-  }
-  return s;
-}
-
-function chooseDataOffset(format: EncryptionFormat, asked: bigint | undefined, blockSize: number): bigint {
-  if (format === 'plain') return 0n;
-  const bs = BigInt(blockSize);
-  const base = asked ?? (format === 'luks1' ? 2n * MIB : 16n * MIB);
-  if (asked !== undefined && (asked <= 0n || asked % 4096n !== 0n)) throw new EngineError('ENGINE_BAD_ARGUMENT', `data offset ${asked} must be a positive multiple of 4096`);
-  // A whole number of VHD blocks, so payload blocks line up with container blocks.
-  return ((base + bs - 1n) / bs) * bs;
-}
-
 /** Encrypt the image at `src` into a new image at `dst`. */
 export async function encryptImage(src: string, dst: string, opts: EncryptOptions = {}): Promise<RunResult> {
-  checkOptions(opts);
+  checkNewVolumeOptions(opts);
+  const batchBytes = checkRunOptions(opts);
   const started = performance.now();
   const paths = outputPaths(dst);
   const source = await openSource(src, opts);
@@ -107,7 +86,6 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     const dataOffset = chooseDataOffset(format, opts.dataOffset, blockSize);
     const diskSize = dataOffset + source.virtualSize;
     const sparse = container === 'vhd-dynamic' && opts.noSparse !== true;
-    const batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
     const keySource = opts.keyFile !== undefined ? 'key-file' : opts.passphraseFile !== undefined || opts.passphrase !== undefined ? 'passphrase' : 'vault';
     const journalBase: Omit<JournalState, 'doneBatches' | 'secretId'> = {
       version: 1,
@@ -250,7 +228,7 @@ function pendingJobTag(dest: string): string {
 }
 
 async function settleSecret(secretId: string, opts: EncryptOptions): Promise<void> {
-  const vault = await openEngineVault(resolveVaultOf(secretId, opts.vault), opts.vaultCredentials);
+  const vault = await openVolumeVault(resolveVaultOf(secretId, opts.vault), opts.vaultCredentials);
   try {
     await vault.settle(secretId);
   } finally {
@@ -271,7 +249,7 @@ function resolveVaultOf(secretId: string, given: string | undefined): string | u
 async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise<void> {
   let vault;
   try {
-    vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+    vault = await openVolumeVault(opts.vault, opts.vaultCredentials);
   } catch (e) {
     if (isVhdcryptError(e, 'VAULT_NOT_FOUND')) return;
     throw e;

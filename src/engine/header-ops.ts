@@ -5,16 +5,25 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../image/index.js';
-import { addKeyslot, dump, readVolumeInfo, removeKeyslot, KDF_TYPED_PASSPHRASE, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
+import { addKeyslot, dump, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-import { MAX_HEADER_REGION, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
-import { keyslotSecret, type UnlockImageOptions } from './unlock-image.js';
-import { userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
-import { KDF_TYPED_PASSPHRASE_LUKS1 } from './encryption-keys.js';
+import {
+  MAX_HEADER_REGION,
+  keyslotSecret,
+  openVolumeVault,
+  readLuksRegion,
+  typedKdf,
+  userSecret,
+  vaultTokenOf,
+  wipeSecret,
+  writeLuksRegion,
+  type KeySourceOptions,
+  type LuksRegion,
+  type UnlockImageOptions,
+} from '../volume/index.js';
 import { exists } from './safe-output.js';
 import { publishNewFile } from '../new-file.js';
-import { openEngineVault } from './vault-link.js';
 
 async function requireLuks(image: DiskImage): Promise<LuksRegion> {
   const region = await readLuksRegion(image);
@@ -55,7 +64,7 @@ export async function addImageKeyslot(
     if (!newSecret) throw new EngineError('ENGINE_BAD_ARGUMENT', 'the new keyslot needs a passphrase file or key file');
     const old = await keyslotSecret(path, region, existing);
     try {
-      const kdf = opts.kdf ?? (region.info.version === 1 ? KDF_TYPED_PASSPHRASE_LUKS1 : KDF_TYPED_PASSPHRASE);
+      const kdf = typedKdf(region.info.version === 1 ? 'luks1' : 'luks2', opts.kdf);
       const id = await addKeyslot(region.bytes, old.secret, newSecret, { kdf, ...(opts.keyslot !== undefined ? { newKeyslot: opts.keyslot } : {}), ...(old.keyslot !== null ? { keyslot: old.keyslot } : {}) });
       await writeLuksRegion(img, region.bytes);
       return id;
@@ -142,12 +151,12 @@ export async function describeImage(path: string, opts: { vault?: string; vaultC
     let secret: ImageDescription['secret'] = null;
     if (region) {
       luks = { ...(await dump(region.bytes)), dataOffset: String(region.info.dataOffset), sectorSize: region.info.sectorSize };
-      const token = region.info.tokens.find((t) => t.type === 'vhdcrypt-vault' && typeof t.json.secret === 'string');
+      const token = vaultTokenOf(region.info);
       if (token) {
-        secret = { id: String(token.json.secret), via: 'token', vault: typeof token.json.vault === 'string' ? token.json.vault : null };
+        secret = { id: token.secretId, via: 'token', vault: typeof token.token.json.vault === 'string' ? token.token.json.vault : null };
       } else {
         try {
-          const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+          const vault = await openVolumeVault(opts.vault, opts.vaultCredentials);
           try {
             const id = await vault.findByVolumeUuid(region.info.uuid);
             if (id) secret = { id, via: 'volume-uuid', vault: vault.uri };
@@ -162,7 +171,7 @@ export async function describeImage(path: string, opts: { vault?: string; vaultC
     if (!region && img.uuid) {
       // A plain volume has no header; its secret, if any, records the VHD's UUID.
       try {
-        const vault = await openEngineVault(opts.vault, opts.vaultCredentials);
+        const vault = await openVolumeVault(opts.vault, opts.vaultCredentials);
         try {
           const id = await vault.findByVolumeUuid(img.uuid);
           if (id) secret = { id, via: 'volume-uuid', vault: vault.uri };

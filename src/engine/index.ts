@@ -1,14 +1,15 @@
-/** The engine: whole-image encrypt/decrypt through a worker pool, unlocking, streams. */
+/** The engine: whole-image encrypt/decrypt through a worker pool, keyslot and header jobs, streams. */
 export { EngineError, type EngineErrorCode } from './errors.js';
 export { encryptImage, type EncryptOptions } from './encrypt-image.js';
 export { decryptImage, type DecryptOptions } from './decrypt-image.js';
-export { findPlainVolumeSecret, unlockImage, type UnlockImageOptions, type UnlockedImage } from './unlock-image.js';
-export { luksLayout, plainLayout, type PayloadLayout, type EncryptionFormat } from './crypto-layout.js';
-export { readLuksInfo, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
+// The volume layer's names the engine's callers have always found here (declared in src/volume).
+export { findPlainVolumeSecret, unlockImage, type UnlockImageOptions, type UnlockedImage } from '../volume/index.js';
+export { luksLayout, plainLayout, type PayloadLayout, type EncryptionFormat } from '../volume/index.js';
+export { readLuksInfo, readLuksRegion, writeLuksRegion, type LuksRegion } from '../volume/index.js';
+export { DEFAULT_KEK } from '../volume/index.js';
 export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchRef } from './crypt-pool.js';
 export { SlotRing, type Slot } from './slot-ring.js';
 export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './sector-pipeline.js';
-export { DEFAULT_KEK } from './vault-link.js';
 export { exportImageKey, type ExportImageKeyOptions, type ExportImageKeyResult } from './key-export.js';
 export type { OutputFormat, Progress, RunOptions, RunResult } from './run-options.js';
 export {

@@ -1,10 +1,22 @@
 /** Options and results shared by encryptImage and decryptImage. */
 import type { BackendChoice } from '../crypto/index.js';
 import type { ParentSearchOptions } from '../image/index.js';
-import type { EncryptionFormat } from './crypto-layout.js';
+import { checkBatchBytes, type EncryptionFormat } from '../volume/index.js';
+import { EngineError } from './errors.js';
 
 export type OutputFormat = 'vhd-fixed' | 'vhd-dynamic' | 'raw';
 export const OUTPUT_FORMATS: readonly OutputFormat[] = ['vhd-fixed', 'vhd-dynamic', 'raw'];
+
+/**
+ * The checks encryptImage and decryptImage share, before anything is opened: the output container and the batch
+ * size (the volume layer's check, the streams' too). Returns the batch size to use.
+ */
+export function checkRunOptions(o: RunOptions): number {
+  if (o.outFormat !== undefined && !OUTPUT_FORMATS.includes(o.outFormat)) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(o.outFormat)}`);
+  }
+  return checkBatchBytes(o.batchBytes);
+}
 
 export interface Progress {
   /** Bytes of payload done, including those done before a resume. */

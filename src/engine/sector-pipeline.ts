@@ -9,11 +9,9 @@ import type { CryptJob, CryptPool } from './crypt-pool.js';
 import { EngineError } from './errors.js';
 import type { Batch } from './payload-ranges.js';
 import type { SlotRing } from './slot-ring.js';
+import type { SectorTweak } from '../volume/index.js';
 
-export interface SectorTweak {
-  readonly firstTweak: bigint;
-  readonly tweakStep: number;
-}
+export type { SectorTweak };
 
 export interface PipelineSpec {
   readonly pool: CryptPool;

@@ -5,7 +5,7 @@
  * The slot ring bounds the memory in flight.
  */
 import type { CryptJob, CryptPool } from './crypt-pool.js';
-import type { SectorTweak } from './sector-pipeline.js';
+import type { SectorTweak } from '../volume/index.js';
 import type { Slot, SlotRing } from './slot-ring.js';
 import type { StreamOutput } from './stream-duplex.js';
 

@@ -7,15 +7,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { VhdDiskType } from '../image/index.js';
-import { readVolumeInfo, unlock, type LuksVolumeInfo } from '../luks/index.js';
-import { VhdcryptError } from '../errors.js';
-import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
+import type { LuksVolumeInfo } from '../luks/index.js';
+import {
+  MAX_HEADER_REGION, checkBatchBytes, probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
+} from '../volume/index.js';
 import type { DecryptOptions } from './decrypt-image.js';
 import { EngineError } from './errors.js';
-import { hasUserSecret, plainKeyFromFile, wipeSecret } from './key-source.js';
-import { MAX_HEADER_REGION } from './luks-region.js';
-import { keyslotSecret } from './unlock-image.js';
-import { openEngineVault } from './vault-link.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
@@ -36,14 +33,6 @@ const LOOK = 64n << 10n;
 /** Dynamic input: payload bytes held while the header's blocks are still to come. */
 const HOLD = 16n << 20n;
 
-interface Unlocked {
-  readonly volumeKey: Uint8Array;
-  readonly layout: PayloadLayout;
-  readonly info: LuksVolumeInfo | null;
-  readonly secretId: string | null;
-  readonly vaultUri: string | null;
-}
-
 /** The virtual disk's first bytes as they arrived (dynamic: with the blocks that carried them). */
 interface Prefix {
   readonly bytes: Uint8Array;
@@ -53,21 +42,12 @@ interface Prefix {
   readonly held: ReadonlyMap<number, Uint8Array>;
 }
 
-/** readVolumeInfo, or null without a LUKS magic; 'more' when the header runs past the bytes given. */
-async function probeLuks(bytes: Uint8Array, complete: boolean): Promise<LuksVolumeInfo | null | 'more'> {
-  try {
-    return await readVolumeInfo(bytes);
-  } catch (e) {
-    if (e instanceof VhdcryptError && e.code === 'LUKS_BAD_MAGIC') return null;
-    if (e instanceof VhdcryptError && e.code === 'LUKS_TRUNCATED' && !complete) return 'more';
-    throw e;
-  }
-}
+/** How the volume layer names the stream in messages. */
+const NAME = 'input stream';
 
-function checkDataOffset(info: LuksVolumeInfo): void {
-  if (info.dataOffset > MAX_HEADER_REGION) {
-    throw new EngineError('ENGINE_HEADER_TOO_LARGE', `input stream: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
-  }
+/** The stream's first bytes as far as they arrived, for the volume layer's header probe. */
+function probe(bytes: Uint8Array, size: bigint | null, complete: boolean): Promise<LuksVolumeInfo | null | 'more'> {
+  return probeLuksHeader({ name: NAME, header: bytes, size, uuid: null }, complete);
 }
 
 /** A Duplex: write the encrypted image's bytes, read the plaintext image's bytes. */
@@ -75,6 +55,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
   private readonly opts: DecryptStreamOptions;
 
   constructor(opts: DecryptStreamOptions = {}) {
+    checkBatchBytes(opts.batchBytes);
     super(opts);
     this.opts = opts;
   }
@@ -142,16 +123,15 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     };
     let buf = new Uint8Array(Number(PROBE));
     let n = await readUpTo(buf, 0);
-    let info = await probeLuks(buf.subarray(0, n), n < buf.length);
+    let info = await probe(buf.subarray(0, n), src.size, n < buf.length);
     if (info === 'more') {
       const bigger = new Uint8Array(Number(MAX_HEADER_REGION));
       bigger.set(buf);
       buf = bigger;
       n = await readUpTo(buf, n);
-      info = await probeLuks(buf.subarray(0, n), true);
+      info = await probe(buf.subarray(0, n), src.size, true);
     }
     if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
-    if (info) checkDataOffset(info);
     if (info && info.dataOffset > BigInt(n)) {
       throw new EngineError('ENGINE_STREAM_BAD_INPUT', `input stream: LUKS data offset ${info.dataOffset} is past the ${n} bytes of the stream (truncated image?)`);
     }
@@ -206,63 +186,30 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
       return buf;
     };
     await gather();
-    let info = await probeLuks(assemble(), need === src.size);
+    let info = await probe(assemble(), src.size, need === src.size);
     for (const next of [PROBE, MAX_HEADER_REGION]) {
       if (info !== 'more') break;
       need = upTo(next);
       await gather();
-      info = await probeLuks(assemble(), need === src.size || next === MAX_HEADER_REGION);
+      info = await probe(assemble(), src.size, need === src.size || next === MAX_HEADER_REGION);
     }
     if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
-    if (info) {
-      checkDataOffset(info);
-      if (info.dataOffset > need) {
-        need = upTo(info.dataOffset);
-        await gather();
-      }
+    if (info && info.dataOffset > need) {
+      need = upTo(info.dataOffset);
+      await gather();
     }
     return { bytes: assemble(), info, consumed, held };
   }
 
-  /** The volume key from the header bytes (caller's secret, else the vault), or a plain volume's key. */
-  private async unlock(prefix: Prefix, src: StreamSource): Promise<Unlocked> {
-    const o = this.opts;
-    const size = src.size;
-    const info = prefix.info;
-    if (info) {
-      const diskSize = size ?? info.dataOffset + BigInt(info.sectorSize);
-      const bytes = prefix.bytes.subarray(0, Number(info.dataOffset));
-      const found = await keyslotSecret('input stream', { info }, o);
-      try {
-        const r = await unlock(bytes, found.secret, found.keyslot !== null ? { keyslot: found.keyslot } : {});
-        return { volumeKey: r.volumeKey, layout: luksLayout(info, diskSize), info, secretId: found.secretId, vaultUri: found.vaultUri };
-      } finally {
-        wipeSecret(found.secret);
-      }
-    }
-    // No LUKS header: a plain volume (as unlockImage's plain path), opened by key file or vault secret.
-    const sectorSize = o.plain?.sectorSize ?? 512;
-    const layout = plainLayout(size ?? BigInt(sectorSize), sectorSize);
-    if (o.keyFile !== undefined) {
-      return { volumeKey: await plainKeyFromFile(o.keyFile, (o.plain?.keyBits ?? 512) / 8), layout, info: null, secretId: null, vaultUri: null };
-    }
-    if (hasUserSecret(o)) throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: no LUKS header; a plain volume opens with a key file or its vault secret, not a passphrase');
+  /**
+   * The volume key and layout from the header bytes, through the volume layer's unlock as decryptImage opens an
+   * image: the caller's secret, else the vault (token, LUKS UUID; a plain volume's secret by its id or the dynamic
+   * VHD's UUID, its sector size from the secret's tags).
+   */
+  private unlock(prefix: Prefix, src: StreamSource): Promise<UnlockedImage> {
+    // A fixed VHD's footer (and its UUID) comes last: only a dynamic VHD names itself before its data.
     const uuid = src.kind === 'vhd-dynamic' ? src.footer.uniqueId : null;
-    const vault = await openEngineVault(o.vault, o.vaultCredentials);
-    try {
-      const secretId = o.secretId ?? (uuid ? await vault.findByVolumeUuid(uuid) : null);
-      if (!secretId) {
-        throw new EngineError('ENGINE_NOT_ENCRYPTED', 'input stream: no LUKS header and no vault secret for it; is it encrypted? (a plain volume needs its secretId or key file)');
-      }
-      const material = await vault.unseal(secretId);
-      if (material.length !== 32 && material.length !== 64) {
-        material.fill(0);
-        throw new EngineError('ENGINE_NO_KEY_SOURCE', `vault secret ${secretId} does not hold a plain volume key`);
-      }
-      return { volumeKey: material, layout, info: null, secretId, vaultUri: vault.uri };
-    } finally {
-      await vault.close();
-    }
+    return unlockVolume({ name: NAME, header: prefix.bytes, size: src.size, uuid }, this.opts);
   }
 
   /** Raw and fixed: the payload after the header area, decrypted in order. Returns the plaintext size. */

@@ -7,11 +7,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { BAT_UNALLOCATED, DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
-import type { EncryptionFormat, PayloadLayout } from './crypto-layout.js';
 import { EngineError } from './errors.js';
 import { isVhdcryptError } from '../errors.js';
-import { prepareEncryption } from './encryption-keys.js';
-import { discardSecret } from './vault-link.js';
+import {
+  checkBatchBytes, checkNewVolumeOptions, chooseDataOffset, chooseSectorSize, discardSecret, prepareEncryption, type EncryptionFormat, type PayloadLayout,
+} from '../volume/index.js';
 import type { EncryptOptions } from './encrypt-image.js';
 import type { OutputFormat } from './run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
@@ -50,36 +50,6 @@ export interface StreamResult {
   readonly luksUuid: string | null;
 }
 
-const MIB = 1n << 20n;
-const FORMATS: readonly EncryptionFormat[] = ['luks2', 'luks1', 'plain'];
-
-function checkOptions(o: EncryptStreamOptions): void {
-  if (o.format !== undefined && !FORMATS.includes(o.format)) throw new EngineError('ENGINE_BAD_ARGUMENT', `format expected luks2, luks1 or plain, got ${String(o.format)}`);
-  if (o.keySize !== undefined && o.keySize !== 256 && o.keySize !== 512) throw new EngineError('ENGINE_BAD_ARGUMENT', `key size expected 256 or 512, got ${String(o.keySize)}`);
-  if (o.sectorSize !== undefined && o.sectorSize !== 512 && o.sectorSize !== 4096) throw new EngineError('ENGINE_BAD_ARGUMENT', `sector size expected 512 or 4096, got ${String(o.sectorSize)}`);
-}
-
-/** encryptImage's choice: LUKS2 takes 4096-byte sectors when the size allows (unknown size: assumed to). */
-function chooseSectorSize(format: EncryptionFormat, asked: 512 | 4096 | undefined, size: bigint | null): 512 | 4096 {
-  if (format === 'luks1' && asked === 4096) throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', 'LUKS1 has 512-byte sectors only');
-  const s = asked ?? (format === 'luks2' && (size === null || size % 4096n === 0n) ? 4096 : 512);
-  if (size !== null && size % BigInt(s) !== 0n) {
-    throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the disk size ${size} is not a whole number of ${s}-byte sectors; use sectorSize 512`);
-  }
-  return s;
-}
-
-/** encryptImage's data offset: 2 MiB (LUKS1) or 16 MiB (LUKS2) rounded up to whole VHD blocks; plain has none. */
-function chooseDataOffset(format: EncryptionFormat, asked: bigint | undefined, blockSize: number): bigint {
-  if (format === 'plain') return 0n;
-  const bs = BigInt(blockSize);
-  if (asked !== undefined && (typeof asked !== 'bigint' || asked <= 0n || asked % 4096n !== 0n)) {
-    throw new EngineError('ENGINE_BAD_ARGUMENT', `data offset ${String(asked)} must be a positive multiple of 4096`);
-  }
-  const base = asked ?? (format === 'luks1' ? 2n * MIB : 16n * MIB);
-  return ((base + bs - 1n) / bs) * bs;
-}
-
 function isAllZero(b: Uint8Array): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
   return true;
@@ -90,7 +60,8 @@ export class EncryptStream extends CryptStreamBase<StreamResult> {
   private readonly opts: EncryptStreamOptions;
 
   constructor(opts: EncryptStreamOptions = {}) {
-    checkOptions(opts);
+    checkNewVolumeOptions(opts);
+    checkBatchBytes(opts.batchBytes);
     super(opts);
     this.opts = opts;
   }

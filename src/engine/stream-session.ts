@@ -7,10 +7,9 @@
  */
 import type { BackendChoice } from '../crypto/index.js';
 import { CryptPool } from './crypt-pool.js';
-import { DEFAULT_BATCH_BYTES } from './crypt-job.js';
 import { EngineError } from './errors.js';
 import type { Progress } from './run-options.js';
-import type { SectorTweak } from './sector-pipeline.js';
+import { checkBatchBytes, type SectorTweak } from '../volume/index.js';
 import { SlotRing } from './slot-ring.js';
 import { StreamCryptQueue } from './stream-crypt-queue.js';
 import type { StreamOutput } from './stream-duplex.js';
@@ -30,17 +29,9 @@ export interface CryptSession {
   close(): Promise<void>;
 }
 
-/** Check a batch size as the file API does: a multiple of 4096 up to 64 MiB. */
-export function checkBatchBytes(bb: number): number {
-  if (!Number.isInteger(bb) || bb < 4096 || bb % 4096 !== 0 || bb > 64 << 20) {
-    throw new EngineError('ENGINE_BAD_ARGUMENT', `batchBytes expected a multiple of 4096 up to 64 MiB, got ${String(bb)}`);
-  }
-  return bb;
-}
-
 /** Start the workers with a copy of `volumeKey` (the caller wipes its own). */
 export function openCryptSession(o: SessionOptions, volumeKey: Uint8Array, encrypt: boolean, sectorSize: number, out: StreamOutput): CryptSession {
-  const batchBytes = checkBatchBytes(o.batchBytes ?? DEFAULT_BATCH_BYTES);
+  const batchBytes = checkBatchBytes(o.batchBytes);
   const pool = new CryptPool({ threads: o.threads, backend: o.backend });
   const slots = new SlotRing(pool.threads * 2 + 1, batchBytes);
   const job = pool.startJob(volumeKey);

@@ -18,6 +18,7 @@
  * partial writes to one sector cannot lose each other's bytes.
  */
 import type { Xts } from '../crypto/index.js';
+import type { PayloadLayout } from '../volume/index.js';
 import type { BlockStatusExtent, BlockSizeConstraints, DirectReadPath, NbdBacking, ReadSegment } from './backing.js';
 import {
   allocationGranule,
@@ -35,19 +36,8 @@ import type { ExtentMap } from './extent-map.js';
 import { DEFAULT_MAX_PAYLOAD, NBD_EPERM, NBD_STATE_HOLE, NBD_STATE_ZERO } from './protocol.js';
 import { RangeLock } from './range-lock.js';
 
-/** Where the ciphertext lives in the container and how sectors are tweaked. */
-export interface CryptoLayout {
-  /** Byte offset of the payload in the container's virtual disk. */
-  readonly dataOffset: bigint;
-  /** Bytes of plaintext exported (a whole number of sectors). */
-  readonly payloadSize: bigint;
-  /** Crypto sector size: 512 or 4096. */
-  readonly sectorSize: number;
-  /** The XTS tweak of the sector at this byte offset of the payload, and the step between sectors. */
-  tweak(byteOffsetInPayload: bigint): { firstTweak: bigint; tweakStep: number };
-  /** 'LUKS1', 'LUKS2', 'plain': for the export description. */
-  readonly label: string;
-}
+/** The payload layout (src/volume) under the name the NBD part's public API has always given it. */
+export type CryptoLayout = PayloadLayout;
 
 export interface EncryptedBackingOptions {
   readonly readOnly?: boolean;
@@ -84,7 +74,7 @@ export class EncryptedBacking implements NbdBacking {
   private constructor(
     private readonly image: ContainerImage,
     private readonly xts: Xts,
-    private readonly layout: CryptoLayout,
+    private readonly layout: PayloadLayout,
     private readonly map: ExtentMap,
     opts: EncryptedBackingOptions,
   ) {
@@ -115,7 +105,7 @@ export class EncryptedBacking implements NbdBacking {
   }
 
   /** Serve `layout`'s payload of `image` through `xts` (both owned by the backing from now on). */
-  static async open(image: ContainerImage, xts: Xts, layout: CryptoLayout, opts: EncryptedBackingOptions = {}): Promise<EncryptedBacking> {
+  static async open(image: ContainerImage, xts: Xts, layout: PayloadLayout, opts: EncryptedBackingOptions = {}): Promise<EncryptedBacking> {
     return new EncryptedBacking(image, xts, layout, await mapContainer(image), opts);
   }
 

@@ -9,7 +9,7 @@
  */
 import { createXts, type BackendChoice } from '../crypto/index.js';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
-import { EngineError, findPlainVolumeSecret, readLuksInfo, unlockImage } from '../engine/index.js';
+import { VolumeError, findPlainVolumeSecret, readLuksInfo, unlockImage } from '../volume/index.js';
 import type { NbdBacking } from './backing.js';
 import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
 import { DirectReadFile } from './direct-replies.js';
@@ -49,7 +49,7 @@ export interface OpenExportOptions extends ParentSearchOptions {
 export async function openExportBacking(path: string, opts: OpenExportOptions = {}): Promise<NbdBacking> {
   const keyGiven = opts.passphraseFile !== undefined || opts.keyFile !== undefined || opts.secretId !== undefined;
   if (opts.plaintext === true && (keyGiven || opts.plain === true || opts.plainSectorSize !== undefined)) {
-    throw new EngineError('ENGINE_BAD_ARGUMENT', 'plaintext exports the image as it is: it takes no key, secret, plain or sector size option');
+    throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plaintext exports the image as it is: it takes no key, secret, plain or sector size option');
   }
   const search = parentSearch(opts);
   const image: DiskImage = opts.readOnly === true ? await openImage(path, search) : await openImage(path, { writable: true, ...search });
@@ -62,15 +62,15 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       const named = await findPlainVolumeSecret(image, { ...(opts.vault !== undefined ? { vault: opts.vault } : {}) });
       if (opts.plaintext === true) {
         if (named !== null) {
-          throw new EngineError('ENGINE_PLAINTEXT_REFUSED', `${path}: a vault secret names this image (a plain dm-crypt volume): it is served decrypted with its key, never as plaintext; drop --plaintext`);
+          throw new VolumeError('ENGINE_PLAINTEXT_REFUSED', `${path}: a vault secret names this image (a plain dm-crypt volume): it is served decrypted with its key, never as plaintext; drop --plaintext`);
         }
         return await ImageBacking.open(image, { readOnly: opts.readOnly === true });
       }
       if (named === null && opts.plain === true) {
-        throw new EngineError('ENGINE_NO_KEY_SOURCE', `${path}: no vault secret names this plain volume; give --key-file or --secret`);
+        throw new VolumeError('ENGINE_NO_KEY_SOURCE', `${path}: no vault secret names this plain volume; give --key-file or --secret`);
       }
       if (named === null) {
-        throw new EngineError(
+        throw new VolumeError(
           'ENGINE_PLAINTEXT_NOT_CONFIRMED',
           `${path}: no LUKS header and no vault secret names it, so it is plaintext or a plain volume whose key is elsewhere; ` +
             'if it really is plaintext, pass --plaintext; if it is a plain volume, give --key-file or --secret',
@@ -78,7 +78,7 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       }
       secretId = named;
     } else if (isLuks && opts.plaintext === true) {
-      throw new EngineError('ENGINE_PLAINTEXT_REFUSED', `${path}: it has a LUKS header, so it is encrypted, not plaintext; drop --plaintext to serve it decrypted`);
+      throw new VolumeError('ENGINE_PLAINTEXT_REFUSED', `${path}: it has a LUKS header, so it is encrypted, not plaintext; drop --plaintext to serve it decrypted`);
     }
     const unlocked = await unlockImage(image, {
       ...(opts.passphraseFile !== undefined ? { passphraseFile: opts.passphraseFile } : {}),

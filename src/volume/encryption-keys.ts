@@ -10,7 +10,7 @@
  * could never be handed to it. Images sealed with raw bytes still open: unseal
  * returns the sealed bytes and the keyslot is tried with them as they are.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomFillSync, randomUUID } from 'node:crypto';
 import {
   KDF_RANDOM_SECRET,
   KDF_TYPED_PASSPHRASE,
@@ -21,10 +21,10 @@ import {
   type KdfOptions,
   type LuksSecret,
 } from '../luks/index.js';
-import { EngineError } from './errors.js';
-import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './crypto-layout.js';
+import { VolumeError } from './errors.js';
+import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './payload-layout.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
-import { DEFAULT_KEK, TAG_PENDING, openEngineVault } from './vault-link.js';
+import { DEFAULT_KEK, TAG_PENDING, openVolumeVault, withVaultSecret } from './vault-link.js';
 
 /** For typed passphrases on LUKS1, which has PBKDF2 only (OWASP 2023 figure for PBKDF2-SHA256). */
 export const KDF_TYPED_PASSPHRASE_LUKS1: KdfOptions = { type: 'pbkdf2', hash: 'sha256', iterations: 600_000 };
@@ -71,7 +71,8 @@ function pendingTag(plan: EncryptionPlan): Record<string, string> {
   return plan.pendingJob ? { [TAG_PENDING]: plan.pendingJob } : {};
 }
 
-function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined): KdfOptions {
+/** KDF of a keyslot for a passphrase a person types (or the caller's key file): the one given, else the format's default. */
+export function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined): KdfOptions {
   return given ?? (format === 'luks1' ? KDF_TYPED_PASSPHRASE_LUKS1 : KDF_TYPED_PASSPHRASE);
 }
 
@@ -85,7 +86,8 @@ const BASE64 = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
  * byte by byte into the result, so no string copy of it is left that could not be wiped. Caller wipes.
  */
 export function randomTextPassphrase(): Uint8Array {
-  const raw = new Uint8Array(randomBytes(GENERATED_PASSPHRASE_BYTES));
+  // Filled in place: a Buffer from randomBytes would be one more copy of the secret that nothing wipes.
+  const raw = randomFillSync(new Uint8Array(GENERATED_PASSPHRASE_BYTES));
   const out = new Uint8Array(Math.ceil(raw.length / 3) * 4);
   try {
     for (let i = 0, o = 0; i < raw.length; i += 3, o += 4) {
@@ -129,7 +131,7 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     let sealed: { secretId: string; kekId: string } | null = null;
     let vaultUri: string | null = null;
     if (generated) {
-      const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
+      const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
       try {
         sealed = await vault.seal({
           diskId: info.uuid,
@@ -174,14 +176,12 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
     return { volumeKey, header: null, layout, secretId: null, kekId: null, vaultUri: null, luksUuid: null };
   }
   if (hasUserSecret(o)) {
-    throw new EngineError('ENGINE_BAD_ARGUMENT', 'plain volumes take a key file (the raw key) or a vault, not a passphrase');
+    throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes take a key file (the raw key) or a vault, not a passphrase');
   }
-  if (o.recoveryPassphrase !== undefined) throw new EngineError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
-  let volumeKey: Uint8Array;
-  do volumeKey = new Uint8Array(randomBytes(keyBytes));
-  while (Buffer.compare(volumeKey.subarray(0, keyBytes / 2), volumeKey.subarray(keyBytes / 2)) === 0);
-  const vault = await openEngineVault(o.vault, o.vaultCredentials, true);
-  try {
+  if (o.recoveryPassphrase !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
+  const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
+  return withVaultSecret(vault, async (hold) => {
+    const volumeKey = hold(randomXtsKey(keyBytes));
     const diskId = plan.containerUuid || randomUUID();
     const sealed = await vault.seal({
       diskId,
@@ -203,10 +203,14 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
       sourceName: plan.sourceName,
     });
     return { volumeKey, header: null, layout, secretId: sealed.secretId, kekId: sealed.kekId, vaultUri: vault.uri, luksUuid: null };
-  } catch (e) {
-    volumeKey.fill(0);
-    throw e;
-  } finally {
-    await vault.close();
+  });
+}
+
+/** A random AES-XTS key whose two halves differ (XTS_EQUAL_KEY_HALVES otherwise); a rejected draw is wiped. Caller wipes. */
+function randomXtsKey(keyBytes: number): Uint8Array {
+  for (;;) {
+    const key = randomFillSync(new Uint8Array(keyBytes));
+    if (Buffer.compare(key.subarray(0, keyBytes / 2), key.subarray(keyBytes / 2)) !== 0) return key;
+    key.fill(0);
   }
 }

@@ -1,17 +1,28 @@
-/** Where an encrypted payload lives in its container's virtual disk and how its sectors are tweaked. */
+/**
+ * Where an encrypted payload lives in its container's virtual disk and how its sectors are tweaked: the one
+ * description the file jobs, the streams and the NBD server all work from.
+ */
 import { segmentTweak, type LuksVolumeInfo } from '../luks/index.js';
-import type { SectorTweak } from './sector-pipeline.js';
 
 export type EncryptionFormat = 'luks2' | 'luks1' | 'plain';
 
-/** Same shape as the NBD server's CryptoLayout, so an unlocked image can back an export. */
+/** The XTS tweak of a run's first sector, and how much it grows from one sector to the next. */
+export interface SectorTweak {
+  readonly firstTweak: bigint;
+  readonly tweakStep: number;
+}
+
 export interface PayloadLayout {
   readonly format: EncryptionFormat;
+  /** Byte offset of the payload in the container's virtual disk. */
   readonly dataOffset: bigint;
+  /** Bytes of payload (plaintext), a whole number of sectors. */
   readonly payloadSize: bigint;
+  /** Crypto sector size: 512 or 4096. */
   readonly sectorSize: number;
+  /** The tweak of the sector at this byte offset of the payload, and the step between sectors. */
   tweak(byteOffsetInPayload: bigint): SectorTweak;
-  /** 'LUKS1', 'LUKS2', 'plain'. */
+  /** 'LUKS1', 'LUKS2', 'plain': for descriptions. */
   readonly label: string;
 }
 

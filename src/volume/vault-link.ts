@@ -1,5 +1,5 @@
 /**
- * The engine's use of the vault: seal a disk's keyslot passphrase (or
+ * The volume layer's use of the vault: seal a disk's keyslot passphrase (or
  * a plain volume key) under the KEK, unseal it, find it by volume UUID, read a
  * secret's tags (a plain volume's parameters). Opened only when a run needs it.
  */
@@ -16,7 +16,7 @@ export const DEFAULT_KEK = 'vhdcrypt-kek';
  */
 export const TAG_PENDING = 'vhdcrypt-pending';
 
-export interface EngineVault {
+export interface VolumeVault {
   readonly uri: string;
   seal(req: { diskId: string; material: Uint8Array; kek: string; tags: Record<string, string>; volumeUuid?: string; sourceName?: string }): Promise<{ secretId: string; kekId: string }>;
   /** The unwrapped material; the caller wipes it. */
@@ -43,7 +43,7 @@ export function defaultVaultExists(): boolean {
  * Open the vault at `uri` (default: the embedded vault at $VHDCRYPT_VAULT or the XDG data dir). Only a run that
  * seals (`forSealing`) may create the default vault on first use; nothing creates a vault it was merely pointed at.
  */
-export async function openEngineVault(uri?: string, credentials?: unknown, forSealing = false): Promise<EngineVault> {
+export async function openVolumeVault(uri?: string, credentials?: unknown, forSealing = false): Promise<VolumeVault> {
   const v = await openVault(uri, { ...(credentials ?? {}) as OpenVaultOptions, create: forSealing ? undefined : false });
   return {
     uri: v.uri,
@@ -92,7 +92,7 @@ export async function openEngineVault(uri?: string, credentials?: unknown, forSe
 export async function discardSecret(s: { secretId: string; vaultUri: string | undefined }, credentials: unknown): Promise<void> {
   await Promise.allSettled([
     (async () => {
-      const vault = await openEngineVault(s.vaultUri, credentials);
+      const vault = await openVolumeVault(s.vaultUri, credentials);
       try {
         await vault.discard(s.secretId);
       } finally {
@@ -100,4 +100,34 @@ export async function discardSecret(s: { secretId: string; vaultUri: string | un
       }
     })(),
   ]);
+}
+
+/**
+ * Run `use` with the vault open, then close it. What `use` unsealed or made (and passed to `hold`) was allocated here, so
+ * it is wiped here when anything after the unseal fails, closing the vault included; otherwise it goes to the
+ * caller, who wipes it. A failure keeps its own error even when closing fails too.
+ */
+export async function withVaultSecret<T>(vault: VolumeVault, use: (hold: (material: Uint8Array) => Uint8Array) => Promise<T>): Promise<T> {
+  const held: Uint8Array[] = [];
+  const wipeHeld = () => {
+    for (const m of held) m.fill(0);
+  };
+  let result: T;
+  try {
+    result = await use((m) => {
+      held.push(m);
+      return m;
+    });
+  } catch (e) {
+    wipeHeld();
+    await Promise.allSettled([vault.close()]);
+    throw e;
+  }
+  try {
+    await vault.close();
+  } catch (e) {
+    wipeHeld();
+    throw e;
+  }
+  return result;
 }

@@ -6,7 +6,8 @@
 import { LUKS_MAGIC, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { VhdcryptError } from '../errors.js';
-import { EngineError } from './errors.js';
+import { VolumeError } from './errors.js';
+import { imageSource, type VolumeSource } from './volume-source.js';
 
 const MIB = 1n << 20n;
 /** cryptsetup's largest header region: 2 x 4 MiB metadata + 128 MiB keyslots. */
@@ -25,25 +26,45 @@ async function readPrefix(image: DiskImage, n: bigint): Promise<Uint8Array> {
   return buf;
 }
 
-/**
- * The LUKS header facts of an image's virtual disk, read straight from the image (only the binary headers
- * and JSON area), or null when the disk holds no LUKS header (plain or not encrypted).
- */
-export async function readLuksInfo(image: DiskImage): Promise<LuksVolumeInfo | null> {
+/** The header facts in `src`, or null without a LUKS magic; 'more' when the header runs past bytes still to come. */
+async function luksHeaderIn(src: VolumeSource, complete: boolean): Promise<LuksVolumeInfo | null | 'more'> {
   let info: LuksVolumeInfo;
   try {
-    info = await readVolumeInfo(image);
+    info = await readVolumeInfo(src.header);
   } catch (e) {
     if (e instanceof VhdcryptError && e.code === 'LUKS_BAD_MAGIC') return null;
+    if (e instanceof VhdcryptError && e.code === 'LUKS_TRUNCATED' && !complete) return 'more';
     throw e;
   }
+  // The data offset sizes the header region a caller holds in memory: bounded before anything reads that far.
   if (info.dataOffset > MAX_HEADER_REGION) {
-    throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${image.path}: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
+    throw new VolumeError('ENGINE_HEADER_TOO_LARGE', `${src.name}: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
   }
-  if (info.dataOffset > image.virtualSize) {
-    throw new EngineError('ENGINE_NOT_ENCRYPTED', `${image.path}: LUKS data offset ${info.dataOffset} is past the end of the ${image.virtualSize}-byte disk`);
+  if (src.size !== null && info.dataOffset > src.size) {
+    throw new VolumeError('ENGINE_NOT_ENCRYPTED', `${src.name}: LUKS data offset ${info.dataOffset} is past the end of the ${src.size}-byte disk`);
   }
   return info;
+}
+
+/**
+ * The LUKS header facts of a volume (from an image, only the binary headers and JSON area are read), or null when
+ * the disk holds no LUKS header (plain or not encrypted).
+ */
+export async function readVolumeLuksInfo(src: VolumeSource): Promise<LuksVolumeInfo | null> {
+  return (await luksHeaderIn(src, true)) as LuksVolumeInfo | null;
+}
+
+/** readVolumeLuksInfo of an open image. */
+export async function readLuksInfo(image: DiskImage): Promise<LuksVolumeInfo | null> {
+  return readVolumeLuksInfo(imageSource(image));
+}
+
+/**
+ * A stream's look at the first bytes of a disk as they arrive: the header facts, null without a LUKS magic, or
+ * 'more' when the header runs past them and `complete` says more bytes may come.
+ */
+export async function probeLuksHeader(src: VolumeSource & { readonly header: Uint8Array }, complete: boolean): Promise<LuksVolumeInfo | null | 'more'> {
+  return luksHeaderIn(src, complete);
 }
 
 /**
