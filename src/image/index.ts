@@ -3,6 +3,7 @@ export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
 export { openImage, parentSearch, type OpenImageOptions, type ParentSearchOptions } from './open-image.js';
 export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';
+export { openSource, registerSourceKind, sourceKindOf, isFileLocation, locationScheme, type SourceKind } from './source-registry.js';
 export { ImageError, type ImageErrorCode } from './errors.js';
 // Layout: one table per structure, shared by our reader and writer and by streaming parsers.
 export {
