@@ -86,6 +86,7 @@ export const ERROR_CODES = {
   IMAGE_CLOSED: failed,
   IMAGE_DEST_EXISTS: exists,
   IMAGE_TRUNCATED: badInput,
+  IMAGE_UNKNOWN_SOURCE_KIND: unsupported,
 
   // LUKS (src/luks).
   LUKS_BAD_ARG: usageEinval,

@@ -1,4 +1,10 @@
 /** vhdcrypt's public library API. */
+import { registerNbdSource } from './nbd/source-kind.js';
+
+// The package assembles its parts here: engine jobs open NBD exports (nbd://, nbd+unix://) as sources through the
+// image layer's registry, which knows no NBD itself.
+registerNbdSource();
+
 export { VhdcryptError, isVhdcryptError } from './errors.js';
 
 // Crypto core: AES-XTS over runs of sectors.
@@ -11,9 +17,9 @@ export { LuksError, segmentTweak } from './luks/index.js';
 export type { LuksVolumeInfo, LuksSecret, LuksErrorCode } from './luks/index.js';
 
 // Disk images: VHD fixed/dynamic/differencing and raw, plus the VHD layout for streaming parsers.
-export { openImage, createImage, checkAzureReady, ImageError } from './image/index.js';
+export { openImage, createImage, checkAzureReady, ImageError, openSource, registerSourceKind } from './image/index.js';
 export { readVhdFooter, encodeVhdFooter, readDynamicHeader, encodeDynamicHeader, chsGeometry, vhdChecksum } from './image/index.js';
-export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, ParentSearchOptions, CreateImageOptions } from './image/index.js';
+export type { DiskImage, WritableImage, Extent, ImageFormat, ImageErrorCode, VhdFooter, DynamicHeader, ParentLocator, ChsGeometry, OpenImageOptions, ParentSearchOptions, CreateImageOptions, SourceKind } from './image/index.js';
 
 // Encrypted volumes: unlocking (LUKS and plain, keys from the caller or the vault) and the payload layout.
 export { unlockImage, luksLayout, plainLayout, VolumeError } from './volume/index.js';
@@ -52,4 +58,5 @@ export type { Vault, VaultErrorCode, SealDiskKeyRequest, RotateKekOptions, Rotat
 
 // NBD: serve images (plaintext or decrypted) over NBD, and read source disks from NBD exports.
 export { NbdServer, ImageBacking, EncryptedBacking, NbdClient, openNbdImage, parseNbdUri, formatNbdUri, isNbdUri, NbdError } from './nbd/index.js';
+export { registerNbdSource, NBD_SOURCE_KIND } from './nbd/source-kind.js';
 export type { NbdBacking, NbdServerOptions, NbdEndpoint, NbdImage, CryptoLayout, NbdAddress } from './nbd/index.js';

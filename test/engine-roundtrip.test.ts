@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encryptImage, decryptImage, unlockImage } from '../src/engine/index.js';
 import { createImage, openImage } from '../src/image/index.js';
+import { registerNbdSource } from '../src/nbd/source-kind.js';
 import { PBKDF2_FAST, entries, firstDifference, makeRaw, oracleDecryptSector, qemuCompare, rawToVhd, removeDir, run, tempDir } from './fixtures/engine/helpers.js';
 import { qemuEncryptLuks1 } from './helpers/qemu-luks.js';
 
@@ -219,6 +220,8 @@ describe('encrypt then decrypt gives the source back (qemu-img compare)', () => 
     const sock = out('nbd.sock');
     const pidFile = out('nbdkit.pid');
     // Without -f nbdkit returns once it listens, leaving its pid in the file.
+    // The engine is used here without the package entry, so the NBD export kind is registered as a library caller would.
+    registerNbdSource();
     expect(spawnSync('nbdkit', ['-U', sock, '-P', pidFile, 'file', dynRaw], { stdio: 'ignore' }).status).toBe(0);
     try {
       const enc = out('nbd-l2.vhd');

@@ -9,6 +9,7 @@ import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerServe } from './serve-command.js';
+import { registerNbdSource } from '../nbd/source-kind.js';
 
 /** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
 const FILE_ERRORS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG']);
@@ -75,6 +76,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(packageVersion() + '\n');
     return 0;
   }
+  // Sources the commands open: files, and NBD exports (nbd://, nbd+unix://).
+  registerNbdSource();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

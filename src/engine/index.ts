@@ -22,7 +22,7 @@ export {
   type ImageDescription,
 } from './header-ops.js';
 export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './stream-encrypt.js';
-export type { StreamInputFormat } from './stream-vhd-parser.js';
+export type { StreamInputFormat } from '../image/vhd-stream-reader.js';
 export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './stream-decrypt.js';
 /** Where a run's temp output and journal live beside its destination (what an interrupted run keeps). */
 export { outputPaths, type OutputPaths } from './safe-output.js';

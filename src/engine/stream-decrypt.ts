@@ -16,8 +16,8 @@ import { EngineError } from './errors.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
-import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
-import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
+import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from '../image/vhd-stream-reader.js';
+import { fixedFooter, planDynamicOutput } from '../image/vhd-stream-writer.js';
 
 export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
   /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */

@@ -15,8 +15,8 @@ import {
 import type { EncryptOptions } from './encrypt-image.js';
 import type { OutputFormat } from './run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
-import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from './stream-vhd-parser.js';
-import { fixedFooter, planDynamicOutput } from './stream-vhd-writer.js';
+import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from '../image/vhd-stream-reader.js';
+import { fixedFooter, planDynamicOutput } from '../image/vhd-stream-writer.js';
 import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
 export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {

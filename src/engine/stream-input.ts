@@ -4,12 +4,21 @@
  * and the writer is held back (its callback deferred) while more than a small
  * amount is queued, so memory stays bounded whatever the input size.
  */
+import type { VhdStreamFaults, VhdStreamInput } from '../image/index.js';
 import { EngineError } from './errors.js';
+
+/** The engine's codes for what the VHD stream reader finds wrong in a crypt stream's input. */
+const STREAM_FAULTS: VhdStreamFaults = Object.freeze({
+  badInput: (message: string, cause?: unknown) => new EngineError('ENGINE_STREAM_BAD_INPUT', message, cause === undefined ? undefined : { cause }),
+  outOfOrder: (message: string) => new EngineError('ENGINE_STREAM_ORDER', message),
+  badArgument: (message: string) => new EngineError('ENGINE_BAD_ARGUMENT', message),
+  unsupported: (message: string) => new EngineError('ENGINE_UNSUPPORTED_FORMAT', message),
+});
 
 /** Queued bytes above which a writer's callback waits for the parser. */
 const QUEUE_LIMIT = 1 << 20;
 
-export class StreamInput {
+export class StreamInput implements VhdStreamInput {
   private readonly chunks: Uint8Array[] = [];
   private queued = 0;
   private ended = false;
@@ -18,6 +27,8 @@ export class StreamInput {
   private heldCallback: (() => void) | null = null;
   /** Bytes of the input consumed so far (the file offset of the next byte). */
   position = 0n;
+  /** How the stream reader reports a bad input: as the engine's stream errors. */
+  readonly faults = STREAM_FAULTS;
 
   /** From Duplex._write: queue a chunk; `done` runs when the queue has room again. */
   push(chunk: Uint8Array, done: () => void): void {

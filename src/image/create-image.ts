@@ -27,6 +27,7 @@ import {
   encodeVhdFooter,
   type VhdFooter,
 } from './vhd-footer.js';
+import { BAT_OFFSET, DYNAMIC_HEADER_OFFSET, FOOTER_COPY_OFFSET, VHD_SECTOR_SIZE, alignToSector, batEntries, batSpan } from './vhd-layout.js';
 import { vhdTimestamp } from './vhd-time.js';
 import { encodeAbsoluteLocator, encodeRelativeLocator } from './parent-locator.js';
 import { openImage, type ParentSearchOptions } from './open-image.js';
@@ -92,7 +93,8 @@ export function newVhdFooter(size: bigint, diskType: number, uuid: string, dataO
   };
 }
 
-function checkSize(size: bigint | undefined): bigint {
+/** A virtual size we can write as a VHD (or raw) disk: whole sectors, at most MAX_VIRTUAL_SIZE; returns it. */
+export function checkVirtualSize(size: bigint | undefined): bigint {
   if (typeof size !== 'bigint' || size <= 0n || size % 512n !== 0n) {
     throw new ImageError('IMAGE_BAD_SIZE', `virtual size ${String(size)} must be a positive whole number of 512-byte sectors`);
   }
@@ -133,13 +135,13 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
   }
   switch (format) {
     case 'raw': {
-      const size = checkSize(opts.virtualSize);
+      const size = checkVirtualSize(opts.virtualSize);
       const fh = await createExclusive(p, opts.mode);
       await removeOnFailure(p, fh, () => fh.truncate(Number(size)));
       return new FlatImage(fh, { format: 'raw', path: p, virtualSize: size, writable: true }, true);
     }
     case 'vhd-fixed': {
-      let size = checkSize(opts.virtualSize);
+      let size = checkVirtualSize(opts.virtualSize);
       if (opts.azure) size = ((size + MIB - 1n) / MIB) * MIB;
       const footer = newVhdFooter(size, VhdDiskType.fixed, uuid, VHD_NO_DATA_OFFSET);
       const fh = await createExclusive(p, opts.mode);
@@ -151,7 +153,7 @@ export async function createImage(p: string, opts: CreateImageOptions): Promise<
       return new FlatImage(fh, { format: 'vhd-fixed', path: p, virtualSize: size, writable: true, uuid, geometry, footer }, true);
     }
     case 'vhd-dynamic':
-      return createSparse(p, checkSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null, opts.mode);
+      return createSparse(p, checkVirtualSize(opts.virtualSize), opts.blockSize ?? DEFAULT_BLOCK_SIZE, uuid, null, opts.mode);
     case 'vhd-differencing': {
       if (!opts.parent) throw new ImageError('IMAGE_BAD_ARGUMENT', 'a differencing disk needs a parent');
       const parent = await openImage(opts.parent, { format: 'vhd', ...opts.parentSearch });
@@ -188,20 +190,18 @@ interface ParentInfo {
   readonly search?: ParentSearchOptions;
 }
 
-const align512 = (n: number) => Math.ceil(n / 512) * 512;
-
 /**
- * Lay out a dynamic or differencing disk (spec "Dynamic Hard Disk Image"):
- * footer copy at 0, header at 512, BAT at 1536, parent locator data after the
- * BAT, then blocks, then the footer.
+ * Lay out a dynamic or differencing disk (spec "Dynamic Hard Disk Image", as
+ * vhd-layout.ts places it): footer copy, header, BAT, parent locator data
+ * after the BAT, then blocks, then the footer.
  */
 async function createSparse(p: string, size: bigint, blockSize: number, uuid: string, parent: ParentInfo | null, mode?: number): Promise<WritableImage> {
   if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
     throw new ImageError('VHD_BAD_BLOCK_SIZE', `block size ${blockSize} is not a power of two between 512 B and 256 MiB`);
   }
-  const entries = Number((size + BigInt(blockSize) - 1n) / BigInt(blockSize));
-  const batOffset = 1536;
-  let pos = batOffset + align512(entries * 4);
+  const entries = batEntries(size, blockSize);
+  const batBytes = batSpan(entries);
+  let pos = BAT_OFFSET + batBytes;
   const locators: ParentLocator[] = [];
   const payloads: Array<[number, Uint8Array]> = [];
   if (parent) {
@@ -209,18 +209,18 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
       [PlatformCode.W2ru, encodeRelativeLocator(p, parent.path)],
       [PlatformCode.W2ku, encodeAbsoluteLocator(parent.path)],
     ] as const) {
-      const space = align512(bytes.length);
+      const space = alignToSector(bytes.length);
       // Platform data space counts 512-byte sectors (spec "Parent Locator Entry").
-      locators.push({ platformCode: code, platformDataSpace: space / 512, platformDataLength: bytes.length, platformDataOffset: BigInt(pos) });
+      locators.push({ platformCode: code, platformDataSpace: space / VHD_SECTOR_SIZE, platformDataLength: bytes.length, platformDataOffset: BigInt(pos) });
       payloads.push([pos, bytes]);
       pos += space;
     }
   }
-  const footer = newVhdFooter(size, parent ? VhdDiskType.differencing : VhdDiskType.dynamic, uuid, 512n);
+  const footer = newVhdFooter(size, parent ? VhdDiskType.differencing : VhdDiskType.dynamic, uuid, BigInt(DYNAMIC_HEADER_OFFSET));
   const header: DynamicHeader = {
     cookie: DYNAMIC_HEADER_COOKIE,
     dataOffset: VHD_NO_DATA_OFFSET,
-    tableOffset: BigInt(batOffset),
+    tableOffset: BigInt(BAT_OFFSET),
     headerVersion: DYNAMIC_HEADER_VERSION,
     maxTableEntries: entries,
     blockSize,
@@ -234,11 +234,11 @@ async function createSparse(p: string, size: bigint, blockSize: number, uuid: st
   const fh = await createExclusive(p, mode);
   let made = false;
   try {
-    await writeAt(fh, footerBytes, 0);
-    await writeAt(fh, encodeDynamicHeader(header), 512);
-    const chunk = new Uint8Array(Math.min(align512(entries * 4), 1 << 20)).fill(0xff);
-    for (let o = 0; o < align512(entries * 4); o += chunk.length) {
-      await writeAt(fh, chunk.subarray(0, Math.min(chunk.length, align512(entries * 4) - o)), batOffset + o);
+    await writeAt(fh, footerBytes, FOOTER_COPY_OFFSET);
+    await writeAt(fh, encodeDynamicHeader(header), DYNAMIC_HEADER_OFFSET);
+    const chunk = new Uint8Array(Math.min(batBytes, 1 << 20)).fill(0xff);
+    for (let o = 0; o < batBytes; o += chunk.length) {
+      await writeAt(fh, chunk.subarray(0, Math.min(chunk.length, batBytes - o)), BAT_OFFSET + o);
     }
     for (const [at, bytes] of payloads) await writeAt(fh, bytes, at);
     await writeAt(fh, footerBytes, pos);

@@ -3,6 +3,22 @@ export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
 export { openImage, parentSearch, type OpenImageOptions, type ParentSearchOptions } from './open-image.js';
 export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';
+// One-pass VHD streams: the reader of an incoming stream and the layout of an outgoing one.
+export {
+  readStreamSource,
+  enterBlock,
+  readEndFooter,
+  blockInFileOrder,
+  type StreamInputFormat,
+  type StreamSource,
+  type FlatSource,
+  type DynamicSource,
+  type BlockPlace,
+  type VhdStreamInput,
+  type VhdStreamFaults,
+} from './vhd-stream-reader.js';
+export { planDynamicOutput, fixedFooter, type DynamicOutput } from './vhd-stream-writer.js';
+export { openSource, registerSourceKind, sourceKindOf, isFileLocation, locationScheme, type SourceKind } from './source-registry.js';
 export { ImageError, type ImageErrorCode } from './errors.js';
 // Layout: one table per structure, shared by our reader and writer and by streaming parsers.
 export {

@@ -12,3 +12,4 @@ export { EncryptedBacking, type CryptoLayout, type EncryptedBackingOptions } fro
 export { RangeLock } from './range-lock.js';
 export { NbdClient, type NbdClientOptions } from './client.js';
 export { openNbdImage, type NbdImage } from './nbd-image.js';
+export { registerNbdSource, NBD_SOURCE_KIND } from './source-kind.js';

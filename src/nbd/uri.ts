@@ -11,9 +11,13 @@ export type NbdAddress =
   | { readonly kind: 'unix'; readonly socketPath: string; readonly exportName: string }
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number; readonly exportName: string };
 
+/** The URI schemes of an NBD export we read (the TLS schemes, nbds*, are refused). */
+export const NBD_URI_SCHEMES = ['nbd', 'nbd+unix', 'nbd+tcp'] as const;
+
 /** True when `s` looks like an NBD URI rather than a file path. */
 export function isNbdUri(s: string): boolean {
-  return /^nbd(\+unix|\+tcp)?:\/\//i.test(s);
+  const m = /^([a-z0-9+.-]+):\/\//i.exec(s);
+  return m !== null && (NBD_URI_SCHEMES as readonly string[]).includes(m[1]!.toLowerCase());
 }
 
 /** Parse nbd://, nbd+tcp:// and nbd+unix:// URIs; TLS schemes (nbds) are refused. */

@@ -1,0 +1,75 @@
+/**
+ * Import rules of src/ (`npm run lint:imports`): layers point one way. Type-only imports count (a type is
+ * knowledge too). Tests are not cruised: they may reach into any layer.
+ *
+ *   root modules (src/*.ts but index.ts): errors, error codes, the addon loader, the package root: the floor
+ *   crypto, image: root modules only
+ *   luks, vault: crypto and root modules only
+ *   cli: imported by nobody (bin/ runs its build from dist/)
+ *   src/index.ts, the public entry: imported by nobody
+ *   and no cycle between the top-level folders of src/, whatever their order.
+ */
+const ROOT = 'src/(?!index\\.ts$)[^/]+\\.ts$';
+
+/** A folder of src/ whose files may import only their own folder, the root modules and `allowed` folders. */
+function onlyImports(folder, allowed, why) {
+  const own = [folder, ...allowed].join('|');
+  return {
+    name: `${folder}-imports-only-${allowed.length ? `${allowed.join('-')}-and-` : ''}root`,
+    comment: why,
+    severity: 'error',
+    from: { path: `^src/${folder}/` },
+    to: { path: '^src/', pathNot: `^(src/(${own})/|${ROOT})` },
+  };
+}
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-folder-cycles',
+      comment: 'A folder of src/ never imports a folder that imports it back (directly or through others): shared knowledge moves down.',
+      severity: 'error',
+      scope: 'folder',
+      from: { path: '^src/[^/]+' },
+      to: { path: '^src/[^/]+', circular: true },
+    },
+    {
+      name: 'root-modules-import-no-folder',
+      comment: 'The root modules are the floor every folder stands on; src/index.ts alone assembles the folders.',
+      severity: 'error',
+      from: { path: `^${ROOT}` },
+      to: { path: '^src/[^/]+/' },
+    },
+    onlyImports('crypto', [], 'AES-XTS stands on nothing but the root modules.'),
+    onlyImports('image', [], 'Disk images stand on nothing but the root modules; kinds above register with it (source-registry.ts).'),
+    onlyImports('luks', ['crypto'], 'LUKS headers and keyslots need only the cipher.'),
+    onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
+    onlyImports('volume', ['crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    {
+      name: 'nothing-imports-cli',
+      comment: 'The command line is the top: only its own files (and bin/, through dist/) load it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/cli/' },
+      to: { path: '^src/cli/' },
+    },
+    {
+      name: 'nothing-imports-the-entry',
+      comment: 'src/index.ts is the public entry; a part that imported it would import every other part.',
+      severity: 'error',
+      from: {},
+      to: { path: '^src/index\\.ts$' },
+    },
+    {
+      name: 'no-unresolvable',
+      comment: 'An import the cruiser cannot resolve would slip past every rule above.',
+      severity: 'error',
+      from: {},
+      to: { couldNotResolve: true },
+    },
+  ],
+  options: {
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    doNotFollow: { path: 'node_modules' },
+  },
+};
