@@ -203,8 +203,6 @@ export const ERROR_CODES = {
   NBD_TLS_CERTIFICATES_EXPOSED: badInput,
   NBD_TLS_HANDSHAKE: badInput,
   NBD_TLS_DISPOSED: usage,
-  NBD_CHILD_FAILED: failed,
-  NBD_CHILD_MISSING: failed,
 } as const satisfies Record<string, ErrorCodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
