@@ -5,7 +5,7 @@
  * node:crypto's aes-xts (test/helpers/xts-plain64.ts); every wait has a deadline.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, truncate, writeFile } from 'node:fs/promises';
@@ -278,6 +278,16 @@ describe('native reply thread', () => {
     }
     expect(refused(() => new addon.ReplySender(f.native, 0, () => undefined))).toMatchObject({ code: 'NBD_NATIVE_BAD_ARG', message: expect.stringMatching(/disposed/) });
     expect(() => new addon.DirectReadFile(Buffer.alloc(64), 'aesni', 0)).toThrow(expect.objectContaining({ code: 'XTS_EQUAL_KEY_HALVES' }));
+    // A process that loads nothing but the reply thread's module gets typed errors too: the one loader installs the
+    // error factory before it hands the addon out, whoever asks first.
+    const dist = join(ensureDist(true), '..', '..');
+    const probe = `import(${JSON.stringify(pathToFileURL(join(dist, 'nbd', 'native-replies.js')).href)}).then(async (m) => {
+      const errors = await import(${JSON.stringify(pathToFileURL(join(dist, 'nbd', 'errors.js')).href)});
+      try { new (m.nativeReplies().DirectReadFile)(require('node:crypto').randomBytes(64), process.argv[1], 1000000); }
+      catch (e) { console.log((e instanceof errors.NbdNativeIoError) + ':' + e.code + ':' + e.errnoName); }
+    });`;
+    const r = spawnSync(process.execPath, ['-e', probe, kernel], { encoding: 'utf8' });
+    expect(r.stdout.trim(), r.stderr).toBe('true:NBD_NATIVE_IO:EBADF');
     expect(() => new addon.DirectReadFile(randomBytes(48), 'aesni', 0)).toThrow(expect.objectContaining({ code: 'XTS_BAD_KEY' }));
   });
 });
