@@ -2,7 +2,7 @@
 // compiling it, and a file job loaded about a hundred. Packages stay in node_modules (native addons among them).
 //  - dist/cli: the CLI (plus chunks for commands loaded on demand);
 //  - dist/worker: the XTS pool's worker, which every job starts on each core while the key is unlocked.
-// The library (src/index.ts) and the NBD worker and child entry files run from dist/src.
+// The library (src/index.ts) runs from dist/src.
 const external = [/^node:/, /^[^./]/];
 // commander (pure JS, loaded by every CLI run) goes into the CLI bundle: saves its CommonJS load (~10 ms).
 const cliExternal = [/^node:/, /^(?!commander$)[^./]/];

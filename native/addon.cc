@@ -6,10 +6,14 @@
 // by the error factory the JS side registers (a VhdcryptError subclass).
 #include <napi.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "buffer_address.h"
 #include "addon_shared.h"
@@ -24,38 +28,81 @@
 
 namespace vhdcrypt {
 
-namespace {
-
-// Live key schedules of one environment, wiped by the environment cleanup hook
-// even if a key object's finalizer never runs (worker exit, process teardown).
+// Live key schedules of one environment (XtsKey objects, the NBD reply thread's DirectReadFile), each with the
+// lock its users hold while they run with it. Owners register and release on the JS thread; a DirectReadFile's
+// schedule may be released by the last reply thread to let go of it, hence the mutex.
 struct ScheduleRegistry {
-  std::unordered_set<XtsKeySchedule*> live;
+  std::mutex mu;
+  std::unordered_map<XtsKeySchedule*, std::shared_mutex*> live;
 };
 
+namespace {
+
 struct EnvState {
-  Napi::FunctionReference errorFactory;  // (code, message) => Error, set by the JS loader
+  Napi::FunctionReference errorFactory;  // (code, message, errnoName?) => Error, set by src/native-addon.ts
   std::shared_ptr<ScheduleRegistry> registry = std::make_shared<ScheduleRegistry>();
 };
 
 void WipeRegistry(void* arg) {
   auto* holder = static_cast<std::shared_ptr<ScheduleRegistry>*>(arg);
-  for (XtsKeySchedule* ks : (*holder)->live) SecureWipe(ks, sizeof *ks);
+  {
+    std::lock_guard<std::mutex> lk((*holder)->mu);
+    for (auto& [ks, guard] : (*holder)->live) {
+      if (guard != nullptr) {
+        std::unique_lock<std::shared_mutex> wiping(*guard);
+        SecureWipe(ks, sizeof *ks);
+      } else {
+        SecureWipe(ks, sizeof *ks);
+      }
+    }
+  }
   delete holder;
 }
 
-}  // namespace
-
-void ThrowXts(Napi::Env env, const char* code, const std::string& message) {
+void Throw(Napi::Env env, const char* code, const std::string& message, const char* errnoName) {
   EnvState* st = env.GetInstanceData<EnvState>();
   if (st != nullptr && !st->errorFactory.IsEmpty()) {
-    Napi::Value err = st->errorFactory.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    Napi::Value name = errnoName != nullptr ? Napi::String::New(env, errnoName) : env.Undefined();
+    Napi::Value err = st->errorFactory.Call({Napi::String::New(env, code), Napi::String::New(env, message), name});
     if (env.IsExceptionPending()) return;  // the factory itself threw: let that propagate
     napi_throw(env, err);
     return;
   }
   Napi::Error err = Napi::Error::New(env, message);
   err.Set("code", Napi::String::New(env, code));
+  if (errnoName != nullptr) err.Set("errnoName", Napi::String::New(env, errnoName));
   err.ThrowAsJavaScriptException();
+}
+
+}  // namespace
+
+void ThrowTyped(Napi::Env env, const char* code, const std::string& message) { Throw(env, code, message, nullptr); }
+
+std::string ErrnoName(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = strerrorname_np(err)) return name;
+#endif
+  return "errno " + std::to_string(err);
+}
+
+void ThrowErrno(Napi::Env env, const char* code, const std::string& what, int err) {
+  const std::string name = ErrnoName(err);
+  Throw(env, code, what + ": " + std::strerror(err) + " (" + name + ")", name.c_str());
+}
+
+std::shared_ptr<ScheduleRegistry> RegisterSchedule(Napi::Env env, XtsKeySchedule* ks, std::shared_mutex* guard) {
+  std::shared_ptr<ScheduleRegistry> registry = env.GetInstanceData<EnvState>()->registry;
+  std::lock_guard<std::mutex> lk(registry->mu);
+  registry->live.emplace(ks, guard);
+  return registry;
+}
+
+void ReleaseSchedule(const std::shared_ptr<ScheduleRegistry>& registry, XtsKeySchedule* ks) {
+  {
+    std::lock_guard<std::mutex> lk(registry->mu);
+    registry->live.erase(ks);
+  }
+  SecureWipe(ks, sizeof *ks);
 }
 
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
@@ -72,7 +119,7 @@ bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length) {
 
 bool CheckXtsKey(Napi::Env env, const uint8_t* key, size_t keyLen) {
   if (keyLen != 32 && keyLen != 64) {
-    ThrowXts(env, "XTS_BAD_KEY", "XTS key must be 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS), got " +
+    ThrowTyped(env, "XTS_BAD_KEY", "XTS key must be 32 bytes (AES-128-XTS) or 64 bytes (AES-256-XTS), got " +
                                      std::to_string(keyLen));
     return false;
   }
@@ -80,7 +127,7 @@ bool CheckXtsKey(Napi::Env env, const uint8_t* key, size_t keyLen) {
   uint8_t diff = 0;  // compare the halves without an early exit
   for (size_t i = 0; i < half; i++) diff |= key[i] ^ key[half + i];
   if (diff == 0) {
-    ThrowXts(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
+    ThrowTyped(env, "XTS_EQUAL_KEY_HALVES", "XTS key halves must differ (IEEE 1619-2018 §5.1)");
     return false;
   }
   return true;
@@ -89,7 +136,7 @@ bool CheckXtsKey(Napi::Env env, const uint8_t* key, size_t keyLen) {
 const KernelEntry* RequireKernel(Napi::Env env, const std::string& name) {
   for (const KernelEntry& k : UsableKernels())
     if (name == k.name) return &k;
-  ThrowXts(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + name + "' is not supported on this CPU");
+  ThrowTyped(env, "XTS_BACKEND_UNAVAILABLE", "native kernel '" + name + "' is not supported on this CPU");
   return nullptr;
 }
 
@@ -110,18 +157,16 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
     uint8_t* key = nullptr;
     size_t keyLen = 0;
     if (info.Length() < 2 || !GetBytes(info[0], &key, &keyLen) || !info[1].IsString()) {
-      ThrowXts(env, "XTS_BAD_ARG", "XtsKey expects (key: Uint8Array, kernel: string)");
+      ThrowTyped(env, "XTS_BAD_ARG", "XtsKey expects (key: Uint8Array, kernel: string)");
       return;
     }
     if (!CheckXtsKey(env, key, keyLen)) return;
     kernel_ = RequireKernel(env, info[1].As<Napi::String>().Utf8Value());
     if (kernel_ == nullptr) return;
     const size_t half = keyLen / 2;
-    EnvState* st = env.GetInstanceData<EnvState>();
-    registry_ = st->registry;
     schedule_ = new XtsKeySchedule();
     ExpandXtsKey(*schedule_, key, key + half, half);
-    registry_->live.insert(schedule_);
+    registry_ = RegisterSchedule(env, schedule_, nullptr);  // used on this JS thread only: no guard
   }
 
   ~XtsKey() override { Release(); }
@@ -129,8 +174,7 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
  private:
   void Release() {
     if (schedule_ == nullptr) return;
-    SecureWipe(schedule_, sizeof *schedule_);
-    registry_->live.erase(schedule_);
+    ReleaseSchedule(registry_, schedule_);
     delete schedule_;
     schedule_ = nullptr;
   }
@@ -149,14 +193,14 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
   Napi::Value Crypt(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (schedule_ == nullptr) {
-      ThrowXts(env, "XTS_DISPOSED", "XTS key was disposed");
+      ThrowTyped(env, "XTS_DISPOSED", "XTS key was disposed");
       return env.Undefined();
     }
     uint8_t *src = nullptr, *dst = nullptr;
     size_t srcLen = 0, dstLen = 0;
     if (info.Length() < 6 || !info[0].IsBoolean() || !GetBytes(info[1], &src, &srcLen) ||
         !GetBytes(info[2], &dst, &dstLen) || !info[3].IsBigInt() || !info[4].IsNumber() || !info[5].IsNumber()) {
-      ThrowXts(env, "XTS_BAD_ARG",
+      ThrowTyped(env, "XTS_BAD_ARG",
                "crypt expects (encrypt: boolean, src: Uint8Array, dst: Uint8Array, firstTweak: bigint, "
                "sectorSize: number, tweakStep: number)");
       return env.Undefined();
@@ -165,29 +209,29 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
     bool lossless = false;
     const uint64_t firstTweak = info[3].As<Napi::BigInt>().Uint64Value(&lossless);
     if (!lossless) {
-      ThrowXts(env, "XTS_TWEAK_OVERFLOW", "first tweak must be an integer from 0 to 2^64-1");
+      ThrowTyped(env, "XTS_TWEAK_OVERFLOW", "first tweak must be an integer from 0 to 2^64-1");
       return env.Undefined();
     }
     const double sectorSizeD = info[4].As<Napi::Number>().DoubleValue();
     if (!(sectorSizeD >= 16 && sectorSizeD <= 4096) || std::floor(sectorSizeD) != sectorSizeD ||
         (static_cast<size_t>(sectorSizeD) & (static_cast<size_t>(sectorSizeD) - 1)) != 0) {
-      ThrowXts(env, "XTS_BAD_SECTOR_SIZE", "sector size must be a power of two from 16 to 4096");
+      ThrowTyped(env, "XTS_BAD_SECTOR_SIZE", "sector size must be a power of two from 16 to 4096");
       return env.Undefined();
     }
     const size_t sectorSize = static_cast<size_t>(sectorSizeD);
     const double stepD = info[5].As<Napi::Number>().DoubleValue();
     if (!(stepD >= 1 && stepD <= 9007199254740991.0) || std::floor(stepD) != stepD) {
-      ThrowXts(env, "XTS_BAD_ARG", "tweak step must be an integer from 1 to 2^53-1");
+      ThrowTyped(env, "XTS_BAD_ARG", "tweak step must be an integer from 1 to 2^53-1");
       return env.Undefined();
     }
     const uint64_t step = static_cast<uint64_t>(stepD);
     if (srcLen != dstLen) {
-      ThrowXts(env, "XTS_BAD_LENGTH", "source is " + std::to_string(srcLen) + " bytes but destination is " +
+      ThrowTyped(env, "XTS_BAD_LENGTH", "source is " + std::to_string(srcLen) + " bytes but destination is " +
                                           std::to_string(dstLen));
       return env.Undefined();
     }
     if (srcLen == 0 || srcLen % sectorSize != 0) {
-      ThrowXts(env, "XTS_BAD_LENGTH", "data length " + std::to_string(srcLen) +
+      ThrowTyped(env, "XTS_BAD_LENGTH", "data length " + std::to_string(srcLen) +
                                           " is not a whole non-zero number of " + std::to_string(sectorSize) +
                                           "-byte sectors");
       return env.Undefined();
@@ -196,12 +240,12 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
     uint64_t span = 0, lastTweak = 0;
     if (__builtin_mul_overflow(static_cast<uint64_t>(sectorCount - 1), step, &span) ||
         __builtin_add_overflow(firstTweak, span, &lastTweak)) {
-      ThrowXts(env, "XTS_TWEAK_OVERFLOW", "the batch's last sector number passes 2^64-1");
+      ThrowTyped(env, "XTS_TWEAK_OVERFLOW", "the batch's last sector number passes 2^64-1");
       return env.Undefined();
     }
     const uintptr_t s = reinterpret_cast<uintptr_t>(src), d = reinterpret_cast<uintptr_t>(dst);
     if (s != d && s < d + dstLen && d < s + srcLen) {
-      ThrowXts(env, "XTS_BAD_ARG", "source and destination overlap without being the same bytes");
+      ThrowTyped(env, "XTS_BAD_ARG", "source and destination overlap without being the same bytes");
       return env.Undefined();
     }
     kernel_->fn(*schedule_, encrypt, src, dst, sectorCount, sectorSize, firstTweak, step);
@@ -222,11 +266,19 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// setErrorFactory(fn: (code: string, message: string) => Error)
+// liveKeySchedules(): how many key schedules this environment's registry holds (for the tests that check each
+// owner registers its schedule and releases it when it closes).
+Napi::Value LiveKeySchedules(const Napi::CallbackInfo& info) {
+  const std::shared_ptr<ScheduleRegistry>& registry = info.Env().GetInstanceData<EnvState>()->registry;
+  std::lock_guard<std::mutex> lk(registry->mu);
+  return Napi::Number::New(info.Env(), static_cast<double>(registry->live.size()));
+}
+
+// setErrorFactory(fn: (code: string, message: string, errnoName?: string) => Error)
 Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) {
-    ThrowXts(env, "XTS_BAD_ARG", "setErrorFactory expects a function");
+    ThrowTyped(env, "XTS_BAD_ARG", "setErrorFactory expects a function");
     return env.Undefined();
   }
   env.GetInstanceData<EnvState>()->errorFactory = Napi::Persistent(info[0].As<Napi::Function>());
@@ -239,6 +291,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_env_cleanup_hook(env, WipeRegistry, new std::shared_ptr<ScheduleRegistry>(st->registry));
   exports.Set("XtsKey", XtsKey::DefineClass(env));
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
+  exports.Set("liveKeySchedules", Napi::Function::New<LiveKeySchedules>(env, "liveKeySchedules"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
   exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));

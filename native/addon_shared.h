@@ -6,14 +6,36 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "cpu_features.h"
+#include "xts_kernels.h"
 
 namespace vhdcrypt {
 
-// Throws a typed error: the JS error factory's object, or a plain Error with `code`.
-void ThrowXts(Napi::Env env, const char* code, const std::string& message);
+// Throws a typed error: the JS error factory's object (src/native-addon.ts), or a plain Error with `code`.
+// `code` must be declared in src/error-codes.ts.
+void ThrowTyped(Napi::Env env, const char* code, const std::string& message);
+
+// Throws `code` for a failed system call: "what: strerror(err)", and the errno's name (EMFILE, ...) as the
+// factory's third argument.
+void ThrowErrno(Napi::Env env, const char* code, const std::string& what, int err);
+
+// The errno's name ("EBADF"), or "errno N" where the C library has no name for it.
+std::string ErrnoName(int err);
+
+// The live key schedules of one environment: the environment's cleanup hook wipes every schedule still in it
+// (worker exit, process teardown), even when its owner's finalizer never runs.
+struct ScheduleRegistry;
+
+// Puts `ks` in env's registry. `guard`, when not null, is held exclusively while the cleanup hook wipes `ks`:
+// threads that use the schedule hold it shared, and find `ks->rounds == 0` once it was wiped.
+std::shared_ptr<ScheduleRegistry> RegisterSchedule(Napi::Env env, XtsKeySchedule* ks, std::shared_mutex* guard);
+
+// Takes `ks` out of `registry` and wipes it (the caller then deletes it; no thread may still use it).
+void ReleaseSchedule(const std::shared_ptr<ScheduleRegistry>& registry, XtsKeySchedule* ks);
 
 // A Uint8Array's bytes in place (any byte offset, ArrayBuffer or SharedArrayBuffer).
 bool GetBytes(const Napi::Value& v, uint8_t** data, size_t* length);

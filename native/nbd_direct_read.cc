@@ -10,7 +10,18 @@
 //
 // Lifetimes: the sender works on dup()s of the socket and image descriptors, so
 // libuv closing its own descriptor never leaves the thread writing to a reused
-// number; close() wakes the thread through an eventfd and joins it.
+// number; close() wakes the thread through an eventfd and joins it. That needs a
+// non-blocking socket: a sendmsg blocked on a client that does not read would
+// never see the eventfd, and close() (server shutdown) would wait forever. The
+// constructor makes the socket non-blocking if it is not already.
+//
+// Secrets: the key schedule is in the addon's wipe-on-exit registry (addon.cc)
+// from construction until the last user lets go of it; the plaintext staging
+// buffer and every reply copied in (it may hold plaintext) are wiped once used.
+//
+// Errors: NBD_NATIVE_BAD_ARG for arguments refused, NBD_NATIVE_IO (with the
+// errno's name) for a failed system call; the XTS key checks keep the crypto
+// core's codes.
 #include "nbd_direct_read.h"
 
 #if defined(__linux__)
@@ -30,6 +41,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -54,9 +66,12 @@ constexpr size_t kMaxQueuedBytes = 64 * 1024 * 1024;
 // Marks DirectReadFile objects so ReplySender can check what it is given before unwrapping it.
 constexpr napi_type_tag kDirectReadFileTag = {0x76686463727970ULL, 0x6e62642d66696c65ULL};
 
-// The key schedule and the container file, shared by every connection's sender.
+// The key schedule and the container file, shared by every connection's sender. Senders decrypt holding
+// `guard` shared; the environment's cleanup hook wipes `ks` holding it exclusively (see RegisterSchedule).
 struct ReadCore {
   XtsKeySchedule* ks = nullptr;
+  std::shared_ptr<ScheduleRegistry> registry;
+  mutable std::shared_mutex guard;
   XtsKernelFn fn = nullptr;
   int fd = -1;
   ReadCore() = default;
@@ -64,7 +79,7 @@ struct ReadCore {
   ReadCore& operator=(const ReadCore&) = delete;
   ~ReadCore() {
     if (ks != nullptr) {
-      SecureWipe(ks, sizeof *ks);
+      ReleaseSchedule(registry, ks);
       delete ks;
     }
     if (fd >= 0) close(fd);
@@ -80,7 +95,11 @@ bool GetInteger(const Napi::Value& v, double lo, double hi, double* out) {
   return true;
 }
 
-std::string ErrnoText(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+// "what: strerror (ENAME)" for the errno just set (the reply thread's failures reach JS as text).
+std::string ErrnoText(const char* what) {
+  const int err = errno;
+  return std::string(what) + ": " + std::strerror(err) + " (" + ErrnoName(err) + ")";
+}
 
 // new DirectReadFile(key: Uint8Array, kernel: string, fd: number): the key is copied into a schedule, fd is dup()ed.
 class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
@@ -97,7 +116,7 @@ class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
     double fd = 0;
     if (info.Length() < 3 || !GetBytes(info[0], &key, &keyLen) || !info[1].IsString() ||
         !GetInteger(info[2], 0, 2147483647.0, &fd)) {
-      ThrowXts(env, "XTS_BAD_ARG", "DirectReadFile expects (key: Uint8Array, kernel: string, fd: number)");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "DirectReadFile expects (key: Uint8Array, kernel: string, fd: number)");
       return;
     }
     if (!CheckXtsKey(env, key, keyLen)) return;
@@ -106,7 +125,8 @@ class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
     const size_t half = keyLen / 2;
     const int dupFd = fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
     if (dupFd < 0) {
-      ThrowXts(env, "XTS_BAD_ARG", ErrnoText("cannot duplicate the image descriptor"));
+      const int err = errno;
+      ThrowErrno(env, "NBD_NATIVE_IO", "cannot duplicate the image descriptor", err);
       return;
     }
     core_ = std::make_shared<ReadCore>();
@@ -114,6 +134,7 @@ class DirectReadFile : public Napi::ObjectWrap<DirectReadFile> {
     core_->fn = kernel->fn;
     core_->ks = new XtsKeySchedule();
     ExpandXtsKey(*core_->ks, key, key + half, half);
+    core_->registry = RegisterSchedule(env, core_->ks, &core_->guard);
     info.This().As<Napi::Object>().TypeTag(&kDirectReadFileTag);
   }
 
@@ -140,12 +161,19 @@ struct Job {
   size_t sectorSize = 512;
 };
 
+// A job's bytes are copies this addon made: a reply sent as given may carry plaintext, so they are wiped before
+// they are freed.
+void WipeJob(Job& j) {
+  SecureWipe(j.head.data(), j.head.size());
+  SecureWipe(j.onReadError.data(), j.onReadError.size());
+}
+
 struct SenderState {
   std::shared_ptr<ReadCore> core;
   int sock = -1;
   int wake = -1;  // eventfd, readable once close() was asked
   std::atomic<bool> stop{false};
-  std::vector<uint8_t> in, out;  // the sender thread's chunk buffers
+  std::vector<uint8_t> in, out;  // the sender thread's chunk buffers: ciphertext, plaintext
 
   std::mutex mu;  // guards everything below
   std::condition_variable cv;
@@ -157,6 +185,14 @@ struct SenderState {
   bool notifyQueued = false;
   bool tsfnLive = true;
   Napi::ThreadSafeFunction tsfn;
+
+  SenderState() = default;
+  SenderState(const SenderState&) = delete;
+  SenderState& operator=(const SenderState&) = delete;
+  ~SenderState() {
+    for (Job& j : jobs) WipeJob(j);
+    SecureWipe(out.data(), out.size());
+  }
 };
 
 bool WaitWritable(SenderState& st, std::string* err) {
@@ -251,7 +287,14 @@ bool SendRead(SenderState& st, const Job& j, std::string* err) {
       return false;
     }
     const size_t sectors = n / j.sectorSize;
-    c.fn(*c.ks, false, st.in.data(), st.out.data(), sectors, j.sectorSize, tweak, j.tweakStep);
+    {
+      std::shared_lock<std::shared_mutex> inUse(c.guard);
+      if (c.ks->rounds == 0) {  // wiped by the environment's cleanup hook: never send what a zero key makes
+        *err = "the key schedule was wiped (the environment is closing)";
+        return false;
+      }
+      c.fn(*c.ks, false, st.in.data(), st.out.data(), sectors, j.sectorSize, tweak, j.tweakStep);
+    }
     tweak += sectors * j.tweakStep;
     iovec v[2];
     int cnt = 0;
@@ -311,10 +354,13 @@ void RunSender(std::shared_ptr<SenderState> st) {
     bool ok;
     if (job.isRead) {
       ok = SendRead(*st, job, &err);
+      // The plaintext staging buffer holds (at most a chunk of) this reply: wipe what it used.
+      SecureWipe(st->out.data(), job.length < st->out.size() ? job.length : st->out.size());
     } else {
       iovec v{job.head.data(), job.head.size()};
       ok = SendAll(*st, &v, 1, &err);
     }
+    WipeJob(job);
     if (st->stop.load()) return;  // closing: JS has already given up on what is left
     Report(st, ok, std::move(err));
     if (!ok) {
@@ -341,30 +387,42 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     bool tagged = false;
     if (info.Length() < 3 || !info[0].IsObject() || !GetInteger(info[1], 0, 2147483647.0, &fd) ||
         !info[2].IsFunction()) {
-      ThrowXts(env, "XTS_BAD_ARG", "ReplySender expects (source: DirectReadFile, socketFd: number, onDone: function)");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "ReplySender expects (source: DirectReadFile, socketFd: number, onDone: function)");
       return;
     }
     Napi::Object src = info[0].As<Napi::Object>();
     if (napi_check_object_type_tag(env, src, &kDirectReadFileTag, &tagged) != napi_ok || !tagged) {
-      ThrowXts(env, "XTS_BAD_ARG", "ReplySender: source is not a DirectReadFile");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "ReplySender: source is not a DirectReadFile");
       return;
     }
     std::shared_ptr<ReadCore> core = DirectReadFile::Unwrap(src)->Core();
     if (core == nullptr) {
-      ThrowXts(env, "XTS_DISPOSED", "ReplySender: the DirectReadFile was disposed");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "ReplySender: the DirectReadFile was disposed");
       return;
     }
     auto st = std::make_shared<SenderState>();
     st->core = std::move(core);
     st->sock = fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
     if (st->sock < 0) {
-      ThrowXts(env, "XTS_BAD_ARG", ErrnoText("cannot duplicate the socket descriptor"));
+      const int err = errno;
+      ThrowErrno(env, "NBD_NATIVE_IO", "cannot duplicate the socket descriptor", err);
+      return;
+    }
+    // The thread waits for a full socket in poll() beside the close eventfd, so sendmsg must never block. O_NONBLOCK
+    // belongs to the open file description the dup shares: libuv's sockets have it already, and setting it is
+    // what libuv would do to any socket it is given.
+    const int flags = fcntl(st->sock, F_GETFL);
+    if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(st->sock, F_SETFL, flags | O_NONBLOCK) < 0)) {
+      const int err = errno;
+      close(st->sock);
+      ThrowErrno(env, "NBD_NATIVE_IO", "cannot make the socket non-blocking", err);
       return;
     }
     st->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (st->wake < 0) {
+      const int err = errno;
       close(st->sock);
-      ThrowXts(env, "XTS_BAD_ARG", ErrnoText("eventfd"));
+      ThrowErrno(env, "NBD_NATIVE_IO", "eventfd", err);
       return;
     }
     st->in.resize(kChunkBytes);
@@ -389,7 +447,10 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     const size_t bytes = job.head.size() + job.onReadError.size();
     {
       std::lock_guard<std::mutex> lk(st_->mu);
-      if (st_->stop.load()) return false;
+      if (st_->stop.load()) {
+        WipeJob(job);
+        return false;
+      }
       if (st_->jobs.size() < kMaxQueuedJobs && bytes <= kMaxQueuedBytes - st_->queuedBytes) {
         st_->queuedBytes += bytes;
         st_->jobs.push_back(std::move(job));
@@ -397,6 +458,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
         return true;
       }
     }
+    WipeJob(job);
     Report(st_, false, "the reply queue is over its bound (" + std::to_string(kMaxQueuedJobs) + " replies or " +
                            std::to_string(kMaxQueuedBytes >> 20) + " MiB)");
     return false;
@@ -412,7 +474,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
         !GetInteger(info[2], 0, 9007199254740991.0, &pos) || !GetInteger(info[3], 1, 2147483647.0, &len) ||
         !info[4].IsBigInt() || !GetInteger(info[5], 1, 9007199254740991.0, &step) ||
         !GetInteger(info[6], 16, 4096, &ss)) {
-      ThrowXts(env, "XTS_BAD_ARG",
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG",
                "read expects (head: Uint8Array, onReadError: Uint8Array, filePos: number, length: number, "
                "firstTweak: bigint, tweakStep: number, sectorSize: number)");
       return env.Undefined();
@@ -429,7 +491,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     if (!lossless || (job.sectorSize & (job.sectorSize - 1)) != 0 || job.length % job.sectorSize != 0 ||
         __builtin_mul_overflow(static_cast<uint64_t>(job.length / job.sectorSize - 1), job.tweakStep, &span) ||
         __builtin_add_overflow(job.firstTweak, span, &last)) {
-      ThrowXts(env, "XTS_BAD_ARG", "read: length, sector size or tweak range is invalid");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "read: length, sector size or tweak range is invalid");
       return env.Undefined();
     }
     job.head.assign(head, head + headLen);
@@ -443,7 +505,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     uint8_t* bytes = nullptr;
     size_t n = 0;
     if (info.Length() < 1 || !GetBytes(info[0], &bytes, &n)) {
-      ThrowXts(env, "XTS_BAD_ARG", "send expects (reply: Uint8Array)");
+      ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "send expects (reply: Uint8Array)");
       return env.Undefined();
     }
     Job job;
@@ -461,6 +523,7 @@ class ReplySender : public Napi::ObjectWrap<ReplySender> {
     {
       std::lock_guard<std::mutex> lk(st_->mu);
       st_->stop.store(true);
+      for (Job& j : st_->jobs) WipeJob(j);
       st_->jobs.clear();
     }
     st_->cv.notify_all();

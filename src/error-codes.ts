@@ -204,8 +204,9 @@ export const ERROR_CODES = {
   NBD_TLS_CERTIFICATES_EXPOSED: badInput,
   NBD_TLS_HANDSHAKE: badInput,
   NBD_TLS_DISPOSED: usage,
-  NBD_CHILD_FAILED: failed,
-  NBD_CHILD_MISSING: failed,
+  // The native reply thread (native/nbd_direct_read.cc): a failed system call, and arguments it refuses.
+  NBD_NATIVE_IO: { status: EXIT.failed, nbd: 'EIO' },
+  NBD_NATIVE_BAD_ARG: usageEinval,
 } as const satisfies Record<string, ErrorCodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -101,7 +101,7 @@ describe('idle timeout', () => {
     }
   });
 
-  it('vhdcrypt serve --idle-timeout drops an idle client; a bad value is a usage error', async () => {
+  it('vhdcrypt serve --idle-timeout drops an idle client, --max-connections-per-peer caps the whole server; bad values are usage errors', async () => {
     const socketPath = join(tmp.dir, 'cli-idle.sock');
     const serve = await startServe([file, '--plaintext', '--socket', socketPath, '--idle-timeout', '0.3']);
     try {
@@ -111,15 +111,18 @@ describe('idle timeout', () => {
     } finally {
       expect(await serve.stop()).toBe(0);
     }
-    // With --processes the children apply the limits to the connections handed to them.
-    const groupSocket = join(tmp.dir, 'cli-group.sock');
-    const group = await startServe([file, '--plaintext', '--socket', groupSocket, '--processes', '2', '--idle-timeout', '0.3', '--max-connections-per-peer', '1']);
+    // One process serves every connection, so the per-peer cap holds for the whole server: the second is refused.
+    const capSocket = join(tmp.dir, 'cli-cap.sock');
+    const capped = await startServe([file, '--plaintext', '--socket', capSocket, '--idle-timeout', '0', '--max-connections-per-peer', '1']);
     try {
-      const idle = await rawConnect({ socketPath: groupSocket });
-      idle.socket.resume();
-      await closed(idle.socket);
+      const held = await rawConnect({ socketPath: capSocket });
+      try {
+        await expect(rawConnect({ socketPath: capSocket })).rejects.toThrow(/connection closed/);
+      } finally {
+        held.socket.destroy();
+      }
     } finally {
-      expect(await group.stop()).toBe(0);
+      expect(await capped.stop()).toBe(0);
     }
     const bad = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', file, '--idle-timeout', 'soon']);
     expect(bad.code).toBe(2);

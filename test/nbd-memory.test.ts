@@ -77,8 +77,8 @@ afterAll(async () => {
   await tmp?.cleanup();
 });
 
-// '--reader-threads 0': every reply from the main thread; default: native reply threads for the first 64 connections.
-describe.each([['main thread', ['--reader-threads', '0']], ['reply threads', []]] as const)('replies on the %s', (_name, extra) => {
+// '--no-reply-threads': every reply from the main thread; default: native reply threads for the first 64 connections.
+describe.each([['main thread', ['--no-reply-threads']], ['reply threads', []]] as const)('replies on the %s', (_name, extra) => {
   it(`${BAD_CLIENTS} clients that never read: peak RSS under 512 MiB, a good client served, memory back under 256 MiB after`, async () => {
     const socketPath = join(tmp.dir, 'mem.sock');
     const serve: ServeProcess = await startServe([file, '--read-only', '--passphrase-file', passFile, '--socket', socketPath, '--max-connections-per-peer', '128', '--idle-timeout', '0', ...extra]);

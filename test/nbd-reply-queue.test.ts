@@ -10,11 +10,11 @@ import { writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createXts } from '../src/crypto/index.js';
-import { nativeDirectRead } from '../src/crypto/native-backend.js';
+import { nativeReplies } from '../src/nbd/native-replies.js';
 import { DirectReadFile, socketFd } from '../src/nbd/direct-replies.js';
 import { makeTempDir } from './helpers/nbd-harness.js';
 
-const addon = nativeDirectRead();
+const addon = nativeReplies();
 
 describe.skipIf(addon === undefined)('native reply queue bound', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };

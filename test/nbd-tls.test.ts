@@ -269,7 +269,6 @@ describe('vhdcrypt serve: refusals before anything is served', () => {
       [['--port', '0', '--tls-psk', psk, '--tls-certificates', tmp.dir], /not both/],
       [['--port', '0', '--tls-psk', psk, '--tls-verify-peer'], /--tls-verify-peer needs --tls-certificates/],
       [['--port', '0', '--tls', 'maybe'], /--tls expects require, on or off/],
-      [['--port', '0', '--tls-psk', psk, '--processes', '2'], /--processes cannot be used with TLS/],
       [['--socket', join(tmp.dir, 's.sock'), '--writable', '--read-only'], /--writable or --read-only/],
     ];
     for (const [args, message] of cases) {

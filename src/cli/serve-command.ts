@@ -32,8 +32,7 @@ interface ServeOptions {
   allowAbsoluteParents?: boolean;
   sectorSize?: string;
   backend?: string;
-  readerThreads?: string;
-  processes?: string;
+  replyThreads?: boolean;
   idleTimeout?: string;
   maxConnectionsPerPeer?: string;
   verbose?: boolean;
@@ -99,11 +98,6 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     sectorSize = SECTOR_SIZES.find((s) => String(s) === o.sectorSize);
     if (sectorSize === undefined) throw usage(`--sector-size expects ${SECTOR_SIZES.join(' or ')}`);
   }
-  let readerThreads: number | undefined;
-  if (o.readerThreads !== undefined) {
-    readerThreads = Number(o.readerThreads);
-    if (!Number.isInteger(readerThreads) || readerThreads < 0 || readerThreads > 64) throw usage('--reader-threads expects 0..64');
-  }
   const backend = o.backend as 'auto' | 'native' | 'wasm' | 'js' | undefined;
   if (backend !== undefined && !['auto', 'native', 'wasm', 'js'].includes(backend)) throw usage('--backend expects auto, native, wasm or js');
 
@@ -111,14 +105,6 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   const readOnly = o.writable !== true;
   const mode = await tlsMode(o, port !== undefined ? (o.bind ?? '127.0.0.1') : null);
 
-  let processes = 0;
-  if (o.processes !== undefined) {
-    processes = Number(o.processes);
-    if (!Number.isInteger(processes) || processes < 0 || processes > 64) throw usage('--processes expects 0..64');
-    if (processes > 0 && !readOnly) throw usage('--processes cannot serve a --writable export (each process holds its own view of the image)');
-    // The children serve sockets handed over before any negotiation; TLS would need the credentials in each.
-    if (processes > 0 && mode !== 'off') throw usage('--processes cannot be used with TLS (use --tls off on a loopback address or a Unix socket)');
-  }
   const limits = connectionLimits(o);
   const exportOptions: OpenExportOptions = {
     readOnly,
@@ -131,14 +117,13 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...parentOptions(o),
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
-    ...(readerThreads !== undefined ? { readerThreads } : {}),
+    ...(o.replyThreads === false ? { replyThreads: false } : {}),
   };
   const verbose = o.verbose === true;
   // The NBD server is loaded when serving starts, so other commands do not pay for it at start-up.
-  const [{ NbdServer }, { openExportBacking }, { NbdProcessGroup }, { NbdTlsCredentials }] = await Promise.all([
+  const [{ NbdServer }, { openExportBacking }, { NbdTlsCredentials }] = await Promise.all([
     import('../nbd/index.js'),
     import('../nbd/open-export.js'),
-    import('../nbd/process-group.js'),
     import('../nbd/tls.js'),
   ]);
   // Loaded before the image is unlocked, so a bad key file costs no KDF run; wiped once the server has closed.
@@ -155,15 +140,12 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   }
 
   async function serveWith(): Promise<void> {
-    const server =
-      processes > 0
-        ? await NbdProcessGroup.start({ processes, path: image, exportName: o.exportName ?? '', options: exportOptions, limits })
-        : new NbdServer(await openExportBacking(image, exportOptions), {
-            exportName: o.exportName ?? '',
-            ...limits,
-            ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
-            ...(credentials !== null && mode !== 'off' ? { tls: { mode, credentials } } : {}),
-          });
+    const server = new NbdServer(await openExportBacking(image, exportOptions), {
+      exportName: o.exportName ?? '',
+      ...limits,
+      ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
+      ...(credentials !== null && mode !== 'off' ? { tls: { mode, credentials } } : {}),
+    });
 
     let socketDir: string | null = null;
     let endpoint: NbdEndpoint;
@@ -238,10 +220,9 @@ export function registerServe(program: Command): void {
     .option('--plaintext', 'the image is not encrypted: export it as it is (refused when it has a LUKS header or a vault secret names it)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')
-    .option('--reader-threads <n>', 'raw and fixed VHD containers: 0 = decrypt on the main thread; otherwise a native reply thread per plaintext (not TLS) connection, or with the wasm/js backend this many worker threads (default cores - 1, at most 4)')
-    .option('--processes <n>', 'read-only, without TLS: serve connections from N child processes (each with its own backing)')
+    .option('--no-reply-threads', 'answer every read on the main thread (by default, with the native backend on Linux, each plaintext (not TLS) connection to a raw or VHD container gets a native reply thread)')
     .option('--idle-timeout <seconds>', 'close a connection with nothing in flight and no request for this long (default 60; 0 = never, for long-lived attachments)')
-    .option('--max-connections-per-peer <n>', 'connections one peer may hold at once: a Unix socket\'s uid, a TCP address (default 32 of the 128; per process with --processes)')
+    .option('--max-connections-per-peer <n>', 'connections one peer may hold at once: a Unix socket\'s uid, a TCP address (default 32 of the 128)')
     .option('--verbose', 'log dropped connections to stderr')
     .action(async (image: string, o: ServeOptions) => serve(image, o));
 }

@@ -1,12 +1,11 @@
 /**
  * The native XTS backend: the vhdcrypt_native addon (native/, built by node-gyp
  * into build/Release) with AES-NI / VAES kernels picked by CPUID at load.
- * Loaded once per thread; every error it raises is an XtsError or an
- * XtsBackendUnavailableError (the addon builds them through a factory we give it).
+ * Loaded once per thread by src/native-addon.ts, which installs the error
+ * factory first: every error the XtsKey raises is an XtsError or an
+ * XtsBackendUnavailableError.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { isErrorCode } from '../error-codes.js';
+import { loadNativeAddon, registerNativeErrors, type NativeAddonLoad } from '../native-addon.js';
 import { nativeAddonPath } from '../package-root.js';
 import { XtsBackendUnavailableError, XtsError, type XtsErrorCode } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
@@ -23,74 +22,24 @@ interface NativeXtsKey {
   dispose(): void;
 }
 
-/** A key schedule and a dup of the container file, shared by a server's reply threads (native/nbd_direct_read.cc). */
-export interface NativeDirectReadFile {
-  dispose(): void;
-}
-
-/** One NBD connection's reply thread: READs answered whole from the file, other replies sent as given. */
-export interface NativeReplySender {
-  /** Queue a READ reply: `head`, then the decrypted bytes; `onReadError` instead if the first chunk cannot be read. False once closed. */
-  read(head: Uint8Array, onReadError: Uint8Array, filePos: number, length: number, firstTweak: bigint, tweakStep: number, sectorSize: number): boolean;
-  /** Queue a whole reply (copied). False once closed. */
-  send(reply: Uint8Array): boolean;
-  /** Stop the thread (queued replies are dropped) and close its descriptors. */
-  close(): void;
-}
-
-/** The addon's NBD read path; present on Linux only. */
-export interface NativeDirectRead {
-  DirectReadFile: new (key: Uint8Array, kernel: string, fd: number) => NativeDirectReadFile;
-  ReplySender: new (source: NativeDirectReadFile, socketFd: number, onDone: (completed: number, failure?: string) => void) => NativeReplySender;
-}
-
-interface NativeAddon extends Partial<NativeDirectRead> {
+interface NativeAddon {
   kernels(): string[];
-  setErrorFactory(factory: (code: string, message: string) => Error): void;
   XtsKey: new (key: Uint8Array, kernel: string) => NativeXtsKey;
 }
 
-type LoadResult = { addon: NativeAddon; error?: undefined } | { addon?: undefined; error: string };
+registerNativeErrors('XTS', (code, message) =>
+  code === 'XTS_BACKEND_UNAVAILABLE' ? new XtsBackendUnavailableError(message) : new XtsError(code as XtsErrorCode, message),
+);
 
-let loaded: LoadResult | undefined;
-
-
-/** The addon raises only XTS codes; anything else it names is reported as a bad argument, never dropped. */
-function makeError(code: string, message: string): Error {
-  if (code === 'XTS_BACKEND_UNAVAILABLE') return new XtsBackendUnavailableError(message);
-  return new XtsError(isErrorCode(code) && code.startsWith('XTS_') ? (code as XtsErrorCode) : 'XTS_BAD_ARG', message);
-}
-
-function load(): LoadResult {
-  if (loaded !== undefined) return loaded;
-  const path = nativeAddonPath();
-  if (path === undefined) {
-    loaded = { error: 'cannot find the vhdcrypt package root to locate the native addon' };
-  } else if (!existsSync(path)) {
-    loaded = { error: `native addon not built (${path} is missing; run "npm run build:native")` };
-  } else {
-    try {
-      const addon = createRequire(import.meta.url)(path) as NativeAddon;
-      addon.setErrorFactory(makeError);
-      loaded = { addon };
-    } catch (e) {
-      loaded = { error: `native addon failed to load: ${e instanceof Error ? e.message : String(e)}` };
-    }
-  }
-  return loaded;
+function load(): { addon: NativeAddon; error?: undefined } | { addon?: undefined; error: string } {
+  const r: NativeAddonLoad = loadNativeAddon();
+  return r.addon === undefined ? { error: r.error } : { addon: r.addon as unknown as NativeAddon };
 }
 
 /** Native kernels usable on this CPU, best first; [] when the addon is missing. */
 export function nativeKernels(): string[] {
   const { addon } = load();
   return addon === undefined ? [] : addon.kernels();
-}
-
-/** The addon's NBD read path, or undefined when the addon is missing or this platform has none. */
-export function nativeDirectRead(): NativeDirectRead | undefined {
-  const { addon } = load();
-  if (addon?.DirectReadFile === undefined || addon.ReplySender === undefined) return undefined;
-  return { DirectReadFile: addon.DirectReadFile, ReplySender: addon.ReplySender };
 }
 
 /** VHDCRYPT_CPU, read once when the backend loads: the kernel choice is made once per process. */

@@ -15,7 +15,6 @@ const MAX_IDLE_TOTAL = 32 * 1024 * 1024;
 let idleTotal = 0;
 
 const free = new Map<number, ArrayBuffer[]>();
-const freeShared = new Map<number, SharedArrayBuffer[]>();
 const pooled = new WeakSet<ArrayBufferLike>();
 
 function sizeClass(n: number): number {
@@ -36,16 +35,6 @@ export function acquireBuffer(length: number): Uint8Array {
   return new Uint8Array(ab, 0, length);
 }
 
-/** Like acquireBuffer, over a SharedArrayBuffer (for worker threads to fill in place). */
-export function acquireSharedBuffer(length: number): Uint8Array {
-  const c = sizeClass(Math.max(length, 1));
-  const reused = freeShared.get(c)?.pop();
-  if (reused !== undefined) idleTotal -= c;
-  const sab = reused ?? new SharedArrayBuffer(c);
-  pooled.add(sab);
-  return new Uint8Array(sab, 0, length);
-}
-
 /** Give back the buffers behind these views (each at most once; unpooled ones are ignored). */
 export function releaseBuffers(views: Iterable<Uint8Array>): void {
   const seen = new Set<ArrayBufferLike>();
@@ -54,14 +43,7 @@ export function releaseBuffers(views: Iterable<Uint8Array>): void {
     if (seen.has(ab) || !pooled.has(ab)) continue;
     seen.add(ab);
     pooled.delete(ab);
-    if (ab instanceof SharedArrayBuffer) {
-      let list = freeShared.get(ab.byteLength);
-      if (list === undefined) freeShared.set(ab.byteLength, (list = []));
-      if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES && idleTotal + ab.byteLength <= MAX_IDLE_TOTAL) {
-        list.push(ab);
-        idleTotal += ab.byteLength;
-      }
-    } else if (ab instanceof ArrayBuffer) {
+    if (ab instanceof ArrayBuffer) {
       let list = free.get(ab.byteLength);
       if (list === undefined) free.set(ab.byteLength, (list = []));
       if ((list.length + 1) * ab.byteLength <= MAX_IDLE_BYTES && idleTotal + ab.byteLength <= MAX_IDLE_TOTAL) {
@@ -78,7 +60,6 @@ export function releaseBuffers(views: Iterable<Uint8Array>): void {
  */
 export function releaseIdleMemory(): void {
   free.clear();
-  freeShared.clear();
   idleTotal = 0;
   const trim = nativeAddon()?.trimHeap;
   if (typeof trim === 'function') (trim as () => boolean)();

@@ -9,7 +9,7 @@
 import { openSync, closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { nativeDirectRead, type NativeDirectReadFile, type NativeReplySender } from '../crypto/native-backend.js';
+import { nativeReplies, type NativeDirectReadFile, type NativeReplySender } from './native-replies.js';
 import { NbdRequestError } from './errors.js';
 import { NBD_EIO } from './protocol.js';
 
@@ -27,7 +27,7 @@ export class DirectReadFile {
 
   /** Open `path` for the native read path, or null where the addon has none (not Linux, addon missing). */
   static open(path: string, key: Uint8Array, kernel: string): DirectReadFile | null {
-    const addon = nativeDirectRead();
+    const addon = nativeReplies();
     if (addon === undefined) return null;
     const fd = openSync(path, 'r');
     try {
@@ -76,7 +76,7 @@ export class DirectReplies {
    */
   static start(file: DirectReadFile, socket: Socket, onFailure: (e: Error) => void): DirectReplies | null {
     if (socket instanceof TLSSocket) return null;
-    const addon = nativeDirectRead();
+    const addon = nativeReplies();
     const fd = socketFd(socket);
     if (addon === undefined || fd === undefined || liveThreads >= MAX_REPLY_THREADS) return null;
     const r = new DirectReplies(onFailure);

@@ -29,7 +29,6 @@ import {
   type ContainerImage,
 } from './container.js';
 import { acquireBuffer, releaseBuffers } from './buffer-pool.js';
-import type { DecryptReader } from './decrypt-readers.js';
 import type { DirectReadFile, DirectReadPlan } from './direct-replies.js';
 import { NbdError, NbdRequestError } from './errors.js';
 import type { ExtentMap } from './extent-map.js';
@@ -41,8 +40,6 @@ export type CryptoLayout = PayloadLayout;
 
 export interface EncryptedBackingOptions {
   readonly readOnly?: boolean;
-  /** Worker threads reading and decrypting the container file (raw or fixed VHD only: virtual offset = file offset). */
-  readonly reader?: DecryptReader;
   /** The native read path over the container file (raw or fixed VHD only), used by the server per connection. */
   readonly directFile?: DirectReadFile;
 }
@@ -68,7 +65,6 @@ export class EncryptedBacking implements NbdBacking {
   /** True when a deallocated allocation unit persists as a hole that reads as plaintext zeros (see the header). */
   private readonly realHoles: boolean;
   private readonly lock = new RangeLock();
-  private readonly reader: DecryptReader | null;
   readonly direct?: DirectReadPath;
 
   private constructor(
@@ -96,7 +92,6 @@ export class EncryptedBacking implements NbdBacking {
     this.canZero = !this.readOnly;
     this.granule = Math.max(allocationGranule(image), ss);
     this.realHoles = image.format === 'vhd-dynamic';
-    this.reader = opts.reader ?? null;
     if (opts.directFile !== undefined) {
       const file = opts.directFile;
       this.direct = { file, plan: (offset, length) => this.planDirectRead(offset, length) };
@@ -122,13 +117,7 @@ export class EncryptedBacking implements NbdBacking {
     const end = offset + BigInt(length);
     const [a, b] = this.alignOut(offset, end);
     if (this.map.isAllocated(this.d + a, this.d + b)) {
-      // The common case (a fully allocated range): one read, one decrypt batch, off the main thread when we can.
-      if (this.reader !== null) {
-        const t = this.layout.tweak(a);
-        const buf = await this.reader.read(this.d + a, Number(b - a), t.firstTweak, t.tweakStep, this.layout.sectorSize);
-        const at = Number(offset - a);
-        return [{ length, data: buf.subarray(at, at + length) }];
-      }
+      // The common case (a fully allocated range): one read, one decrypt batch.
       const buf = acquireBuffer(Number(b - a));
       await this.image.read(this.d + a, buf);
       this.decrypt(buf, a);
@@ -210,7 +199,6 @@ export class EncryptedBacking implements NbdBacking {
 
   async close(): Promise<void> {
     try {
-      await this.reader?.close();
       await this.image.close();
     } finally {
       this.direct?.file.dispose();

@@ -48,6 +48,18 @@ export class NbdRequestError extends NbdError {
   }
 }
 
+/**
+ * A system call of the native reply thread failed (dup, fcntl, eventfd at its start): the message says which and
+ * why; `errnoName` is the errno's name (EMFILE, EBADF, ...).
+ */
+export class NbdNativeIoError extends NbdError {
+  readonly errnoName: string;
+  constructor(message: string, errnoName: string, options?: { cause?: unknown }) {
+    super('NBD_NATIVE_IO', message, options);
+    this.errnoName = errnoName;
+  }
+}
+
 /** The peer broke the protocol (bad magic, impossible length, unknown flags): the connection is closed. */
 export class NbdProtocolError extends NbdError {
   constructor(message: string) {

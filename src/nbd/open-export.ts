@@ -11,7 +11,6 @@ import { createXts, type BackendChoice } from '../crypto/index.js';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
 import { VolumeError, findPlainVolumeSecret, readLuksInfo, unlockImage } from '../volume/index.js';
 import type { NbdBacking } from './backing.js';
-import { startDecryptReaders, type DecryptReader } from './decrypt-readers.js';
 import { DirectReadFile } from './direct-replies.js';
 import { EncryptedBacking } from './encrypted-backing.js';
 import { ImageBacking } from './image-backing.js';
@@ -38,11 +37,10 @@ export interface OpenExportOptions extends ParentSearchOptions {
   readonly plainSectorSize?: 512 | 4096;
   readonly backend?: BackendChoice;
   /**
-   * Raw and fixed VHD containers: 0 = reads decrypt on the main thread; otherwise, with the native backend
-   * on Linux, each connection gets a native reply thread, and elsewhere this many worker threads decrypt
-   * (default cores - 1, at most 4).
+   * Raw, fixed and dynamic VHD containers with the native backend on Linux: each plaintext (not TLS) connection
+   * gets a native reply thread (the default); false answers every read on the main thread.
    */
-  readonly readerThreads?: number;
+  readonly replyThreads?: boolean;
 }
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
@@ -88,21 +86,14 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       ...(opts.plainSectorSize !== undefined ? { plain: { sectorSize: opts.plainSectorSize } } : {}),
     });
     let xts;
-    let reader: DecryptReader | null = null;
     let directFile: DirectReadFile | null = null;
     try {
       xts = createXts(unlocked.volumeKey, opts.backend !== undefined ? { backend: opts.backend } : {});
-      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so other threads can read the file
-      // directly; a dynamic VHD's allocated blocks are contiguous in its file too (the reply threads use fileSpan).
-      const fileMapped = opts.readerThreads !== 0 && (image.format === 'raw' || image.format === 'vhd-fixed');
-      if (opts.readerThreads !== 0 && (fileMapped || image.format === 'vhd-dynamic') && xts.backend === 'native') {
+      // Raw and fixed VHD containers map virtual offsets to file offsets 1:1, so the reply threads can read the
+      // file directly; a dynamic VHD's allocated blocks are contiguous in its file too (they use fileSpan).
+      const fileMapped = image.format === 'raw' || image.format === 'vhd-fixed' || image.format === 'vhd-dynamic';
+      if (opts.replyThreads !== false && fileMapped && xts.backend === 'native') {
         directFile = DirectReadFile.open(path, unlocked.volumeKey, xts.kernel);
-      }
-      if (fileMapped && directFile === null) {
-        reader = startDecryptReaders(path, unlocked.volumeKey, {
-          ...(opts.readerThreads !== undefined ? { threads: opts.readerThreads } : {}),
-          ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
-        });
       }
     } finally {
       unlocked.volumeKey.fill(0);
@@ -110,13 +101,11 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
     try {
       return await EncryptedBacking.open(image, xts, unlocked.layout, {
         readOnly: opts.readOnly === true,
-        ...(reader !== null ? { reader } : {}),
         ...(directFile !== null ? { directFile } : {}),
       });
     } catch (e) {
       xts.dispose();
       directFile?.dispose();
-      await reader?.close();
       throw e;
     }
   } catch (e) {
