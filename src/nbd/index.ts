@@ -1,5 +1,5 @@
 /** NBD: serve images (plaintext or decrypted LUKS/plain) over NBD, and read source disks from NBD exports. */
-// openExportBacking (open-export.ts) is imported from its own module by the CLI and the connection child.
+// openExportBacking (open-export.ts), which unlocks an image for serving, is imported from its own module by the CLI.
 export * as nbdProtocol from './protocol.js';
 export type { NbdBacking, BlockStatusExtent, ReadSegment, BlockSizeConstraints } from './backing.js';
 export type { ContainerImage } from './container.js';
