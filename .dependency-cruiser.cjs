@@ -5,6 +5,9 @@
  *   root modules (src/*.ts but index.ts): errors, error codes, the addon loader, the package root: the floor
  *   crypto, image: root modules only
  *   luks, vault: crypto and root modules only
+ *   volume: crypto, image, luks, vault and root modules only
+ *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
+ *   not import the streams
  *   cli: imported by nobody (bin/ runs its build from dist/)
  *   src/index.ts, the public entry: imported by nobody
  *   and no cycle between the top-level folders of src/, whatever their order.
@@ -45,6 +48,20 @@ module.exports = {
     onlyImports('luks', ['crypto'], 'LUKS headers and keyslots need only the cipher.'),
     onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
     onlyImports('volume', ['crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    {
+      name: 'engine-pool-stands-under-the-jobs',
+      comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',
+      severity: 'error',
+      from: { path: '^src/engine/pool/' },
+      to: { path: '^src/engine/(file-jobs|streams)/' },
+    },
+    {
+      name: 'file-jobs-do-not-import-streams',
+      comment: 'The streams are built from the file jobs\' options and the pool, never the other way round.',
+      severity: 'error',
+      from: { path: '^src/engine/file-jobs/' },
+      to: { path: '^src/engine/streams/' },
+    },
     {
       name: 'nothing-imports-cli',
       comment: 'The command line is the top: only its own files (and bin/, through dist/) load it.',

@@ -9,5 +9,5 @@ const cliExternal = [/^node:/, /^(?!commander$)[^./]/];
 const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true });
 export default [
   { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, output: output('dist/cli') },
-  { input: { 'xts-worker': 'dist/src/engine/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
+  { input: { 'xts-worker': 'dist/src/engine/pool/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
 ];

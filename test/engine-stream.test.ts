@@ -15,10 +15,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Readable, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decryptImage } from '../src/engine/decrypt-image.js';
-import { encryptImage } from '../src/engine/encrypt-image.js';
-import { createEncryptStream, type StreamResult } from '../src/engine/stream-encrypt.js';
-import { createDecryptStream } from '../src/engine/stream-decrypt.js';
+import { decryptImage } from '../src/engine/file-jobs/decrypt-image.js';
+import { encryptImage } from '../src/engine/file-jobs/encrypt-image.js';
+import { createEncryptStream, type StreamResult } from '../src/engine/streams/stream-encrypt.js';
+import { createDecryptStream } from '../src/engine/streams/stream-decrypt.js';
 import { readVolumeInfo } from '../src/luks/index.js';
 import { unlockImage } from '../src/volume/index.js';
 import { openImage } from '../src/image/index.js';
@@ -133,7 +133,7 @@ beforeAll(() => {
   process.env.VHDCRYPT_VAULT = join(dir, 'vault');
   expect(spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'init'], { env: process.env, encoding: 'utf8' }).status).toBe(0);
   // The workers run compiled code.
-  expect(statSync(join(root, 'dist', 'src', 'engine', 'xts-worker.js')).isFile()).toBe(true);
+  expect(statSync(join(root, 'dist', 'src', 'engine', 'pool', 'xts-worker.js')).isFile()).toBe(true);
   passFile = p('pass.txt');
   writeFileSync(passFile, `${PASS}\n`);
   rawSrc = p('src.raw');
@@ -486,8 +486,8 @@ describe('bad input and abort', () => {
 describe('bounded memory', () => {
   it('a 256 MiB fully allocated dynamic VHD encrypts and decrypts with peak RSS within 64 MiB of an 8 MiB one', () => {
     const script = join(dir, 'mem.mjs');
-    const encMod = join(root, 'dist', 'src', 'engine', 'stream-encrypt.js');
-    const decMod = join(root, 'dist', 'src', 'engine', 'stream-decrypt.js');
+    const encMod = join(root, 'dist', 'src', 'engine', 'streams', 'stream-encrypt.js');
+    const decMod = join(root, 'dist', 'src', 'engine', 'streams', 'stream-decrypt.js');
     // One child process per run: its peak RSS (getrusage) is that run's, nothing else's.
     writeFileSync(
       script,

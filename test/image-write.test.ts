@@ -241,7 +241,7 @@ describe('direct writes (O_DIRECT)', () => {
 
   it('aligned batch slots go past the page cache, unaligned views are written buffered, every byte lands', async (ctx) => {
     await needDirectIo(ctx);
-    const { SlotRing } = await import('../src/engine/slot-ring.js');
+    const { SlotRing } = await import('../src/engine/pool/slot-ring.js');
     const { addressMisalignment } = await import('../src/image/index.js');
     const file = path.join(dir, 'direct.vhd');
     const size = 16 * MiB;
@@ -273,7 +273,7 @@ describe('direct writes (O_DIRECT)', () => {
 
   it('dynamic VHD: blocks allocated with direct writes on have page-aligned data; whole pages go direct; qemu reads every byte', async (ctx) => {
     await needDirectIo(ctx);
-    const { SlotRing } = await import('../src/engine/slot-ring.js');
+    const { SlotRing } = await import('../src/engine/pool/slot-ring.js');
     const file = path.join(dir, 'direct-dyn.vhd');
     const size = 16 * MiB;
     const img = await createImage(file, { format: 'vhd-dynamic', virtualSize: BigInt(size) });

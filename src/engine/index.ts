@@ -1,16 +1,20 @@
-/** The engine: whole-image encrypt/decrypt through a worker pool, keyslot and header jobs, streams. */
+/**
+ * The engine: jobs over whole images. pool/ is the worker pool and the batches it runs (shared by everything
+ * below); file-jobs/ encrypts and decrypts files with resume, and runs keyslot, header and key-export jobs;
+ * streams/ does the same crypto in one pass over a byte stream. run-options.ts holds what both kinds of job take.
+ */
 export { EngineError, type EngineErrorCode } from './errors.js';
-export { encryptImage, type EncryptOptions } from './encrypt-image.js';
-export { decryptImage, type DecryptOptions } from './decrypt-image.js';
+export { encryptImage, type EncryptOptions } from './file-jobs/encrypt-image.js';
+export { decryptImage, type DecryptOptions } from './file-jobs/decrypt-image.js';
 // The volume layer's names the engine's callers have always found here (declared in src/volume).
 export { findPlainVolumeSecret, unlockImage, type UnlockImageOptions, type UnlockedImage } from '../volume/index.js';
 export { luksLayout, plainLayout, type PayloadLayout, type EncryptionFormat } from '../volume/index.js';
 export { readLuksInfo, readLuksRegion, writeLuksRegion, type LuksRegion } from '../volume/index.js';
 export { DEFAULT_KEK } from '../volume/index.js';
-export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchRef } from './crypt-pool.js';
-export { SlotRing, type Slot } from './slot-ring.js';
-export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './sector-pipeline.js';
-export { exportImageKey, type ExportImageKeyOptions, type ExportImageKeyResult } from './key-export.js';
+export { CryptPool, defaultThreads, workerPath, type CryptJob, type SectorBatchRef } from './pool/crypt-pool.js';
+export { SlotRing, type Slot } from './pool/slot-ring.js';
+export { runSectorPipeline, type PipelineSpec, type SectorTweak } from './pool/sector-pipeline.js';
+export { exportImageKey, type ExportImageKeyOptions, type ExportImageKeyResult } from './file-jobs/key-export.js';
 export type { OutputFormat, Progress, RunOptions, RunResult } from './run-options.js';
 export {
   addImageKeyslot,
@@ -20,9 +24,9 @@ export {
   restoreImageHeader,
   describeImage,
   type ImageDescription,
-} from './header-ops.js';
-export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './stream-encrypt.js';
+} from './file-jobs/header-ops.js';
+export { createEncryptStream, EncryptStream, type EncryptStreamOptions, type StreamResult } from './streams/stream-encrypt.js';
 export type { StreamInputFormat } from '../image/vhd-stream-reader.js';
-export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './stream-decrypt.js';
+export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './streams/stream-decrypt.js';
 /** Where a run's temp output and journal live beside its destination (what an interrupted run keeps). */
-export { outputPaths, type OutputPaths } from './safe-output.js';
+export { outputPaths, type OutputPaths } from './file-jobs/safe-output.js';

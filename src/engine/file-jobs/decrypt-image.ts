@@ -5,17 +5,17 @@
  */
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import { runCryptJob } from './crypt-job.js';
-import { CryptPool } from './crypt-pool.js';
-import { EngineError } from './errors.js';
+import { CryptPool } from '../pool/crypt-pool.js';
+import { EngineError } from '../errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import {
   PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
-import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from './run-options.js';
-import { unlockImage, type UnlockImageOptions } from '../volume/index.js';
+import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
+import { unlockImage, type UnlockImageOptions } from '../../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface DecryptOptions extends RunOptions, Omit<UnlockImageOptions, 'vault' | 'vaultCredentials'> {}

@@ -3,9 +3,9 @@
  * one Xts per job (built from the job's shared key on first use) so the key
  * schedule is expanded once per thread, and disposes it on the job's dispose task.
  */
-import { createXts, type Xts } from '../crypto/index.js';
+import { createXts, type Xts } from '../../crypto/index.js';
 import { randomBytes } from 'node:crypto';
-import { VhdcryptError } from '../errors.js';
+import { VhdcryptError } from '../../errors.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 
 const jobs = new Map<string, Xts>();

@@ -6,17 +6,17 @@
  * vault by the engine's prepareEncryption, exactly as encryptImage does.
  */
 import { randomUUID } from 'node:crypto';
-import { BAT_UNALLOCATED, DEFAULT_BLOCK_SIZE, VhdDiskType } from '../image/index.js';
-import { EngineError } from './errors.js';
-import { isVhdcryptError } from '../errors.js';
+import { BAT_UNALLOCATED, DEFAULT_BLOCK_SIZE, VhdDiskType } from '../../image/index.js';
+import { EngineError } from '../errors.js';
+import { isVhdcryptError } from '../../errors.js';
 import {
   checkBatchBytes, checkNewVolumeOptions, chooseDataOffset, chooseSectorSize, discardSecret, prepareEncryption, type EncryptionFormat, type PayloadLayout,
-} from '../volume/index.js';
-import type { EncryptOptions } from './encrypt-image.js';
-import type { OutputFormat } from './run-options.js';
+} from '../../volume/index.js';
+import type { EncryptOptions } from '../file-jobs/encrypt-image.js';
+import type { OutputFormat } from '../run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
-import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from '../image/vhd-stream-reader.js';
-import { fixedFooter, planDynamicOutput } from '../image/vhd-stream-writer.js';
+import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from '../../image/vhd-stream-reader.js';
+import { fixedFooter, planDynamicOutput } from '../../image/vhd-stream-writer.js';
 import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
 export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {

@@ -2,16 +2,16 @@
  * One whole-image pass: batches of the payload through the worker pool from a
  * source image into the temp output, with checkpoints into the resume journal.
  */
-import type { DiskImage, WritableImage } from '../image/index.js';
-import { availableBackends } from '../crypto/index.js';
-import type { CryptPool } from './crypt-pool.js';
-import type { PayloadLayout } from '../volume/index.js';
-import { mapWriteError } from './errors.js';
-import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from './payload-ranges.js';
+import type { DiskImage, WritableImage } from '../../image/index.js';
+import { availableBackends } from '../../crypto/index.js';
+import type { CryptPool } from '../pool/crypt-pool.js';
+import type { PayloadLayout } from '../../volume/index.js';
+import { mapWriteError } from '../errors.js';
+import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from '../pool/payload-ranges.js';
 import { writeJournal, type JournalState } from './resume-journal.js';
-import { runSectorPipeline } from './sector-pipeline.js';
-import { SlotRing } from './slot-ring.js';
-import type { RunOptions } from './run-options.js';
+import { runSectorPipeline } from '../pool/sector-pipeline.js';
+import { SlotRing } from '../pool/slot-ring.js';
+import type { RunOptions } from '../run-options.js';
 
 export interface CryptJobSpec {
   readonly encrypt: boolean;

@@ -5,7 +5,7 @@
  * Abort, destroy and errors end the job and run its cleanup exactly once.
  */
 import { Duplex } from 'node:stream';
-import { abortedError } from './sector-pipeline.js';
+import { abortedError } from '../pool/sector-pipeline.js';
 import { StreamInput } from './stream-input.js';
 
 /** Where a job's bytes go: resolves when the reader can take more. */

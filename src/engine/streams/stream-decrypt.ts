@@ -6,18 +6,18 @@
  * the vault, as unlockImage does), then the payload streams through the pool.
  */
 import { randomUUID } from 'node:crypto';
-import { VhdDiskType } from '../image/index.js';
-import type { LuksVolumeInfo } from '../luks/index.js';
+import { VhdDiskType } from '../../image/index.js';
+import type { LuksVolumeInfo } from '../../luks/index.js';
 import {
   MAX_HEADER_REGION, checkBatchBytes, probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
-} from '../volume/index.js';
-import type { DecryptOptions } from './decrypt-image.js';
-import { EngineError } from './errors.js';
+} from '../../volume/index.js';
+import type { DecryptOptions } from '../file-jobs/decrypt-image.js';
+import { EngineError } from '../errors.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
-import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from '../image/vhd-stream-reader.js';
-import { fixedFooter, planDynamicOutput } from '../image/vhd-stream-writer.js';
+import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from '../../image/vhd-stream-reader.js';
+import { fixedFooter, planDynamicOutput } from '../../image/vhd-stream-writer.js';
 
 export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
   /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */

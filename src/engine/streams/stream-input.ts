@@ -4,8 +4,8 @@
  * and the writer is held back (its callback deferred) while more than a small
  * amount is queued, so memory stays bounded whatever the input size.
  */
-import type { VhdStreamFaults, VhdStreamInput } from '../image/index.js';
-import { EngineError } from './errors.js';
+import type { VhdStreamFaults, VhdStreamInput } from '../../image/index.js';
+import { EngineError } from '../errors.js';
 
 /** The engine's codes for what the VHD stream reader finds wrong in a crypt stream's input. */
 const STREAM_FAULTS: VhdStreamFaults = Object.freeze({

@@ -7,10 +7,10 @@ import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { Piscina } from 'piscina';
-import type { BackendChoice } from '../crypto/index.js';
-import { VhdcryptError } from '../errors.js';
-import { EngineError } from './errors.js';
-import { builtPath, compiledModulePath } from '../package-root.js';
+import type { BackendChoice } from '../../crypto/index.js';
+import { VhdcryptError } from '../../errors.js';
+import { EngineError } from '../errors.js';
+import { builtPath, compiledModulePath } from '../../package-root.js';
 import type { CryptTask, DisposeTask, SectorBatchRef, WarmTask, WorkerReply } from './worker-messages.js';
 
 export type { SectorBatchRef } from './worker-messages.js';
@@ -18,7 +18,7 @@ export type { SectorBatchRef } from './worker-messages.js';
 /** The compiled worker: its bundle (dist/worker, rolldown.config.mjs) when built, else tsc's output; tests and the CLI need `npm run build`. */
 export function workerPath(): string {
   const bundle = builtPath('worker', 'xts-worker.js');
-  const file = compiledModulePath('engine', 'xts-worker.js');
+  const file = compiledModulePath('engine', 'pool', 'xts-worker.js');
   if (bundle === undefined || file === undefined) throw new EngineError('ENGINE_WORKER_FAILED', 'cannot find the vhdcrypt package root to locate the XTS worker');
   return existsSync(bundle) ? bundle : file;
 }

@@ -6,16 +6,16 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
-import { isVhdcryptError } from '../errors.js';
-import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../image/index.js';
-import type { KdfOptions } from '../luks/index.js';
+import { isVhdcryptError } from '../../errors.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
+import type { KdfOptions } from '../../luks/index.js';
 import { runCryptJob } from './crypt-job.js';
-import { CryptPool } from './crypt-pool.js';
-import { EngineError } from './errors.js';
+import { CryptPool } from '../pool/crypt-pool.js';
+import { EngineError } from '../errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, readJournal, writeJournal, type JournalState } from './resume-journal.js';
 import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths } from './safe-output.js';
-import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from './run-options.js';
+import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,
   chooseDataOffset,
@@ -29,7 +29,7 @@ import {
   type EncryptionFormat,
   type KeySourceOptions,
   type PreparedEncryption,
-} from '../volume/index.js';
+} from '../../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {

@@ -6,10 +6,10 @@
  * the resume journal (the caller makes them durable first).
  */
 import type { CryptJob, CryptPool } from './crypt-pool.js';
-import { EngineError } from './errors.js';
+import { EngineError } from '../errors.js';
 import type { Batch } from './payload-ranges.js';
 import type { SlotRing } from './slot-ring.js';
-import type { SectorTweak } from '../volume/index.js';
+import type { SectorTweak } from '../../volume/index.js';
 
 export type { SectorTweak };
 

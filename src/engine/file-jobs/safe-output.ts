@@ -5,8 +5,8 @@
  */
 import { chmod, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { EngineError } from './errors.js';
-import { syncDir } from '../new-file.js';
+import { EngineError } from '../errors.js';
+import { syncDir } from '../../new-file.js';
 
 export interface OutputPaths {
   readonly dest: string;

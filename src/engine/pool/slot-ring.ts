@@ -3,7 +3,7 @@
  * Slots start on a 4096-byte address boundary when the addon can tell addresses, so the output can write
  * them with O_DIRECT (src/image/direct-writes.ts).
  */
-import { addressMisalignment, DIRECT_ADDRESS_ALIGNMENT } from '../image/index.js';
+import { addressMisalignment, DIRECT_ADDRESS_ALIGNMENT } from '../../image/index.js';
 
 export interface Slot {
   readonly index: number;

@@ -3,7 +3,7 @@
  * shifted into payload coordinates, widened to a granule (an output VHD block,
  * so no output block is left half written) and cut into batches.
  */
-import type { Extent } from '../image/index.js';
+import type { Extent } from '../../image/index.js';
 
 export interface PayloadRange {
   readonly start: bigint;

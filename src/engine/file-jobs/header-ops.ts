@@ -4,10 +4,10 @@
  * LUKS library, and written back.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../image/index.js';
-import { addKeyslot, dump, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
-import { VhdcryptError } from '../errors.js';
-import { EngineError } from './errors.js';
+import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
+import { addKeyslot, dump, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
+import { VhdcryptError } from '../../errors.js';
+import { EngineError } from '../errors.js';
 import {
   MAX_HEADER_REGION,
   keyslotSecret,
@@ -21,9 +21,9 @@ import {
   type KeySourceOptions,
   type LuksRegion,
   type UnlockImageOptions,
-} from '../volume/index.js';
+} from '../../volume/index.js';
 import { exists } from './safe-output.js';
-import { publishNewFile } from '../new-file.js';
+import { publishNewFile } from '../../new-file.js';
 
 async function requireLuks(image: DiskImage): Promise<LuksRegion> {
   const region = await readLuksRegion(image);

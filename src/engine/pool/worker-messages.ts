@@ -1,6 +1,6 @@
 /** The messages between the engine and its piscina workers: plain typed objects, no key bytes except by shared reference. */
-import type { BackendChoice } from '../crypto/index.js';
-import type { ErrorCode } from '../error-codes.js';
+import type { BackendChoice } from '../../crypto/index.js';
+import type { ErrorCode } from '../../error-codes.js';
 
 /** A batch of sectors inside a shared slot, and how its tweaks run. */
 export interface SectorBatchRef {

@@ -6,8 +6,8 @@
  */
 import { open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { EngineError } from './errors.js';
-import { syncDir } from '../new-file.js';
+import { EngineError } from '../errors.js';
+import { syncDir } from '../../new-file.js';
 
 export interface JournalState {
   readonly version: 1;

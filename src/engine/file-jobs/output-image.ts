@@ -1,6 +1,6 @@
 /** The output container: which one follows an input, how much space it needs, reopening it to resume. */
-import { openImage, type DiskImage, type ImageFormat, type WritableImage } from '../image/index.js';
-import type { OutputFormat } from './run-options.js';
+import { openImage, type DiskImage, type ImageFormat, type WritableImage } from '../../image/index.js';
+import type { OutputFormat } from '../run-options.js';
 
 /** Fixed stays fixed, dynamic stays dynamic, raw stays raw; a differencing chain is flattened into a dynamic disk. */
 export function containerFor(input: ImageFormat): OutputFormat {

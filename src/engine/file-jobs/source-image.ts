@@ -1,9 +1,9 @@
 /** Opening a source read-only through the image layer's registry of source kinds (a file, or a registered kind such as an NBD export). */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isFileLocation, type DiskImage } from '../image/index.js';
+import { isFileLocation, type DiskImage } from '../../image/index.js';
 
-export { openSource } from '../image/index.js';
+export { openSource } from '../../image/index.js';
 
 export interface SourceIdentity {
   readonly path: string;

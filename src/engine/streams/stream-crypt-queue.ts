@@ -4,9 +4,9 @@
  * slots, several at once, emitted strictly in the order they were queued.
  * The slot ring bounds the memory in flight.
  */
-import type { CryptJob, CryptPool } from './crypt-pool.js';
-import type { SectorTweak } from '../volume/index.js';
-import type { Slot, SlotRing } from './slot-ring.js';
+import type { CryptJob, CryptPool } from '../pool/crypt-pool.js';
+import type { SectorTweak } from '../../volume/index.js';
+import type { Slot, SlotRing } from '../pool/slot-ring.js';
 import type { StreamOutput } from './stream-duplex.js';
 
 type Entry =

@@ -5,12 +5,12 @@
  * a byte source through batches. Closing waits for batches in flight, wipes
  * the key and the slots, and ends the pool.
  */
-import type { BackendChoice } from '../crypto/index.js';
-import { CryptPool } from './crypt-pool.js';
-import { EngineError } from './errors.js';
-import type { Progress } from './run-options.js';
-import { checkBatchBytes, type SectorTweak } from '../volume/index.js';
-import { SlotRing } from './slot-ring.js';
+import type { BackendChoice } from '../../crypto/index.js';
+import { CryptPool } from '../pool/crypt-pool.js';
+import { EngineError } from '../errors.js';
+import type { Progress } from '../run-options.js';
+import { checkBatchBytes, type SectorTweak } from '../../volume/index.js';
+import { SlotRing } from '../pool/slot-ring.js';
 import { StreamCryptQueue } from './stream-crypt-queue.js';
 import type { StreamOutput } from './stream-duplex.js';
 

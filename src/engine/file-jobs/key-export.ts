@@ -11,10 +11,10 @@
  */
 import { rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { openImage, parentSearch, type ParentSearchOptions } from '../image/index.js';
-import { EngineError } from './errors.js';
-import { readLuksInfo, unlockImageWithSecret, wipeSecret, type UnlockImageOptions } from '../volume/index.js';
-import { publishNewFile } from '../new-file.js';
+import { openImage, parentSearch, type ParentSearchOptions } from '../../image/index.js';
+import { EngineError } from '../errors.js';
+import { readLuksInfo, unlockImageWithSecret, wipeSecret, type UnlockImageOptions } from '../../volume/index.js';
+import { publishNewFile } from '../../new-file.js';
 
 /** The destination that means standard output, given on purpose. */
 export const STDOUT_DEST = '-';
