@@ -23,7 +23,10 @@ export interface UnlockImageOptions extends KeySourceOptions {
   readonly vaultCredentials?: unknown;
   /** The vault secret to use (plain volumes; overrides the token/UUID lookup). */
   readonly secretId?: string;
-  /** Plain volumes: crypto sector size (default 512) and key size (default: from the key material, else 512). */
+  /**
+   * Plain volumes: crypto sector size (default: the vault secret's SectorSize tag, else 512) and key size (default:
+   * the vault secret's length; a key file gives 512 bits unless told).
+   */
   readonly plain?: { readonly sectorSize?: 512 | 4096; readonly keyBits?: 256 | 512 };
   /** Stops the unlock within a second, even inside a keyslot's KDF (LUKS_ABORTED). */
   readonly signal?: AbortSignal;
