@@ -149,7 +149,7 @@ describe('random and truncated bytes', () => {
     for (let i = 0; i < 40; i++) {
       const bytes = Uint8Array.from({ length: Math.floor(r() * 40000) }, () => Math.floor(r() * 256));
       // Half of them carry a LUKS magic and version, so the parsers behind it are reached.
-      if (i % 2 === 0 && bytes.length >= 8) bytes.set([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe, 0, 1 + (i % 4 === 0 ? 1 : 0)], 0);
+      if (i % 2 === 0 && bytes.length >= 8) bytes.set([...luks.LUKS_MAGIC, 0, 1 + (i % 4 === 0 ? 1 : 0)], 0);
       seen.add(await outcome(luks.readVolumeInfo(bytes), `random ${i}`, () => undefined));
       await outcome(luks.unlock(bytes, PASS, { limits: LIMITS }), `random ${i}`, () => undefined);
     }

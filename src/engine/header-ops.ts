@@ -10,7 +10,8 @@ import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type
 import { addKeyslot, dump, readVolumeInfo, removeKeyslot, KDF_TYPED_PASSPHRASE, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../luks/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-import { MAX_HEADER_REGION, readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
+import { LUKS_MAX_HEADER_REGION } from '../luks/index.js';
+import { readLuksRegion, writeLuksRegion, type LuksRegion } from './luks-region.js';
 import { keyslotSecret, type UnlockImageOptions } from './unlock-image.js';
 import { userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { KDF_TYPED_PASSPHRASE_LUKS1 } from './encryption-keys.js';
@@ -104,7 +105,7 @@ export async function backupImageHeader(path: string, file: string, opts: Parent
  */
 export async function restoreImageHeader(path: string, file: string, opts: { force?: boolean } & ParentSearchOptions = {}): Promise<{ bytes: number }> {
   const st = await stat(file);
-  if (BigInt(st.size) > MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
+  if (BigInt(st.size) > LUKS_MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
   const backup = new Uint8Array(await readFile(file));
   const info = await readVolumeInfo(backup);
   if (BigInt(backup.length) < info.dataOffset) {

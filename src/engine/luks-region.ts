@@ -3,14 +3,10 @@
  * LUKS library works on it whatever the container (a dynamic VHD's virtual
  * disk is not its file). Edits are written back with writeLuksRegion.
  */
-import { LUKS_MAGIC, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
+import { LUKS_MAGIC, LUKS_MAX_HEADER_REGION as MAX_HEADER_REGION, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { VhdcryptError } from '../errors.js';
 import { EngineError } from './errors.js';
-
-const MIB = 1n << 20n;
-/** cryptsetup's largest header region: 2 x 4 MiB metadata + 128 MiB keyslots. */
-export const MAX_HEADER_REGION = 136n * MIB;
 
 export interface LuksRegion {
   readonly info: LuksVolumeInfo;

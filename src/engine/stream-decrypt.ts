@@ -13,7 +13,7 @@ import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } fr
 import type { DecryptOptions } from './decrypt-image.js';
 import { EngineError } from './errors.js';
 import { hasUserSecret, plainKeyFromFile, wipeSecret } from './key-source.js';
-import { MAX_HEADER_REGION } from './luks-region.js';
+import { LUKS_MAX_HEADER_REGION as MAX_HEADER_REGION } from '../luks/index.js';
 import { keyslotSecret } from './unlock-image.js';
 import { openEngineVault } from './vault-link.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
