@@ -1,5 +1,7 @@
 /** vhdcrypt's public library API. */
 export { VhdcryptError, isVhdcryptError } from './errors.js';
+// Binary struct layouts: a value too large for its field, or a buffer too short for a structure.
+export { StructError, type StructErrorCode } from './binary/index.js';
 
 // Crypto core: AES-XTS over runs of sectors.
 export { createXts, availableBackends, XtsError, XtsBackendUnavailableError } from './crypto/index.js';
