@@ -3,8 +3,9 @@
  * knowledge too). Tests are not cruised: they may reach into any layer.
  *
  *   root modules (src/*.ts but index.ts): errors, error codes, the addon loader, the package root: the floor
- *   crypto, image: root modules only
- *   luks, vault: crypto and root modules only
+ *   binary (the struct DSL for on-disk layouts), crypto: root modules only
+ *   image: binary and root modules only
+ *   luks: binary, crypto and root modules only; vault: crypto and root modules only
  *   volume: crypto, image, luks, vault and root modules only
  *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
  *   not import the streams
@@ -44,10 +45,11 @@ module.exports = {
       to: { path: '^src/[^/]+/' },
     },
     onlyImports('crypto', [], 'AES-XTS stands on nothing but the root modules.'),
-    onlyImports('image', [], 'Disk images stand on nothing but the root modules; kinds above register with it (source-registry.ts).'),
-    onlyImports('luks', ['crypto'], 'LUKS headers and keyslots need only the cipher.'),
+    onlyImports('binary', [], 'The struct DSL for on-disk layouts stands on nothing but the root modules.'),
+    onlyImports('image', ['binary'], 'Disk images stand on their layouts and the root modules; kinds above register with it (source-registry.ts).'),
+    onlyImports('luks', ['binary', 'crypto'], 'LUKS headers and keyslots need their layouts and the cipher.'),
     onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
-    onlyImports('volume', ['crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
     {
       name: 'engine-pool-stands-under-the-jobs',
       comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',

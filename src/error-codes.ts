@@ -62,6 +62,11 @@ export const ERROR_CODES = {
   XTS_EQUAL_KEY_HALVES: wrongKey,
   XTS_BACKEND_UNAVAILABLE: unsupported,
 
+  // Binary struct layouts (src/binary): a value too large for its field is refused, never truncated.
+  STRUCT_FIELD_OVERFLOW: usageEinval,
+  STRUCT_BAD_VALUE: usageEinval,
+  STRUCT_TRUNCATED: badInput,
+
   // Disk images (src/image).
   VHD_BAD_COOKIE: badInput,
   VHD_BAD_CHECKSUM: badInput,

@@ -6,6 +6,8 @@ import { registerNbdSource } from './nbd/source-kind.js';
 registerNbdSource();
 
 export { VhdcryptError, isVhdcryptError } from './errors.js';
+// Binary struct layouts: a value too large for its field, or a buffer too short for a structure.
+export { StructError, type StructErrorCode } from './binary/index.js';
 
 // Crypto core: AES-XTS over runs of sectors.
 export { createXts, availableBackends, XtsError, XtsBackendUnavailableError } from './crypto/index.js';

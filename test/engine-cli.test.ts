@@ -9,6 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, openSync, readSync, writeSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeRaw, qemuCompare, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
+import { LUKS_MAGIC } from '../src/luks/index.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const MIB = 1 << 20;
@@ -84,7 +85,7 @@ describe('vhdcrypt image commands', () => {
     expect(cli('encrypt', src, enc, '--passphrase-file', pass, '--format', 'luks1').status).toBe(0);
     const backup = join(dir, 'hdr.backup');
     expect(cli('header', 'backup', enc, backup).status).toBe(0);
-    expect(readFileSync(backup).subarray(0, 6)).toEqual(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]));
+    expect(readFileSync(backup).subarray(0, 6)).toEqual(Buffer.from(LUKS_MAGIC));
     // Damage the LUKS magic inside the first block of the container (block data starts after its sector bitmap).
     const fd = openSync(enc, 'r+');
     const bat = Buffer.alloc(4);

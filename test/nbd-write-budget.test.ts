@@ -87,15 +87,11 @@ describe('WRITE payload budget', () => {
         socket.write(P.encodeRequestHeader({ flags: 0, type: P.NBD_CMD_WRITE, cookie: BigInt(i + 1), offset: BigInt(i * PIECE), length: PIECE }));
         socket.write(data);
       }
-      // Let the writes go once the server has stopped reading: its socket paused, nothing more read for a while.
-      let last = -1;
-      let still = 0;
+      // Let the writes go once the server holds a full budget and has stopped reading (its socket paused). A server
+      // over the budget has let them go already (see write above), and maxPending says so below.
       while (gated) {
-        await new Promise((r) => setTimeout(r, 20));
-        const read = serverSide.bytesRead;
-        still = serverSide.isPaused() && read === last ? still + 1 : 0;
-        last = read;
-        if (still >= 10) open();
+        if (serverSide?.isPaused() && pendingBytes + PIECE > BUDGET) open();
+        else await new Promise((r) => setTimeout(r, 5)); // a poll of the condition, not a delay that decides anything
       }
       const errors = await acks;
       expect(errors.every((e) => e === 0)).toBe(true);

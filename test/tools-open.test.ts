@@ -113,7 +113,7 @@ describe('vault-sealed images opened with the key export (README "Opening our im
     copyFileSync(enc, copy);
     const added = join(dir, 'added.pass');
     writeFileSync(added, 'a keyslot added by cryptsetup');
-    ok('cryptsetup', ['luksAddKey', '--batch-mode', '--volume-key-file', key, '--pbkdf', 'pbkdf2', '--iter-time', '100', copy, added]);
+    ok('cryptsetup', ['luksAddKey', '--batch-mode', '--volume-key-file', key, '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', copy, added]);
     ok('cryptsetup', ['open', '--test-passphrase', '--key-file', added, copy]);
     const back = join(dir, 'v2-back.raw');
     ok(process.execPath, [CLI, 'decrypt', copy, back, '--passphrase-file', added]);

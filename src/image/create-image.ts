@@ -31,7 +31,7 @@ import { BAT_OFFSET, DYNAMIC_HEADER_OFFSET, FOOTER_COPY_OFFSET, VHD_SECTOR_SIZE,
 import { vhdTimestamp } from './vhd-time.js';
 import { encodeAbsoluteLocator, encodeRelativeLocator } from './parent-locator.js';
 import { openImage, type ParentSearchOptions } from './open-image.js';
-import { uuidToBytes } from './struct-layout.js';
+import { uuidToBytes } from '../binary/index.js';
 import type { ImageFormat, WritableImage } from './types.js';
 
 export interface CreateImageOptions {

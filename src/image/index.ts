@@ -24,7 +24,7 @@ export { ImageError, type ImageErrorCode } from './errors.js';
 export {
   readVhdFooter,
   encodeVhdFooter,
-  FOOTER_FIELDS,
+  VHD_FOOTER_LAYOUT,
   VHD_FOOTER_SIZE,
   VHD_FOOTER_COOKIE,
   VhdDiskType,
@@ -35,8 +35,8 @@ export {
   encodeDynamicHeader,
   readBat,
   sectorBitmapSize,
-  DYNAMIC_HEADER_FIELDS,
-  PARENT_LOCATOR_FIELDS,
+  DYNAMIC_HEADER_LAYOUT,
+  PARENT_LOCATOR_LAYOUT,
   DYNAMIC_HEADER_SIZE,
   BAT_UNALLOCATED,
   DEFAULT_BLOCK_SIZE,
@@ -48,7 +48,6 @@ export { chsGeometry, chsSectors, MAX_CHS, type ChsGeometry } from './chs-geomet
 export { vhdChecksum } from './vhd-checksum.js';
 export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
 export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
-export { decodeStruct, encodeStruct, type FieldSpec } from './struct-layout.js';
 /** For buffers meant for direct writes (the engine's batch slots). */
 export { DIRECT_ADDRESS_ALIGNMENT } from './direct-writes.js';
 export { addressMisalignment } from './native-io.js';

@@ -4,7 +4,7 @@
  * shared by reader and writer.
  */
 import { ImageError } from './errors.js';
-import { decodeStruct, encodeStruct, type Decoded, type FieldSpec } from './struct-layout.js';
+import { ascii, defineStruct, reserved, skip, u32be, u64be, utf16be, uuid, type LayoutValue } from '../binary/index.js';
 import { vhdChecksum } from './vhd-checksum.js';
 
 export const DYNAMIC_HEADER_SIZE = 1024;
@@ -37,35 +37,45 @@ export const PlatformCode = {
   MacX: 0x4d616358,
 } as const;
 
-export const DYNAMIC_HEADER_FIELDS = [
-  { name: 'cookie', offset: 0, size: 8, kind: 'ascii' },
-  { name: 'dataOffset', offset: 8, size: 8, kind: 'u64' },
-  { name: 'tableOffset', offset: 16, size: 8, kind: 'u64' },
-  { name: 'headerVersion', offset: 24, size: 4, kind: 'u32' },
-  { name: 'maxTableEntries', offset: 28, size: 4, kind: 'u32' },
-  { name: 'blockSize', offset: 32, size: 4, kind: 'u32' },
-  { name: 'checksum', offset: 36, size: 4, kind: 'u32' },
-  { name: 'parentUniqueId', offset: 40, size: 16, kind: 'uuid' },
-  { name: 'parentTimestamp', offset: 56, size: 4, kind: 'u32' },
-  { name: 'reserved1', offset: 60, size: 4, kind: 'reserved' },
-  { name: 'parentUnicodeName', offset: 64, size: 512, kind: 'utf16be' },
-  // 576..767: eight PARENT_LOCATOR_FIELDS entries, decoded separately.
-  { name: 'reserved2', offset: 768, size: 256, kind: 'reserved' },
-] as const satisfies readonly FieldSpec[];
+export const PARENT_LOCATOR_LAYOUT = defineStruct(
+  'VHD parent locator entry',
+  [
+    ['platformCode', u32be, 0],
+    /** Spec: sectors needed for the locator; some writers store bytes. Readers use dataLength. */
+    ['platformDataSpace', u32be, 4],
+    ['platformDataLength', u32be, 8],
+    ['reserved', reserved(4), 12],
+    ['platformDataOffset', u64be, 16],
+  ],
+  { size: PARENT_LOCATOR_SIZE },
+);
 
-export const PARENT_LOCATOR_FIELDS = [
-  { name: 'platformCode', offset: 0, size: 4, kind: 'u32' },
-  /** Spec: sectors needed for the locator; some writers store bytes. Readers use dataLength. */
-  { name: 'platformDataSpace', offset: 4, size: 4, kind: 'u32' },
-  { name: 'platformDataLength', offset: 8, size: 4, kind: 'u32' },
-  { name: 'reserved', offset: 12, size: 4, kind: 'reserved' },
-  { name: 'platformDataOffset', offset: 16, size: 8, kind: 'u64' },
-] as const satisfies readonly FieldSpec[];
+/** Offsets as the spec's table states them; defineStruct refuses the table if a size puts a field elsewhere. */
+export const DYNAMIC_HEADER_LAYOUT = defineStruct(
+  'VHD dynamic disk header',
+  [
+    ['cookie', ascii(8), 0],
+    ['dataOffset', u64be, 8],
+    ['tableOffset', u64be, 16],
+    ['headerVersion', u32be, 24],
+    ['maxTableEntries', u32be, 28],
+    ['blockSize', u32be, 32],
+    ['checksum', u32be, DYNAMIC_HEADER_CHECKSUM_OFFSET],
+    ['parentUniqueId', uuid, 40],
+    ['parentTimestamp', u32be, 56],
+    ['reserved1', reserved(4), 60],
+    ['parentUnicodeName', utf16be(512), 64],
+    // Eight PARENT_LOCATOR_LAYOUT entries, decoded and encoded one by one.
+    ['parentLocatorEntries', skip(PARENT_LOCATOR_COUNT * PARENT_LOCATOR_SIZE), PARENT_LOCATOR_OFFSET],
+    ['reserved2', reserved(256), 768],
+  ],
+  { size: DYNAMIC_HEADER_SIZE },
+);
 
-export type ParentLocator = Decoded<typeof PARENT_LOCATOR_FIELDS>;
+export type ParentLocator = LayoutValue<typeof PARENT_LOCATOR_LAYOUT>;
 
 /** A parsed dynamic disk header with its eight parent locators. */
-export type DynamicHeader = Decoded<typeof DYNAMIC_HEADER_FIELDS> & {
+export type DynamicHeader = LayoutValue<typeof DYNAMIC_HEADER_LAYOUT> & {
   readonly parentLocators: readonly ParentLocator[];
 };
 
@@ -90,7 +100,7 @@ export function readDynamicHeader(bytes: Uint8Array): DynamicHeader {
     throw new ImageError('VHD_TRUNCATED', `dynamic disk header: need 1024 bytes, got ${bytes.length}`);
   }
   const b = bytes.subarray(0, DYNAMIC_HEADER_SIZE);
-  const h = decodeStruct(DYNAMIC_HEADER_FIELDS, b);
+  const h = DYNAMIC_HEADER_LAYOUT.decode(b);
   if (h.cookie !== DYNAMIC_HEADER_COOKIE) {
     throw new ImageError('VHD_BAD_DYNAMIC_HEADER', 'dynamic disk header: cookie is not "cxsparse"');
   }
@@ -108,7 +118,7 @@ export function readDynamicHeader(bytes: Uint8Array): DynamicHeader {
   const parentLocators: ParentLocator[] = [];
   for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
     const o = PARENT_LOCATOR_OFFSET + i * PARENT_LOCATOR_SIZE;
-    parentLocators.push(Object.freeze(decodeStruct(PARENT_LOCATOR_FIELDS, b.subarray(o, o + PARENT_LOCATOR_SIZE))));
+    parentLocators.push(Object.freeze(PARENT_LOCATOR_LAYOUT.decode(b, o)));
   }
   return Object.freeze({ ...h, parentLocators: Object.freeze(parentLocators) });
 }
@@ -116,10 +126,10 @@ export function readDynamicHeader(bytes: Uint8Array): DynamicHeader {
 /** Encode a dynamic header with its locators; the checksum is computed. */
 export function encodeDynamicHeader(header: DynamicHeader): Uint8Array {
   const out = new Uint8Array(DYNAMIC_HEADER_SIZE);
-  encodeStruct(DYNAMIC_HEADER_FIELDS, { ...header, checksum: 0 }, out);
+  DYNAMIC_HEADER_LAYOUT.encode({ ...header, checksum: 0 }, out);
   for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
     const o = PARENT_LOCATOR_OFFSET + i * PARENT_LOCATOR_SIZE;
-    encodeStruct(PARENT_LOCATOR_FIELDS, header.parentLocators[i] ?? EMPTY_LOCATOR, out.subarray(o, o + PARENT_LOCATOR_SIZE));
+    PARENT_LOCATOR_LAYOUT.encode(header.parentLocators[i] ?? EMPTY_LOCATOR, out, o);
   }
   new DataView(out.buffer).setUint32(DYNAMIC_HEADER_CHECKSUM_OFFSET, vhdChecksum(out, DYNAMIC_HEADER_CHECKSUM_OFFSET), false);
   return out;

@@ -4,7 +4,7 @@
  * differencing disks keep an identical copy at offset 0.
  */
 import { ImageError } from './errors.js';
-import { decodeStruct, encodeStruct, type Decoded, type FieldSpec } from './struct-layout.js';
+import { ascii, defineStruct, reserved, u16be, u32be, u64be, u8, uuid, type LayoutValue } from '../binary/index.js';
 import { vhdChecksum } from './vhd-checksum.js';
 
 export const VHD_FOOTER_SIZE = 512;
@@ -17,31 +17,36 @@ export const VHD_NO_DATA_OFFSET = 0xffffffffffffffffn;
 
 export const VhdDiskType = { fixed: 2, dynamic: 3, differencing: 4 } as const;
 
-export const FOOTER_FIELDS = [
-  { name: 'cookie', offset: 0, size: 8, kind: 'ascii' },
-  { name: 'features', offset: 8, size: 4, kind: 'u32' },
-  { name: 'formatVersion', offset: 12, size: 4, kind: 'u32' },
-  { name: 'dataOffset', offset: 16, size: 8, kind: 'u64' },
-  { name: 'timestamp', offset: 24, size: 4, kind: 'u32' },
-  { name: 'creatorApplication', offset: 28, size: 4, kind: 'ascii' },
-  { name: 'creatorVersion', offset: 32, size: 4, kind: 'u32' },
-  { name: 'creatorHostOs', offset: 36, size: 4, kind: 'ascii' },
-  { name: 'originalSize', offset: 40, size: 8, kind: 'u64' },
-  { name: 'currentSize', offset: 48, size: 8, kind: 'u64' },
-  { name: 'cylinders', offset: 56, size: 2, kind: 'u16' },
-  { name: 'heads', offset: 58, size: 1, kind: 'u8' },
-  { name: 'sectorsPerTrack', offset: 59, size: 1, kind: 'u8' },
-  { name: 'diskType', offset: 60, size: 4, kind: 'u32' },
-  { name: 'checksum', offset: 64, size: 4, kind: 'u32' },
-  { name: 'uniqueId', offset: 68, size: 16, kind: 'uuid' },
-  { name: 'savedState', offset: 84, size: 1, kind: 'u8' },
-  { name: 'reserved', offset: 85, size: 427, kind: 'reserved' },
-] as const satisfies readonly FieldSpec[];
+/** Offsets as the spec's table states them; defineStruct refuses the table if a size puts a field elsewhere. */
+export const VHD_FOOTER_LAYOUT = defineStruct(
+  'VHD footer',
+  [
+    ['cookie', ascii(8), 0],
+    ['features', u32be, 8],
+    ['formatVersion', u32be, 12],
+    ['dataOffset', u64be, 16],
+    ['timestamp', u32be, 24],
+    ['creatorApplication', ascii(4), 28],
+    ['creatorVersion', u32be, 32],
+    ['creatorHostOs', ascii(4), 36],
+    ['originalSize', u64be, 40],
+    ['currentSize', u64be, 48],
+    ['cylinders', u16be, 56],
+    ['heads', u8, 58],
+    ['sectorsPerTrack', u8, 59],
+    ['diskType', u32be, 60],
+    ['checksum', u32be, 64],
+    ['uniqueId', uuid, 68],
+    ['savedState', u8, 84],
+    ['reserved', reserved(427), 85],
+  ],
+  { size: VHD_FOOTER_SIZE },
+);
 
-export const FOOTER_CHECKSUM_OFFSET = 64;
+export const FOOTER_CHECKSUM_OFFSET = VHD_FOOTER_LAYOUT.offsetOf.checksum;
 
 /** A parsed VHD footer. */
-export type VhdFooter = Decoded<typeof FOOTER_FIELDS>;
+export type VhdFooter = LayoutValue<typeof VHD_FOOTER_LAYOUT>;
 
 /** Footer checks a reader may relax (the caller decides what to do with a bad checksum). */
 export interface ReadFooterOptions {
@@ -55,7 +60,7 @@ export interface ReadFooterOptions {
 export function readVhdFooter(bytes: Uint8Array, opts: ReadFooterOptions = {}): VhdFooter {
   if (bytes.length < VHD_FOOTER_SIZE) throw new ImageError('VHD_TRUNCATED', `VHD footer: need 512 bytes, got ${bytes.length}`);
   const b = bytes.subarray(0, VHD_FOOTER_SIZE);
-  const f = decodeStruct(FOOTER_FIELDS, b);
+  const f = VHD_FOOTER_LAYOUT.decode(b);
   if (f.cookie !== VHD_FOOTER_COOKIE) throw new ImageError('VHD_BAD_COOKIE', `VHD footer: cookie is not "conectix"`);
   if (opts.verifyChecksum !== false) {
     const want = vhdChecksum(b, FOOTER_CHECKSUM_OFFSET);
@@ -78,7 +83,7 @@ export function readVhdFooter(bytes: Uint8Array, opts: ReadFooterOptions = {}): 
 /** Encode a footer; the checksum field is computed, whatever `footer.checksum` says. */
 export function encodeVhdFooter(footer: VhdFooter): Uint8Array {
   const out = new Uint8Array(VHD_FOOTER_SIZE);
-  encodeStruct(FOOTER_FIELDS, { ...footer, checksum: 0 }, out);
+  VHD_FOOTER_LAYOUT.encode({ ...footer, checksum: 0 }, out);
   new DataView(out.buffer).setUint32(FOOTER_CHECKSUM_OFFSET, vhdChecksum(out, FOOTER_CHECKSUM_OFFSET), false);
   return out;
 }

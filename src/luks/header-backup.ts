@@ -5,9 +5,10 @@ import { openHeaderIo, withHeaderIo, type LuksTarget } from './header-io.js';
 import { publishNewFile } from '../new-file.js';
 import { readLuksHeader, volumeInfoOf } from './volume-info.js';
 import { headerRegionBytes } from './dump.js';
+import { LUKS_MAX_HEADER_REGION } from './on-disk.js';
 
-/** Largest region we copy: 2 x 4 MiB metadata + 128 MiB keyslots (cryptsetup's maximum keyslots area). */
-const MAX_REGION = 136 * 1024 * 1024;
+/** Largest region we copy. */
+const MAX_REGION = Number(LUKS_MAX_HEADER_REGION);
 
 async function exists(p: string): Promise<boolean> {
   try {

@@ -26,7 +26,7 @@ export {
   type UnlockOptions,
   type KeyslotWriteOptions,
 } from './operations.js';
-export { LUKS_MAGIC } from './luks1-header.js';
+export { LUKS_MAGIC, LUKS2_MAGIC_SECONDARY, LUKS_MAX_HEADER_REGION } from './on-disk.js';
 export { segmentTweak, type LuksVolumeInfo, type LuksKeyslotSummary } from './volume-info.js';
 export type { LuksToken, JsonObject } from './luks2-json.js';
 export { dump, keyslotPriorityName, type LuksDump } from './dump.js';

@@ -2,47 +2,54 @@
  * LUKS1 partition header (phdr): 592 bytes, big-endian, 8 keyslots
  * ("LUKS On-Disk Format Specification Version 1.2.3", §2.4, Table 1 and 2).
  */
-import { FieldTooLongError, defineStruct, type StructValue } from './struct-layout.js';
+import { StructError, bytes, cstring, defineStruct, u16be, u32be, type LayoutValue } from '../binary/index.js';
 import { LuksError } from './errors.js';
+import { LUKS_MAGIC } from './on-disk.js';
 import { LUKS_HASHES, type LuksHash } from './kdf.js';
 import { afSectorBytes } from './af-splitter.js';
 
-export const LUKS_MAGIC = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe); // "LUKS\xba\xbe"
 export const LUKS1_KEYSLOTS = 8;
 export const LUKS1_KEY_ENABLED = 0x00ac71f3;
 export const LUKS1_KEY_DISABLED = 0x0000dead;
 export const LUKS1_DIGEST_BYTES = 20;
 export const SECTOR = 512;
 
-const KEYSLOT_FIELDS = [
-  ['active', 'u32'],
-  ['iterations', 'u32'],
-  ['salt', { bytes: 32 }],
-  ['keyMaterialOffset', 'u32'],
-  ['stripes', 'u32'],
-] as const;
+/** LUKS1 spec §2.4 Table 2: one keyslot, 48 bytes. */
+export const LUKS1_KEYSLOT_LAYOUT = defineStruct(
+  'LUKS1 keyslot',
+  [
+    ['active', u32be, 0],
+    ['iterations', u32be, 4],
+    ['salt', bytes(32), 8],
+    ['keyMaterialOffset', u32be, 40],
+    ['stripes', u32be, 44],
+  ],
+  { size: 48 },
+);
 
-const PHDR_FIELDS = [
-  ['magic', { bytes: 6 }],
-  ['version', 'u16'],
-  ['cipherName', { cstring: 32 }],
-  ['cipherMode', { cstring: 32 }],
-  ['hashSpec', { cstring: 32 }],
-  ['payloadOffset', 'u32'],
-  ['keyBytes', 'u32'],
-  ['mkDigest', { bytes: LUKS1_DIGEST_BYTES }],
-  ['mkDigestSalt', { bytes: 32 }],
-  ['mkDigestIterations', 'u32'],
-  ['uuid', { cstring: 40 }],
-] as const;
-
-export const LUKS1_KEYSLOT_LAYOUT = defineStruct(KEYSLOT_FIELDS);
-export const LUKS1_PHDR_LAYOUT = defineStruct(PHDR_FIELDS);
+/** LUKS1 spec §2.4 Table 1: the phdr up to its keyslots, 208 bytes. */
+export const LUKS1_PHDR_LAYOUT = defineStruct(
+  'LUKS1 phdr',
+  [
+    ['magic', bytes(6), 0],
+    ['version', u16be, 6],
+    ['cipherName', cstring(32), 8],
+    ['cipherMode', cstring(32), 40],
+    ['hashSpec', cstring(32), 72],
+    ['payloadOffset', u32be, 104],
+    ['keyBytes', u32be, 108],
+    ['mkDigest', bytes(LUKS1_DIGEST_BYTES), 112],
+    ['mkDigestSalt', bytes(32), 132],
+    ['mkDigestIterations', u32be, 164],
+    ['uuid', cstring(40), 168],
+  ],
+  { size: 208 },
+);
 /** 208 + 8 x 48 = 592 bytes. */
 export const LUKS1_PHDR_SIZE = LUKS1_PHDR_LAYOUT.size + LUKS1_KEYSLOTS * LUKS1_KEYSLOT_LAYOUT.size;
 
-export type Luks1Keyslot = Readonly<StructValue<typeof KEYSLOT_FIELDS>> & { readonly index: number };
-export type Luks1Header = Readonly<Omit<StructValue<typeof PHDR_FIELDS>, 'magic'>> & {
+export type Luks1Keyslot = LayoutValue<typeof LUKS1_KEYSLOT_LAYOUT> & { readonly index: number };
+export type Luks1Header = Omit<LayoutValue<typeof LUKS1_PHDR_LAYOUT>, 'magic'> & {
   readonly keyslots: readonly Luks1Keyslot[];
 };
 
@@ -110,8 +117,8 @@ export function encodeLuks1Header(h: Luks1Header): Uint8Array {
       LUKS1_KEYSLOT_LAYOUT.encode(f, buf, LUKS1_PHDR_LAYOUT.size + index * LUKS1_KEYSLOT_LAYOUT.size);
     }
   } catch (e) {
-    // Only a header read without its string terminators gets here; refuse to rewrite it.
-    if (e instanceof FieldTooLongError) throw new LuksError('LUKS_BAD_HEADER', `LUKS1 ${e.field} is not NUL-terminated`);
+    // A header read without its string terminators (or a value no LUKS1 field holds): refuse to rewrite it.
+    if (e instanceof StructError && e.code === 'STRUCT_FIELD_OVERFLOW') throw new LuksError('LUKS_BAD_HEADER', `LUKS1 ${e.field} does not fit its field (${e.message})`, { cause: e });
     throw e;
   }
   return buf;

@@ -3,34 +3,37 @@
  * copies, the second at offset hdr_size (LUKS2 spec §2.1, Figure 2).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { FieldTooLongError, defineStruct, type StructValue } from './struct-layout.js';
+import { StructError, bytes, cstring, defineStruct, reserved, u16be, u64be, type LayoutValue } from '../binary/index.js';
 import { LuksError } from './errors.js';
+import { LUKS2_MAGIC_SECONDARY, LUKS2_MAX_HDR_SIZE, LUKS_MAGIC } from './on-disk.js';
 
 export const LUKS2_BINARY_HEADER_SIZE = 4096;
-export const LUKS2_MAGIC_PRIMARY = Uint8Array.of(0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe); // "LUKS\xba\xbe"
-export const LUKS2_MAGIC_SECONDARY = Uint8Array.of(0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe); // "SKUL\xba\xbe"
 /** hdr_size values the format allows: 16 KiB .. 4 MiB, powers of two (spec §2.1). */
 export const LUKS2_HDR_SIZES: readonly number[] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096].map((k) => k * 1024);
 
-const FIELDS = [
-  ['magic', { bytes: 6 }],
-  ['version', 'u16'],
-  ['hdrSize', 'u64'],
-  ['seqid', 'u64'],
-  ['label', { cstring: 48 }],
-  ['checksumAlg', { cstring: 32 }],
-  ['salt', { bytes: 64 }],
-  ['uuid', { cstring: 40 }],
-  ['subsystem', { cstring: 48 }],
-  ['hdrOffset', 'u64'],
-  ['padding', { bytes: 184 }],
-  ['csum', { bytes: 64 }],
-] as const;
-
-export const LUKS2_HEADER_LAYOUT = defineStruct(FIELDS);
+/** LUKS2 spec §2.1 Table 1: the binary header, 4096 bytes. */
+export const LUKS2_HEADER_LAYOUT = defineStruct(
+  'LUKS2 binary header',
+  [
+    ['magic', bytes(6), 0],
+    ['version', u16be, 6],
+    ['hdrSize', u64be, 8],
+    ['seqid', u64be, 16],
+    ['label', cstring(48), 24],
+    ['checksumAlg', cstring(32), 72],
+    ['salt', bytes(64), 104],
+    ['uuid', cstring(40), 168],
+    ['subsystem', cstring(48), 208],
+    ['hdrOffset', u64be, 256],
+    ['padding', bytes(184), 264],
+    ['csum', bytes(64), 448],
+    ['padding4096', reserved(7 * 512), 512],
+  ],
+  { size: LUKS2_BINARY_HEADER_SIZE },
+);
 const CSUM_OFFSET = LUKS2_HEADER_LAYOUT.offsetOf.csum;
 
-export type Luks2BinaryHeader = Readonly<Omit<StructValue<typeof FIELDS>, 'magic' | 'padding' | 'csum'>> & {
+export type Luks2BinaryHeader = Omit<LayoutValue<typeof LUKS2_HEADER_LAYOUT>, 'magic' | 'padding' | 'csum'> & {
   readonly which: 'primary' | 'secondary';
 };
 
@@ -48,11 +51,12 @@ function checksum(alg: string, region: Uint8Array): Buffer {
  * the JSON text (before the first NUL).
  */
 export function decodeLuks2Copy(region: Uint8Array, at: number, which: 'primary' | 'secondary'): { header: Luks2BinaryHeader; jsonText: string } {
+  if (region.length < LUKS2_BINARY_HEADER_SIZE) throw new LuksError('LUKS_TRUNCATED', `${which} LUKS2 header at ${at}: ${region.length} bytes, the binary header is ${LUKS2_BINARY_HEADER_SIZE}`);
   const { magic, padding: _p, csum, ...f } = LUKS2_HEADER_LAYOUT.decode(region, 0);
-  const want = which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY;
+  const want = which === 'primary' ? LUKS_MAGIC : LUKS2_MAGIC_SECONDARY;
   if (!Buffer.from(magic).equals(want)) throw new LuksError('LUKS_BAD_MAGIC', `${which} LUKS2 header at ${at}: bad magic`);
   if (f.version !== 2) throw new LuksError('LUKS_BAD_VERSION', `${which} header at ${at}: version ${f.version}, expected 2`);
-  if (!LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > 4n << 20n) {
+  if (!LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > LUKS2_MAX_HDR_SIZE) {
     throw new LuksError('LUKS_BAD_HEADER', `${which} header at ${at}: hdr_size ${f.hdrSize} is not an allowed metadata size`);
   }
   if (f.hdrOffset !== BigInt(at)) throw new LuksError('LUKS_BAD_HEADER', `${which} header at ${at}: hdr_offset says ${f.hdrOffset}`);
@@ -71,10 +75,10 @@ export function decodeLuks2Copy(region: Uint8Array, at: number, which: 'primary'
 
 /** Only the hdr_size of a copy whose magic/version look right, to know how much to read. */
 export function peekLuks2HdrSize(first4k: Uint8Array, which: 'primary' | 'secondary'): bigint | null {
-  const want = which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY;
-  if (!Buffer.from(first4k.subarray(0, 6)).equals(want)) return null;
+  const want = which === 'primary' ? LUKS_MAGIC : LUKS2_MAGIC_SECONDARY;
+  if (first4k.length < LUKS2_BINARY_HEADER_SIZE || !Buffer.from(first4k.subarray(0, 6)).equals(want)) return null;
   const f = LUKS2_HEADER_LAYOUT.decode(first4k, 0);
-  if (f.version !== 2 || !LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > 4n << 20n) return null;
+  if (f.version !== 2 || !LUKS2_HDR_SIZES.includes(Number(f.hdrSize)) || f.hdrSize > LUKS2_MAX_HDR_SIZE) return null;
   return f.hdrSize;
 }
 
@@ -91,7 +95,7 @@ function encodeFields(v: Parameters<typeof LUKS2_HEADER_LAYOUT.encode>[0], regio
     LUKS2_HEADER_LAYOUT.encode(v, region, 0);
   } catch (e) {
     // A label, subsystem or uuid read without its NUL (48/48/40 chars) cannot be written back.
-    if (e instanceof FieldTooLongError) throw new LuksError('LUKS_BAD_HEADER', `LUKS2 ${e.field} is too long to write (${e.message})`);
+    if (e instanceof StructError && e.code === 'STRUCT_FIELD_OVERFLOW') throw new LuksError('LUKS_BAD_HEADER', `LUKS2 ${e.field} does not fit its field (${e.message})`, { cause: e });
     throw e;
   }
 }
@@ -107,7 +111,7 @@ export function encodeLuks2Copies(f: Luks2CopyFields, jsonText: string): Uint8Ar
     const region = out.subarray(at, at + f.hdrSize);
     encodeFields(
       {
-        magic: which === 'primary' ? LUKS2_MAGIC_PRIMARY : LUKS2_MAGIC_SECONDARY,
+        magic: which === 'primary' ? LUKS_MAGIC : LUKS2_MAGIC_SECONDARY,
         version: 2,
         hdrSize: BigInt(f.hdrSize),
         seqid: f.seqid,

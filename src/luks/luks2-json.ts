@@ -6,6 +6,7 @@ import { LuksError } from './errors.js';
 import { LUKS_HASHES, type KdfParams, type LuksHash } from './kdf.js';
 import { afSectorBytes } from './af-splitter.js';
 import { LUKS2_BINARY_HEADER_SIZE } from './luks2-binary-header.js';
+import { LUKS2_MAX_KEYSLOTS_SIZE } from './on-disk.js';
 
 /** The metadata as it is in JSON (u64 values are decimal strings, spec §3). */
 export type JsonObject = { [k: string]: JsonValue };
@@ -13,9 +14,6 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObj
 
 /** Ids of keyslots, tokens, segments, digests run 0..31 in cryptsetup. */
 export const LUKS2_MAX_ID = 32;
-
-/** cryptsetup's LUKS2_MAX_KEYSLOTS_SIZE (128 MiB): a larger keyslots area is refused, by cryptsetup too. */
-export const LUKS2_MAX_KEYSLOTS_SIZE = 128n << 20n;
 
 /**
  * Deepest nesting accepted (json-c, cryptsetup's parser, stops at 32). Deeper

@@ -15,7 +15,8 @@ import {
   peekLuks2HdrSize,
   type Luks2BinaryHeader,
 } from './luks2-binary-header.js';
-import { LUKS2_MAX_ID, LUKS2_MAX_JSON_DEPTH, LUKS2_MAX_KEYSLOTS_SIZE, checkJsonDepth, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
+import { LUKS2_MAX_KEYSLOTS_SIZE } from './on-disk.js';
+import { LUKS2_MAX_ID, LUKS2_MAX_JSON_DEPTH, checkJsonDepth, cloneJson, parseLuks2Json, type JsonObject, type Luks2Keyslot, type Luks2Metadata, type Luks2Segment } from './luks2-json.js';
 
 
 /** The header as read: the copy in force, and whether the other copy needs repair. */

@@ -1,7 +1,8 @@
 /** Which LUKS version a device holds, and the parsed facts the engine and NBD server need. */
 import { LuksError } from './errors.js';
 import type { HeaderIo } from './header-io.js';
-import { LUKS_MAGIC, SECTOR, type Luks1Header } from './luks1-header.js';
+import { SECTOR, type Luks1Header } from './luks1-header.js';
+import { LUKS_MAGIC } from './on-disk.js';
 import { LUKS1_KEY_ENABLED } from './luks1-header.js';
 import { checkLuks1Supported, readLuks1 } from './luks1.js';
 import { dataSegment, readLuks2, type Luks2State } from './luks2.js';

@@ -47,5 +47,5 @@ export {
   type EncryptionPlan,
   type PreparedEncryption,
 } from './encryption-keys.js';
-export { MAX_HEADER_REGION, hasLuksMagic, probeLuksHeader, readLuksInfo, readLuksRegion, readVolumeLuksInfo, writeLuksRegion, type LuksRegion } from './luks-region.js';
+export { hasLuksMagic, probeLuksHeader, readLuksInfo, readLuksRegion, readVolumeLuksInfo, writeLuksRegion, type LuksRegion } from './luks-region.js';
 export { DEFAULT_KEK, TAG_PENDING, defaultVaultExists, discardSecret, openVolumeVault, type VolumeVault } from './vault-link.js';

@@ -3,15 +3,11 @@
  * LUKS library works on it whatever the container (a dynamic VHD's virtual
  * disk is not its file). Edits are written back with writeLuksRegion.
  */
-import { LUKS_MAGIC, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
+import { LUKS_MAGIC, LUKS_MAX_HEADER_REGION, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { VhdcryptError } from '../errors.js';
 import { VolumeError } from './errors.js';
 import { imageSource, type VolumeSource } from './volume-source.js';
-
-const MIB = 1n << 20n;
-/** cryptsetup's largest header region: 2 x 4 MiB metadata + 128 MiB keyslots. */
-export const MAX_HEADER_REGION = 136n * MIB;
 
 export interface LuksRegion {
   readonly info: LuksVolumeInfo;
@@ -37,8 +33,8 @@ async function luksHeaderIn(src: VolumeSource, complete: boolean): Promise<LuksV
     throw e;
   }
   // The data offset sizes the header region a caller holds in memory: bounded before anything reads that far.
-  if (info.dataOffset > MAX_HEADER_REGION) {
-    throw new VolumeError('ENGINE_HEADER_TOO_LARGE', `${src.name}: LUKS data offset ${info.dataOffset} is past the ${MAX_HEADER_REGION}-byte ceiling`);
+  if (info.dataOffset > LUKS_MAX_HEADER_REGION) {
+    throw new VolumeError('ENGINE_HEADER_TOO_LARGE', `${src.name}: LUKS data offset ${info.dataOffset} is past the ${LUKS_MAX_HEADER_REGION}-byte ceiling`);
   }
   if (src.size !== null && info.dataOffset > src.size) {
     throw new VolumeError('ENGINE_NOT_ENCRYPTED', `${src.name}: LUKS data offset ${info.dataOffset} is past the end of the ${src.size}-byte disk`);

@@ -5,11 +5,10 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
-import { addKeyslot, dump, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
+import { addKeyslot, dump, LUKS_MAX_HEADER_REGION, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
 import {
-  MAX_HEADER_REGION,
   keyslotSecret,
   openVolumeVault,
   readLuksRegion,
@@ -99,7 +98,7 @@ export async function backupImageHeader(path: string, file: string, opts: Parent
  */
 export async function restoreImageHeader(path: string, file: string, opts: { force?: boolean } & ParentSearchOptions = {}): Promise<{ bytes: number }> {
   const st = await stat(file);
-  if (BigInt(st.size) > MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
+  if (BigInt(st.size) > LUKS_MAX_HEADER_REGION) throw new EngineError('ENGINE_HEADER_TOO_LARGE', `${file}: ${st.size} bytes is larger than any LUKS header region`);
   const backup = new Uint8Array(await readFile(file));
   const info = await readVolumeInfo(backup);
   if (BigInt(backup.length) < info.dataOffset) {

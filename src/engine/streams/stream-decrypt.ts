@@ -7,9 +7,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { VhdDiskType } from '../../image/index.js';
-import type { LuksVolumeInfo } from '../../luks/index.js';
+import { LUKS_MAX_HEADER_REGION, type LuksVolumeInfo } from '../../luks/index.js';
 import {
-  MAX_HEADER_REGION, checkBatchBytes, probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
+  checkBatchBytes, probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
 } from '../../volume/index.js';
 import type { DecryptOptions } from '../file-jobs/decrypt-image.js';
 import { EngineError } from '../errors.js';
@@ -28,7 +28,7 @@ export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 're
 
 /** A first look covers cryptsetup's default 16 MiB LUKS2 header area (as readLuksRegion). */
 const PROBE = 16n << 20n;
-/** Dynamic input: the first look, then PROBE, then MAX_HEADER_REGION when the header needs more. */
+/** Dynamic input: the first look, then PROBE, then LUKS_MAX_HEADER_REGION when the header needs more. */
 const LOOK = 64n << 10n;
 /** Dynamic input: payload bytes held while the header's blocks are still to come. */
 const HOLD = 16n << 20n;
@@ -125,7 +125,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     let n = await readUpTo(buf, 0);
     let info = await probe(buf.subarray(0, n), src.size, n < buf.length);
     if (info === 'more') {
-      const bigger = new Uint8Array(Number(MAX_HEADER_REGION));
+      const bigger = new Uint8Array(Number(LUKS_MAX_HEADER_REGION));
       bigger.set(buf);
       buf = bigger;
       n = await readUpTo(buf, n);
@@ -187,11 +187,11 @@ export class DecryptStream extends CryptStreamBase<StreamResult> {
     };
     await gather();
     let info = await probe(assemble(), src.size, need === src.size);
-    for (const next of [PROBE, MAX_HEADER_REGION]) {
+    for (const next of [PROBE, LUKS_MAX_HEADER_REGION]) {
       if (info !== 'more') break;
       need = upTo(next);
       await gather();
-      info = await probe(assemble(), src.size, need === src.size || next === MAX_HEADER_REGION);
+      info = await probe(assemble(), src.size, need === src.size || next === LUKS_MAX_HEADER_REGION);
     }
     if (info === 'more') throw new EngineError('ENGINE_STREAM_BAD_INPUT', 'input stream: the LUKS header is truncated');
     if (info && info.dataOffset > need) {

@@ -1,0 +1,28 @@
+/** Binary struct layouts shared by the VHD and LUKS parts (imports root modules only). */
+export { StructError, type StructErrorCode } from './errors.js';
+export {
+  defineStruct,
+  u8,
+  u16be,
+  u16le,
+  u32be,
+  u32le,
+  u64be,
+  u64le,
+  bytes,
+  ascii,
+  cstring,
+  uuid,
+  utf16be,
+  reserved,
+  skip,
+  uuidFromBytes,
+  uuidToBytes,
+  type FieldKind,
+  type FieldType,
+  type FieldEntry,
+  type FieldTable,
+  type StructValue,
+  type StructLayout,
+  type LayoutValue,
+} from './struct-layout.js';
