@@ -11,7 +11,7 @@ import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from '../p
 import { writeJournal, type JournalState } from './resume-journal.js';
 import { runSectorPipeline } from '../pool/sector-pipeline.js';
 import { SlotRing } from '../pool/slot-ring.js';
-import type { RunOptions } from '../run-options.js';
+import type { RunOptions, RunResult } from '../run-options.js';
 
 export interface CryptJobSpec {
   readonly encrypt: boolean;
@@ -138,4 +138,23 @@ function expectedBackend(choice: string): { backend: string; kernel: string } {
   const all = availableBackends();
   const hit = choice === 'auto' ? all[0] : all.find((b) => b.backend === choice);
   return hit ?? { backend: choice, kernel: 'unavailable' };
+}
+
+/** The figures of a run's result that come from its crypto run and its clock. */
+type RunFigures = 'bytesProcessed' | 'bytesTotal' | 'backend' | 'kernel' | 'threads' | 'directWrites' | 'seconds' | 'mbPerSecond';
+
+/** A job's RunResult: its own facts, and the figures of its crypto run over the whole job's time since `started`. */
+export function runResultOf(stats: CryptJobStats, started: number, facts: Omit<RunResult, RunFigures>): RunResult {
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    ...facts,
+    bytesProcessed: stats.bytesProcessed,
+    bytesTotal: stats.bytesTotal,
+    backend: stats.backend,
+    kernel: stats.kernel,
+    threads: stats.threads,
+    directWrites: stats.directWrites,
+    seconds,
+    mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
+  };
 }

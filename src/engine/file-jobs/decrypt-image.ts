@@ -6,13 +6,14 @@
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
-import { runCryptJob } from './crypt-job.js';
+import { runCryptJob, runResultOf } from './crypt-job.js';
 import { CryptPool } from '../pool/crypt-pool.js';
+import { JobHold } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
-import { checkJournalMatches, readJournal, writeJournal, type JournalState } from './resume-journal.js';
+import { checkJournalMatches, writeJournal, type JournalState } from './resume-journal.js';
 import {
-  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths, plaintextOutputMode, setOutputMode,
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, outputPaths, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
 import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
 import { unlockImage, type UnlockImageOptions } from '../../volume/index.js';
@@ -28,20 +29,15 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   const source = await openSource(src, opts);
   const warnings = runWarnings(opts);
   for (const w of source.warnings) warnings.warn(w);
-  let output: WritableImage | null = null;
-  let volumeKey: Uint8Array | null = null;
-  let ownsTemp = false;
-  let pool: CryptPool | null = null;
-  // Once the journal exists, an interrupt keeps the temp file and journal for --resume (keepForResume).
-  let journalWritten = false;
+  const hold = new JobHold(source, paths);
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
-    pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
+    const pool = (hold.pool = new CryptPool({ threads: opts.threads, backend: opts.backend }));
     void pool.warm();
     const unlocked = await unlockImage(source, opts);
-    volumeKey = unlocked.volumeKey;
+    const volumeKey = (hold.volumeKey = unlocked.volumeKey);
     const layout = unlocked.layout;
     const container = opts.outFormat ?? containerFor(source.format);
     const blockSize = source.blockSize ?? DEFAULT_BLOCK_SIZE;
@@ -55,30 +51,26 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     };
     let skipBatches = 0;
     let resumed = false;
-    const journal = await readJournal(paths.journal);
-    const tempExists = await exists(paths.temp);
-    if (opts.resume && journal && tempExists) {
+    let output: WritableImage;
+    const { resume: journal } = await findLeftover(paths, opts, warnings.warn);
+    if (journal) {
       checkJournalMatches(journal, journalBase, paths.journal);
       // A temp file left by an older run may be readable by others: private before more plaintext goes in.
       await setOutputMode(paths, PLAINTEXT_CREATE_MODE);
-      output = await openOutput(paths.temp, container);
-      ownsTemp = true;
+      output = hold.output = await openOutput(paths.temp, container);
+      hold.ownsTemp = true;
       skipBatches = journal.doneBatches;
       resumed = true;
-      journalWritten = true;
+      hold.journalWritten = true;
     } else {
-      if ((journal || tempExists) && !opts.resume && !opts.force) {
-        throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
-      }
-      if (opts.resume) warnings.warn(nothingToResume(paths.dest, journal !== null, tempExists));
       await discardOutput(paths);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, layout.payloadSize, 0n, blockSize, false));
       // Plaintext: created private (0600 whatever the umask), never readable by others even while it is written.
-      output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize, mode: PLAINTEXT_CREATE_MODE });
-      ownsTemp = true;
+      output = hold.output = await createImage(paths.temp, { format: container, virtualSize: layout.payloadSize, blockSize, mode: PLAINTEXT_CREATE_MODE });
+      hold.ownsTemp = true;
       await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId: unlocked.secretId });
-      journalWritten = true;
+      hold.journalWritten = true;
     }
     const stats = await runCryptJob(
       {
@@ -98,14 +90,11 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       opts,
       pool,
     );
-    const out = output;
-    output = null;
-    await out.close();
+    await hold.closeOutput();
     await setOutputMode(paths, await plaintextOutputMode(isRemoteSource(src) ? null : src));
     await commitOutput(paths, opts.force === true);
-    ownsTemp = false;
-    const seconds = (performance.now() - started) / 1000;
-    return {
+    hold.ownsTemp = false;
+    return runResultOf(stats, started, {
       operation: 'decrypt',
       source: isRemoteSource(src) ? src : resolve(src),
       destination: paths.dest,
@@ -116,31 +105,18 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
       outputFileSize: BigInt((await stat(paths.dest)).size),
       dataOffset: layout.dataOffset,
       sectorSize: layout.sectorSize,
-      bytesProcessed: stats.bytesProcessed,
-      bytesTotal: stats.bytesTotal,
-      backend: stats.backend,
-      kernel: stats.kernel,
-      threads: stats.threads,
-      directWrites: stats.directWrites,
-      seconds,
-      mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
       resumed,
       secretId: unlocked.secretId,
       kekId: null,
       vaultUri: unlocked.vaultUri,
       luksUuid: unlocked.info?.uuid ?? null,
       warnings: warnings.list,
-    };
+    });
   } catch (e) {
     failure = e;
     throw e;
   } finally {
-    volumeKey?.fill(0);
-    // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
-    if (output) await Promise.allSettled([output.close()]);
-    await source.close();
-    await pool?.destroy();
     // An interrupted run keeps its (private, 0600) temp file and journal: --resume continues.
-    if (ownsTemp && !keepForResume(failure, opts.signal, journalWritten)) await discardOutput(paths);
+    await hold.release(failure, opts.signal);
   }
 }

@@ -9,12 +9,13 @@ import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
-import { runCryptJob } from './crypt-job.js';
+import { runCryptJob, runResultOf } from './crypt-job.js';
 import { CryptPool } from '../pool/crypt-pool.js';
+import { JobHold } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
-import { checkJournalMatches, journalDiffs, readJournal, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, keepForResume, nothingToResume, outputPaths } from './safe-output.js';
+import { checkJournalMatches, journalDiffs, writeJournal, type JournalState } from './resume-journal.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, outputPaths } from './safe-output.js';
 import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,
@@ -62,21 +63,17 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   // Damage the image layer worked around (a bad end footer read from its copy at offset 0, ...) is reported.
   const warnings = runWarnings(opts);
   for (const w of source.warnings) warnings.warn(w);
-  let output: WritableImage | null = null;
+  // hold.ownsTemp is set once this run owns the temp file: only then does a failure remove it (never a leftover it
+  // refused to touch). Once the journal exists, an interrupt keeps the temp file, journal and secret for --resume.
+  const hold = new JobHold(source, paths);
   let prepared: PreparedEncryption | null = null;
-  let volumeKey: Uint8Array | null = null;
-  // Set once this run owns the temp file: only then does a failure remove it (never a leftover it refused to touch).
-  let ownsTemp = false;
-  let pool: CryptPool | null = null;
   // A secret sealed by this run for an output that then failed is deleted again (soft delete).
   let sealedNow: { secretId: string; vaultUri: string } | null = null;
-  // Once the journal exists, an interrupt keeps the temp file, journal and secret for --resume (keepForResume).
-  let journalWritten = false;
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked.
-    pool = new CryptPool({ threads: opts.threads, backend: opts.backend });
+    const pool = (hold.pool = new CryptPool({ threads: opts.threads, backend: opts.backend }));
     void pool.warm();
     const format = opts.format ?? 'luks2';
     const container = opts.outFormat ?? containerFor(source.format);
@@ -98,31 +95,26 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     let skipBatches = 0;
     let resumed = false;
     let secretId: string | null = null;
-    const journal = await readJournal(paths.journal);
-    const tempExists = await exists(paths.temp);
-    if (opts.resume && journal && tempExists) {
-      checkJournalMatches(journal, journalBase, paths.journal);
+    let output: WritableImage;
+    let volumeKey: Uint8Array;
+    const { resume, journal } = await findLeftover(paths, opts, warnings.warn);
+    if (resume) {
+      checkJournalMatches(resume, journalBase, paths.journal);
       // A run killed after its first journal write but before settling its secret left it pending.
-      if (journal.secretId) await settleSecret(journal.secretId, opts);
-      output = await openOutput(paths.temp, container);
-      const u = await unlockImage(output, { ...opts, secretId: journal.secretId ?? undefined, plain: { sectorSize, keyBits } });
-      volumeKey = u.volumeKey;
+      if (resume.secretId) await settleSecret(resume.secretId, opts);
+      output = hold.output = await openOutput(paths.temp, container);
+      const u = await unlockImage(output, { ...opts, secretId: resume.secretId ?? undefined, plain: { sectorSize, keyBits } });
+      volumeKey = hold.volumeKey = u.volumeKey;
       if (u.layout.dataOffset !== dataOffset || u.layout.sectorSize !== sectorSize || u.layout.format !== format) {
         throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${paths.temp}: its header does not match the interrupted run; start over with --force`);
       }
-      ownsTemp = true;
+      hold.ownsTemp = true;
       prepared = { volumeKey, header: null, layout: u.layout, secretId: u.secretId, kekId: null, vaultUri: u.vaultUri, luksUuid: u.info?.uuid ?? null };
-      secretId = journal.secretId ?? u.secretId;
-      skipBatches = journal.doneBatches;
+      secretId = resume.secretId ?? u.secretId;
+      skipBatches = resume.doneBatches;
       resumed = true;
-      journalWritten = true;
+      hold.journalWritten = true;
     } else {
-      if ((journal || tempExists) && !opts.resume) {
-        if (!opts.force) {
-          throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? paths.temp : paths.journal}; use --resume to finish it or --force to start over`);
-        }
-      }
-      if (opts.resume) warnings.warn(nothingToResume(paths.dest, journal !== null, tempExists));
       // A LUKS volume encrypted again is almost always a mistake (the output of an earlier run given as the input).
       if (await hasLuksMagic(source)) {
         if (!opts.force) throw new EngineError('ENGINE_ALREADY_ENCRYPTED', `${src}: its disk is already a LUKS volume (LUKS magic at offset 0); use --force to encrypt it again`);
@@ -142,15 +134,15 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src), pendingJob: pendingJobTag(paths.dest) },
         { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase },
       );
-      volumeKey = prepared.volumeKey;
+      volumeKey = hold.volumeKey = prepared.volumeKey;
       secretId = prepared.secretId;
       if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
-      output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
-      ownsTemp = true;
+      output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
+      hold.ownsTemp = true;
       if (prepared.header) await writeLuksRegion(output, prepared.header);
       else await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
-      journalWritten = true;
+      hold.journalWritten = true;
       // The journal now names the secret (--resume finds it): it is no longer pending.
       if (secretId) await settleSecret(secretId, opts);
     }
@@ -172,15 +164,12 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       opts,
       pool,
     );
-    const out = output;
-    output = null;
-    await out.close();
+    await hold.closeOutput();
     await commitOutput(paths, opts.force === true);
-    ownsTemp = false;
+    hold.ownsTemp = false;
     sealedNow = null;
     const outputFileSize = BigInt((await stat(paths.dest)).size);
-    const seconds = (performance.now() - started) / 1000;
-    return {
+    return runResultOf(stats, started, {
       operation: 'encrypt',
       source: isRemoteSource(src) ? src : resolve(src),
       destination: paths.dest,
@@ -191,33 +180,19 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       outputFileSize,
       dataOffset,
       sectorSize,
-      bytesProcessed: stats.bytesProcessed,
-      bytesTotal: stats.bytesTotal,
-      backend: stats.backend,
-      kernel: stats.kernel,
-      threads: stats.threads,
-      directWrites: stats.directWrites,
-      seconds,
-      mbPerSecond: seconds > 0 ? Number(stats.bytesProcessed) / 1e6 / seconds : 0,
       resumed,
       secretId,
       kekId: prepared.kekId,
       vaultUri: prepared.vaultUri,
       luksUuid: prepared.luksUuid,
       warnings: warnings.list,
-    };
+    });
   } catch (e) {
     failure = e;
     throw e;
   } finally {
-    volumeKey?.fill(0);
-    // After a failure the run's own error is the one to report; closing is best effort before the temp file goes.
-    if (output) await Promise.allSettled([output.close()]);
-    await source.close();
-    await pool?.destroy();
     // An interrupted run keeps its temp file, journal and secret (the journal names it): --resume continues.
-    const keep = keepForResume(failure, opts.signal, journalWritten);
-    if (ownsTemp && !keep) await discardOutput(paths);
+    const keep = await hold.release(failure, opts.signal);
     if (sealedNow && !keep) await discardSecret(sealedNow, opts.vaultCredentials);
   }
 }

@@ -6,6 +6,7 @@
 import { chmod, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { EngineError } from '../errors.js';
+import { readJournal, type JournalState } from './resume-journal.js';
 import { syncDir } from '../../new-file.js';
 
 export interface OutputPaths {
@@ -109,4 +110,28 @@ export async function discardOutput(p: OutputPaths): Promise<void> {
   await rm(p.temp, { force: true });
   await rm(p.journal, { force: true });
   await rm(p.journal + '.new', { force: true });
+}
+
+/** What a job found beside its destination. */
+export interface Leftover {
+  /** The journal of the interrupted run to finish (--resume, with its journal and its temp file there), else null. */
+  readonly resume: JournalState | null;
+  /** The journal found, resumed or not. */
+  readonly journal: JournalState | null;
+}
+
+/**
+ * What happens to an interrupted run's leftovers: with --resume, and both its journal and its temp file there, it is
+ * finished; a leftover without --resume or --force is refused (ENGINE_TEMP_EXISTS); --resume with nothing (or only
+ * part of a run) to finish warns that it starts over. Starting over is the caller's (it discards with discardOutput).
+ */
+export async function findLeftover(p: OutputPaths, opts: { readonly resume?: boolean; readonly force?: boolean }, warn: (message: string) => void): Promise<Leftover> {
+  const journal = await readJournal(p.journal);
+  const tempExists = await exists(p.temp);
+  if (opts.resume && journal && tempExists) return { resume: journal, journal };
+  if ((journal || tempExists) && !opts.resume && !opts.force) {
+    throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? p.temp : p.journal}; use --resume to finish it or --force to start over`);
+  }
+  if (opts.resume) warn(nothingToResume(p.dest, journal !== null, tempExists));
+  return { resume: null, journal };
 }

@@ -9,21 +9,17 @@ import { randomUUID } from 'node:crypto';
 import { VhdDiskType } from '../../image/index.js';
 import { LUKS_MAX_HEADER_REGION, type LuksVolumeInfo } from '../../luks/index.js';
 import {
-  checkBatchBytes, probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
+  probeLuksHeader, unlockVolume, type EncryptionFormat, type PayloadLayout, type UnlockedImage,
 } from '../../volume/index.js';
 import type { DecryptOptions } from '../file-jobs/decrypt-image.js';
 import { EngineError } from '../errors.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import type { StreamResult } from './stream-encrypt.js';
 import { cryptRun, memorySource, openCryptSession, type CryptSession } from './stream-session.js';
-import { blockInFileOrder, enterBlock, readEndFooter, readStreamSource, type BlockPlace, type DynamicSource, type FlatSource, type StreamInputFormat } from '../../image/vhd-stream-reader.js';
+import { blockInFileOrder, enterBlock, readEndFooter, type BlockPlace, type DynamicSource, type FlatSource } from '../../image/vhd-stream-reader.js';
 import { fixedFooter, planDynamicOutput } from '../../image/vhd-stream-writer.js';
 
 export interface DecryptStreamOptions extends Omit<DecryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
-  /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
-  readonly inputFormat?: StreamInputFormat;
-  /** Raw and fixed VHD streams: the encrypted disk's virtual size, when known. */
-  readonly sourceSize?: bigint;
 }
 
 /** A first look covers cryptsetup's default 16 MiB LUKS2 header area (as readLuksRegion). */
@@ -51,19 +47,15 @@ function probe(bytes: Uint8Array, size: bigint | null, complete: boolean): Promi
 }
 
 /** A Duplex: write the encrypted image's bytes, read the plaintext image's bytes. */
-export class DecryptStream extends CryptStreamBase<StreamResult> {
-  private readonly opts: DecryptStreamOptions;
-
+export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOptions> {
   constructor(opts: DecryptStreamOptions = {}) {
-    checkBatchBytes(opts.batchBytes);
     super(opts);
-    this.opts = opts;
   }
 
   protected async run(out: StreamOutput): Promise<StreamResult> {
     const o = this.opts;
     const started = performance.now();
-    const src = await readStreamSource(this.input, o.inputFormat ?? 'vhd', o.sourceSize);
+    const src = await this.readSource();
     const prefix = src.kind === 'vhd-dynamic' ? await this.dynamicPrefix(src) : await this.flatPrefix(src);
     const diskSize = src.size;
     const u = await this.unlock(prefix, src);

@@ -5,6 +5,8 @@
  * Abort, destroy and errors end the job and run its cleanup exactly once.
  */
 import { Duplex } from 'node:stream';
+import { readStreamSource, type StreamInputFormat, type StreamSource } from '../../image/vhd-stream-reader.js';
+import { checkBatchBytes } from '../../volume/index.js';
 import { abortedError } from '../pool/sector-pipeline.js';
 import { StreamInput } from './stream-input.js';
 
@@ -16,13 +18,20 @@ export interface StreamOutput {
 }
 
 export interface CryptStreamOptions {
+  /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
+  readonly inputFormat?: StreamInputFormat;
+  /** Raw and fixed VHD streams: the disk's virtual size, when known (checked at the end; an encrypt stream also
+   *  chooses its LUKS2 sector size by it, as encryptImage does). */
+  readonly sourceSize?: bigint;
+  /** Bytes per batch through the worker pool (default 4 MiB), a multiple of 4096. */
+  readonly batchBytes?: number;
   readonly signal?: AbortSignal;
   /** Readable-side buffer in bytes (default 4 MiB); the writable side defaults to 1 MiB. */
   readonly readableHighWaterMark?: number;
   readonly writableHighWaterMark?: number;
 }
 
-export abstract class CryptStreamBase<R> extends Duplex {
+export abstract class CryptStreamBase<R, O extends CryptStreamOptions = CryptStreamOptions> extends Duplex {
   /** What the run did; set once the readable side has ended. */
   result: R | null = null;
   protected readonly input = new StreamInput();
@@ -34,7 +43,8 @@ export abstract class CryptStreamBase<R> extends Duplex {
   private finalCallback: ((e?: Error | null) => void) | null = null;
   private jobDone = false;
 
-  constructor(opts: CryptStreamOptions) {
+  constructor(protected readonly opts: O) {
+    checkBatchBytes(opts.batchBytes);
     super({
       readableHighWaterMark: opts.readableHighWaterMark ?? 4 << 20,
       writableHighWaterMark: opts.writableHighWaterMark ?? 1 << 20,
@@ -47,6 +57,11 @@ export abstract class CryptStreamBase<R> extends Duplex {
     } else {
       this.signal?.addEventListener('abort', this.onAbort, { once: true });
     }
+  }
+
+  /** The input's container, as its first bytes declare it (a dynamic VHD's header and BAT are read here). */
+  protected readSource(): Promise<StreamSource> {
+    return readStreamSource(this.input, this.opts.inputFormat ?? 'vhd', this.opts.sourceSize);
   }
 
   /** The job: parse this.input, write the output; its cleanup belongs in a finally. */

@@ -10,20 +10,16 @@ import { BAT_UNALLOCATED, DEFAULT_BLOCK_SIZE, VhdDiskType } from '../../image/in
 import { EngineError } from '../errors.js';
 import { isVhdcryptError } from '../../errors.js';
 import {
-  checkBatchBytes, checkNewVolumeOptions, chooseDataOffset, chooseSectorSize, discardSecret, prepareEncryption, type EncryptionFormat, type PayloadLayout,
+  checkNewVolumeOptions, chooseDataOffset, chooseSectorSize, discardSecret, prepareEncryption, type EncryptionFormat, type PayloadLayout,
 } from '../../volume/index.js';
 import type { EncryptOptions } from '../file-jobs/encrypt-image.js';
 import type { OutputFormat } from '../run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
-import { blockInFileOrder, readEndFooter, enterBlock, readStreamSource, type DynamicSource, type FlatSource, type StreamInputFormat } from '../../image/vhd-stream-reader.js';
+import { blockInFileOrder, readEndFooter, enterBlock, type DynamicSource, type FlatSource } from '../../image/vhd-stream-reader.js';
 import { fixedFooter, planDynamicOutput } from '../../image/vhd-stream-writer.js';
 import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
 export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
-  /** What the stream carries: a VHD, fixed or dynamic (default), or a raw disk. */
-  readonly inputFormat?: StreamInputFormat;
-  /** Raw and fixed VHD streams: the virtual size, when known (checked at the end; lets LUKS2 pick its sector size as encryptImage does). */
-  readonly sourceSize?: bigint;
   /** A name for the source, recorded with the vault secret. */
   readonly sourceName?: string;
 }
@@ -56,21 +52,17 @@ function isAllZero(b: Uint8Array): boolean {
 }
 
 /** A Duplex: write the source image's bytes, read the encrypted image's bytes. */
-export class EncryptStream extends CryptStreamBase<StreamResult> {
-  private readonly opts: EncryptStreamOptions;
-
+export class EncryptStream extends CryptStreamBase<StreamResult, EncryptStreamOptions> {
   constructor(opts: EncryptStreamOptions = {}) {
     checkNewVolumeOptions(opts);
-    checkBatchBytes(opts.batchBytes);
     super(opts);
-    this.opts = opts;
   }
 
   protected async run(out: StreamOutput): Promise<StreamResult> {
     const o = this.opts;
     const started = performance.now();
     const input = this.input;
-    const src = await readStreamSource(input, o.inputFormat ?? 'vhd', o.sourceSize);
+    const src = await this.readSource();
     const format = o.format ?? 'luks2';
     const keyBits = o.keySize ?? 512;
     const sectorSize = chooseSectorSize(format, o.sectorSize, src.size);
