@@ -8,14 +8,14 @@ import { dirname, resolve } from 'node:path';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
 import { CryptPool } from '../pool/crypt-pool.js';
-import { JobHold } from './job-hold.js';
+import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
-import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
+import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, writeJournal, type JournalState } from './resume-journal.js';
 import {
-  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, outputPaths, plaintextOutputMode, setOutputMode,
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
-import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
+import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import { unlockImage, type UnlockImageOptions } from '../../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
@@ -25,11 +25,7 @@ export interface DecryptOptions extends RunOptions, Omit<UnlockImageOptions, 'va
 export async function decryptImage(src: string, dst: string, opts: DecryptOptions = {}): Promise<RunResult> {
   const batchBytes = checkRunOptions(opts);
   const started = performance.now();
-  const paths = outputPaths(dst);
-  const source = await openSource(src, opts);
-  const warnings = runWarnings(opts);
-  for (const w of source.warnings) warnings.warn(w);
-  const hold = new JobHold(source, paths);
+  const { paths, source, warnings, hold } = await startJob(src, dst, opts);
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);

@@ -11,12 +11,12 @@ import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image
 import type { KdfOptions } from '../../luks/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
 import { CryptPool } from '../pool/crypt-pool.js';
-import { JobHold } from './job-hold.js';
+import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
-import { isRemoteSource, openSource, sourceIdentity } from './source-image.js';
+import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, outputPaths } from './safe-output.js';
-import { checkRunOptions, runWarnings, type RunOptions, type RunResult } from '../run-options.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover } from './safe-output.js';
+import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,
   chooseDataOffset,
@@ -58,14 +58,9 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   checkNewVolumeOptions(opts);
   const batchBytes = checkRunOptions(opts);
   const started = performance.now();
-  const paths = outputPaths(dst);
-  const source = await openSource(src, opts);
-  // Damage the image layer worked around (a bad end footer read from its copy at offset 0, ...) is reported.
-  const warnings = runWarnings(opts);
-  for (const w of source.warnings) warnings.warn(w);
+  const { paths, source, warnings, hold } = await startJob(src, dst, opts);
   // hold.ownsTemp is set once this run owns the temp file: only then does a failure remove it (never a leftover it
   // refused to touch). Once the journal exists, an interrupt keeps the temp file, journal and secret for --resume.
-  const hold = new JobHold(source, paths);
   let prepared: PreparedEncryption | null = null;
   // A secret sealed by this run for an output that then failed is deleted again (soft delete).
   let sealedNow: { secretId: string; vaultUri: string } | null = null;

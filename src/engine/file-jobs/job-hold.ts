@@ -5,7 +5,21 @@
  */
 import type { DiskImage, WritableImage } from '../../image/index.js';
 import type { CryptPool } from '../pool/crypt-pool.js';
-import { discardOutput, keepForResume, type OutputPaths } from './safe-output.js';
+import { runWarnings, type RunOptions } from '../run-options.js';
+import { discardOutput, keepForResume, outputPaths, type OutputPaths } from './safe-output.js';
+import { openSource } from './source-image.js';
+
+/**
+ * A file job's start: where its output goes, its source opened, its warnings (damage the image layer worked around,
+ * such as a bad end footer read from its copy at offset 0, come first) and what it will hold.
+ */
+export async function startJob(src: string, dst: string, opts: RunOptions) {
+  const paths = outputPaths(dst);
+  const source = await openSource(src, opts);
+  const warnings = runWarnings(opts);
+  for (const w of source.warnings) warnings.warn(w);
+  return { paths, source, warnings, hold: new JobHold(source, paths) };
+}
 
 export class JobHold {
   output: WritableImage | null = null;
