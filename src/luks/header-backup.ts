@@ -10,19 +10,8 @@ import { LUKS_MAX_HEADER_REGION } from './on-disk.js';
 /** Largest region we copy. */
 const MAX_REGION = Number(LUKS_MAX_HEADER_REGION);
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-}
-
 /** Copies the header region of `device` to a new file `backupFile` (temp file, fsync, rename). */
 export async function backupHeader(device: LuksTarget, backupFile: string): Promise<{ bytes: number }> {
-  if (await exists(backupFile)) throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} exists; not overwriting`);
   const region = await withHeaderIo(device, false, async (io) => {
     const h = await readLuksHeader(io);
     const n = headerRegionBytes(h);
@@ -30,7 +19,7 @@ export async function backupHeader(device: LuksTarget, backupFile: string): Prom
     return io.read(0, n, 'header region');
   });
   if ((await publishNewFile(backupFile, region)) === 'exists') {
-    throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} appeared meanwhile; not overwriting`);
+    throw new LuksError('LUKS_DEST_EXISTS', `${backupFile} exists; not overwriting`);
   }
   return { bytes: region.length };
 }

@@ -2,6 +2,13 @@
 import { LuksError } from './errors.js';
 import { DEFAULT_KDF_LIMITS, abortedKdf, type KdfLimits } from './kdf.js';
 
+/** One unlock attempt: the keyslot to try first (else every active one, in order), the KDF budget, and abort. */
+export interface UnlockAttempt {
+  readonly keyslot?: number | undefined;
+  readonly limits?: KdfLimits | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
 /**
  * One keyslot, checked but not yet run: `work` is what run() costs in kdfWork
  * units (its KDF and digest check); run() gives the volume key when the digest

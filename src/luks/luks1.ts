@@ -4,7 +4,7 @@ import { LuksError } from './errors.js';
 import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { DEFAULT_KDF_LIMITS, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
 import { LUKS_STRIPES, checkCipher, keyslotAttempt, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
-import { keyslotOrder, tryKeyslots } from './keyslot-order.js';
+import { keyslotOrder, tryKeyslots, type UnlockAttempt } from './keyslot-order.js';
 import {
   LUKS1_DIGEST_BYTES,
   LUKS1_KEYSLOTS,
@@ -59,7 +59,7 @@ export async function luks1Unlock(
   io: HeaderIo,
   h: Luks1Header,
   secret: Uint8Array,
-  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined; signal?: AbortSignal | undefined },
+  opts: UnlockAttempt,
 ): Promise<{ volumeKey: Uint8Array; keyslot: number }> {
   checkLuks1Supported(h);
   const limits = opts.limits ?? DEFAULT_KDF_LIMITS;

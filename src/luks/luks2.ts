@@ -6,7 +6,7 @@ import { openHeaderIo, type HeaderIo } from './header-io.js';
 import { afSectorBytes } from './af-splitter.js';
 import { DEFAULT_KDF_LIMITS, LUKS_HASHES, checkKdfCost, kdfParamsFor, type KdfLimits, type KdfOptions, type KdfParams, type LuksHash } from './kdf.js';
 import { LUKS_STRIPES, XTS_PLAIN64, checkCipher, keyslotAttempt, sealKeyslot, type KeyslotGeometry } from './keyslot-material.js';
-import { tryKeyslots } from './keyslot-order.js';
+import { tryKeyslots, type UnlockAttempt } from './keyslot-order.js';
 import {
   LUKS2_BINARY_HEADER_SIZE,
   LUKS2_HDR_SIZES,
@@ -170,7 +170,7 @@ export async function luks2Unlock(
   io: HeaderIo,
   state: Luks2State,
   secret: Uint8Array,
-  opts: { keyslot?: number | undefined; limits?: KdfLimits | undefined; signal?: AbortSignal | undefined },
+  opts: UnlockAttempt,
 ): Promise<{ volumeKey: Uint8Array; keyslot: number }> {
   const meta = state.meta;
   const seg = dataSegment(meta);
