@@ -8,9 +8,17 @@ try {
     return import('../dist/src/cli/main.js');
   });
 } catch (e) {
-  // Out of file descriptors or memory before the CLI could load (its own mapping lives in main.js).
-  if (['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN'].includes(e?.code)) {
-    process.stderr.write(`vhdcrypt: ${e.code}: a system resource ran out while loading (${e.message}); raise the limit (ulimit -n) and retry\n`);
+  // Out of file descriptors or memory before the CLI could load (its own mapping lives in main.js, resourceErrorCode).
+  // Node 24's module loader reports a dependency's package.json it could not read as ERR_INVALID_PACKAGE_CONFIG,
+  // naming the errno only in libuv's words.
+  const uvText = { 'too many open files': 'EMFILE', 'file table overflow': 'ENFILE', 'not enough memory': 'ENOMEM', 'resource temporarily unavailable': 'EAGAIN' };
+  const code = ['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN'].includes(e?.code)
+    ? e.code
+    : e?.code === 'ERR_INVALID_PACKAGE_CONFIG'
+      ? Object.entries(uvText).find(([text]) => String(e.message).includes(text))?.[1]
+      : undefined;
+  if (code !== undefined) {
+    process.stderr.write(`vhdcrypt: ${code}: a system resource ran out while loading (${e.message}); raise the limit (ulimit -n) and retry\n`);
     process.exit(1);
   }
   throw e;

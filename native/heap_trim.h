@@ -4,4 +4,6 @@
 namespace vhdcrypt {
 // trimHeap(): boolean — see heap_trim.cc.
 Napi::Value TrimHeap(const Napi::CallbackInfo& info);
+// detachArrayBuffer(ab: ArrayBuffer): undefined — see heap_trim.cc.
+Napi::Value DetachArrayBuffer(const Napi::CallbackInfo& info);
 }  // namespace vhdcrypt

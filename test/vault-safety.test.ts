@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -328,18 +328,27 @@ describe('resource exhaustion is a typed error', () => {
     const env = { VHDCRYPT_VAULT: dir };
     expect(cli(['vault', 'init'], env).status).toBe(0);
     const seen = new Set<number | null>();
-    // From the fewest descriptors the CLI can load with (it differs between Node versions: below it Node itself
-    // fails before any of our code runs) up to where a run succeeds; each run hits EMFILE at a different place
-    // (module loading, the vault database, its key file, the output, the journal).
-    const loads = (n: number): boolean =>
-      spawnSync('bash', ['-c', `ulimit -n ${n}; exec "$@"`, 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.js'), '--version']).status === 0;
-    let first = 12;
-    while (first < 64 && !loads(first)) first++;
+    const underLimit = (n: number, args: string[]) =>
+      spawnSync('bash', ['-c', `ulimit -n ${n}; exec "$@"`, 'bash', process.execPath, ...args], {
+        env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000,
+      });
+    // Below some limit Node itself fails before the first line of any script runs, so no program of ours can
+    // report anything there: its start-up dies on a NULL event loop (SIGSEGV in node::Start: uv_default_loop()
+    // fails with EMFILE; Node 20 up to 17 descriptors, Node 24 up to 20, measured here), then its module loader
+    // cannot read package.json (exit 1 with its own message). The sweep starts at the lowest limit where this
+    // Node runs a script file that does nothing, and it must keep running it at every limit above.
+    const probe = join(tempDir(), 'start.mjs');
+    writeFileSync(probe, 'process.exitCode = 0;\n');
+    const nodeRuns = (n: number): boolean => underLimit(n, [probe]).status === 0;
+    let first = 8;
+    while (first < 64 && !nodeRuns(first)) first++;
+    expect(first).toBeLessThan(64);
+    // From there up to where a run succeeds, every run of ours is exit 0 or a typed EMFILE report, never a crash;
+    // each hits EMFILE at a different place (module loading, the vault database, its key file, the output, the journal).
     for (let n = first; n <= first + 21; n++) {
+      expect(nodeRuns(n), `Node itself fails at ulimit -n ${n}, above ${first}`).toBe(true);
       for (const args of [['encrypt', src, join(work, 'ulimit.img'), '--force'], ['vault', 'secret', 'list']]) {
-        const r = spawnSync('bash', ['-c', `ulimit -n ${n}; exec "$@"`, 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.js'), ...args], {
-          env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000,
-        });
+        const r = underLimit(n, [join(root, 'bin', 'vhdcrypt.js'), ...args]);
         seen.add(r.status);
         expect(r.signal, `ulimit -n ${n} ${args[0]}: ${r.stderr}`).toBeNull();
         if (r.status === 0) continue;

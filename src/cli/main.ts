@@ -26,6 +26,17 @@ const RESOURCE_ERRORS: Readonly<Record<string, string>> = {
   EFBIG: 'a file would pass the file size limit (ulimit -f) or the largest file the file system holds',
 };
 const RESOURCE_ERROR_STATUS = 1;
+/**
+ * Node's module loader (Node 24) reports a package.json it could not read, here because a resource ran out while a
+ * dependency loaded, as ERR_INVALID_PACKAGE_CONFIG with no errno: only libuv's text for it (uv_strerror) says which.
+ */
+const LOADER_CODE = 'ERR_INVALID_PACKAGE_CONFIG';
+const UV_TEXTS: ReadonlyArray<readonly [string, string]> = [
+  ['too many open files', 'EMFILE'],
+  ['file table overflow', 'ENFILE'],
+  ['not enough memory', 'ENOMEM'],
+  ['resource temporarily unavailable', 'EAGAIN'],
+];
 
 
 /** The errno code of `e` or of an error in its cause chain (a typed error may wrap one), if it is a resource error. */
@@ -34,8 +45,13 @@ export function resourceErrorCode(e: unknown): string | null {
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string' && Object.hasOwn(RESOURCE_ERRORS, code)) return code;
     // Worker threads and SQLite report EMFILE in their message only (ERR_WORKER_INIT_FAILED, SQLITE_CANTOPEN).
-    const m = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN|EFBIG)\b/.exec(String((x as { message?: unknown }).message ?? ''));
+    const message = String((x as { message?: unknown }).message ?? '');
+    const m = /\b(EMFILE|ENFILE|ENOMEM|EAGAIN|EFBIG)\b/.exec(message);
     if (m) return m[1]!;
+    if (code === LOADER_CODE) {
+      const hit = UV_TEXTS.find(([text]) => message.includes(text));
+      if (hit) return hit[1];
+    }
   }
   return null;
 }

@@ -8,7 +8,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
 import type { NbdBacking } from './backing.js';
-import { releaseIdleMemory } from './buffer-pool.js';
+import { releaseIdleMemory, returnFreedMemory } from './buffer-pool.js';
 import { ByteReader } from './byte-reader.js';
 import { NbdError } from './errors.js';
 import { peerKey } from './peer.js';
@@ -173,7 +173,9 @@ export class NbdServer {
     // Tracked until the socket is really closed, so close() can always reach it.
     socket.once('close', () => {
       this.connections.delete(conn);
-      if (this.connections.size === 0) releaseIdleMemory();
+      // Once the connection's requests have settled, so the reply buffers it held are back in the pool or freed.
+      const release = (): void => (this.connections.size === 0 ? releaseIdleMemory() : returnFreedMemory());
+      void conn.done.then(release, release);
     });
     conn.done = this.serve(conn);
   }

@@ -46,6 +46,10 @@ export function abortedError(signal: AbortSignal | undefined): EngineError {
   return new EngineError('ENGINE_ABORTED', `operation aborted (${why})`);
 }
 
+function interrupted(failure: unknown): boolean {
+  return failure instanceof EngineError && failure.code === 'ENGINE_ABORTED';
+}
+
 export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult> {
   const skip = p.skipBatches ?? 0;
   const inflight = new Set<Promise<void>>();
@@ -77,13 +81,18 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
       });
   };
 
+  // After an interrupt the batches already started still finish (at most one per slot), so the last checkpoint names
+  // every batch that progress counted: batches finish out of order (one was seen to finish after the next twelve), and
+  // the journal can only name the leading ones that are all written. Any other failure stops them where they are.
+  const stopping = (): boolean => failure !== null && !interrupted(failure);
+
   const runBatch = async (b: Batch): Promise<void> => {
     const slot = await p.slots.acquire();
     try {
-      if (failure) return;
+      if (stopping()) return;
       const view = slot.view(b.length);
       await p.read(b.offset, view);
-      if (failure) return;
+      if (stopping()) return;
       const t = p.tweak(b.offset);
       await p.pool.crypt(p.job, p.encrypt, {
         buffer: slot.buffer,
@@ -93,7 +102,7 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
         sectorSize: p.sectorSize,
         tweakStep: t.tweakStep,
       });
-      if (failure) return;
+      if (stopping()) return;
       await p.write(b.offset, view);
     } finally {
       p.slots.release(slot);
@@ -117,6 +126,10 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
     // Wait for a free slot's worth of capacity before queueing more work.
     while (inflight.size >= p.slots.count && !failure) await Promise.race(inflight);
     if (failure) break;
+    if (p.signal?.aborted) {
+      failure = abortedError(p.signal);
+      break;
+    }
     const run: Promise<void> = runBatch(b).catch((e) => {
       failure ??= e;
     });
@@ -127,12 +140,12 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
   if (checkpointing) await checkpointing;
   // Whatever a batch in flight failed with once the signal fired (a worker task cancelled, a slot released), the
   // run was interrupted: report it as such, so that it is kept for --resume.
-  if (p.signal?.aborted && !(failure instanceof EngineError && failure.code === 'ENGINE_ABORTED')) failure = abortedError(p.signal);
+  if (p.signal?.aborted && !interrupted(failure)) failure = abortedError(p.signal);
   // An interrupted run is kept for --resume: one last checkpoint saves the batches written since the previous one
   // (the checkpoint makes them durable before the journal names them; the watermark counts only written batches).
   // Any other failure leaves the journal as is.
-  if (failure instanceof EngineError && failure.code === 'ENGINE_ABORTED' && p.checkpoint && watermark > checkpointed) {
-    const last = failure;
+  if (interrupted(failure) && p.checkpoint && watermark > checkpointed) {
+    const last = failure as EngineError;
     await p.checkpoint(watermark).catch((e) => {
       // The previous journal still stands (it is replaced atomically); the abort stays the error, this its cause.
       failure = new EngineError('ENGINE_ABORTED', `${last.message}; its last checkpoint failed, so --resume redoes the batches since the one before`, { cause: e });
