@@ -28,11 +28,11 @@ Napi::Value TrimHeap(const Napi::CallbackInfo& info) {
 Napi::Value DetachArrayBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
-    ThrowXts(env, "XTS_BAD_ARG", "detachArrayBuffer expects (buffer: ArrayBuffer)");
+    ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "detachArrayBuffer expects (buffer: ArrayBuffer)");
     return env.Undefined();
   }
   if (napi_detach_arraybuffer(env, info[0]) != napi_ok) {
-    ThrowXts(env, "XTS_BAD_ARG", "detachArrayBuffer: the buffer cannot be detached");
+    ThrowTyped(env, "NBD_NATIVE_BAD_ARG", "detachArrayBuffer: the buffer cannot be detached");
   }
   return env.Undefined();
 }
