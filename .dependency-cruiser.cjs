@@ -5,8 +5,8 @@
  *   root modules (src/*.ts but index.ts): errors, error codes, the addon loader, the package root: the floor
  *   binary (the struct DSL for on-disk layouts), crypto: root modules only
  *   image: binary and root modules only
- *   luks: binary, crypto and root modules only; vault: crypto and root modules only
- *   volume: crypto, image, luks, vault and root modules only
+ *   luks: binary, crypto and root modules only; pkcs11 (PKCS#11 tokens): root modules only; vault: crypto, pkcs11 and root modules only
+ *   volume: crypto, image, luks, pkcs11, vault and root modules only
  *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
  *   not import the streams
  *   cli: imported by nobody (bin/ runs its build from dist/)
@@ -48,8 +48,9 @@ module.exports = {
     onlyImports('binary', [], 'The struct DSL for on-disk layouts stands on nothing but the root modules.'),
     onlyImports('image', ['binary'], 'Disk images stand on their layouts and the root modules; kinds above register with it (source-registry.ts).'),
     onlyImports('luks', ['binary', 'crypto'], 'LUKS headers and keyslots need their layouts and the cipher.'),
-    onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
-    onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    onlyImports('pkcs11', [], 'PKCS#11 tokens stand on nothing but the root modules; the vault and the volume layer use them.'),
+    onlyImports('vault', ['crypto', 'pkcs11'], 'The vault needs the cipher, and a token for KEKs and master keys kept in one.'),
+    onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'pkcs11', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
     {
       name: 'engine-pool-stands-under-the-jobs',
       comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',

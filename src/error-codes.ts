@@ -161,6 +161,25 @@ export const ERROR_CODES = {
   VAULT_STORAGE: vault,
   VAULT_CLOSED: failed,
 
+  // Keys in a PKCS#11 token (src/pkcs11): the module, the token, its PIN, its keys and mechanisms.
+  PKCS11_UNAVAILABLE: unsupported,
+  PKCS11_NO_MODULE: usage,
+  PKCS11_MODULE_LOAD_FAILED: badInput,
+  PKCS11_BAD_URI: usage,
+  PKCS11_BAD_PIN_SOURCE: usage,
+  PKCS11_PIN_REQUIRED: wrongKey,
+  PKCS11_PIN_INCORRECT: wrongKey,
+  PKCS11_PIN_LOCKED: vault,
+  PKCS11_TOKEN_NOT_FOUND: vault,
+  PKCS11_KEY_NOT_FOUND: vault,
+  PKCS11_AMBIGUOUS: usage,
+  PKCS11_KEY_EXTRACTABLE: vault,
+  PKCS11_KEY_EXISTS: exists,
+  PKCS11_MECHANISM_UNSUPPORTED: unsupported,
+  PKCS11_UNWRAP_FAILED: wrongKey,
+  PKCS11_BAD_CERTIFICATE: badInput,
+  PKCS11_FAILED: failed,
+
   // Whole-image jobs and streams (src/engine), and the volume layer they stand on (src/volume).
   ENGINE_BAD_ARGUMENT: usageEinval,
   ENGINE_DEST_EXISTS: exists,

@@ -259,14 +259,17 @@ export async function luks2SetKeyslot(
   }
   const params = kdfParamsFor(kdf, randomBytes(32));
   const size = BigInt(Math.ceil(bytes / 4096) * 4096);
+  // As cryptsetup: the AF hash is the PBKDF2 hash (an argon2 keyslot's is sha256), so a keyslot written with
+  // systemd-cryptenroll's pbkdf2/sha512 carries sha512 in both places as its own do.
+  const afHash = params.type === 'pbkdf2' ? params.hash : 'sha256';
   const ksJson: JsonObject = {
     type: 'luks2',
     key_size: volumeKey.length,
-    af: { type: 'luks1', stripes: LUKS_STRIPES, hash: 'sha256' },
+    af: { type: 'luks1', stripes: LUKS_STRIPES, hash: afHash },
     area: { type: 'raw', offset: String(offset), size: String(size), encryption: XTS_PLAIN64, key_size: volumeKey.length },
     kdf: kdfJson(params),
   };
-  const g: KeyslotGeometry = { what: `keyslot ${id}`, kdf: params, areaKeyBytes: volumeKey.length, areaOffset: Number(offset), keyBytes: volumeKey.length, stripes: LUKS_STRIPES, afHash: 'sha256' };
+  const g: KeyslotGeometry = { what: `keyslot ${id}`, kdf: params, areaKeyBytes: volumeKey.length, areaOffset: Number(offset), keyBytes: volumeKey.length, stripes: LUKS_STRIPES, afHash };
   const material = await sealKeyslot(g, volumeKey, secret, limits);
   try {
     await io.write(Number(offset), material);
