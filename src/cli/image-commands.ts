@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   addImageKeyslot,
+  addImagePkcs11Keyslot,
   backupImageHeader,
   decryptImage,
   describeImage,
@@ -21,9 +22,10 @@ import type { BackendChoice } from '../crypto/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import { keyslotPriorityName } from '../luks/index.js';
 import { VhdcryptError, isVhdcryptError } from '../errors.js';
-import { ENCRYPTION_FORMATS, KEY_SIZES, SECTOR_SIZES } from '../volume/index.js';
+import { ENCRYPTION_FORMATS, KEY_SIZES, SECTOR_SIZES, pkcs11Of } from '../volume/index.js';
 import { packageVersion } from '../version.js';
 import { keyslotLines, problemLines, tokenLines } from './luks-lines.js';
+import { addPkcs11Options, withPkcs11, type Pkcs11Flags } from './pkcs11-command.js';
 
 /** Where a differencing image's parents may be: --parent-dir (repeatable), --allow-absolute-parents. */
 interface ParentFlags {
@@ -31,7 +33,7 @@ interface ParentFlags {
   allowAbsoluteParents?: boolean;
 }
 
-interface CommonFlags extends ParentFlags {
+interface CommonFlags extends ParentFlags, Pkcs11Flags {
   resume?: boolean;
   vault?: string;
   passphraseFile?: string;
@@ -51,10 +53,13 @@ interface EncryptFlags extends CommonFlags {
   sparse?: boolean;
   addRecoveryPassphrase?: string | true;
   compat?: 'qemu';
+  enrollPkcs11?: string;
+  pkcs11Cert?: string;
 }
 
 interface DecryptFlags extends CommonFlags {
   secret?: string;
+  usePkcs11Token?: boolean;
   keySize?: string;
   sectorSize?: string;
 }
@@ -240,8 +245,9 @@ async function runImageJob(f: CommonFlags & ParentFlags, dst: string, job: (comm
   const progress = await progressReporter(f.json);
   try {
     const r = await withInterrupt(
-      (signal) =>
+      (signal) => withPkcs11(f, (vaultCredentials) =>
         job({
+          vaultCredentials,
           threads: f.threads,
           backend: f.backend,
           force: f.force,
@@ -249,7 +255,7 @@ async function runImageJob(f: CommonFlags & ParentFlags, dst: string, job: (comm
           signal,
           onProgress: progress.onProgress,
           onWarning: printWarning,
-        }),
+        })),
       dst,
     );
     progress.stop();
@@ -260,15 +266,15 @@ async function runImageJob(f: CommonFlags & ParentFlags, dst: string, job: (comm
 }
 
 export function registerImageCommands(program: Command): void {
-  addParentOptions(program
-    .command('encrypt'))
+  addPkcs11Options(addParentOptions(program
+    .command('encrypt')), { extractable: true })
     .description('encrypt a VHD or raw image into a LUKS (or plain) encrypted image; the key is sealed in the vault')
     .argument('<src>', 'source image (VHD fixed/dynamic/differencing, raw, or an nbd:// or nbd+unix:// export); never written')
     .argument('<dst>', 'encrypted image to create')
     .option('--resume', 'finish an interrupted run from its journal')
     .addOption(new Option('--format <format>', 'encryption format').choices(ENCRYPTION_FORMATS).default('luks2'))
     .option('--vault <uri>', 'vault URI (default: the embedded vault)')
-    .option('--kek <name>', 'key-encryption key in the vault (created on first use)', 'vhdcrypt-kek')
+    .option('--kek <name>', "key-encryption key in the vault (created on first use), or 'pkcs11:token=...;object=...' for a key in a PKCS#11 token", 'vhdcrypt-kek')
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); no vault').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (whole content; plain: the raw key); no vault').conflicts('passphraseFile'))
     .addOption(new Option('--key-size <bits>', 'AES-XTS key bits').choices(KEY_SIZES.map(String)).default('512'))
@@ -281,11 +287,14 @@ export function registerImageCommands(program: Command): void {
         .conflicts(['format', 'sectorSize', 'sparse']),
     )
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
+    .option('--enroll-pkcs11 <uri>', 'LUKS2: also a keyslot and systemd-pkcs11 token (as systemd-cryptenroll --pkcs11-token-uri) that open with this RSA key in a PKCS#11 token')
+    .option('--pkcs11-cert <file>', "with --enroll-pkcs11: the key's X.509 certificate (PEM or DER), so the token is not needed now")
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: EncryptFlags) => {
+      if (f.pkcs11Cert !== undefined && f.enrollPkcs11 === undefined) throw new VhdcryptError('CLI_USAGE', '--pkcs11-cert goes with --enroll-pkcs11');
       const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
       try {
         await runImageJob(f, dst, (common) =>
@@ -302,6 +311,7 @@ export function registerImageCommands(program: Command): void {
             outFormat: f.outFormat,
             noSparse: f.sparse === false || f.compat === 'qemu',
             addRecoveryPassphrase: recovery,
+            ...(f.enrollPkcs11 !== undefined ? { enrollPkcs11: { uri: f.enrollPkcs11, certFile: f.pkcs11Cert, access: pkcs11Of(common.vaultCredentials)?.access } } : {}),
             ...common,
           }),
         );
@@ -310,8 +320,8 @@ export function registerImageCommands(program: Command): void {
       }
     });
 
-  addParentOptions(program
-    .command('decrypt'))
+  addPkcs11Options(addParentOptions(program
+    .command('decrypt')))
     .description('decrypt an encrypted image back into a plaintext image')
     .argument('<src>', 'encrypted image; never written')
     .argument('<dst>', 'plaintext image to create')
@@ -320,6 +330,7 @@ export function registerImageCommands(program: Command): void {
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line)').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (plain: the raw key)').conflicts('passphraseFile'))
     .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
+    .option('--use-pkcs11-token', "unlock through the header's systemd-pkcs11 token (the PIN) even when a vault token is there too")
     .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(KEY_SIZES.map(String)))
     .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(SECTOR_SIZES.map(String)))
     .addOption(outFormatOption())
@@ -335,6 +346,7 @@ export function registerImageCommands(program: Command): void {
           passphraseFile: f.passphraseFile,
           keyFile: f.keyFile,
           secretId: f.secret,
+          usePkcs11Token: f.usePkcs11Token,
           plain: {
             ...(f.sectorSize !== undefined ? { sectorSize: Number(f.sectorSize) as 512 | 4096 } : {}),
             ...(f.keySize !== undefined ? { keyBits: Number(f.keySize) as 256 | 512 } : {}),
@@ -345,14 +357,14 @@ export function registerImageCommands(program: Command): void {
       );
     });
 
-  addParentOptions(program
-    .command('info'))
+  addPkcs11Options(addParentOptions(program
+    .command('info')))
     .description('container, size, allocation, LUKS summary, keyslots, tokens, and which vault secret unlocks it')
     .argument('<img>', 'image')
     .option('--vault <uri>', 'vault to look the LUKS UUID up in')
     .option('--json', 'print JSON')
-    .action(async (img: string, f: { json?: boolean; vault?: string } & ParentFlags) => {
-      const d = await describeImage(img, { vault: f.vault, ...parentOptions(f) });
+    .action(async (img: string, f: { json?: boolean; vault?: string } & ParentFlags & Pkcs11Flags) => {
+      const d = await withPkcs11(f, (vaultCredentials) => describeImage(img, { vault: f.vault, vaultCredentials, ...parentOptions(f) }));
       if (f.json) {
         process.stdout.write(jsonResult(d) + '\n');
         return;
@@ -387,8 +399,8 @@ export function registerImageCommands(program: Command): void {
         for (const t of r.tokens) process.stdout.write(`  token ${t.id}: ${t.type} -> keyslots ${t.keyslots.join(',')}\n`);
       }
     });
-  addParentOptions(keyslot
-    .command('add'))
+  addPkcs11Options(addParentOptions(keyslot
+    .command('add')))
     .argument('<img>', 'encrypted image')
     .option('--vault <uri>', 'vault holding the existing secret')
     .addOption(new Option('--passphrase-file <file>', 'existing passphrase (default: the vault secret)').conflicts('keyFile'))
@@ -398,14 +410,34 @@ export function registerImageCommands(program: Command): void {
     .option('--kdf <kdf>', 'KDF of the new keyslot: argon2id (default, LUKS2) or pbkdf2', kdfOption)
     .option('--key-slot <n>', 'id of the new keyslot', nonNegativeInt)
     .option('--json', 'print JSON')
-    .action(async (img: string, f: { vault?: string; passphraseFile?: string; keyFile?: string; newPassphraseFile?: string; newKeyFile?: string; kdf?: KdfOptions; keySlot?: number; json?: boolean } & ParentFlags) => {
-      const id = await addImageKeyslot(
+    .action(async (img: string, f: { vault?: string; passphraseFile?: string; keyFile?: string; newPassphraseFile?: string; newKeyFile?: string; kdf?: KdfOptions; keySlot?: number; json?: boolean } & ParentFlags & Pkcs11Flags) => {
+      const id = await withPkcs11(f, (vaultCredentials) => addImageKeyslot(
         img,
-        { vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile },
+        { vault: f.vault, vaultCredentials, passphraseFile: f.passphraseFile, keyFile: f.keyFile },
         { passphraseFile: f.newPassphraseFile, keyFile: f.newKeyFile },
         { kdf: f.kdf, keyslot: f.keySlot, ...parentOptions(f) },
-      );
+      ));
       process.stdout.write(f.json ? jsonResult({ keyslot: id }) + '\n' : `added keyslot ${id}\n`);
+    });
+  addPkcs11Options(addParentOptions(keyslot
+    .command('add-pkcs11'))
+    .description('add a keyslot and systemd-pkcs11 token (as systemd-cryptenroll --pkcs11-token-uri writes them) that open with an RSA key in a PKCS#11 token')
+    .argument('<img>', 'encrypted image (LUKS2)')
+    .argument('<uri>', "pkcs11: URI of the token's RSA key (or its certificate)")
+    .option('--pkcs11-cert <file>', "the key's X.509 certificate (PEM or DER): the token is not needed now")
+    .option('--vault <uri>', 'vault holding the existing secret')
+    .addOption(new Option('--passphrase-file <file>', 'existing passphrase (default: the vault secret)').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'existing key file').conflicts('passphraseFile'))
+    .option('--key-slot <n>', 'id of the new keyslot', nonNegativeInt)
+    .option('--json', 'print JSON'))
+    .action(async (img: string, uri: string, f: { pkcs11Cert?: string; vault?: string; passphraseFile?: string; keyFile?: string; keySlot?: number; json?: boolean } & ParentFlags & Pkcs11Flags) => {
+      const r = await withPkcs11(f, (vaultCredentials) => addImagePkcs11Keyslot(
+        img,
+        { vault: f.vault, vaultCredentials, passphraseFile: f.passphraseFile, keyFile: f.keyFile },
+        { uri, certFile: f.pkcs11Cert, access: pkcs11Of(vaultCredentials)?.access },
+        { keyslot: f.keySlot, ...parentOptions(f) },
+      ));
+      process.stdout.write(f.json ? jsonResult(r) + '\n' : `added keyslot ${r.keyslot} and systemd-pkcs11 token ${r.token}\n`);
     });
   addParentOptions(keyslot
     .command('remove'))
@@ -418,8 +450,8 @@ export function registerImageCommands(program: Command): void {
     });
 
   const key = program.command('key').description('the secrets that open an image, for other tools (cryptsetup, QEMU, nbdkit)');
-  addParentOptions(key
-    .command('export'))
+  addPkcs11Options(addParentOptions(key
+    .command('export')))
     .description("unseal an image's keyslot passphrase and/or volume key through the vault (as decrypt does) into new 0600 files")
     .argument('<img>', 'encrypted image')
     .option('--passphrase-file <file>', "write the keyslot passphrase (LUKS; no trailing newline) to a new file; '-' for standard output")
@@ -428,9 +460,10 @@ export function registerImageCommands(program: Command): void {
     .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
     .option('--force', 'replace an existing output file')
     .option('--json', 'print what was written (never the key)')
-    .action(async (img: string, f: { passphraseFile?: string; volumeKeyFile?: string; vault?: string; secret?: string; force?: boolean; json?: boolean } & ParentFlags) => {
-      const r = await withInterrupt((signal) =>
+    .action(async (img: string, f: { passphraseFile?: string; volumeKeyFile?: string; vault?: string; secret?: string; force?: boolean; json?: boolean } & ParentFlags & Pkcs11Flags) => {
+      const r = await withInterrupt((signal) => withPkcs11(f, (vaultCredentials) =>
         exportImageKey(img, {
+          vaultCredentials,
           passphraseFile: f.passphraseFile,
           volumeKeyFile: f.volumeKeyFile,
           vault: f.vault,
@@ -438,7 +471,7 @@ export function registerImageCommands(program: Command): void {
           force: f.force,
           ...parentOptions(f),
           signal,
-        }),
+        })),
       );
       // A key sent to standard output owns it: the report goes to stderr then.
       const toStdout = r.passphraseFile === '-' || r.volumeKeyFile === '-';

@@ -34,7 +34,8 @@ export function keyslotLines(dump: LuksDump): string[] {
 export function tokenLines(dump: LuksDump): string[] {
   return objects(dump.tokens).map((t) => {
     const slots = Array.isArray(t.keyslots) ? t.keyslots.map(str).join(',') : '';
-    const extra = t.type === 'vhdcrypt-vault' ? `; secret ${str(t.secret)}; vault ${str(t.vault)}` : '';
+    const extra = t.type === 'vhdcrypt-vault' ? `; secret ${str(t.secret)}; vault ${str(t.vault)}`
+      : t.type === 'systemd-pkcs11' ? `; ${str(t['pkcs11-uri'])} (opens with the token's PIN)` : '';
     return `token ${str(t.id)}: ${str(t.type)}, keyslots ${slots}${extra}`;
   });
 }

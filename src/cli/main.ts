@@ -9,6 +9,7 @@ import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerServe } from './serve-command.js';
+import { registerPkcs11 } from './pkcs11-command.js';
 import { registerNbdSource } from '../nbd/source-kind.js';
 
 /** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
@@ -71,6 +72,7 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerVault(program);
   registerServe(program);
+  registerPkcs11(program);
   registerBench(program);
   program
     .command('completion')

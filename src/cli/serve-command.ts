@@ -9,9 +9,10 @@ import { VhdcryptError } from '../errors.js';
 import { SECTOR_SIZES, type SectorSize } from '../volume/index.js';
 import type { NbdEndpoint } from '../nbd/index.js';
 import type { OpenExportOptions } from '../nbd/open-export.js';
+import { addPkcs11Options, withPkcs11, type Pkcs11Flags } from './pkcs11-command.js';
 import { addParentOptions, parentOptions } from './image-commands.js';
 
-interface ServeOptions {
+interface ServeOptions extends Pkcs11Flags {
   socket?: string;
   port?: string;
   bind?: string;
@@ -36,6 +37,7 @@ interface ServeOptions {
   idleTimeout?: string;
   maxConnectionsPerPeer?: string;
   verbose?: boolean;
+  usePkcs11Token?: boolean;
 }
 
 function usage(message: string): VhdcryptError {
@@ -118,6 +120,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(sectorSize !== undefined ? { plainSectorSize: sectorSize } : {}),
     ...(backend !== undefined ? { backend } : {}),
     ...(o.replyThreads === false ? { replyThreads: false } : {}),
+    ...(o.usePkcs11Token === true ? { usePkcs11Token: true } : {}),
   };
   const verbose = o.verbose === true;
   // The NBD server is loaded when serving starts, so other commands do not pay for it at start-up.
@@ -140,7 +143,9 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
   }
 
   async function serveWith(): Promise<void> {
-    const server = new NbdServer(await openExportBacking(image, exportOptions), {
+    // The PIN from --pin-file is held only while the key is unsealed, not while serving.
+    const backing = await withPkcs11(o, (vaultCredentials) => openExportBacking(image, { ...exportOptions, vaultCredentials }));
+    const server = new NbdServer(backing, {
       exportName: o.exportName ?? '',
       ...limits,
       ...(verbose ? { log: (line: string) => process.stderr.write(line + '\n') } : {}),
@@ -198,7 +203,7 @@ function connectionLimits(o: ServeOptions): { idleTimeoutMs?: number; maxConnect
 
 /** Registers `vhdcrypt serve`. */
 export function registerServe(program: Command): void {
-  addParentOptions(program
+  const serveCmd = addParentOptions(program
     .command('serve'))
     .description('export an image over NBD: LUKS/plain volumes decrypted on the fly; an unencrypted image only with --plaintext')
     .argument('<image>', 'VHD or raw image')
@@ -224,5 +229,7 @@ export function registerServe(program: Command): void {
     .option('--idle-timeout <seconds>', 'close a connection with nothing in flight and no request for this long (default 60; 0 = never, for long-lived attachments)')
     .option('--max-connections-per-peer <n>', 'connections one peer may hold at once: a Unix socket\'s uid, a TCP address (default 32 of the 128)')
     .option('--verbose', 'log dropped connections to stderr')
-    .action(async (image: string, o: ServeOptions) => serve(image, o));
+    .option('--use-pkcs11-token', "unlock through the header's systemd-pkcs11 token (the PIN) even when a vault token is there too");
+  addPkcs11Options(serveCmd);
+  serveCmd.action(async (image: string, o: ServeOptions) => serve(image, o));
 }

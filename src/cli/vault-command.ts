@@ -8,6 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
+import { isPkcs11Uri } from '../pkcs11/index.js';
+import { withPkcs11, type Pkcs11Flags } from './pkcs11-command.js';
 import { Command } from 'commander';
 import { systemErrorText } from './system-error-text.js';
 import {
@@ -23,7 +25,7 @@ type DeletedKey = DeletedObject & { properties: KeyProperties };
 const OUTPUT_FORMATS = ['json', 'table', 'tsv'] as const;
 type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
-interface CommonOptions {
+interface CommonOptions extends Pkcs11Flags {
   vault?: string;
   json?: boolean;
   output?: string;
@@ -63,6 +65,8 @@ function withCommon(cmd: Command): Command {
     .option('--vault <uri>', 'vault URI (file:<dir>; default: $VHDCRYPT_VAULT or ~/.local/share/vhdcrypt)')
     .option('-o, --output <format>', `output format: ${OUTPUT_FORMATS.join(', ')} (default: plain)`)
     .option('--json', 'the same as -o json')
+    .option('--pkcs11-module <path>', 'PKCS#11 module, for a vault whose master key (or a KEK) is in a token (default: $VHDCRYPT_PKCS11_MODULE)')
+    .option('--pin-file <file>', "the token's user PIN: first line of FILE (default: $VHDCRYPT_PKCS11_PIN)")
     // Checked before the action opens the vault, so a mistyped format changes nothing.
     .hook('preAction', (_cmd, action) => void formatOf(action.opts<CommonOptions>()));
 }
@@ -347,12 +351,14 @@ function print(opts: CommonOptions, value: unknown, human?: () => string): void 
 
 /** Open the vault named by --vault, run `fn`, close. */
 async function withVault<T>(opts: CommonOptions, fn: (v: Vault) => Promise<T>, extra: OpenVaultOptions = { create: false }): Promise<T> {
-  const v = await openVault(opts.vault, extra);
-  try {
-    return await fn(v);
-  } finally {
-    await v.close();
-  }
+  return withPkcs11(opts, async (credentials) => {
+    const v = await openVault(opts.vault, { ...credentials, ...extra });
+    try {
+      return await fn(v);
+    } finally {
+      await v.close();
+    }
+  });
 }
 
 function deletedLine(p: DeletedObject): string {
@@ -751,14 +757,18 @@ function registerPrincipalsAndPolicies(vault: Command): void {
 export function registerVault(program: Command): void {
   const vault = program.command('vault').description('the key vault: secrets, keys, disk keys sealed under a KEK (after az keyvault)');
 
-  withCommon(vault.command('init').description('create a vault (master key: $VHDCRYPT_VAULT_PASSPHRASE via argon2id, else a 0600 key file)'))
+  withCommon(vault.command('init').description('create a vault (master key: wrapped by a key in a PKCS#11 token with --master-key, else $VHDCRYPT_VAULT_PASSPHRASE via argon2id, else a 0600 key file)'))
+    .option('--master-key <uri>', 'wrap the master key with this key in a PKCS#11 token (pkcs11:token=...;object=...): the vault opens only with the token and its PIN')
+    .option('--allow-extractable', 'with --master-key: accept a token key that could leave the token')
     .option('--enabled-for-disk-encryption <bool>', 'allow sealing disk keys (default true)')
     .option('--retention-days <days>', 'soft-delete retention, 7-90 (default 90)')
     .option('--enable-purge-protection', 'refuse purges before the retention ends (cannot be undone)')
-    .action(async (o: CommonOptions & { enabledForDiskEncryption?: string; retentionDays?: string; enablePurgeProtection?: boolean }) => {
+    .action(async (o: CommonOptions & { masterKey?: string; enabledForDiskEncryption?: string; retentionDays?: string; enablePurgeProtection?: boolean }) => {
+      if (o.masterKey !== undefined && !isPkcs11Uri(o.masterKey)) throw usage('--master-key takes a pkcs11: URI');
       const props = await withVault(o, (v) => v.getProperties(), {
         create: true,
         exclusive: true,
+        ...(o.masterKey !== undefined ? { masterKey: o.masterKey } : {}),
         initialProperties: {
           enabledForDiskEncryption: parseBool(o.enabledForDiskEncryption, '--enabled-for-disk-encryption'),
           softDeleteRetentionDays: parseInteger(o.retentionDays, '--retention-days'),
@@ -787,10 +797,12 @@ export function registerVault(program: Command): void {
   registerKey(vault);
   registerPrincipalsAndPolicies(vault);
 
-  withCommon(vault.command('rotate-kek').description('new KEK version, rewrap every disk secret under it, disable the old versions (restartable)'))
-    .argument('<name>', 'KEK name')
-    .action(async (name: string, o: CommonOptions) => {
-      const r = await withVault(o, (v) => rotateKek(v, name));
+  withCommon(vault.command('rotate-kek').description('new KEK version, rewrap every disk secret under it, disable the old versions (restartable); with --to, move them to a key in a PKCS#11 token'))
+    .argument('<name>', 'KEK name (or the pkcs11: URI of a token key, with --to)')
+    .option('--to <uri>', 'rewrap into this key in a PKCS#11 token (pkcs11:token=...;object=...) instead of a new vault KEK version')
+    .option('--allow-extractable', 'with --to: accept a token key that could leave the token')
+    .action(async (name: string, o: CommonOptions & { to?: string }) => {
+      const r = await withPkcs11(o, (credentials) => withVault({ ...o, pkcs11Module: undefined, pinFile: undefined }, (v) => rotateKek(v, name, { ...(o.to !== undefined ? { to: o.to } : {}), ...credentials }), { create: false, ...credentials }));
       for (const u of r.unreadable) process.stderr.write(`vhdcrypt: warning: skipped ${u.id}: not a wrapped key this KEK opens (${u.code})\n`);
       print(o, r, () => `${r.kekId}\nrewrapped ${r.rewrapped.length}, skipped ${r.skipped.length}, disabled ${r.disabled.length} old version(s)`
         + `${r.keptEnabled.length ? `, kept ${r.keptEnabled.length} enabled for skipped secrets` : ''}\n`);

@@ -18,6 +18,7 @@ export { exportImageKey, type ExportImageKeyOptions, type ExportImageKeyResult }
 export type { OutputFormat, Progress, RunOptions, RunResult } from './run-options.js';
 export {
   addImageKeyslot,
+  addImagePkcs11Keyslot,
   removeImageKeyslot,
   listImageKeyslots,
   backupImageHeader,

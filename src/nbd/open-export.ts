@@ -41,6 +41,10 @@ export interface OpenExportOptions extends ParentSearchOptions {
    * gets a native reply thread (the default); false answers every read on the main thread.
    */
   readonly replyThreads?: boolean;
+  /** Vault credentials; `{ pkcs11 }` carries the PKCS#11 module and PIN (a token KEK, a systemd-pkcs11 token). */
+  readonly vaultCredentials?: unknown;
+  /** Open through the header's systemd-pkcs11 token even when a vhdcrypt-vault token is there too. */
+  readonly usePkcs11Token?: boolean;
 }
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
@@ -57,7 +61,7 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
     let secretId = opts.secretId;
     if (!isLuks && !keyGiven) {
       // Found the way decrypt finds a plain volume's key: the vault secret recording the VHD's UUID.
-      const named = await findPlainVolumeSecret(image, { ...(opts.vault !== undefined ? { vault: opts.vault } : {}) });
+      const named = await findPlainVolumeSecret(image, { ...(opts.vault !== undefined ? { vault: opts.vault } : {}), ...(opts.vaultCredentials !== undefined ? { vaultCredentials: opts.vaultCredentials } : {}) });
       if (opts.plaintext === true) {
         if (named !== null) {
           throw new VolumeError('ENGINE_PLAINTEXT_REFUSED', `${path}: a vault secret names this image (a plain dm-crypt volume): it is served decrypted with its key, never as plaintext; drop --plaintext`);
@@ -82,6 +86,8 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
       ...(opts.passphraseFile !== undefined ? { passphraseFile: opts.passphraseFile } : {}),
       ...(opts.keyFile !== undefined ? { keyFile: opts.keyFile } : {}),
       ...(opts.vault !== undefined ? { vault: opts.vault } : {}),
+      ...(opts.vaultCredentials !== undefined ? { vaultCredentials: opts.vaultCredentials } : {}),
+      ...(opts.usePkcs11Token === true ? { usePkcs11Token: true } : {}),
       ...(secretId !== undefined ? { secretId } : {}),
       ...(opts.plainSectorSize !== undefined ? { plain: { sectorSize: opts.plainSectorSize } } : {}),
     });

@@ -8,6 +8,10 @@
  * KEK model carries over to that provider). An existing oct KEK is used with
  * A256KW (RFC 3394).
  *
+ * A KEK may also live in a PKCS#11 token (`kek: 'pkcs11:token=...;object=...'`): the material is then wrapped
+ * and unwrapped inside the token (see src/pkcs11/kek.ts), the document records the token URI as its kid and
+ * the PKCS#11 mechanism as its alg, and the tags say the same; the vault stores only the wrapped form.
+ *
  * Versions: rotateKek rewraps a secret version V into a new version tagged
  * RewrapOf=<V's root version>. A version, its root and the root's rewraps form
  * a lineage holding the same material, and unsealing any member uses the
@@ -15,7 +19,9 @@
  * disabling the newest member shreds the whole lineage.
  */
 import { createHash } from 'node:crypto';
+import { isPkcs11Mechanism, isPkcs11Uri, unwrapWithToken, wrapWithToken, type Pkcs11Access, type Pkcs11Mechanism, type Pkcs11WrapOptions } from '../pkcs11/index.js';
 import { VaultError } from './errors.js';
+import { MAX_TAG_VALUE_CHARS } from './limits.js';
 import { resolveRef } from './object-id.js';
 import type { Secret, SecretProperties, Vault, WrapAlgorithm } from './types.js';
 
@@ -31,16 +37,21 @@ const KEK_RSA_BITS = 2048;
 export interface SealDiskKeyRequest {
   readonly diskId: string;
   readonly material: Uint8Array;
-  /** KEK name; created (RSA-2048) on first use. */
+  /** KEK name; created (RSA-2048) on first use. Or a PKCS#11 URI of a key in a token (see pkcs11). */
   readonly kek: string;
+  /** How to reach the token of a `pkcs11:` KEK (module, PIN), whether an extractable KEK may serve, warnings. */
+  readonly pkcs11?: Pkcs11WrapOptions;
   readonly tags?: Record<string, string>;
   readonly volumeUuid?: string;
   readonly sourceName?: string;
 }
 
-/** The secret value: { alg, kid, wrapped } with wrapped in base64url. */
+/**
+ * The secret value: { alg, kid, wrapped } with wrapped in base64url. A vault KEK's kid is its key id and alg a
+ * vault algorithm; a token KEK's kid is its PKCS#11 URI and alg the PKCS#11 mechanism.
+ */
 export interface WrappedKeyDocument {
-  readonly alg: WrapAlgorithm;
+  readonly alg: WrapAlgorithm | Pkcs11Mechanism;
   readonly kid: string;
   readonly wrapped: string;
 }
@@ -69,6 +80,7 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
   if (!props.enabledForDiskEncryption) {
     throw new VaultError('VAULT_NOT_FOR_DISK_ENCRYPTION', `vault ${vault.uri} is not enabled for disk encryption (vault set-property --enabled-for-disk-encryption true)`);
   }
+  if (isPkcs11Uri(req.kek)) return sealInToken(vault, req);
   let kty: string;
   try {
     kty = (await vault.getKey(req.kek)).key.kty;
@@ -79,14 +91,7 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
   const alg = algFor(kty);
   const w = await vault.wrapKey(req.kek, alg, req.material);
   const doc: WrappedKeyDocument = { alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') };
-  const tags: Record<string, string> = {
-    ...req.tags,
-    [TAG_ALGORITHM]: alg,
-    [TAG_KEK_URL]: w.kid,
-    [TAG_DISK_ID]: req.diskId.slice(0, 256),
-  };
-  if (req.volumeUuid) tags[TAG_VOLUME_UUID] = req.volumeUuid.toLowerCase();
-  if (req.sourceName) tags[TAG_SOURCE_IMAGE] = req.sourceName.slice(-256);
+  const tags = sealTags(req, alg, w.kid);
   const name = diskSecretName(req.diskId);
   let stored = await vault.setSecret(name, JSON.stringify(doc), { contentType: WRAPPED_KEY_CONTENT_TYPE, tags });
   let kid = w.kid;
@@ -102,6 +107,27 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
     });
   }
   return { secretId: stored.id, kekId: kid };
+}
+
+/** The tags every sealing of a disk records. */
+function sealTags(req: SealDiskKeyRequest, alg: string, kek: string): Record<string, string> {
+  const tags: Record<string, string> = { ...req.tags, [TAG_ALGORITHM]: alg, [TAG_KEK_URL]: kek, [TAG_DISK_ID]: req.diskId.slice(0, 256) };
+  if (req.volumeUuid) tags[TAG_VOLUME_UUID] = req.volumeUuid.toLowerCase();
+  if (req.sourceName) tags[TAG_SOURCE_IMAGE] = req.sourceName.slice(-256);
+  return tags;
+}
+
+/** sealDiskKey with a KEK in a PKCS#11 token: wrapped inside the token, stored here. */
+async function sealInToken(vault: Vault, req: SealDiskKeyRequest): Promise<{ secretId: string; kekId: string }> {
+  // The URI is the KEK's name in the tags (rotation finds a KEK's secrets by it), so it must fit one whole.
+  if (req.kek.length > MAX_TAG_VALUE_CHARS) throw new VaultError('VAULT_BAD_ARGUMENT', `a PKCS#11 KEK URI is at most ${MAX_TAG_VALUE_CHARS} characters here, not ${req.kek.length}`);
+  const w = await wrapWithToken(req.kek, req.material, req.pkcs11 ?? {});
+  const doc: WrappedKeyDocument = { alg: w.mechanism, kid: req.kek, wrapped: w.wrapped.toString('base64url') };
+  const stored = await vault.setSecret(diskSecretName(req.diskId), JSON.stringify(doc), {
+    contentType: WRAPPED_KEY_CONTENT_TYPE,
+    tags: sealTags(req, w.mechanism, req.kek),
+  });
+  return { secretId: stored.id, kekId: req.kek };
 }
 
 /**
@@ -121,9 +147,11 @@ export function parseWrappedKeyDocument(vault: Vault, value: string, id: string)
     return refuse();
   }
   const d = doc as Partial<WrappedKeyDocument> | null;
-  if (!d || typeof d !== 'object' || typeof d.kid !== 'string' || typeof d.wrapped !== 'string' || !['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'].includes(d.alg as string)) {
-    return refuse();
+  if (!d || typeof d !== 'object' || typeof d.kid !== 'string' || typeof d.wrapped !== 'string') return refuse();
+  if (isPkcs11Uri(d.kid)) {
+    return isPkcs11Mechanism(d.alg) ? { alg: d.alg, kid: d.kid, wrapped: d.wrapped } : refuse();
   }
+  if (!['RSA-OAEP', 'RSA-OAEP-256', 'A256KW'].includes(d.alg as string)) return refuse();
   try {
     resolveRef(vault.uri, 'keys', d.kid);
   } catch {
@@ -136,9 +164,11 @@ export function parseWrappedKeyDocument(vault: Vault, value: string, id: string)
  * Unwrap a parsed document. A refusal keeps its code but names the secret (and the KEK its tags record), not
  * the document's kid as such: that came from the value, which a principal with secrets/set chose.
  */
-export async function unwrapDocument(vault: Vault, doc: WrappedKeyDocument, secret: SecretProperties): Promise<Uint8Array> {
+export async function unwrapDocument(vault: Vault, doc: WrappedKeyDocument, secret: SecretProperties, pkcs11?: Pkcs11Access): Promise<Uint8Array> {
+  // A token KEK unwraps in the token; its refusals (PIN, token, key) are the token's typed errors.
+  if (isPkcs11Uri(doc.kid)) return unwrapWithToken(doc.kid, doc.alg, Buffer.from(doc.wrapped, 'base64url'), { access: pkcs11 });
   try {
-    return (await vault.unwrapKey(doc.kid, doc.alg, Buffer.from(doc.wrapped, 'base64url'))).result;
+    return (await vault.unwrapKey(doc.kid, doc.alg as WrapAlgorithm, Buffer.from(doc.wrapped, 'base64url'))).result;
   } catch (e) {
     if (!(e instanceof VaultError)) throw e;
     const kek = secret.tags[TAG_KEK_URL];
@@ -179,8 +209,8 @@ async function newestByGet(vault: Vault, r: { name: string; version: string }): 
   return rootOf(named.properties) === lr ? latest : named;
 }
 
-/** Unwrap a disk's key material through the vault; the caller wipes the result. */
-export async function unsealDiskKey(vault: Vault, ref: string | { name: string; version?: string }): Promise<Uint8Array> {
+/** Unwrap a disk's key material through the vault (or its token KEK's token); the caller wipes the result. */
+export async function unsealDiskKey(vault: Vault, ref: string | { name: string; version?: string }, options: { pkcs11?: Pkcs11Access } = {}): Promise<Uint8Array> {
   const r = typeof ref === 'string' ? resolveRef(vault.uri, 'secrets', ref) : resolveRef(vault.uri, 'secrets', ref.name, ref.version);
   let target: string | undefined = r.version;
   let versions: SecretProperties[] | null = null;
@@ -205,7 +235,7 @@ export async function unsealDiskKey(vault: Vault, ref: string | { name: string; 
     throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${secret.properties.id} is not a wrapped disk key (contentType ${String(secret.properties.contentType).slice(0, 300)})`);
   }
   const doc = parseWrappedKeyDocument(vault, secret.value, secret.properties.id);
-  return unwrapDocument(vault, doc, secret.properties);
+  return unwrapDocument(vault, doc, secret.properties, options.pkcs11);
 }
 
 /** The disk secret recording LUKS/volume UUID `uuid` (newest sealing wins), or null. */

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VaultError } from './errors.js';
-import { openLocalVault, type LocalVaultOptions } from './local/open-local-vault.js';
+import { openLocalVault, type KeySource, type LocalVaultOptions } from './local/open-local-vault.js';
 import type { Vault, VaultCredentials } from './types.js';
 
 export type OpenVaultOptions = VaultCredentials & Omit<LocalVaultOptions, 'token' | 'passphrase' | 'create' | 'onCreated'> & {
@@ -40,8 +40,9 @@ function filePath(uri: string): string {
 }
 
 /** The one-time notice printed when the default vault is created on first use. */
-function createdNotice(dir: string, keySource: 'passphrase' | 'key-file'): string {
-  const key = keySource === 'key-file'
+function createdNotice(dir: string, keySource: KeySource): string {
+  const key = keySource === 'pkcs11' ? 'its master key is wrapped by a key in a PKCS#11 token; lose that key and every disk sealed here is lost'
+    : keySource === 'key-file'
     ? `its master key is ${join(dir, 'master.key')}; lose that file and every disk sealed here is lost`
     : 'its master key comes from $VHDCRYPT_VAULT_PASSPHRASE; lose the passphrase and every disk sealed here is lost';
   return `vhdcrypt: created the default vault at ${dir} (first use): ${key}. `

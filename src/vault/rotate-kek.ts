@@ -7,8 +7,15 @@
  * wrapped by an enabled KEK version, so no disk is ever unopenable. A seal
  * running concurrently rewraps itself if the KEK gained a version after its
  * wrap (see sealDiskKey), so it cannot be left on a version disabled here.
+ *
+ * With `to` (a PKCS#11 URI), the lineages wrapped by `kekName` (a vault KEK, or the URI of another token key)
+ * move to the token key instead: each is unwrapped, wrapped inside the token and stored as a new version; a
+ * vault KEK's versions no longer needed are then disabled. A token key itself is never given a new version
+ * here: make a new one in the token (pkcs11 keygen) and rotate into it.
  */
+import { isPkcs11Uri, wrapWithToken, type Pkcs11WrapOptions } from '../pkcs11/index.js';
 import { VaultError } from './errors.js';
+import { MAX_TAG_VALUE_CHARS } from './limits.js';
 import { objectId, resolveRef } from './object-id.js';
 import {
   TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, parseWrappedKeyDocument, unwrapDocument,
@@ -22,6 +29,10 @@ export const TAG_ROTATION = 'vhdcrypt-rotation';
 export interface RotateKekOptions {
   /** Called after each rewrap is stored (progress; tests use it to stop the process midway). */
   readonly onRewrapped?: (secretId: string, index: number) => void;
+  /** Move the disks to this key in a PKCS#11 token (a pkcs11: URI) instead of a new vault KEK version. */
+  readonly to?: string;
+  /** How to reach the token(s): module, PIN, whether an extractable key may serve. */
+  readonly pkcs11?: Pkcs11WrapOptions;
 }
 
 export interface RotateKekResult {
@@ -55,6 +66,10 @@ function usable(p: SecretProperties, now: number): boolean {
 
 /** Rotate KEK `kekName` and rewrap the disk secrets that use it. */
 export async function rotateKek(vault: Vault, kekName: string, options: RotateKekOptions = {}): Promise<RotateKekResult> {
+  if (options.to !== undefined) return rotateIntoToken(vault, kekName, options.to, options);
+  if (isPkcs11Uri(kekName)) {
+    throw new VaultError('VAULT_BAD_ARGUMENT', 'a KEK in a PKCS#11 token gets no new version here: make a new key in the token (vhdcrypt pkcs11 keygen) and rotate into it with --to');
+  }
   const versions = await vault.listKeyVersions(kekName);
   const latest = versions[versions.length - 1];
   if (!latest) throw new VaultError('VAULT_KEY_NOT_FOUND', `key '${kekName}' has no versions`);
@@ -133,4 +148,69 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
   const { [TAG_ROTATION]: _pending, ...tags } = target.tags;
   await vault.updateKeyProperties(target.id, undefined, { tags });
   return { kekId: target.id, rewrapped, skipped, unreadable, disabled, keptEnabled };
+}
+
+/** rotateKek with `to`: move every lineage `from` wraps to the token key `to`. */
+async function rotateIntoToken(vault: Vault, from: string, to: string, options: RotateKekOptions): Promise<RotateKekResult> {
+  if (!isPkcs11Uri(to)) throw new VaultError('VAULT_BAD_ARGUMENT', 'rotate-kek --to takes the pkcs11: URI of a key in a token');
+  if (to.length > MAX_TAG_VALUE_CHARS) throw new VaultError('VAULT_BAD_ARGUMENT', `a PKCS#11 KEK URI is at most ${MAX_TAG_VALUE_CHARS} characters here`);
+  if (from === to) throw new VaultError('VAULT_BAD_ARGUMENT', 'rotate-kek --to names the key the disks are already wrapped by');
+  const fromToken = isPkcs11Uri(from);
+  const fromPrefix = fromToken ? null : objectId(vault.uri, 'keys', from) + '/';
+  if (!fromToken && (await vault.listKeyVersions(from)).length === 0) throw new VaultError('VAULT_KEY_NOT_FOUND', `key '${from}' has no versions`);
+  const wrappedByFrom = (url: string): boolean => (fromPrefix === null ? url === from : url.startsWith(fromPrefix));
+  const rewrapped: string[] = [];
+  const skipped: string[] = [];
+  const stillNeeded = new Set<string>();
+  const now = Date.now();
+  for (const s of await vault.listSecrets()) {
+    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    for (const { root, newest } of await diskLineages(vault, s.name)) {
+      const kekUrl = newest.tags[TAG_KEK_URL] ?? '';
+      if (!wrappedByFrom(kekUrl)) continue;
+      if (!usable(newest, now)) {
+        skipped.push(newest.id);
+        if (fromPrefix !== null) stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
+        continue;
+      }
+      const secret = await vault.getSecret(newest.id);
+      const material = await unwrapDocument(vault, parseWrappedKeyDocument(vault, secret.value, newest.id), secret.properties, options.pkcs11?.access);
+      let w;
+      try {
+        w = await wrapWithToken(to, material, options.pkcs11 ?? {});
+      } finally {
+        material.fill(0);
+      }
+      const next: WrappedKeyDocument = { alg: w.mechanism, kid: to, wrapped: w.wrapped.toString('base64url') };
+      const stored = await vault.setSecret(s.name, JSON.stringify(next), {
+        contentType: WRAPPED_KEY_CONTENT_TYPE,
+        tags: { ...newest.tags, [TAG_ALGORITHM]: w.mechanism, [TAG_KEK_URL]: to, [TAG_REWRAP_OF]: root.version },
+        notBefore: newest.notBefore,
+        expiresOn: newest.expiresOn,
+      });
+      rewrapped.push(stored.id);
+      options.onRewrapped?.(stored.id, rewrapped.length);
+    }
+  }
+  const disabled: string[] = [];
+  const keptEnabled: string[] = [];
+  if (fromPrefix !== null) {
+    for (const d of await vault.listDeletedSecrets()) {
+      const kekUrl = d.properties.tags[TAG_KEK_URL] ?? '';
+      if (d.properties.contentType === WRAPPED_KEY_CONTENT_TYPE && kekUrl.startsWith(fromPrefix)) {
+        skipped.push(d.properties.id);
+        stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
+      }
+    }
+    for (const v of await vault.listKeyVersions(from)) {
+      if (!v.enabled) continue;
+      if (stillNeeded.has(v.version)) {
+        keptEnabled.push(v.id);
+        continue;
+      }
+      await vault.updateKeyProperties(v.id, undefined, { enabled: false });
+      disabled.push(v.id);
+    }
+  }
+  return { kekId: to, rewrapped, skipped, unreadable: [], disabled, keptEnabled };
 }

@@ -25,6 +25,7 @@ import { VolumeError } from './errors.js';
 import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './payload-layout.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
 import { DEFAULT_KEK, TAG_PENDING, openVolumeVault, withVaultSecret } from './vault-link.js';
+import { KDF_SYSTEMD_PKCS11, base64Bytes, preparePkcs11Keyslot, type Pkcs11Enrollment } from './pkcs11-token.js';
 
 /** For typed passphrases on LUKS1, which has PBKDF2 only (OWASP 2023 figure for PBKDF2-SHA256). */
 export const KDF_TYPED_PASSPHRASE_LUKS1: KdfOptions = { type: 'pbkdf2', hash: 'sha256', iterations: 600_000 };
@@ -53,6 +54,8 @@ export interface EncryptionKeyOptions extends KeySourceOptions {
   /** A second keyslot for a passphrase a person types. */
   readonly recoveryPassphrase?: string | Uint8Array;
   readonly recoveryKdf?: KdfOptions;
+  /** LUKS2: a keyslot and systemd-pkcs11 token that open with a PKCS#11 token's RSA key (see pkcs11-token.ts). */
+  readonly enrollPkcs11?: Pkcs11Enrollment;
 }
 
 export interface PreparedEncryption {
@@ -79,26 +82,15 @@ export function typedKdf(format: EncryptionFormat, given: KdfOptions | undefined
 /** Bytes of randomness in a generated keyslot passphrase (256 bits; 44 characters of base64). */
 export const GENERATED_PASSPHRASE_BYTES = 32;
 
-const BASE64 = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/');
-
 /**
- * A new keyslot passphrase: the ASCII bytes of base64(32 random bytes) (RFC 4648 section 4, padded). Encoded
- * byte by byte into the result, so no string copy of it is left that could not be wiped. Caller wipes.
+ * A new keyslot passphrase: the ASCII bytes of base64(32 random bytes) (RFC 4648 section 4, padded), with no
+ * string copy of it left that could not be wiped. Caller wipes.
  */
 export function randomTextPassphrase(): Uint8Array {
   // Filled in place: a Buffer from randomBytes would be one more copy of the secret that nothing wipes.
   const raw = randomFillSync(new Uint8Array(GENERATED_PASSPHRASE_BYTES));
-  const out = new Uint8Array(Math.ceil(raw.length / 3) * 4);
   try {
-    for (let i = 0, o = 0; i < raw.length; i += 3, o += 4) {
-      const n = raw.length - i;
-      const b = (raw[i]! << 16) | ((n > 1 ? raw[i + 1]! : 0) << 8) | (n > 2 ? raw[i + 2]! : 0);
-      out[o] = BASE64[(b >> 18) & 63]!;
-      out[o + 1] = BASE64[(b >> 12) & 63]!;
-      out[o + 2] = n > 1 ? BASE64[(b >> 6) & 63]! : 0x3d;
-      out[o + 3] = n > 2 ? BASE64[b & 63]! : 0x3d;
-    }
-    return out;
+    return base64Bytes(raw);
   } finally {
     raw.fill(0);
   }
@@ -127,6 +119,16 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     const slot = info.keyslots[0]?.id ?? 0;
     if (o.recoveryPassphrase !== undefined) {
       await addKeyslot(header, secret, { passphrase: o.recoveryPassphrase }, { kdf: o.recoveryKdf ?? typedKdf(plan.format, undefined), keyslot: slot });
+    }
+    if (o.enrollPkcs11 !== undefined) {
+      if (version !== 2) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'a systemd-pkcs11 token needs LUKS2 (LUKS1 has no tokens)');
+      const p = await preparePkcs11Keyslot(o.enrollPkcs11);
+      try {
+        const id = await addKeyslot(header, secret, { passphrase: p.passphrase }, { kdf: KDF_SYSTEMD_PKCS11, keyslot: slot });
+        await addToken(header, p.token(id));
+      } finally {
+        p.passphrase.fill(0);
+      }
     }
     let sealed: { secretId: string; kekId: string } | null = null;
     let vaultUri: string | null = null;
@@ -179,6 +181,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
     throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes take a key file (the raw key) or a vault, not a passphrase');
   }
   if (o.recoveryPassphrase !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
+  if (o.enrollPkcs11 !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a systemd-pkcs11 token');
   const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
   return withVaultSecret(vault, async (hold) => {
     const volumeKey = hold(randomXtsKey(keyBytes));

@@ -32,6 +32,7 @@ export {
   unlockImageWithSecret,
   unlockVolume,
   vaultTokenOf,
+  pkcs11Of,
   type KeyslotSecret,
   type UnlockImageOptions,
   type UnlockedImage,
@@ -49,3 +50,7 @@ export {
 } from './encryption-keys.js';
 export { hasLuksMagic, probeLuksHeader, readLuksInfo, readLuksRegion, readVolumeLuksInfo, writeLuksRegion, type LuksRegion } from './luks-region.js';
 export { DEFAULT_KEK, TAG_PENDING, defaultVaultExists, discardSecret, openVolumeVault, type VolumeVault } from './vault-link.js';
+export {
+  KDF_SYSTEMD_PKCS11, SYSTEMD_PKCS11_TOKEN, preparePkcs11Keyslot, systemdPkcs11TokensOf, pkcs11TokenPassphrase,
+  type Pkcs11Enrollment, type PreparedPkcs11Keyslot, type SystemdPkcs11Token,
+} from './pkcs11-token.js';

@@ -3,7 +3,10 @@
  * the caller's passphrase or key file, else from the vault: a LUKS2
  * vhdcrypt-vault token names the secret, a LUKS1 volume is found by its UUID,
  * a plain volume by its secret id (or its VHD's UUID), its sector size read
- * from the secret's tags (a plain volume has no header to hold it). Images
+ * from the secret's tags (a plain volume has no header to hold it). A LUKS2
+ * header with a systemd-pkcs11 token (systemd-cryptenroll's, or ours) opens
+ * through the PKCS#11 token when it has no vhdcrypt-vault token, or when the
+ * caller asks for the PKCS#11 token (usePkcs11Token). Images
  * (unlockImage) and streams (unlockVolume over the buffered header area) both
  * come through here.
  */
@@ -16,6 +19,8 @@ import { checkKeySize, checkSectorSize } from './options.js';
 import { luksLayout, plainLayout, type PayloadLayout } from './payload-layout.js';
 import { defaultVaultExists, openVolumeVault, withVaultSecret, type VolumeVault } from './vault-link.js';
 import { imageSource, type VolumeSource } from './volume-source.js';
+import { pkcs11TokenPassphrase, systemdPkcs11TokensOf } from './pkcs11-token.js';
+import { Pkcs11Error, type Pkcs11WrapOptions } from '../pkcs11/index.js';
 
 export interface UnlockImageOptions extends KeySourceOptions {
   /** Vault URI (default: the token's vault, else the embedded vault). */
@@ -30,6 +35,13 @@ export interface UnlockImageOptions extends KeySourceOptions {
   readonly plain?: { readonly sectorSize?: 512 | 4096; readonly keyBits?: 256 | 512 };
   /** Stops the unlock within a second, even inside a keyslot's KDF (LUKS_ABORTED). */
   readonly signal?: AbortSignal;
+  /** Open through the header's systemd-pkcs11 token even when a vhdcrypt-vault token is there too. */
+  readonly usePkcs11Token?: boolean;
+}
+
+/** The PKCS#11 module and PIN carried in the vault credentials (a token KEK, master key or LUKS token uses them). */
+export function pkcs11Of(credentials: unknown): Pkcs11WrapOptions | undefined {
+  return (credentials as { pkcs11?: Pkcs11WrapOptions } | undefined)?.pkcs11;
 }
 
 export interface UnlockedImage {
@@ -111,6 +123,11 @@ export async function keyslotSecret(name: string, region: { readonly info: LuksV
   if (own) return { secret: own, secretId: null, vaultUri: null, keyslot: null };
   const { info } = region;
   const token = vaultTokenOf(info);
+  const systemd = systemdPkcs11TokensOf(info);
+  if (systemd.length > 0 && (token === null || opts.usePkcs11Token === true) && opts.secretId === undefined) {
+    return { ...(await systemdTokenSecret(systemd, opts)), secretId: null, vaultUri: null };
+  }
+  if (opts.usePkcs11Token === true) throw new VolumeError('ENGINE_NO_KEY_SOURCE', `${name}: no systemd-pkcs11 token in this header`);
   const vault = await openVolumeVault(opts.vault ?? token?.vault ?? undefined, opts.vaultCredentials);
   return withVaultSecret(vault, async (hold) => {
     const secretId = opts.secretId ?? (token ? token.secretId : await vault.findByVolumeUuid(info.uuid));
@@ -120,6 +137,21 @@ export async function keyslotSecret(name: string, region: { readonly info: LuksV
     const material = hold(await vault.unseal(secretId));
     return { secret: { passphrase: material }, secretId, vaultUri: vault.uri, keyslot: token?.keyslot ?? null };
   });
+}
+
+/** The passphrase of the first systemd-pkcs11 token whose token and key are present (others are tried in turn). */
+async function systemdTokenSecret(tokens: ReturnType<typeof systemdPkcs11TokensOf>, opts: UnlockImageOptions): Promise<{ secret: LuksSecret; keyslot: number | null }> {
+  let last: unknown;
+  for (const t of tokens) {
+    try {
+      return { secret: { passphrase: await pkcs11TokenPassphrase(t, pkcs11Of(opts.vaultCredentials)?.access) }, keyslot: t.keyslot };
+    } catch (e) {
+      // Another smartcard may hold the next token's key; any other refusal (PIN, module) is the answer.
+      if (!(e instanceof Pkcs11Error) || (e.code !== 'PKCS11_TOKEN_NOT_FOUND' && e.code !== 'PKCS11_KEY_NOT_FOUND')) throw e;
+      last = e;
+    }
+  }
+  throw last;
 }
 
 function checkUnlockOptions(opts: UnlockImageOptions): void {

@@ -44,11 +44,14 @@ export function defaultVaultExists(): boolean {
  * seals (`forSealing`) may create the default vault on first use; nothing creates a vault it was merely pointed at.
  */
 export async function openVolumeVault(uri?: string, credentials?: unknown, forSealing = false): Promise<VolumeVault> {
-  const v = await openVault(uri, { ...(credentials ?? {}) as OpenVaultOptions, create: forSealing ? undefined : false });
+  const creds = (credentials ?? {}) as OpenVaultOptions;
+  const v = await openVault(uri, { ...creds, create: forSealing ? undefined : false });
+  // A KEK in a PKCS#11 token (kek: 'pkcs11:...') is reached with the same module and PIN as a token master key.
+  const pkcs11 = creds.pkcs11;
   return {
     uri: v.uri,
-    seal: (req) => sealDiskKey(v, req),
-    unseal: (id) => unsealDiskKey(v, id),
+    seal: (req) => sealDiskKey(v, { ...req, ...(pkcs11 ? { pkcs11 } : {}) }),
+    unseal: (id) => unsealDiskKey(v, id, { pkcs11: pkcs11?.access }),
     findByVolumeUuid: async (uuid) => (await findDiskSecretByVolumeUuid(v, uuid))?.id ?? null,
     discard: async (id) => {
       await v.deleteSecret(resolveRef(v.uri, 'secrets', id).name);

@@ -29,6 +29,7 @@ import {
   writeLuksRegion,
   type EncryptionFormat,
   type KeySourceOptions,
+  type Pkcs11Enrollment,
   type PreparedEncryption,
 } from '../../volume/index.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
@@ -51,6 +52,8 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
   readonly recoveryKdf?: KdfOptions;
   /** LUKS payload offset in bytes (default 2 MiB LUKS1, 16 MiB LUKS2, rounded up to whole VHD blocks). */
   readonly dataOffset?: bigint;
+  /** LUKS2: also a keyslot and systemd-pkcs11 token that systemd-cryptsetup opens with the PKCS#11 token. */
+  readonly enrollPkcs11?: Pkcs11Enrollment;
 }
 
 /** Encrypt the image at `src` into a new image at `dst`. */

@@ -5,12 +5,14 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
-import { addKeyslot, dump, LUKS_MAX_HEADER_REGION, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
+import { addKeyslot, addToken, dump, LUKS_MAX_HEADER_REGION, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
 import {
+  KDF_SYSTEMD_PKCS11,
   keyslotSecret,
   openVolumeVault,
+  preparePkcs11Keyslot,
   readLuksRegion,
   typedKdf,
   userSecret,
@@ -19,6 +21,7 @@ import {
   writeLuksRegion,
   type KeySourceOptions,
   type LuksRegion,
+  type Pkcs11Enrollment,
   type UnlockImageOptions,
 } from '../../volume/index.js';
 import { exists } from './safe-output.js';
@@ -70,6 +73,37 @@ export async function addImageKeyslot(
     } finally {
       wipeSecret(old.secret);
       wipeSecret(newSecret);
+    }
+  });
+}
+
+/**
+ * Add a keyslot and a systemd-pkcs11 token (as systemd-cryptenroll --pkcs11-token-uri writes them), opening
+ * the volume with the existing secret; returns the keyslot and token ids.
+ */
+export async function addImagePkcs11Keyslot(
+  path: string,
+  existing: UnlockImageOptions,
+  enrollment: Pkcs11Enrollment,
+  opts: { keyslot?: number } & ParentSearchOptions = {},
+): Promise<{ keyslot: number; token: number }> {
+  return withImage(path, true, opts, async (img) => {
+    const region = await requireLuks(img);
+    if (region.info.version !== 2) throw new EngineError('ENGINE_BAD_ARGUMENT', `${path}: a systemd-pkcs11 token needs LUKS2 (LUKS1 has no tokens)`);
+    // The public key first: a token or certificate that cannot be used leaves the image untouched.
+    const p = await preparePkcs11Keyslot(enrollment);
+    let old: Awaited<ReturnType<typeof keyslotSecret>> | null = null;
+    try {
+      old = await keyslotSecret(path, region, existing);
+      const keyslot = await addKeyslot(region.bytes, old.secret, { passphrase: p.passphrase }, {
+        kdf: KDF_SYSTEMD_PKCS11, ...(opts.keyslot !== undefined ? { newKeyslot: opts.keyslot } : {}), ...(old.keyslot !== null ? { keyslot: old.keyslot } : {}),
+      });
+      const token = await addToken(region.bytes, p.token(keyslot));
+      await writeLuksRegion(img, region.bytes);
+      return { keyslot, token };
+    } finally {
+      p.passphrase.fill(0);
+      if (old) wipeSecret(old.secret);
     }
   });
 }
