@@ -459,11 +459,13 @@ export function registerImageCommands(program: Command): void {
     .option('--vault <uri>', 'vault URI (default: the token\'s vault, else the embedded vault)')
     .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
     .option('--force', 'replace an existing output file')
+    .option('--use-pkcs11-token', "unlock through the header's systemd-pkcs11 token (the PIN) even when a vault token is there too")
     .option('--json', 'print what was written (never the key)')
-    .action(async (img: string, f: { passphraseFile?: string; volumeKeyFile?: string; vault?: string; secret?: string; force?: boolean; json?: boolean } & ParentFlags & Pkcs11Flags) => {
+    .action(async (img: string, f: { passphraseFile?: string; volumeKeyFile?: string; vault?: string; secret?: string; force?: boolean; json?: boolean; usePkcs11Token?: boolean } & ParentFlags & Pkcs11Flags) => {
       const r = await withInterrupt((signal) => withPkcs11(f, (vaultCredentials) =>
         exportImageKey(img, {
           vaultCredentials,
+          usePkcs11Token: f.usePkcs11Token,
           passphraseFile: f.passphraseFile,
           volumeKeyFile: f.volumeKeyFile,
           vault: f.vault,

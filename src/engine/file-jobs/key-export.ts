@@ -19,7 +19,7 @@ import { publishNewFile } from '../../new-file.js';
 /** The destination that means standard output, given on purpose. */
 export const STDOUT_DEST = '-';
 
-export interface ExportImageKeyOptions extends ParentSearchOptions, Pick<UnlockImageOptions, 'vault' | 'vaultCredentials' | 'secretId' | 'signal'> {
+export interface ExportImageKeyOptions extends ParentSearchOptions, Pick<UnlockImageOptions, 'vault' | 'vaultCredentials' | 'secretId' | 'signal' | 'usePkcs11Token'> {
   /** Where to write the keyslot passphrase (LUKS only); '-' for standard output. */
   readonly passphraseFile?: string;
   /** Where to write the volume key (raw bytes); '-' for standard output. */
@@ -76,7 +76,7 @@ export async function exportImageKey(path: string, opts: ExportImageKeyOptions):
       throw new EngineError('ENGINE_BAD_ARGUMENT', `${path}: a plain volume has no keyslot passphrase; export its key with --volume-key-file`);
     }
     // Only the vault: the caller's own passphrase or key file is already in their hands.
-    const unlocked = await unlockImageWithSecret(image, { vault: opts.vault, vaultCredentials: opts.vaultCredentials, secretId: opts.secretId, signal: opts.signal });
+    const unlocked = await unlockImageWithSecret(image, { vault: opts.vault, vaultCredentials: opts.vaultCredentials, secretId: opts.secretId, signal: opts.signal, usePkcs11Token: opts.usePkcs11Token });
     const written: string[] = [];
     try {
       let passphraseBytes: number | null = null;
