@@ -6,6 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { createSoftHsm, haveSoftHsm, USER_PIN, type SoftHsm } from './helpers/softhsm.js';
+import { join } from 'node:path';
+import { openVault, sealDiskKey, unsealDiskKey, TAG_ALGORITHM, TAG_KEK_URL } from '../src/vault/index.js';
 import {
   generateTokenKey, parsePkcs11Uri, tokenKeyAttributes, unwrapWithToken, wrapWithToken, Pkcs11Error,
 } from '../src/pkcs11/index.js';
@@ -43,6 +45,27 @@ describe.skipIf(!hsmOk)('PKCS#11 KEKs in SoftHSM2', () => {
     expect(w.wrapped.length).toBe(384);
     const back = await unwrapWithToken('pkcs11:token=kek;object=rsa;type=private', w.mechanism, w.wrapped, { access });
     expect(Buffer.from(back).equals(secret)).toBe(true);
+  });
+
+  it('sealDiskKey/unsealDiskKey with a token KEK: only the wrapped form is in the vault, tagged with the URI and mechanism', async () => {
+    const vault = await openVault(join(hsm.dir, 'vault'), { create: true });
+    try {
+      for (const [uri, mech] of [['pkcs11:token=kek;object=aes', 'CKM_AES_KEY_WRAP_PAD'], ['pkcs11:token=kek;object=rsa', 'CKM_RSA_PKCS_OAEP-SHA1']] as const) {
+        const material = randomBytes(44);
+        const { secretId, kekId } = await sealDiskKey(vault, { diskId: `disk-${mech}`, material, kek: uri, pkcs11: { access } });
+        expect(kekId).toBe(uri);
+        const secret = await vault.getSecret(secretId);
+        expect(secret.properties.tags).toMatchObject({ [TAG_ALGORITHM]: mech, [TAG_KEK_URL]: uri });
+        expect(JSON.parse(secret.value)).toMatchObject({ alg: mech, kid: uri });
+        expect(secret.value).not.toContain(material.toString('base64url'));
+        const back = await unsealDiskKey(vault, secretId, { pkcs11: access });
+        expect(Buffer.from(back).equals(material)).toBe(true);
+        const noPin = await unsealDiskKey(vault, secretId, { pkcs11: { module: hsm.module } }).catch((e: unknown) => e);
+        expect((noPin as Pkcs11Error).code).toBe('PKCS11_PIN_REQUIRED');
+      }
+    } finally {
+      await vault.close();
+    }
   });
 
   it('the keys cannot leave the token: sensitive, not extractable (read by our code and by pkcs11-tool)', async () => {
