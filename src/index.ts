@@ -58,6 +58,10 @@ export {
 } from './vault/index.js';
 export type { Vault, VaultErrorCode, SealDiskKeyRequest, RotateKekOptions, RotateKekResult, OpenVaultOptions } from './vault/index.js';
 
+// PKCS#11 tokens: KEKs and vault master keys kept in an HSM or smartcard (pkcs11js, optional, loaded on first use).
+export { Pkcs11Error, parsePkcs11Uri, generateTokenKey, wrapWithToken, unwrapWithToken, tokenKeyAttributes } from './pkcs11/index.js';
+export type { Pkcs11Access, Pkcs11ErrorCode, Pkcs11Mechanism, Pkcs11Uri, Pkcs11WrapOptions, KeygenRequest, KeygenResult } from './pkcs11/index.js';
+
 // NBD: serve images (plaintext or decrypted) over NBD, and read source disks from NBD exports.
 export { NbdServer, ImageBacking, EncryptedBacking, NbdClient, openNbdImage, parseNbdUri, formatNbdUri, isNbdUri, NbdError } from './nbd/index.js';
 export { registerNbdSource, NBD_SOURCE_KIND } from './nbd/source-kind.js';

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureDist, root } from './fixtures/vault/dist.js';
 import { createSoftHsm, haveSoftHsm, USER_PIN, type SoftHsm } from './helpers/softhsm.js';
+import { startServe } from './helpers/nbd-serve-cli.js';
+import { TOOL_ENV } from './helpers/nbd-harness.js';
 
 const hsmOk = haveSoftHsm() && spawnSync('cryptsetup', ['--version']).status === 0;
 const haveCryptenroll = spawnSync('systemd-cryptenroll', ['--help']).status === 0;
@@ -218,7 +220,7 @@ describe.skipIf(!hsmOk)('PKCS#11 through the CLI (SoftHSM2)', () => {
     expect(sha(join(dir, 'vc.dec'))).toBe(srcHash);
   });
 
-  test('keyslot add-pkcs11 enrols an existing image from the token itself; key export opens through it', () => {
+  test('keyslot add-pkcs11 enrols an existing image from the token itself; key export and serve open through it', async () => {
     const enc = join(dir, 'ka.raw');
     ok(cli(['encrypt', src, enc]));
     const out = JSON.parse(ok(cli(['keyslot', 'add-pkcs11', enc, 'pkcs11:token=hsm;object=luks', '--json'])));
@@ -230,5 +232,15 @@ describe.skipIf(!hsmOk)('PKCS#11 through the CLI (SoftHSM2)', () => {
     ok(cli(['key', 'export', enc, '--volume-key-file', vk1]));
     ok(cli(['key', 'export', enc, '--volume-key-file', vk2, '--use-pkcs11-token', '--pin-file', pinFile], { VHDCRYPT_VAULT: join(dir, 'no-vault') }));
     expect(readFileSync(vk2).equals(readFileSync(vk1))).toBe(true);
+    // serve: the PKCS#11 token unlocks, nbdcopy reads the plaintext back.
+    const srv = await startServe([enc, '--socket', join(dir, 'ka.sock'), '--use-pkcs11-token', '--pin-file', pinFile], 60_000,
+      { ...TOOL_ENV, ...hsm.env, VHDCRYPT_VAULT: join(dir, 'no-vault'), VHDCRYPT_PKCS11_MODULE: hsm.module });
+    try {
+      ok(run('nbdcopy', [srv.uri, join(dir, 'ka.served')], { env: TOOL_ENV }));
+    } finally {
+      await srv.stop();
+    }
+    expect(srv.stderr()).not.toContain(USER_PIN);
+    expect(sha(join(dir, 'ka.served'))).toBe(srcHash);
   });
 });
