@@ -5,8 +5,8 @@
  * a plain volume by its secret id (or its VHD's UUID), its sector size read
  * from the secret's tags (a plain volume has no header to hold it). A LUKS2
  * header with a systemd-pkcs11 token (systemd-cryptenroll's, or ours) opens
- * through the PKCS#11 token when it has no vhdcrypt-vault token, or when the
- * caller asks for the PKCS#11 token (usePkcs11Token). Images
+ * through the PKCS#11 token when it has no vhdcrypt-vault token and no vault
+ * was named, or when the caller asks for it (usePkcs11Token). Images
  * (unlockImage) and streams (unlockVolume over the buffered header area) both
  * come through here.
  */
@@ -124,7 +124,10 @@ export async function keyslotSecret(name: string, region: { readonly info: LuksV
   const { info } = region;
   const token = vaultTokenOf(info);
   const systemd = systemdPkcs11TokensOf(info);
-  if (systemd.length > 0 && (token === null || opts.usePkcs11Token === true) && opts.secretId === undefined) {
+  // A vault named by the caller (--vault, --secret) is the caller's choice; else a header with no vault token opens
+  // through its systemd-pkcs11 token.
+  const vaultAsked = opts.vault !== undefined || opts.secretId !== undefined;
+  if (systemd.length > 0 && (opts.usePkcs11Token === true || (token === null && !vaultAsked))) {
     return { ...(await systemdTokenSecret(systemd, opts)), secretId: null, vaultUri: null };
   }
   if (opts.usePkcs11Token === true) throw new VolumeError('ENGINE_NO_KEY_SOURCE', `${name}: no systemd-pkcs11 token in this header`);
