@@ -97,6 +97,7 @@ export class StreamCryptQueue {
         sectorSize: this.sectorSize,
         tweakStep: tweak.tweakStep,
       })
+      .then(() => undefined)
       .catch((e: unknown) => {
         this.failure ??= e;
       })
