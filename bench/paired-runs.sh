@@ -1,7 +1,7 @@
 #!/bin/sh
 # Paired, alternated whole-process runs: bench/paired-runs.sh PAIRS 'label=command' 'label=command' ...
 # Each round runs every command once, starting one later each round, so drift on a shared machine falls on all;
-# prints every run (wall, user, sys seconds, peak RSS KiB) and the medians. Commands run through sh -c.
+# prints the median wall, user and sys seconds (each its own median), the highest peak RSS and every run's wall. Commands run through sh -c.
 set -eu
 pairs=$1
 shift
@@ -21,9 +21,12 @@ while [ "$round" -lt "$pairs" ]; do
   done
   round=$((round + 1))
 done
+med() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", v[int((NR + 1) / 2)] }'; }
 for spec in "$@"; do
   label=${spec%%=*}
-  sort -n "$out/$label" | awk -v l="$label" '{ w[NR]=$1; u[NR]=$2; s[NR]=$3; m[NR]=$4; all=all" "$1 }
-    END { h=int((NR+1)/2); printf "%-14s median wall %.3f s (user %.2f sys %.2f, rss %d MiB)  runs:%s\n", l, w[h], u[h], s[h], m[h]/1024, all }'
+  f="$out/$label"
+  printf '%-12s median wall %s s, user %s s, sys %s s, peak RSS %s KiB; wall of each run:%s\n' "$label" \
+    "$(cut -d' ' -f1 "$f" | med)" "$(cut -d' ' -f2 "$f" | med)" "$(cut -d' ' -f3 "$f" | med)" "$(cut -d' ' -f4 "$f" | sort -n | tail -1)" \
+    "$(cut -d' ' -f1 "$f" | tr '\n' ' ' | sed 's/^/ /')"
 done
 rm -rf "$out"
