@@ -9,10 +9,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
+import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
 import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
@@ -125,6 +126,37 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     const offsetsBy = (cs: typeof calls) => new Map(cs.map((c) => [c.offset, c.tid]));
     const readers = offsetsBy(reads);
     for (const [offset, tid] of offsetsBy(writes)) expect(readers.get(offset)).toBe(tid);
+  });
+
+  it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {
+    const pool = new CryptPool({ threads: 1, backend: 'native' });
+    const job = pool.startJob(new Uint8Array(randomBytes(64)));
+    const slots = new SlotRing(2, 64 * 1024);
+    const full = openSync('/dev/full', 'w');
+    try {
+      const plan = { fd: full, directFd: -1, position: 0, skipZeroChunks: false };
+      const batch = async function* () {
+        yield { index: 0, offset: 0n, length: 64 * 1024 };
+      };
+      const run = runSectorPipeline({
+        pool,
+        job,
+        encrypt: true,
+        slots,
+        batches: batch(),
+        sectorSize: 4096,
+        tweak: (off) => ({ firstTweak: off / 512n, tweakStep: 8 }),
+        read: async () => undefined,
+        write: async () => undefined,
+        writePlan: () => plan,
+        plannedIoError: (side, cause) => (side === 'write' ? mapWriteError(cause, '/dev/full') : cause),
+      });
+      await expect(run).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE', cause: { code: 'ENOSPC', syscall: 'write' } });
+    } finally {
+      closeSync(full);
+      await pool.endJob(job);
+      await pool.destroy();
+    }
   });
 
   it('a small job runs inline (one thread, no worker) and round-trips to the same bytes', async () => {
