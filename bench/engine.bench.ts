@@ -1,5 +1,11 @@
 /**
- * npm run bench:engine [-- --size MiB] [--runs N] [--json] [--skip-dynamic] [--verbose] [--dir DIR] [--settle MS]
+ * npm run bench:engine [-- --size MiB] [--runs N] [--json] [--skip-dynamic] [--skip-qemu] [--verbose] [--dir DIR] [--settle MS]
+ * Run it once with --dir on a disk and once on tmpfs (--dir /dev/shm: it needs about 8x --size there, 10x with qemu).
+ * Beside the rows below it measures the machine's own floors in the same rounds (`cp`, `dd bs=4M conv=fsync`,
+ * `dd bs=4M oflag=direct`), the XTS kernel alone on one core, a raw and a fully allocated dynamic VHD of the same
+ * size (encrypt and decrypt), native with --threads 1 and 2, the streams a backup tool pipes (createEncryptStream and
+ * createDecryptStream of the dynamic VHD to /dev/null, bench/stream-run.ts), start-up (encrypt of a 16 MiB fixed VHD
+ * and `node -e 0`), and peak RSS of every row.
  * Whole-process runs of the vhdcrypt CLI against peers measured in the same
  * run, median of N rounds (each round rotates the order; every command starts
  * after sync and a short settle, writing a fresh output file): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
@@ -16,12 +22,15 @@
  * beside the ratios. Default size 2048 MiB; use --size 256 while developing.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { statfsSync } from 'node:fs';
 import { createImage } from '../src/image/index.js';
+import { encryptImage } from '../src/engine/index.js';
+import { measureXtsThroughput } from '../src/bench/xts-throughput.js';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -33,6 +42,7 @@ const sizeMiB = Number(arg('--size', '2048'));
 const runs = Number(arg('--runs', '5'));
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const cli = join(root, 'bin', 'vhdcrypt.js');
+const streamRun = join(root, 'dist', 'bench', 'stream-run.js');
 const dir = mkdtempSync(join(arg('--dir', tmpdir()), 'vhdcrypt-engine-bench-'));
 // NODE_EXTRA_CA_CERTS makes every Node process parse that CA bundle before any script runs (these VMs set it
 // to the whole system bundle: `node -e 0` 0.10 s instead of 0.03 s). The local vault makes no TLS connection,
@@ -92,8 +102,8 @@ function qemuEncryptArgs(target: string): string[] {
   return ['convert', '-n', '-f', 'vpc', '--object', 'secret,id=s,data=benchpass', src, '--target-image-opts', `driver=luks,key-secret=s,file.filename=${target}`];
 }
 
-async function makeFixed(path: string, mib: number): Promise<void> {
-  const img = await createImage(path, { format: 'vhd-fixed', virtualSize: BigInt(mib) << 20n });
+async function makeFixed(path: string, mib: number, format: 'vhd-fixed' | 'vhd-dynamic' | 'raw' = 'vhd-fixed'): Promise<void> {
+  const img = await createImage(path, { format, virtualSize: BigInt(mib) << 20n });
   const chunk = new Uint8Array(4 << 20);
   for (let o = 0n; o < img.virtualSize; o += BigInt(chunk.length)) {
     randomFillSync(chunk);
@@ -115,6 +125,14 @@ async function makeSparseDynamic(path: string): Promise<void> {
 }
 
 const src = join(dir, 'src.vhd');
+const srcRaw = join(dir, 'src.raw');
+const srcDyn = join(dir, 'src-dynamic.vhd');
+const small = join(dir, 'small.vhd');
+const rawSeed = join(dir, 'seed.luks.raw');
+const dynSeed = join(dir, 'seed.luks-dynamic.vhd');
+const skipQemu = process.argv.includes('--skip-qemu');
+let xtsPerCore: number | null = null;
+let fsType = '';
 const encSeed = join(dir, 'seed.luks.vhd');
 const qSeed = join(dir, 'seed.qemu.luks');
 const qTarget = join(dir, 'target.qemu.luks');
@@ -130,30 +148,62 @@ interface Step {
 }
 
 try {
+  // statfs f_type: 0x01021994 is tmpfs.
+  fsType = statfsSync(dir).type === 0x01021994 ? 'tmpfs' : `f_type 0x${statfsSync(dir).type.toString(16)}`;
   await makeFixed(src, sizeMiB);
+  await makeFixed(srcRaw, sizeMiB, 'raw');
+  await makeFixed(srcDyn, sizeMiB, 'vhd-dynamic');
+  await makeFixed(small, 16);
   // The bench's own vault: only `vault init` creates one outside the default location.
   const init = spawnSync(process.execPath, [cli, 'vault', 'init'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   if (init.status !== 0) throw new Error(`vhdcrypt vault init failed (${String(init.status)})`);
-  // Inputs of the decrypt rows, made once: our LUKS2 image and qemu's LUKS1 image of the same data.
+  // Inputs of the decrypt rows, made once: our LUKS2 images of each container and qemu's LUKS1 image of the same data.
   spawnSync(process.execPath, [cli, 'encrypt', src, encSeed, '--format', 'luks2', '--backend', 'native'], { env, stdio: 'inherit' });
-  formatLuks1(qSeed, sizeMiB);
-  formatLuks1(qTarget, sizeMiB);
-  mustRun('qemu-img', qemuEncryptArgs(qSeed));
+  spawnSync(process.execPath, [cli, 'encrypt', srcRaw, rawSeed, '--format', 'luks2', '--backend', 'native'], { env, stdio: 'inherit' });
+  // The stream rows' decrypt input: a passphrase keyslot, as the stream runner opens it.
+  const pass = join(dir, 'pass');
+  writeFileSync(pass, 'benchpass');
+  await encryptImage(srcDyn, dynSeed, { format: 'luks2', passphrase: 'benchpass', kdf: { type: 'pbkdf2', hash: 'sha256', iterations: 1000 } });
+  if (!skipQemu) {
+    formatLuks1(qSeed, sizeMiB);
+    formatLuks1(qTarget, sizeMiB);
+    mustRun('qemu-img', qemuEncryptArgs(qSeed));
+  }
+  // The kernel alone, one core, 4096-byte sectors in 1 MiB batches: the crypto's own ceiling.
+  const kernels = await measureXtsThroughput({ sectorSizes: [4096], skipJs: true, timeMs: 400 });
+  xtsPerCore = Math.max(...kernels.filter((k) => k.name.startsWith('native/')).map((k) => k.mbPerSecond));
   const dd = (from: string): Step['args'] => [`if=${from}`, `of=${out}`, 'bs=4M', 'conv=fsync', 'status=none'];
+  const enc = (from: string, ...more: string[]): string[] => [cli, 'encrypt', from, out, '--format', 'luks2', '--backend', 'native', '--json', ...more];
+  const dec = (from: string, ...more: string[]): string[] => [cli, 'decrypt', from, out, '--backend', 'native', '--json', ...more];
   const steps: Step[] = [
+    { name: 'cp (floor)', cmd: 'cp', args: [src, out] },
     { name: 'dd bs=4M (encrypt floor)', cmd: 'dd', args: dd(src) },
     { name: 'dd bs=4M oflag=direct (reference)', cmd: 'dd', args: [...dd(src).slice(0, -1), 'oflag=direct', 'status=none'] },
-    { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--format', 'luks2', '--backend', 'native', '--json'] },
-    { name: 'qemu-img convert into LUKS1', cmd: 'qemu-img', args: qemuEncryptArgs(qTarget) },
+    { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: enc(src) },
+    { name: 'vhdcrypt encrypt native 1 thread', cmd: process.execPath, args: enc(src, '--threads', '1') },
+    { name: 'vhdcrypt encrypt native 2 threads', cmd: process.execPath, args: enc(src, '--threads', '2') },
+    { name: 'vhdcrypt encrypt raw', cmd: process.execPath, args: enc(srcRaw) },
+    { name: 'vhdcrypt encrypt dynamic', cmd: process.execPath, args: enc(srcDyn) },
     { name: 'dd bs=4M (decrypt floor)', cmd: 'dd', args: dd(encSeed) },
-    { name: 'vhdcrypt decrypt native', cmd: process.execPath, args: [cli, 'decrypt', encSeed, out, '--backend', 'native', '--json'] },
-    { name: 'qemu-img convert luks -> raw', cmd: 'qemu-img', args: ['convert', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qSeed}`, '-O', 'raw', out] },
-    // The same with its output on disk when it exits, as ours and the dd floor (conv=fsync): qemu-img convert's
-    // default cache mode for the target ignores flushes, so without -t writeback it leaves 2 GiB of dirty pages.
-    { name: 'qemu-img convert luks -> raw -t writeback', cmd: 'qemu-img', args: ['convert', '-t', 'writeback', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qSeed}`, '-O', 'raw', out] },
+    { name: 'vhdcrypt decrypt native', cmd: process.execPath, args: dec(encSeed) },
+    { name: 'vhdcrypt decrypt raw', cmd: process.execPath, args: dec(rawSeed) },
+    { name: 'vhdcrypt decrypt dynamic', cmd: process.execPath, args: dec(dynSeed, '--passphrase-file', pass) },
+    { name: 'createEncryptStream dynamic -> /dev/null', cmd: process.execPath, args: [streamRun, 'encrypt', srcDyn] },
+    { name: 'createDecryptStream dynamic -> /dev/null', cmd: process.execPath, args: [streamRun, 'decrypt', dynSeed] },
+    { name: 'start-up: encrypt 16 MiB fixed VHD', cmd: process.execPath, args: enc(small) },
+    { name: 'start-up: node -e 0', cmd: process.execPath, args: ['-e', '0'] },
     { name: 'vhdcrypt encrypt wasm 1 thread', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--backend', 'wasm', '--threads', '1', '--json'] },
     { name: 'vhdcrypt encrypt wasm 2 threads', cmd: process.execPath, args: [cli, 'encrypt', src, out, '--backend', 'wasm', '--threads', '2', '--json'] },
   ];
+  if (!skipQemu) {
+    steps.push(
+      { name: 'qemu-img convert into LUKS1', cmd: 'qemu-img', args: qemuEncryptArgs(qTarget) },
+      { name: 'qemu-img convert luks -> raw', cmd: 'qemu-img', args: ['convert', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qSeed}`, '-O', 'raw', out] },
+      // The same with its output on disk when it exits, as ours and the dd floor (conv=fsync): qemu-img convert's
+      // default cache mode for the target ignores flushes, so without -t writeback it leaves its output in dirty pages.
+      { name: 'qemu-img convert luks -> raw -t writeback', cmd: 'qemu-img', args: ['convert', '-t', 'writeback', '--object', 'secret,id=s,data=benchpass', '--image-opts', `driver=luks,key-secret=s,file.filename=${qSeed}`, '-O', 'raw', out] },
+    );
+  }
   if (!process.argv.includes('--skip-dynamic')) {
     const sparse = join(dir, 'sparse50g.vhd');
     await makeSparseDynamic(sparse);
@@ -190,43 +240,66 @@ try {
 }
 
 const r = (n: string) => rows[n]!;
+const has = (n: string) => rows[n] !== undefined;
+/** The faster of the two dd floors of this run (the issue's disk reference). */
+const ddBest = Math.min(r('dd bs=4M (encrypt floor)').seconds, r('dd bs=4M oflag=direct (reference)').seconds);
+const gib = sizeMiB / 1024;
 const ratios = {
+  encryptVsCp: r('vhdcrypt encrypt native').seconds / r('cp (floor)').seconds,
+  decryptVsCp: r('vhdcrypt decrypt native').seconds / r('cp (floor)').seconds,
+  rawEncryptVsCp: r('vhdcrypt encrypt raw').seconds / r('cp (floor)').seconds,
+  rawDecryptVsCp: r('vhdcrypt decrypt raw').seconds / r('cp (floor)').seconds,
+  encryptVsDdBest: r('vhdcrypt encrypt native').seconds / ddBest,
+  decryptVsDdBest: r('vhdcrypt decrypt native').seconds / ddBest,
+  dynamicEncryptVsDdBest: r('vhdcrypt encrypt dynamic').seconds / ddBest,
+  dynamicDecryptVsDdBest: r('vhdcrypt decrypt dynamic').seconds / ddBest,
   encryptVsDd: r('vhdcrypt encrypt native').seconds / r('dd bs=4M (encrypt floor)').seconds,
-  qemuVsEncrypt: r('qemu-img convert into LUKS1').seconds / r('vhdcrypt encrypt native').seconds,
   decryptVsDd: r('vhdcrypt decrypt native').seconds / r('dd bs=4M (decrypt floor)').seconds,
-  qemuVsDecrypt: r('qemu-img convert luks -> raw').seconds / r('vhdcrypt decrypt native').seconds,
-  qemuDurableVsDecrypt: r('qemu-img convert luks -> raw -t writeback').seconds / r('vhdcrypt decrypt native').seconds,
+  native2VsNative1: r('vhdcrypt encrypt native 1 thread').seconds / r('vhdcrypt encrypt native 2 threads').seconds,
   wasm2VsWasm1: r('vhdcrypt encrypt wasm 1 thread').seconds / r('vhdcrypt encrypt wasm 2 threads').seconds,
   // Throughput as the tool reports it (bytes / the job's own seconds): the process's start-up left out.
   wasm2VsWasm1Throughput: r('vhdcrypt encrypt wasm 1 thread').jobSeconds / r('vhdcrypt encrypt wasm 2 threads').jobSeconds,
-  encryptVsDirectDd: r('vhdcrypt encrypt native').seconds / r('dd bs=4M oflag=direct (reference)').seconds,
-  decryptVsDirectDd: r('vhdcrypt decrypt native').seconds / r('dd bs=4M oflag=direct (reference)').seconds,
-  // qemu-img's decrypt over one sequential write of the same bytes past the page cache: the disk's share of a
-  // decrypt whose output must be durable (ours fsyncs; qemu-img does not), so a rough ceiling on qemu-img / decrypt.
-  qemuDecryptVsDirectDd: r('qemu-img convert luks -> raw').seconds / r('dd bs=4M oflag=direct (reference)').seconds,
+  qemuVsEncrypt: has('qemu-img convert into LUKS1') ? r('qemu-img convert into LUKS1').seconds / r('vhdcrypt encrypt native').seconds : null,
+  qemuVsDecrypt: has('qemu-img convert luks -> raw') ? r('qemu-img convert luks -> raw').seconds / r('vhdcrypt decrypt native').seconds : null,
+  qemuDurableVsDecrypt: has('qemu-img convert luks -> raw -t writeback') ? r('qemu-img convert luks -> raw -t writeback').seconds / r('vhdcrypt decrypt native').seconds : null,
+};
+/** GB/s (10^9 bytes) of the data phase as the tool reports it (its --json seconds), or of a stream's pipeline. */
+const dataGBps = (n: string) => (sizeMiB * 1048576) / 1e9 / r(n).jobSeconds;
+const figures = {
+  dataPhaseEncryptGBps: dataGBps('vhdcrypt encrypt native'),
+  dataPhaseDecryptGBps: dataGBps('vhdcrypt decrypt native'),
+  streamEncryptGBps: dataGBps('createEncryptStream dynamic -> /dev/null'),
+  streamDecryptGBps: dataGBps('createDecryptStream dynamic -> /dev/null'),
+  startupSeconds: r('start-up: encrypt 16 MiB fixed VHD').seconds,
+  nodeSeconds: r('start-up: node -e 0').seconds,
+  xtsKernelPerCoreGBps: xtsPerCore === null ? null : xtsPerCore / 1000,
+  peakRssMiB: Math.max(...Object.values(rows).map((v) => v.maxRssKiB)) / 1024,
 };
 const nodeStartCaSeconds = caCost.length > 0 ? median(caCost) : null;
 if (json) {
-  process.stdout.write(JSON.stringify({ sizeMiB, runs, rows, ratios, nodeStartCaSeconds }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ sizeMiB, runs, fsType, rows, ratios, figures, nodeStartCaSeconds }, null, 2) + '\n');
 } else {
-  process.stdout.write(`engine bench: ${sizeMiB} MiB fixed VHD of random data, median of ${runs} rounds of whole-process runs, order rotated each round\n`);
+  const x = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}x`);
+  process.stdout.write(`engine bench: ${sizeMiB} MiB images of random data in ${dir.replace(/[^/]*$/, '')} (${fsType}), median of ${runs} rounds of whole-process runs, order rotated each round\n`);
   for (const [name, v] of Object.entries(rows)) {
-    const mib = name.includes('50 GiB') ? 2048 : sizeMiB; // the dynamic image: its allocated data
-    process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB  runs ${v.runs.map((x) => x.toFixed(2)).join(' ')}\n`);
+    const mib = name.includes('50 GiB') ? 2048 : name.startsWith('start-up') ? 16 : sizeMiB; // the dynamic image: its allocated data
+    const own = Number.isFinite(v.jobSeconds) ? ` (own ${v.jobSeconds.toFixed(2)} s)` : '';
+    process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s${own} ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB  runs ${v.runs.map((t) => t.toFixed(2)).join(' ')}\n`);
   }
-  process.stdout.write(`  encrypt / dd            ${ratios.encryptVsDd.toFixed(2)}x   (target <= 1.25)\n`);
-  process.stdout.write(`  encrypt / dd direct     ${ratios.encryptVsDirectDd.toFixed(2)}x   (reference: both skip the page cache)\n`);
-  process.stdout.write(`  qemu-img / encrypt      ${ratios.qemuVsEncrypt.toFixed(2)}x   (target >= 4)\n`);
-  process.stdout.write(`  decrypt / dd            ${ratios.decryptVsDd.toFixed(2)}x   (target <= 1.25)\n`);
-  process.stdout.write(`  decrypt / dd direct     ${ratios.decryptVsDirectDd.toFixed(2)}x   (reference)\n`);
-  process.stdout.write(`  qemu-img / decrypt      ${ratios.qemuVsDecrypt.toFixed(2)}x   (target >= 4; qemu-img's default: its output still in the page cache at exit)\n`);
-  process.stdout.write(`  qemu-img -t writeback / decrypt ${ratios.qemuDurableVsDecrypt.toFixed(2)}x   (target >= 4; both outputs on disk at exit, as the dd floor's conv=fsync)\n`);
-  process.stdout.write(`  qemu-img / dd direct    ${ratios.qemuDecryptVsDirectDd.toFixed(2)}x   (reference: qemu-img's decrypt over one direct sequential write of the bytes)\n`);
-  process.stdout.write(`  wasm 2 threads / 1      ${ratios.wasm2VsWasm1Throughput.toFixed(2)}x   (target >= 1.7; throughput as reported, median job ${r('vhdcrypt encrypt wasm 1 thread').jobSeconds.toFixed(2)} vs ${r('vhdcrypt encrypt wasm 2 threads').jobSeconds.toFixed(2)} s)\n`);
-  process.stdout.write(`  wasm 2 threads / 1 wall ${ratios.wasm2VsWasm1.toFixed(2)}x   (reference: whole processes, Node start included)\n`);
+  process.stdout.write(`  floors of this machine: cp ${r('cp (floor)').seconds.toFixed(2)} s, dd conv=fsync ${r('dd bs=4M (encrypt floor)').seconds.toFixed(2)} s, dd oflag=direct ${r('dd bs=4M oflag=direct (reference)').seconds.toFixed(2)} s for ${gib} GiB; XTS kernel alone ${figures.xtsKernelPerCoreGBps?.toFixed(1) ?? '-'} GB/s per core\n`);
+  process.stdout.write(`  encrypt / cp            ${x(ratios.encryptVsCp)} fixed, ${x(ratios.rawEncryptVsCp)} raw   (target <= 1.6 on tmpfs)\n`);
+  process.stdout.write(`  decrypt / cp            ${x(ratios.decryptVsCp)} fixed, ${x(ratios.rawDecryptVsCp)} raw   (target <= 1.6 on tmpfs)\n`);
+  process.stdout.write(`  data phase              encrypt ${figures.dataPhaseEncryptGBps.toFixed(2)} GB/s, decrypt ${figures.dataPhaseDecryptGBps.toFixed(2)} GB/s   (target >= 2.5 on tmpfs)\n`);
+  process.stdout.write(`  / faster dd             encrypt ${x(ratios.encryptVsDdBest)} fixed, ${x(ratios.dynamicEncryptVsDdBest)} dynamic; decrypt ${x(ratios.decryptVsDdBest)} fixed, ${x(ratios.dynamicDecryptVsDdBest)} dynamic   (target <= 1.15 on disk)\n`);
+  process.stdout.write(`  native 2 threads / 1    ${x(ratios.native2VsNative1)}   (target >= 1.0)\n`);
+  process.stdout.write(`  wasm 2 threads / 1      ${x(ratios.wasm2VsWasm1Throughput)} throughput as reported, ${x(ratios.wasm2VsWasm1)} whole processes   (target > 1)\n`);
+  process.stdout.write(`  streams                 encrypt ${figures.streamEncryptGBps.toFixed(2)} GB/s, decrypt ${figures.streamDecryptGBps.toFixed(2)} GB/s   (target >= 2)\n`);
+  process.stdout.write(`  start-up                16 MiB encrypt ${figures.startupSeconds.toFixed(3)} s, of which Node alone ${figures.nodeSeconds.toFixed(3)} s   (target < 0.25)\n`);
+  process.stdout.write(`  peak RSS                ${figures.peakRssMiB.toFixed(0)} MiB   (target < 300)\n`);
+  if (ratios.qemuVsEncrypt !== null) {
+    process.stdout.write(`  qemu-img / encrypt      ${x(ratios.qemuVsEncrypt)}; / decrypt ${x(ratios.qemuVsDecrypt)} (its output still in the page cache at exit), -t writeback ${x(ratios.qemuDurableVsDecrypt)}\n`);
+  }
   if (nodeStartCaSeconds !== null) {
-    const q = r('qemu-img convert luks -> raw').seconds / (r('vhdcrypt decrypt native').seconds + nodeStartCaSeconds);
-    process.stdout.write(`  NODE_EXTRA_CA_CERTS is set in this shell: removed for these runs; it adds ${nodeStartCaSeconds.toFixed(3)} s to every Node start (median); qemu-img / decrypt with it ${q.toFixed(2)}x\n`);
+    process.stdout.write(`  NODE_EXTRA_CA_CERTS is set in this shell: removed for these runs; it adds ${nodeStartCaSeconds.toFixed(3)} s to every Node start (median)\n`);
   }
-  process.stdout.write(`  peak RSS target < 300 MiB; the 50 GiB dynamic row's MiB/s counts its 2 GiB of allocated data\n`);
 }

@@ -69,6 +69,23 @@ export class FlatImage extends ImageBase {
     return pos;
   }
 
+  /** The disk is the file's first bytes: any write may go from another thread (planned-io.ts). */
+  protected override planWrite(pos: number, length: number): { position: number; skipZeroChunks: boolean } {
+    const fresh = this.fresh;
+    if (!fresh) return { position: pos, skipZeroChunks: false };
+    // Skipping all-zero chunks is safe only where no earlier write put data that zeros must now replace.
+    const first = Math.floor(pos / CHUNK_SIZE);
+    const last = Math.ceil((pos + length) / CHUNK_SIZE);
+    for (let c = first; c < last; c++) if (fresh.has(c)) return { position: pos, skipZeroChunks: false };
+    return { position: pos, skipZeroChunks: true };
+  }
+
+  protected override notePlannedWrites(chunkRuns: readonly number[]): void {
+    const fresh = this.fresh;
+    if (!fresh) return;
+    for (let i = 0; i + 1 < chunkRuns.length; i += 2) for (let c = chunkRuns[i]!; c < chunkRuns[i + 1]!; c++) fresh.add(c);
+  }
+
   protected async writeRange(pos: number, data: Uint8Array): Promise<void> {
     if (!this.fresh) return this.writeData(data, pos);
     // Fresh sparse file: skip whole all-zero chunks that were never written (they are holes already).

@@ -9,6 +9,7 @@ import type { DynamicHeader } from './vhd-dynamic-header.js';
 import type { VhdFooter } from './vhd-footer.js';
 import type { DiskImage, Extent, ImageFormat, WritableImage } from './types.js';
 import { startWriteback } from './native-io.js';
+import type { FileReadPlan, FileWritePlan, FileWriteReport, ReadPiece } from './planned-io.js';
 
 /** Disk offsets are carried as plain numbers inside the layer; 2^53 bytes is far past any VHD. */
 const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
@@ -123,6 +124,38 @@ export abstract class ImageBase implements WritableImage {
 
   /** fileSpan for an in-range, non-empty request. */
   protected abstract spanInFile(pos: number, length: number): number | null;
+
+  readPlan(offset: bigint, length: number): FileReadPlan | null {
+    if (this.closed || length <= 0 || offset < 0n || offset + BigInt(length) > this.virtualSize) return null;
+    const pieces = this.readPieces(Number(offset), length);
+    return pieces === null ? null : { fd: this.fh.fd, pieces, shortReads: this.format === 'raw' ? 'zeros' : 'error', path: this.path };
+  }
+
+  /** Where an in-range, non-empty read lies in the file, piece by piece (position -1: zeros); null when not all of it is in this file. */
+  protected readPieces(pos: number, length: number): ReadPiece[] | null {
+    const at = this.spanInFile(pos, length);
+    return at === null ? null : [{ position: at, length }];
+  }
+
+  writePlan(offset: bigint, length: number): FileWritePlan | null {
+    if (this.closed || !this.writable || length <= 0 || offset < 0n || offset + BigInt(length) > this.virtualSize) return null;
+    const plan = this.planWrite(Number(offset), length);
+    if (plan === null) return null;
+    return { ...plan, fd: this.fh.fd, directFd: this.directWritesOn ? this.direct!.fd : -1 };
+  }
+
+  /** Where an in-range, non-empty write may go from another thread, or null when it must go through write() (the default). */
+  protected planWrite(_pos: number, _length: number): Pick<FileWritePlan, 'position' | 'skipZeroChunks'> | null {
+    return null;
+  }
+
+  wrotePlanned(report: FileWriteReport): void {
+    if (report.directRefused) this.directRefused = true;
+    this.notePlannedWrites(report.chunkRuns);
+  }
+
+  /** What a format keeps track of after a planned write (a fresh file's written chunks). */
+  protected notePlannedWrites(_chunkRuns: readonly number[]): void {}
 
   async flush(): Promise<void> {
     this.checkOpen();

@@ -15,6 +15,7 @@ import { BAT_UNALLOCATED } from './vhd-dynamic-header.js';
 import { bitmapRun, bitmapSetRange, bitmapTest } from './sector-bitmap.js';
 import { pushRange, unionRanges } from './extent-merge.js';
 import type { DiskImage } from './types.js';
+import type { ReadPiece } from './planned-io.js';
 
 const ALLOCATION = -1;
 const BITMAP_CACHE_ENTRIES = 1024;
@@ -108,6 +109,22 @@ export class SparseVhdImage extends ImageBase {
     if (within + length > this.bs || entry === undefined || entry === BAT_UNALLOCATED) return null;
     // The BAT entry is set only after the block's bitmap and data are written (allocate()).
     return entry * 512 + this.bitmapSize + within;
+  }
+
+  /** Dynamic disks: block by block, an allocated block's data from the file and an unallocated one as zeros (readInBlock). */
+  protected override readPieces(pos: number, length: number): ReadPiece[] | null {
+    if (this.differencing) return null;
+    const pieces: ReadPiece[] = [];
+    const end = pos + length;
+    for (let p = pos; p < end; ) {
+      const blk = Math.floor(p / this.bs);
+      const n = Math.min((blk + 1) * this.bs, end) - p;
+      const entry = this.bat[blk];
+      if (entry === undefined) return null;
+      pieces.push({ position: entry === BAT_UNALLOCATED ? -1 : entry * 512 + this.bitmapSize + (p - blk * this.bs), length: n });
+      p += n;
+    }
+    return pieces;
   }
 
   private async readInBlock(blk: number, within: number, out: Uint8Array): Promise<void> {

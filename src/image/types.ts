@@ -1,6 +1,7 @@
 import type { ChsGeometry } from './chs-geometry.js';
 import type { DynamicHeader } from './vhd-dynamic-header.js';
 import type { VhdFooter } from './vhd-footer.js';
+import type { FileReadPlan, FileWritePlan, FileWriteReport } from './planned-io.js';
 
 export type ImageFormat = 'vhd-fixed' | 'vhd-dynamic' | 'vhd-differencing' | 'raw';
 
@@ -42,6 +43,11 @@ export interface DiskImage {
    * the file itself, such as the NBD server's reply threads); null when it is not so (a hole, a parent, two blocks).
    */
   fileSpan(offset: bigint, length: number): number | null;
+  /**
+   * How a thread of this process reads [offset, offset + length) with positional reads of this image's own open
+   * descriptor (planned-io.ts), valid until close; null when the image cannot say (a parent's data, a remote source).
+   */
+  readPlan?(offset: bigint, length: number): FileReadPlan | null;
   close(): Promise<void>;
 }
 
@@ -65,4 +71,11 @@ export interface WritableImage extends DiskImage {
    * Rejects with the errno's code on ENOSPC, EDQUOT or EIO.
    */
   reserve(offset: bigint, length: bigint): Promise<void>;
+  /**
+   * How a thread of this process writes [offset, offset + length) itself (planned-io.ts), or null when such a write
+   * must go through write() (a dynamic VHD allocates blocks as it writes). Each planned write is reported back with
+   * wrotePlanned before the next flush.
+   */
+  writePlan?(offset: bigint, length: number): FileWritePlan | null;
+  wrotePlanned?(report: FileWriteReport): void;
 }

@@ -44,11 +44,9 @@ export function afSplit(key: Uint8Array, stripes: number, hash: LuksHash): Uint8
   const n = key.length;
   const out = new Uint8Array(n * stripes);
   randomFillSync(out.subarray(0, n * (stripes - 1)));
-  const d = new Uint8Array(n);
-  for (let i = 0; i < stripes - 1; i++) {
-    xorInto(d, out.subarray(i * n, (i + 1) * n));
-    diffuse(d, hash);
-  }
+  // The last stripe is the diffusion chain over the random ones, XORed with the key. afMerge computes that chain and
+  // XORs the last stripe into it: with the last stripe still zero, it returns the chain itself (natively, when built).
+  const d = afMerge(out, n, stripes, hash);
   const last = out.subarray((stripes - 1) * n);
   last.set(d);
   xorInto(last, key);

@@ -2,7 +2,7 @@
  * One whole-image pass: batches of the payload through the worker pool from a
  * source image into the temp output, with checkpoints into the resume journal.
  */
-import type { DiskImage, WritableImage } from '../../image/index.js';
+import type { DiskImage, FileWriteReport, WritableImage } from '../../image/index.js';
 import { availableBackends } from '../../crypto/index.js';
 import type { CryptPool } from '../pool/crypt-pool.js';
 import type { PayloadLayout } from '../../volume/index.js';
@@ -46,6 +46,8 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   const batchBytes = spec.journal.batchBytes;
   const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
   const bytesTotal = await rangesTotal(ranges());
+  // Enough slots that every worker has its next batch queued while it runs one, and the main thread's own reads or
+  // writes (where the images cannot plan them) overlap the crypto.
   const slots = new SlotRing(pool.threads * 2 + 2, batchBytes);
   // Batches are large and aligned: skip the page cache, whose copy and writeback cost more CPU than the crypto.
   const directWrites = await spec.output.useDirectWrites();
@@ -85,6 +87,12 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
       sectorSize: spec.layout.sectorSize,
       tweak: (off) => spec.layout.tweak(off),
       read: (off, into) => spec.input.read(spec.inputBase + off, into),
+      // Off the main thread wherever the images can say where the bytes lie (flat files, allocated dynamic blocks).
+      ...(spec.input.readPlan ? { readPlan: (off: bigint, n: number) => spec.input.readPlan!(spec.inputBase + off, n) } : {}),
+      ...(output.writePlan && output.wrotePlanned
+        ? { writePlan: (off: bigint, n: number) => output.writePlan!(spec.outputBase + off, n), wrotePlanned: (r: FileWriteReport) => output.wrotePlanned!(r) }
+        : {}),
+      plannedIoError: (side, cause) => (side === 'write' ? mapWriteError(cause, where) : cause),
       write: async (off, data) => {
         try {
           await output.write(spec.outputBase + off, data);

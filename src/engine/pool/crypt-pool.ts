@@ -2,16 +2,20 @@
  * A piscina pool of XTS worker threads. A job's key is copied once into a small
  * SharedArrayBuffer that every task references (never cloned into a message);
  * endJob wipes it and has every worker dispose its key schedule.
+ * A small job runs its batches on the calling thread instead (`inline`): starting
+ * a worker costs more than such a job's crypto and I/O (performance.md).
  */
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { Piscina } from 'piscina';
-import type { BackendChoice } from '../../crypto/index.js';
+import { nativeKernels, type BackendChoice } from '../../crypto/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
 import { builtPath, compiledModulePath } from '../../package-root.js';
-import type { CryptTask, DisposeTask, SectorBatchRef, WarmTask, WorkerReply } from './worker-messages.js';
+import type { FileReadPlan, FileWritePlan, FileWriteReport } from '../../image/index.js';
+import type { CryptTask, DisposeTask, SectorBatchRef, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
+import runOnThisThread from './xts-worker.js';
 
 export type { SectorBatchRef } from './worker-messages.js';
 
@@ -33,44 +37,101 @@ export interface CryptJob {
   readonly keyLength: number;
 }
 
+/**
+ * Jobs with at most this many payload bytes run inline when no thread count is asked for: the native kernel and
+ * the positional I/O get through it in a few tens of milliseconds on one core, about what starting workers takes.
+ */
+export const INLINE_MAX_BYTES = 64 << 20;
+
+/**
+ * The pool for a job of `payloadBytes`: inline when it is small, the caller left the thread count open and the
+ * native kernel runs it (WASM and JS are slow enough that even a small job is worth a worker per core).
+ */
+export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, payloadBytes: bigint): CryptPool {
+  const backend = opts.backend ?? 'auto';
+  const native = (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
+  const inline = opts.threads === undefined && native && payloadBytes <= BigInt(INLINE_MAX_BYTES);
+  return new CryptPool({ ...opts, inline });
+}
+
 /** How long destroy() waits for workers still starting. */
 const WARM_WAIT_MS = 10_000;
 
 /** An error a worker reported, with its original code (XTS_..., ENGINE_...). */
 class WorkerCryptError extends VhdcryptError {}
 
+/** The error of a failed reply: a system call's errno error rebuilt as Node shapes it (code, syscall), else ours. */
+function replyError(r: Extract<WorkerReply, { ok: false }>): Error {
+  if (r.errno !== undefined) return Object.assign(new Error(r.message), { code: r.errno, syscall: r.side === 'write' ? 'write' : 'read' });
+  return new WorkerCryptError(r.code, r.message);
+}
+
+/** Where a batch's I/O happens when the worker does it. */
+export interface BatchIo {
+  readonly read: FileReadPlan | null;
+  readonly write: FileWritePlan | null;
+}
+
+/** A failed planned read or write of a batch, as the worker saw it. */
+export class BatchIoError extends Error {
+  constructor(
+    readonly side: 'read' | 'write',
+    cause: Error,
+  ) {
+    super(cause.message, { cause });
+  }
+}
+
 export class CryptPool {
   readonly threads: number;
   readonly backend: BackendChoice;
-  private readonly pool: Piscina;
+  /** The piscina pool, or null when batches run on this thread. */
+  private readonly pool: Piscina | null;
   private closed = false;
   /** Settles once every worker has loaded and started its backend (see warm). */
   private warming: Promise<void> | null = null;
   /** What really ran, from the first reply. */
   ran: { backend: string; kernel: string } | null = null;
 
-  constructor(opts: { threads?: number; backend?: BackendChoice } = {}) {
-    const threads = opts.threads ?? defaultThreads();
+  constructor(opts: { threads?: number; backend?: BackendChoice; inline?: boolean } = {}) {
+    const threads = opts.inline === true ? 1 : (opts.threads ?? defaultThreads());
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
       throw new EngineError('ENGINE_BAD_ARGUMENT', `threads expected an integer from 1 to 256, got ${String(threads)}`);
+    }
+    this.threads = threads;
+    this.backend = opts.backend ?? 'auto';
+    if (opts.inline === true) {
+      this.pool = null;
+      return;
     }
     const filename = workerPath();
     if (!existsSync(filename)) {
       throw new EngineError('ENGINE_WORKER_FAILED', `worker ${filename} is missing; build the package first (npm run build)`);
     }
-    this.threads = threads;
-    this.backend = opts.backend ?? 'auto';
     this.pool = new Piscina({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
     // Piscina emits a worker that failed to start (EMFILE, ENOMEM: ERR_WORKER_INIT_FAILED) on the pool; with no
     // listener that is an uncaught exception. The tasks given to such a worker fail with the same error.
     this.pool.on('error', () => undefined);
   }
 
+  /** True when batches run on worker threads (false: inline, on the calling thread). */
+  get usesWorkers(): boolean {
+    return this.pool !== null;
+  }
+
+  /** One task on a worker, or on this thread when inline (the same function either way). */
+  private run(task: WorkerTask): Promise<WorkerReply> {
+    // Inline, each batch waits for a turn of the event loop, so signals, timers and progress run between batches.
+    if (this.pool === null) return new Promise((resolve) => setImmediate(() => resolve(runOnThisThread(task))));
+    return this.pool.run(task) as Promise<WorkerReply>;
+  }
+
   /** Start every worker's backend now (no key involved), so the first batch does not wait for it. */
   warm(): Promise<void> {
     if (this.warming !== null) return this.warming;
+    if (this.pool === null) return (this.warming = Promise.resolve());
     const task: WarmTask = { kind: 'warm', backend: this.backend };
-    const all = Promise.all(Array.from({ length: this.threads }, () => this.pool.run(task) as Promise<WorkerReply>)).then((replies) => {
+    const all = Promise.all(Array.from({ length: this.threads }, () => this.run(task))).then((replies) => {
       for (const r of replies) if (!r.ok) throw new WorkerCryptError(r.code, r.message);
     });
     // A failure here is reported again by the first real batch; keep it from being unhandled meanwhile.
@@ -86,7 +147,11 @@ export class CryptPool {
     return { id: randomUUID(), key: sab, keyLength: key.length };
   }
 
-  async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef): Promise<void> {
+  /**
+   * Encrypt or decrypt a batch in its slot; with `io`, the worker first reads it in and then writes it out itself
+   * (a failed read or write rejects with BatchIoError). Resolves with the planned write's report.
+   */
+  async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef, io: BatchIo = { read: null, write: null }): Promise<FileWriteReport | undefined> {
     const task: CryptTask = {
       kind: 'crypt',
       jobId: job.id,
@@ -100,10 +165,16 @@ export class CryptPool {
       firstTweak: b.firstTweak,
       sectorSize: b.sectorSize,
       tweakStep: b.tweakStep,
+      read: io.read,
+      write: io.write,
     };
-    const reply = (await this.pool.run(task)) as WorkerReply;
-    if (!reply.ok) throw new WorkerCryptError(reply.code, reply.message);
+    const reply = await this.run(task);
+    if (!reply.ok) {
+      const e = replyError(reply);
+      throw reply.side !== undefined ? new BatchIoError(reply.side, e) : e;
+    }
     if (!this.ran) this.ran = { backend: reply.backend, kernel: reply.kernel };
+    return reply.wrote;
   }
 
   /** Wipe the shared key and make every worker drop its key schedule. */
@@ -112,12 +183,13 @@ export class CryptPool {
     if (this.closed) return;
     const barrier = new SharedArrayBuffer(4);
     const task: DisposeTask = { kind: 'dispose', jobId: job.id, barrier, parties: this.threads };
-    await Promise.all(Array.from({ length: this.threads }, () => this.pool.run(task)));
+    await Promise.all(Array.from({ length: this.threads }, () => this.run(task)));
   }
 
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.pool === null) return;
     // Workers are not terminated while still loading their modules: Node 20 can abort the whole process
     // then (FATAL ERROR "v8::Module::IsGraphAsync must be used on an instantiated module"), which a job that
     // fails fast (a wrong passphrase) used to hit now and then. Bounded, in case a worker never comes up.

@@ -2,10 +2,15 @@
  * Moves batches through read -> XTS in a worker -> positional write, several
  * at once: while one slot is in a worker the next is being read and the
  * previous written. Memory in flight is the slot ring, whatever the image size.
+ * Where the images can plan a batch's I/O (readPlan, writePlan), the worker
+ * reads and writes it too, so this thread only hands out batches and keeps
+ * the watermark; elsewhere (a dynamic output allocating blocks, an NBD source)
+ * this thread reads or writes that side itself.
  * Checkpoints report the number of leading batches that are all written, for
  * the resume journal (the caller makes them durable first).
  */
-import type { CryptJob, CryptPool } from './crypt-pool.js';
+import { BatchIoError, type CryptJob, type CryptPool } from './crypt-pool.js';
+import type { FileReadPlan, FileWritePlan, FileWriteReport } from '../../image/index.js';
 import { EngineError } from '../errors.js';
 import type { Batch } from './payload-ranges.js';
 import type { SlotRing } from './slot-ring.js';
@@ -24,6 +29,13 @@ export interface PipelineSpec {
   tweak(payloadOffset: bigint): SectorTweak;
   read(payloadOffset: bigint, into: Uint8Array): Promise<void>;
   write(payloadOffset: bigint, data: Uint8Array): Promise<void>;
+  /** How the worker reads the batch at a payload offset itself, or null (then `read` runs here). */
+  readPlan?(payloadOffset: bigint, length: number): FileReadPlan | null;
+  /** How the worker writes it itself, or null (then `write` runs here); each report goes to `wrotePlanned`. */
+  writePlan?(payloadOffset: bigint, length: number): FileWritePlan | null;
+  wrotePlanned?(report: FileWriteReport): void;
+  /** The error a planned read or write failed with, as this side's own read or write would have thrown it. */
+  plannedIoError?(side: 'read' | 'write', cause: Error): unknown;
   /** Batches below this index are already done (resume). */
   readonly skipBatches?: number;
   /** Called with n when batches [0, n) are all written; at most one at a time; once more after an abort (ENGINE_ABORTED). */
@@ -91,19 +103,30 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
     try {
       if (stopping()) return;
       const view = slot.view(b.length);
-      await p.read(b.offset, view);
-      if (stopping()) return;
+      const read = p.readPlan?.(b.offset, b.length) ?? null;
+      if (read === null) {
+        await p.read(b.offset, view);
+        if (stopping()) return;
+      }
+      const write = p.writePlan?.(b.offset, b.length) ?? null;
       const t = p.tweak(b.offset);
-      await p.pool.crypt(p.job, p.encrypt, {
-        buffer: slot.buffer,
-        offset: slot.offset,
-        length: b.length,
-        firstTweak: t.firstTweak,
-        sectorSize: p.sectorSize,
-        tweakStep: t.tweakStep,
-      });
-      if (stopping()) return;
-      await p.write(b.offset, view);
+      let wrote: FileWriteReport | undefined;
+      try {
+        wrote = await p.pool.crypt(
+          p.job,
+          p.encrypt,
+          { buffer: slot.buffer, offset: slot.offset, length: b.length, firstTweak: t.firstTweak, sectorSize: p.sectorSize, tweakStep: t.tweakStep },
+          { read, write },
+        );
+      } catch (e) {
+        throw e instanceof BatchIoError ? (p.plannedIoError?.(e.side, e.cause as Error) ?? e.cause) : e;
+      }
+      if (write !== null) {
+        if (wrote) p.wrotePlanned?.(wrote);
+      } else {
+        if (stopping()) return;
+        await p.write(b.offset, view);
+      }
     } finally {
       p.slots.release(slot);
     }

@@ -1,6 +1,7 @@
 /** The messages between the engine and its piscina workers: plain typed objects, no key bytes except by shared reference. */
 import type { BackendChoice } from '../../crypto/index.js';
 import type { ErrorCode } from '../../error-codes.js';
+import type { FileReadPlan, FileWritePlan, FileWriteReport } from '../../image/index.js';
 
 /** A batch of sectors inside a shared slot, and how its tweaks run. */
 export interface SectorBatchRef {
@@ -22,6 +23,10 @@ export interface CryptTask extends SectorBatchRef {
   readonly keyLength: number;
   readonly backend: BackendChoice;
   readonly encrypt: boolean;
+  /** Read the batch into the slot first, from the source's descriptor (else the slot already holds it). */
+  readonly read: FileReadPlan | null;
+  /** Write the batch from the slot afterwards, to the output's descriptors (else the engine writes it). */
+  readonly write: FileWritePlan | null;
 }
 
 /** Drop the job's Xts; every worker takes exactly one (the barrier holds each until all have arrived). */
@@ -42,5 +47,12 @@ export interface WarmTask {
 export type WorkerTask = CryptTask | DisposeTask | WarmTask;
 
 export type WorkerReply =
-  | { readonly ok: true; readonly backend: string; readonly kernel: string }
-  | { readonly ok: false; readonly code: ErrorCode; readonly message: string };
+  | { readonly ok: true; readonly backend: string; readonly kernel: string; readonly wrote?: FileWriteReport }
+  | {
+      readonly ok: false;
+      readonly code: ErrorCode;
+      readonly message: string;
+      /** A failed read or write system call: its errno name (ENOSPC, EIO) and which side failed. */
+      readonly errno?: string;
+      readonly side?: 'read' | 'write';
+    };

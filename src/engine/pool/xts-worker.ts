@@ -2,10 +2,15 @@
  * The piscina worker: runs AES-XTS over batches held in shared slots. It keeps
  * one Xts per job (built from the job's shared key on first use) so the key
  * schedule is expanded once per thread, and disposes it on the job's dispose task.
+ * When the task carries the images' plans (planned-io.ts), the worker also reads
+ * the batch into its slot and writes it out, with positional system calls on the
+ * images' descriptors: the batch goes disk -> slot -> XTS in place -> disk on this
+ * thread, never copied and never waited for by the main thread.
  */
 import { createXts, type Xts } from '../../crypto/index.js';
 import { randomBytes } from 'node:crypto';
 import { VhdcryptError } from '../../errors.js';
+import { readPlannedSync, writePlannedSync, type FileWriteReport } from '../../image/index.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 
 const jobs = new Map<string, Xts>();
@@ -21,13 +26,40 @@ function xtsFor(t: CryptTask): Xts {
   return x;
 }
 
+/** A system call's failure, told apart so the engine can rebuild it (errno name) and say which side failed. */
+class SideError extends Error {
+  constructor(
+    readonly side: 'read' | 'write',
+    readonly original: unknown,
+  ) {
+    super(original instanceof Error ? original.message : String(original));
+  }
+}
+
+function onSide<T>(side: 'read' | 'write', f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw new SideError(side, e);
+  }
+}
+
 function crypt(t: CryptTask): WorkerReply {
   const x = xtsFor(t);
   const data = new Uint8Array(t.buffer, t.offset, t.length);
+  if (t.read) {
+    const plan = t.read;
+    onSide('read', () => readPlannedSync(plan, data));
+  }
   const opts = { tweakStep: t.tweakStep };
   if (t.encrypt) x.encryptSectors(data, t.firstTweak, t.sectorSize, opts);
   else x.decryptSectors(data, t.firstTweak, t.sectorSize, opts);
-  return { ok: true, backend: x.backend, kernel: x.kernel };
+  let wrote: FileWriteReport | undefined;
+  if (t.write) {
+    const plan = t.write;
+    wrote = onSide('write', () => writePlannedSync(plan, data));
+  }
+  return wrote ? { ok: true, backend: x.backend, kernel: x.kernel, wrote } : { ok: true, backend: x.backend, kernel: x.kernel };
 }
 
 function dispose(t: DisposeTask): WorkerReply {
@@ -61,9 +93,13 @@ function warm(t: WarmTask): WorkerReply {
 export default function run(task: WorkerTask): WorkerReply {
   try {
     return task.kind === 'crypt' ? crypt(task) : task.kind === 'dispose' ? dispose(task) : warm(task);
-  } catch (e) {
+  } catch (caught) {
+    const side = caught instanceof SideError ? caught.side : undefined;
+    const e = caught instanceof SideError ? caught.original : caught;
     const code = e instanceof VhdcryptError ? e.code : 'ENGINE_WORKER_FAILED';
     const message = e instanceof Error ? e.message : String(e);
-    return { ok: false, code, message };
+    const errno = (e as NodeJS.ErrnoException | null)?.code;
+    if (side !== undefined && typeof errno === 'string' && !(e instanceof VhdcryptError)) return { ok: false, code, message, errno, side };
+    return side !== undefined ? { ok: false, code, message, side } : { ok: false, code, message };
   }
 }

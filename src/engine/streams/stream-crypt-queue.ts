@@ -97,6 +97,7 @@ export class StreamCryptQueue {
         sectorSize: this.sectorSize,
         tweakStep: tweak.tweakStep,
       })
+      .then(() => undefined)
       .catch((e: unknown) => {
         this.failure ??= e;
       })
@@ -122,8 +123,10 @@ export class StreamCryptQueue {
       await this.out.write(e.bytes);
       return;
     }
-    // The slot is reused: the reader gets its own copy.
-    const copy = Buffer.from(e.slot.view(e.length));
+    // The slot is reused: the reader gets its own copy, in memory that is not zeroed first (every byte is set here;
+    // Buffer.from zero-fills a new buffer before copying into it).
+    const copy = Buffer.allocUnsafeSlow(e.length);
+    copy.set(e.slot.view(e.length));
     this.release(e.slot);
     this.processed += BigInt(e.length);
     this.onBatch?.(e.length);

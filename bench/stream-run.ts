@@ -1,0 +1,22 @@
+/**
+ * One whole-process stream run for bench/engine.bench.ts, the way a backup tool pipes an image:
+ * node dist/bench/stream-run.js encrypt|decrypt SRC [DST]  (DST defaults to /dev/null)
+ * fs.createReadStream(SRC) -> createEncryptStream/createDecryptStream -> fs.createWriteStream(DST), passphrase
+ * "benchpass" with PBKDF2 1000 iterations; prints {"seconds": the pipeline's own time} as JSON.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { createDecryptStream, createEncryptStream } from '../src/engine/index.js';
+
+const [mode, src, dst] = process.argv.slice(2);
+if ((mode !== 'encrypt' && mode !== 'decrypt') || src === undefined) {
+  process.stderr.write('usage: stream-run.js encrypt|decrypt SRC [DST]\n');
+  process.exit(2);
+}
+const t0 = performance.now();
+const crypt =
+  mode === 'encrypt'
+    ? createEncryptStream({ passphrase: 'benchpass', kdf: { type: 'pbkdf2', hash: 'sha256', iterations: 1000 } })
+    : createDecryptStream({ passphrase: 'benchpass' });
+await pipeline(createReadStream(src), crypt, createWriteStream(dst ?? '/dev/null'));
+process.stdout.write(JSON.stringify({ seconds: (performance.now() - t0) / 1000 }, null, 2) + '\n');

@@ -1,0 +1,174 @@
+/**
+ * The structure that makes the engine fast: the main thread hands out batches and each worker reads, encrypts and
+ * writes its own batch in its slot, with positional system calls of its own; the main thread never reads or writes
+ * batch data of a flat source or output, and no batch is copied on the way. Checked in process (the pipeline's
+ * main-thread read and write are never called, yet the output holds the ciphertext node:crypto expects) and from
+ * outside (strace: every batch-sized pread and pwrite of a CLI run comes from a thread other than the main one,
+ * each batch is read once and written once). Small jobs run inline, and give the same bytes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline } from '../src/engine/index.js';
+import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
+import { mapWriteError } from '../src/engine/errors.js';
+import { createImage, openImage, type WritableImage } from '../src/image/index.js';
+import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const MiB = 1 << 20;
+let dir: string;
+
+beforeAll(() => {
+  dir = tempDir('vhdcrypt-batch-io-');
+});
+afterAll(() => removeDir(dir));
+
+/** A raw image of `size` random bytes; returns them. */
+function makeRandomRaw(path: string, size: number): Uint8Array {
+  const data = new Uint8Array(randomBytes(size));
+  writeFileSync(path, data);
+  return data;
+}
+
+describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
+  it('the pipeline never reads or writes a flat image on the main thread; the output is plain64 AES-XTS of the input', async () => {
+    const size = 24 * MiB;
+    const srcPath = join(dir, 'pipe-src.raw');
+    const plain = makeRandomRaw(srcPath, size);
+    const src = await openImage(srcPath, { format: 'raw' });
+    const out = (await createImage(join(dir, 'pipe-out.raw'), { format: 'raw', virtualSize: BigInt(size) })) as WritableImage;
+    const pool = new CryptPool({ threads: 2, backend: 'native' });
+    const key = new Uint8Array(randomBytes(64));
+    const job = pool.startJob(key);
+    const slots = new SlotRing(pool.threads * 2 + 2, 4 * MiB);
+    let mainReads = 0;
+    let mainWrites = 0;
+    let planned = 0;
+    try {
+      expect(pool.usesWorkers).toBe(true);
+      const ranges = () => payloadRanges(() => src.extents(), { base: 0n, payloadSize: BigInt(size), granule: 4096n, all: true });
+      await runSectorPipeline({
+        pool,
+        job,
+        encrypt: true,
+        slots,
+        batches: batchesOf(ranges(), 4 * MiB),
+        sectorSize: 4096,
+        tweak: (off) => ({ firstTweak: off / 512n, tweakStep: 8 }),
+        read: async () => {
+          mainReads++;
+        },
+        write: async () => {
+          mainWrites++;
+        },
+        readPlan: (off, n) => src.readPlan!(off, n),
+        writePlan: (off, n) => out.writePlan!(off, n),
+        wrotePlanned: (r) => {
+          planned++;
+          out.wrotePlanned!(r);
+        },
+      });
+    } finally {
+      await pool.endJob(job);
+      await pool.destroy();
+      await src.close();
+      await out.close();
+    }
+    expect(mainReads).toBe(0);
+    expect(mainWrites).toBe(0);
+    expect(planned).toBe(6);
+    const cipher = readFileSync(join(dir, 'pipe-out.raw'));
+    expect(cipher.length).toBe(size);
+    // Every sector decrypts to the input under its plain64 tweak (512-byte units, 4096-byte sectors).
+    for (let o = 0; o < size; o += 4096) {
+      const back = oracleDecryptSector(key, BigInt(o / 512), cipher.subarray(o, o + 4096));
+      if (firstDifference(back, plain.subarray(o, o + 4096)) !== -1) throw new Error(`sector at ${o} does not decrypt to the input`);
+    }
+  });
+
+  it('a CLI encrypt with workers: every batch-sized pread and pwrite is a worker thread\'s, each batch read and written once', () => {
+    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
+    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    const size = 16 * MiB;
+    const src = join(dir, 'cli-src.raw');
+    makeRandomRaw(src, size);
+    const keyFile = join(dir, 'cli.key');
+    writeFileSync(keyFile, randomBytes(64));
+    // One trace file per thread (-ff): TRACE.<tid>; the main thread's tid is the process id strace started.
+    const trace = join(dir, 'trace');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    const r = spawnSync(
+      'strace',
+      ['-ff', '-qq', '-s', '0', '-e', 'trace=pread64,pwrite64,read,write', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', src, join(dir, 'cli-out.raw'), '--format', 'plain', '--key-file', keyFile, '--threads', '2', '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const files = readdirSync(dir).filter((f) => f.startsWith('trace.'));
+    const mainPid = Math.min(...files.map((f) => Number(f.slice('trace.'.length))));
+    const batch = 4 * MiB;
+    const calls = files.flatMap((f) =>
+      readFileSync(join(dir, f), 'utf8')
+        .split('\n')
+        .map((l) => /^(pread64|pwrite64|read|write)\(\d+, "[^"]*"(?:\.\.\.)?, (\d+)(?:, (\d+))?\) += (\d+)/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null && Number(m[2]) >= batch)
+        .map((m) => ({ tid: Number(f.slice('trace.'.length)), call: m[1]!, offset: m[3], line: m[0] })),
+    );
+    const reads = calls.filter((c) => c.call === 'pread64' || c.call === 'read');
+    const writes = calls.filter((c) => c.call === 'pwrite64' || c.call === 'write');
+    const seen = files.flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => l.includes(String(batch))).map((l) => `${f}: ${l}`)).join('\n');
+    expect(reads.length, seen).toBe(size / batch);
+    expect(writes.length, seen).toBe(size / batch);
+    for (const c of calls) expect(c.tid, c.line).not.toBe(mainPid);
+    // Read and written by the same thread: the batch stays in the slot it was read into.
+    const offsetsBy = (cs: typeof calls) => new Map(cs.map((c) => [c.offset, c.tid]));
+    const readers = offsetsBy(reads);
+    for (const [offset, tid] of offsetsBy(writes)) expect(readers.get(offset)).toBe(tid);
+  });
+
+  it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {
+    const pool = new CryptPool({ threads: 1, backend: 'native' });
+    const job = pool.startJob(new Uint8Array(randomBytes(64)));
+    const slots = new SlotRing(2, 64 * 1024);
+    const full = openSync('/dev/full', 'w');
+    try {
+      const plan = { fd: full, directFd: -1, position: 0, skipZeroChunks: false };
+      const batch = async function* () {
+        yield { index: 0, offset: 0n, length: 64 * 1024 };
+      };
+      const run = runSectorPipeline({
+        pool,
+        job,
+        encrypt: true,
+        slots,
+        batches: batch(),
+        sectorSize: 4096,
+        tweak: (off) => ({ firstTweak: off / 512n, tweakStep: 8 }),
+        read: async () => undefined,
+        write: async () => undefined,
+        writePlan: () => plan,
+        plannedIoError: (side, cause) => (side === 'write' ? mapWriteError(cause, '/dev/full') : cause),
+      });
+      await expect(run).rejects.toMatchObject({ code: 'ENGINE_NO_SPACE', cause: { code: 'ENOSPC', syscall: 'write' } });
+    } finally {
+      closeSync(full);
+      await pool.endJob(job);
+      await pool.destroy();
+    }
+  });
+
+  it('a small job runs inline (one thread, no worker) and round-trips to the same bytes', async () => {
+    const size = 8 * MiB;
+    const src = join(dir, 'small-src.raw');
+    const plain = makeRandomRaw(src, size);
+    const passphraseFile = join(dir, 'small.pass');
+    writeFileSync(passphraseFile, 'correct horse');
+    const enc = await encryptImage(src, join(dir, 'small.luks.raw'), { passphraseFile, kdf: PBKDF2_FAST });
+    expect(enc.threads).toBe(1);
+    const dec = await decryptImage(join(dir, 'small.luks.raw'), join(dir, 'small-back.raw'), { passphraseFile });
+    expect(dec.threads).toBe(1);
+    expect(firstDifference(readFileSync(join(dir, 'small-back.raw')), plain)).toBe(-1);
+  });
+});
