@@ -49,6 +49,7 @@ module.exports = {
     onlyImports('image', ['binary'], 'Disk images stand on their layouts and the root modules; kinds above register with it (source-registry.ts).'),
     onlyImports('luks', ['binary', 'crypto'], 'LUKS headers and keyslots need their layouts and the cipher.'),
     onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
+    onlyImports('bitlocker', ['crypto', 'vault'], 'BitLocker volumes need the XTS cipher and, for Azure Disk Encryption secrets, the vault interface.'),
     onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
     {
       name: 'engine-pool-stands-under-the-jobs',
