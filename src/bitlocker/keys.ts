@@ -26,7 +26,9 @@ export type Protector =
   | { readonly kind: 'password'; readonly password: string }
   | { readonly kind: 'recovery-password'; readonly recoveryPassword: string }
   | { readonly kind: 'startup-key'; readonly bek: Uint8Array }
-  | { readonly kind: 'clear-key' };
+  | { readonly kind: 'clear-key' }
+  /** The FVEK itself, as cryptsetup's --volume-key-file takes it (not verifiable: BitLocker stores no digest of it). */
+  | { readonly kind: 'volume-key'; readonly key: Uint8Array };
 
 /** Decrypt and authenticate an AES-CCM datum; null when the MAC does not match (a wrong key). */
 export function openCcm(key: Uint8Array, blob: CcmBlob): Buffer | null {
@@ -127,6 +129,8 @@ function kindOf(p: Protector): number {
       return Protection.startupKey;
     case 'clear-key':
       return Protection.clearKey;
+    case 'volume-key':
+      return -1;
   }
 }
 
@@ -157,6 +161,8 @@ function protectorKey(p: Protector, vmk: VmkEntry, bekKey: { guid: string; key: 
       return bekKey !== null && bekKey.guid === vmk.guid ? Buffer.from(bekKey.key) : null;
     case 'clear-key':
       return vmk.clearKey !== null ? Buffer.from(vmk.clearKey) : null;
+    case 'volume-key':
+      return null;
   }
 }
 
@@ -165,6 +171,12 @@ function protectorKey(p: Protector, vmk: VmkEntry, bekKey: { guid: string; key: 
  * Wrong key: BITLK_WRONG_KEY; no VMK of that kind: BITLK_NO_PROTECTOR.
  */
 export function openVolumeKey(meta: FveMetadata, p: Protector): OpenedKeys {
+  if (p.kind === 'volume-key') {
+    const c = meta.cipher;
+    const want = c.mode === 'cbc' ? c.bits / 8 : c.bits / 4;
+    if (p.key.length !== want) throw new BitlockerError('BITLK_WRONG_KEY', `a volume key of ${p.key.length} bytes for ${c.name}-${c.bits}, which takes ${want}`);
+    return { fvek: Buffer.from(p.key), vmkGuid: '' };
+  }
   const kind = kindOf(p);
   const candidates = meta.vmks.filter((v) => v.protection === kind && v.encryptedKey !== null);
   if (candidates.length === 0) {
