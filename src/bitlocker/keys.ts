@@ -10,6 +10,7 @@
  * - clear key: a 32-byte key stored beside the VMK (protection suspended).
  */
 import { createDecipheriv, hash } from 'node:crypto';
+import { nativeAddon } from '../native-addon.js';
 import { BitlockerError } from './errors.js';
 import { entries, EntryType, guidString, Protection, ValueType, type CcmBlob, type FveMetadata, type VmkEntry } from './metadata.js';
 
@@ -53,8 +54,25 @@ function keyOfDatum(plain: Buffer, what: string): { key: Buffer; method: number 
   return { key: Buffer.from(plain.subarray(KEY_DATUM_HEADER, size)), method: plain.readUInt16LE(8) };
 }
 
-/** The stretched key of an initial hash and a salt (libbde "Stretch key"). Returns a new buffer the caller wipes. */
+type NativeStretch = (initial: Uint8Array, salt: Uint8Array) => Uint8Array | null;
+
+/**
+ * The stretched key of an initial hash and a salt (libbde "Stretch key"): the addon's loop (native/bitlk_stretch.cc)
+ * when it is built, else the same loop here. Returns a new buffer the caller wipes.
+ */
 export function stretchKey(initial: Uint8Array, salt: Uint8Array): Buffer {
+  const native = nativeAddon()?.bitlkStretch as NativeStretch | undefined;
+  const r = typeof native === 'function' ? native(initial, salt) : null;
+  if (r !== null) {
+    const out = Buffer.from(r);
+    r.fill(0);
+    return out;
+  }
+  return stretchKeyJs(initial, salt);
+}
+
+/** stretchKey's loop with node:crypto (exported for the test that compares the two). */
+export function stretchKeyJs(initial: Uint8Array, salt: Uint8Array): Buffer {
   const s = Buffer.alloc(88);
   Buffer.from(initial.buffer, initial.byteOffset, 32).copy(s, 32);
   Buffer.from(salt.buffer, salt.byteOffset, 16).copy(s, 64);
