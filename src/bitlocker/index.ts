@@ -21,3 +21,4 @@ export { sectorCipher, type SectorCipher } from './sector-cipher.js';
 export { BitlockerVolume, segmentsOf, type Segment, type OpenVolumeOptions } from './volume.js';
 export { readDiskLayout, partitionBytes, type DiskLayout, type Partition } from './partitions.js';
 export { bekFromVault } from './vault-bek.js';
+export { resolveProtector, openDiskVolumes, decryptedDisk, diskBytes, type BitlockerKeyOptions, type DiskSource, type OpenedDisk } from './disk.js';

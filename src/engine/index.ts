@@ -35,11 +35,7 @@ export {
   describeBitlockerDisk,
   hasBitlocker,
   type BitlockerDescription,
-  openDiskVolumes,
-  resolveProtector,
-  diskBytes,
   type BitlockerDecryptOptions,
   type BitlockerDecryptResult,
-  type BitlockerKeyOptions,
   type BitlockerVolumeResult,
 } from './file-jobs/bitlocker-decrypt.js';

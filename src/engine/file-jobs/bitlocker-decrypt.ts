@@ -11,7 +11,9 @@ import { createImage, DEFAULT_BLOCK_SIZE, type DiskImage, type WritableImage } f
 import {
   BitlockerError,
   BitlockerVolume,
-  bekFromVault,
+  diskBytes,
+  openDiskVolumes,
+  resolveProtector,
   GUID_EOW,
   GUID_NORMAL,
   partitionBytes,
@@ -20,9 +22,8 @@ import {
   type DiskLayout,
   type Partition,
   type Protector,
-  type VolumeBytes,
+  type BitlockerKeyOptions,
 } from '../../bitlocker/index.js';
-import { openVault } from '../../vault/index.js';
 import { CryptPool } from '../pool/crypt-pool.js';
 import { SlotRing } from '../pool/slot-ring.js';
 import { abortedError } from '../pool/sector-pipeline.js';
@@ -32,15 +33,6 @@ import { containerFor } from './output-image.js';
 import { isRemoteSource } from './source-image.js';
 import type { BackendChoice } from '../../crypto/index.js';
 import type { OutputFormat } from '../run-options.js';
-
-/** Where a BitLocker key comes from: a protector, or an Azure Disk Encryption BEK secret in a vault. */
-export interface BitlockerKeyOptions {
-  readonly protector?: Protector;
-  /** A vault secret holding the startup key (contentType "BEK" or "Wrapped BEK"). */
-  readonly bekSecret?: string;
-  readonly vault?: string;
-  readonly vaultCredentials?: unknown;
-}
 
 export interface BitlockerDecryptOptions extends BitlockerKeyOptions {
   readonly force?: boolean;
@@ -76,41 +68,6 @@ export interface BitlockerDecryptResult {
 }
 
 const CHUNK = 4 << 20;
-
-/** The disk as bytes the BitLocker reader reads. */
-export function diskBytes(image: DiskImage): VolumeBytes {
-  return { size: image.virtualSize, read: (o, b) => image.read(o, b) };
-}
-
-/** The protector the options name, fetching an Azure Disk Encryption BEK secret when one is named. */
-export async function resolveProtector(opts: BitlockerKeyOptions): Promise<Protector> {
-  if (opts.bekSecret !== undefined) {
-    if (opts.protector !== undefined) throw new BitlockerError('BITLK_BAD_ARGUMENT', 'give either a BEK secret or another key, not both');
-    const vault = await openVault(opts.vault, { ...((opts.vaultCredentials ?? {}) as object), create: false });
-    try {
-      return { kind: 'startup-key', bek: await bekFromVault(vault, opts.bekSecret) };
-    } finally {
-      await vault.close();
-    }
-  }
-  return opts.protector ?? { kind: 'clear-key' };
-}
-
-/** Open every BitLocker volume of a disk with one protector; none open is an error, and so is any that refuses. */
-export async function openDiskVolumes(image: DiskImage, protector: Protector, backend?: BackendChoice): Promise<{ layout: DiskLayout; volumes: { part: Partition; vol: BitlockerVolume }[] }> {
-  const disk = diskBytes(image);
-  const layout = await readDiskLayout(disk);
-  const parts = layout.partitions.filter((p) => p.bitlocker);
-  if (parts.length === 0) throw new BitlockerError('BITLK_BAD_HEADER', `${image.path}: no BitLocker volume on this disk (${layout.scheme === 'none' ? 'no partition table' : `${layout.scheme}, ${layout.partitions.length} partitions`})`);
-  const volumes: { part: Partition; vol: BitlockerVolume }[] = [];
-  try {
-    for (const part of parts) volumes.push({ part, vol: await BitlockerVolume.open(partitionBytes(disk, part), protector, { ...(backend ? { backend } : {}) }) });
-  } catch (e) {
-    for (const v of volumes) v.vol.dispose();
-    throw e;
-  }
-  return { layout, volumes };
-}
 
 /** Decrypt the BitLocker volumes of the disk at `src` into a new disk at `dst`. */
 export async function decryptBitlockerImage(src: string, dst: string, opts: BitlockerDecryptOptions = {}): Promise<BitlockerDecryptResult> {
