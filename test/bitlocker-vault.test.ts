@@ -54,6 +54,23 @@ describe('BitLocker keys from the vault', () => {
     });
   }
 
+  it('--to-luks: the Wrapped BEK opens the BitLocker volume and the disk comes out as LUKS2 under a new vault key, which decrypts to the volume', () => {
+    const out = join(corpus.dir, 'migrated.img');
+    const r = spawnSync(process.execPath, [CLI, 'decrypt', corpus.path(NAME), out, '--vault', vaultUri, '--secret', ids.wrapped!, '--to-luks', '--json'], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const m = JSON.parse(r.stdout);
+    expect(m.luks.format).toBe('luks2');
+    expect(m.luks.secretId).toMatch(/\/secrets\//);
+    expect(readFileSync(out).subarray(0, 6).toString('latin1')).toBe('LUKS\xba\xbe');
+    expect(spawnSync('ls', ['-a', corpus.dir], { encoding: 'utf8' }).stdout).not.toContain('bitlk-plain');
+    const back = join(corpus.dir, 'back.img');
+    const d = spawnSync(process.execPath, [CLI, 'decrypt', out, back, '--vault', vaultUri], { encoding: 'utf8' });
+    expect(d.stderr).toBe('');
+    expect(d.status).toBe(0);
+    expect(createHash('sha256').update(readFileSync(back)).digest('hex')).toBe(corpus.images[NAME]!.SHA256SUM);
+  });
+
   it('a secret that is not a BEK is BITLK_NOT_A_BEK_SECRET (exit 5); a missing one the vault\'s error', () => {
     const r = decrypt(ids.other!, 'other.img');
     expect(r.status).toBe(5);

@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   addImageKeyslot,
   backupImageHeader,
+  bitlockerToLuks,
   decryptBitlockerImage,
   decryptImage,
   describeBitlockerDisk,
@@ -62,6 +63,8 @@ interface DecryptFlags extends CommonFlags {
   secret?: string;
   recoveryPasswordFile?: string;
   bekFile?: string;
+  toLuks?: boolean;
+  kek?: string;
   keySize?: string;
   sectorSize?: string;
 }
@@ -288,6 +291,28 @@ async function bitlockerProtector(f: DecryptFlags): Promise<Protector | undefine
 async function runBitlockerDecrypt(src: string, dst: string, f: DecryptFlags): Promise<void> {
   if (f.resume) throw new VhdcryptError('CLI_USAGE', '--resume: a BitLocker decrypt has no journal; run it again');
   const protector = await bitlockerProtector(f);
+  if (f.toLuks) {
+    const m = await withInterrupt(
+      (signal) =>
+        bitlockerToLuks(src, dst, {
+          ...(protector ? { protector } : {}),
+          ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
+          vault: f.vault,
+          kek: f.kek,
+          threads: f.threads,
+          backend: f.backend,
+          force: f.force,
+          outFormat: f.outFormat,
+          ...parentOptions(f),
+          signal,
+          onWarning: printWarning,
+        }),
+      dst,
+    );
+    if (f.json) process.stdout.write(jsonResult(m) + '\n');
+    else process.stdout.write(`${m.luks.destination}: ${m.bitlocker.volumes.length} BitLocker volume(s) decrypted and re-encrypted into ${m.luks.format} (${m.luks.container}); key sealed as ${m.luks.secretId}\n`);
+    return;
+  }
   const r = await withInterrupt(
     (signal) =>
       decryptBitlockerImage(src, dst, {
@@ -402,6 +427,8 @@ export function registerImageCommands(program: Command): void {
     .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID; BitLocker: the Azure Disk Encryption BEK secret)')
     .addOption(new Option('--recovery-password-file <file>', 'BitLocker: the 48-digit recovery password from a file').conflicts(['passphraseFile', 'keyFile', 'bekFile']))
     .addOption(new Option('--bek-file <file>', 'BitLocker: the startup key (.BEK file)').conflicts(['passphraseFile', 'keyFile']))
+    .option('--to-luks', 'BitLocker: re-encrypt the decrypted disk into LUKS2, a new key sealed in the vault (the migration off Azure Disk Encryption)')
+    .option('--kek <name>', 'with --to-luks: key-encryption key of the new key (default vhdcrypt-kek)')
     .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(KEY_SIZES.map(String)))
     .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(SECTOR_SIZES.map(String)))
     .addOption(outFormatOption())
@@ -410,7 +437,7 @@ export function registerImageCommands(program: Command): void {
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: DecryptFlags) => {
-      if (f.recoveryPasswordFile !== undefined || f.bekFile !== undefined || (await hasBitlocker(src, parentOptions(f)))) {
+      if (f.toLuks || f.recoveryPasswordFile !== undefined || f.bekFile !== undefined || (await hasBitlocker(src, parentOptions(f)))) {
         await runBitlockerDecrypt(src, dst, f);
         return;
       }

@@ -32,6 +32,9 @@ export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from '.
 export { outputPaths, type OutputPaths } from './file-jobs/safe-output.js';
 export {
   decryptBitlockerImage,
+  bitlockerToLuks,
+  type BitlockerToLuksOptions,
+  type BitlockerToLuksResult,
   describeBitlockerDisk,
   hasBitlocker,
   type BitlockerDescription,

@@ -6,7 +6,8 @@
  * (the tweak counts the volume's own sectors); CBC and Elephant volumes are decrypted on this thread through
  * node:crypto. Written safely (temp file 0600, fsync, rename); no resume: a failed run leaves nothing.
  */
-import { resolve } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createImage, DEFAULT_BLOCK_SIZE, type DiskImage, type WritableImage } from '../../image/index.js';
 import {
   BitlockerError,
@@ -32,7 +33,9 @@ import { PLAINTEXT_CREATE_MODE, checkDestination, commitOutput, discardOutput, p
 import { containerFor } from './output-image.js';
 import { isRemoteSource } from './source-image.js';
 import type { BackendChoice } from '../../crypto/index.js';
-import type { OutputFormat } from '../run-options.js';
+import type { OutputFormat, RunResult } from '../run-options.js';
+import { encryptImage } from './encrypt-image.js';
+import { outputPaths } from './safe-output.js';
 
 export interface BitlockerDecryptOptions extends BitlockerKeyOptions {
   readonly force?: boolean;
@@ -300,5 +303,46 @@ export async function describeBitlockerDisk(src: string, search: { parentDirs?: 
     return { path: source.path, scheme: layout.scheme, virtualSize: source.virtualSize, partitions };
   } finally {
     await source.close();
+  }
+}
+
+export interface BitlockerToLuksOptions extends BitlockerDecryptOptions {
+  /** Vault that seals the new LUKS key (default: the embedded vault); also where a BEK secret is read from. */
+  readonly vault?: string;
+  /** KEK of the new key (default 'vhdcrypt-kek'). */
+  readonly kek?: string;
+}
+
+export interface BitlockerToLuksResult {
+  readonly bitlocker: BitlockerDecryptResult;
+  readonly luks: RunResult;
+}
+
+/**
+ * The migration off BitLocker / Azure Disk Encryption in one command: the disk decrypted (as decryptBitlockerImage)
+ * into a private temp file beside the destination, then encrypted into LUKS2 with a new key sealed in the vault (as
+ * encryptImage), the temp file removed whatever happens. The plaintext never leaves the destination's directory
+ * and is 0600 while it exists.
+ */
+export async function bitlockerToLuks(src: string, dst: string, opts: BitlockerToLuksOptions = {}): Promise<BitlockerToLuksResult> {
+  const paths = outputPaths(dst);
+  const plain = join(dirname(paths.dest), `.${basename(paths.dest)}.vhdcrypt-bitlk-plain`);
+  await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
+  try {
+    const bitlocker = await decryptBitlockerImage(src, plain, { ...opts, force: true });
+    const luks = await encryptImage(plain, dst, {
+      ...(opts.vault !== undefined ? { vault: opts.vault } : {}),
+      ...(opts.vaultCredentials !== undefined ? { vaultCredentials: opts.vaultCredentials } : {}),
+      ...(opts.kek !== undefined ? { kek: opts.kek } : {}),
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+      ...(opts.outFormat !== undefined ? { outFormat: opts.outFormat } : {}),
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+      ...(opts.onWarning !== undefined ? { onWarning: opts.onWarning } : {}),
+      force: opts.force === true,
+    });
+    return { bitlocker, luks };
+  } finally {
+    await rm(plain, { force: true });
   }
 }
