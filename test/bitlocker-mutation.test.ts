@@ -157,3 +157,26 @@ describe('mutated BitLocker metadata', () => {
     expect([...seen.keys()].every((k) => k === 'opened' || k.startsWith('BITLK_'))).toBe(true);
   });
 });
+
+describe('the CBC and Elephant sector ciphers', () => {
+  it('give the same plaintext for a buffer at any alignment (the word-wise path and the byte-wise one)', async () => {
+    const { sectorCipher, CIPHERS } = await import('../src/bitlocker/index.js');
+    const { randomBytes } = await import('node:crypto');
+    for (const method of [0x8000, 0x8001, 0x8002, 0x8003]) {
+      for (const ss of [512, 4096]) {
+        const key = randomBytes(64);
+        const data = randomBytes(3 * ss);
+        const aligned = Buffer.from(data);
+        const c = sectorCipher(CIPHERS[method]!, key, ss);
+        c.decrypt(aligned, 1n << 33n);
+        const backing = Buffer.alloc(data.length + 3);
+        const odd = backing.subarray(3);
+        data.copy(odd);
+        c.decrypt(odd, 1n << 33n);
+        c.dispose();
+        expect([method, ss, odd.equals(aligned)]).toEqual([method, ss, true]);
+        expect(aligned.equals(data)).toBe(false);
+      }
+    }
+  });
+});
