@@ -199,7 +199,8 @@ export function openVolumeKey(meta: FveMetadata, p: Protector): OpenedKeys {
   const candidates = meta.vmks.filter((v) => v.protection === kind && v.encryptedKey !== null);
   if (candidates.length === 0) {
     const have = meta.vmks.map((v) => v.protectionName).join(', ') || 'none';
-    throw new BitlockerError('BITLK_NO_PROTECTOR', `the volume has no ${p.kind.replace('-', ' ')} protector (protectors: ${have})`);
+    const hint = p.kind === 'clear-key' ? ': give its password, recovery password or startup key' : '';
+    throw new BitlockerError('BITLK_NO_PROTECTOR', `the volume has no ${p.kind.replace('-', ' ')} protector (protectors: ${have})${hint}`);
   }
   const bek = p.kind === 'startup-key' ? parseBek(p.bek) : null;
   // A password is stretched once per salt: VMKs of one kind usually share none, so each is tried in turn.

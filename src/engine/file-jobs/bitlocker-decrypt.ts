@@ -247,9 +247,10 @@ export async function hasBitlocker(src: string, search: { parentDirs?: readonly 
   const { source } = await startJob(src, src, search);
   try {
     return (await readDiskLayout(diskBytes(source))).partitions.some((p) => p.bitlocker);
-  } catch {
+  } catch (e) {
     // A table we cannot read holds no BitLocker volume we could decrypt; the LUKS path reports its own errors.
-    return false;
+    if (e instanceof BitlockerError) return false;
+    throw e;
   } finally {
     await source.close();
   }
