@@ -51,6 +51,7 @@ module.exports = {
     onlyImports('pkcs11', [], 'PKCS#11 tokens stand on nothing but the root modules; the vault and the volume layer use them.'),
     onlyImports('vault', ['crypto', 'pkcs11'], 'The vault needs the cipher, and a token for KEKs and master keys kept in one.'),
     onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'pkcs11', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    onlyImports('bitlocker', ['crypto', 'vault'], 'BitLocker volumes need the XTS cipher and, for Azure Disk Encryption secrets, the vault interface.'),
     {
       name: 'engine-pool-stands-under-the-jobs',
       comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',

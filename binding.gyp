@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/af_merge.cc",
+        "native/bitlk_stretch.cc",
         "native/buffer_address.cc",
         "native/cpu_features.cc",
         "native/file_space.cc",

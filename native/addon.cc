@@ -18,6 +18,7 @@
 #include "buffer_address.h"
 #include "addon_shared.h"
 #include "af_merge.h"
+#include "bitlk_stretch.h"
 #include "cpu_features.h"
 #include "file_space.h"
 #include "heap_trim.h"
@@ -295,6 +296,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));
   exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));
+  exports.Set("bitlkStretch", Napi::Function::New<BitlkStretch>(env, "bitlkStretch"));
   exports.Set("fileSpace", Napi::Function::New<FileSpace>(env, "fileSpace"));
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
   exports.Set("peerUid", Napi::Function::New<PeerUid>(env, "peerUid"));

@@ -202,6 +202,22 @@ export const ERROR_CODES = {
   ENGINE_STREAM_ORDER: usage,
   ENGINE_IO: failed,
 
+  // BitLocker volumes (src/bitlocker): read and decrypted, never written.
+  BITLK_BAD_HEADER: badInput,
+  BITLK_BAD_METADATA: badInput,
+  BITLK_BAD_PARTITION_TABLE: badInput,
+  BITLK_BAD_STARTUP_KEY: badInput,
+  BITLK_BAD_RECOVERY_PASSWORD: usage,
+  BITLK_BAD_ARGUMENT: usage,
+  BITLK_NO_PROTECTOR: wrongKey,
+  BITLK_WRONG_KEY: wrongKey,
+  BITLK_NOT_A_BEK_SECRET: vault,
+  BITLK_UNSUPPORTED_VISTA: unsupported,
+  BITLK_UNSUPPORTED_STATE: unsupported,
+  BITLK_UNSUPPORTED_EOW: unsupported,
+  BITLK_UNSUPPORTED_CIPHER: unsupported,
+  BITLK_UNSUPPORTED_SECTOR_SIZE: unsupported,
+
   // NBD server and client (src/nbd).
   NBD_ALREADY_LISTENING: usage,
   NBD_NOT_LISTENING: usage,

@@ -66,3 +66,8 @@ export type { Pkcs11Access, Pkcs11ErrorCode, Pkcs11Mechanism, Pkcs11Uri, Pkcs11W
 export { NbdServer, ImageBacking, EncryptedBacking, NbdClient, openNbdImage, parseNbdUri, formatNbdUri, isNbdUri, NbdError } from './nbd/index.js';
 export { registerNbdSource, NBD_SOURCE_KIND } from './nbd/source-kind.js';
 export type { NbdBacking, NbdServerOptions, NbdEndpoint, NbdImage, CryptoLayout, NbdAddress } from './nbd/index.js';
+// BitLocker disks (read only): decrypt in place, migrate to LUKS2, and the reader underneath.
+export { decryptBitlockerImage, bitlockerToLuks, describeBitlockerDisk } from './engine/index.js';
+export type { BitlockerDecryptOptions, BitlockerDecryptResult, BitlockerToLuksOptions, BitlockerToLuksResult, BitlockerDescription } from './engine/index.js';
+export { BitlockerError, BitlockerVolume, readFveMetadata, readDiskLayout, openDiskVolumes, decryptedDisk } from './bitlocker/index.js';
+export type { BitlockerErrorCode, Protector, FveMetadata, DiskLayout, Partition } from './bitlocker/index.js';

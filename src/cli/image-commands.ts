@@ -1,24 +1,30 @@
 /** `vhdcrypt encrypt|decrypt|info|keyslot|header`: the engine's commands. */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   addImageKeyslot,
   addImagePkcs11Keyslot,
   backupImageHeader,
+  bitlockerToLuks,
+  decryptBitlockerImage,
   decryptImage,
+  describeBitlockerDisk,
   describeImage,
+  hasBitlocker,
   encryptImage,
   exportImageKey,
   listImageKeyslots,
   outputPaths,
   removeImageKeyslot,
   restoreImageHeader,
+  type BitlockerDescription,
   type Progress,
   type RunOptions,
   type RunResult,
 } from '../engine/index.js';
 import type { BackendChoice } from '../crypto/index.js';
+import { MAX_BEK_BYTES, type Protector } from '../bitlocker/index.js';
 import type { KdfOptions } from '../luks/index.js';
 import { keyslotPriorityName } from '../luks/index.js';
 import { VhdcryptError, isVhdcryptError } from '../errors.js';
@@ -60,6 +66,10 @@ interface EncryptFlags extends CommonFlags {
 interface DecryptFlags extends CommonFlags {
   secret?: string;
   usePkcs11Token?: boolean;
+  recoveryPasswordFile?: string;
+  bekFile?: string;
+  toLuks?: boolean;
+  kek?: string;
   keySize?: string;
   sectorSize?: string;
 }
@@ -265,6 +275,101 @@ async function runImageJob(f: CommonFlags & ParentFlags, dst: string, job: (comm
   }
 }
 
+/** The first line of a file, without its line end (a password or a recovery password). */
+async function firstLine(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8');
+  return text.split(/\r?\n/)[0] ?? '';
+}
+
+async function bitlockerProtector(f: DecryptFlags): Promise<Protector | undefined> {
+  if (f.keyFile !== undefined) throw new VhdcryptError('CLI_USAGE', '--key-file does not open BitLocker volumes: use --passphrase-file, --recovery-password-file, --bek-file or --secret');
+  if (f.recoveryPasswordFile !== undefined) return { kind: 'recovery-password', recoveryPassword: await firstLine(f.recoveryPasswordFile) };
+  if (f.passphraseFile !== undefined) return { kind: 'password', password: await firstLine(f.passphraseFile) };
+  if (f.bekFile !== undefined) {
+    const size = (await stat(f.bekFile)).size;
+    if (size > MAX_BEK_BYTES) throw new VhdcryptError('BITLK_BAD_STARTUP_KEY', `${f.bekFile}: ${size} bytes is too large for a startup key (.BEK) file`);
+    return { kind: 'startup-key', bek: await readFile(f.bekFile) };
+  }
+  return undefined;
+}
+
+/** decrypt of a disk holding BitLocker volumes. */
+async function runBitlockerDecrypt(src: string, dst: string, f: DecryptFlags): Promise<void> {
+  if (f.resume) throw new VhdcryptError('CLI_USAGE', '--resume: a BitLocker decrypt has no journal; run it again');
+  const protector = await bitlockerProtector(f);
+  if (f.toLuks) {
+    const m = await withInterrupt(
+      (signal) =>
+        bitlockerToLuks(src, dst, {
+          ...(protector ? { protector } : {}),
+          ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
+          vault: f.vault,
+          kek: f.kek,
+          threads: f.threads,
+          backend: f.backend,
+          force: f.force,
+          outFormat: f.outFormat,
+          ...parentOptions(f),
+          signal,
+          onWarning: printWarning,
+        }),
+      dst,
+    );
+    if (f.json) process.stdout.write(jsonResult(m) + '\n');
+    else process.stdout.write(`${m.luks.destination}: ${m.bitlocker.volumes.length} BitLocker volume(s) decrypted and re-encrypted into ${m.luks.format} (${m.luks.container}); key sealed as ${m.luks.secretId}\n`);
+    return;
+  }
+  const r = await withInterrupt(
+    (signal) =>
+      decryptBitlockerImage(src, dst, {
+        ...(protector ? { protector } : {}),
+        ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
+        vault: f.vault,
+        threads: f.threads,
+        backend: f.backend,
+        force: f.force,
+        outFormat: f.outFormat,
+        ...parentOptions(f),
+        signal,
+        onWarning: printWarning,
+      }),
+    dst,
+  );
+  if (f.json) {
+    process.stdout.write(jsonResult(r) + '\n');
+    return;
+  }
+  for (const v of r.volumes) {
+    process.stderr.write(`vhdcrypt: BitLocker volume ${v.guid} (${r.scheme === 'volume' ? 'the whole disk' : `partition ${v.partition}`}, ${v.cipher}, ${v.sectorSize}-byte sectors) decrypted with VMK ${v.vmkGuid}\n`);
+  }
+  process.stdout.write(`${r.destination}: ${r.container}, ${r.volumes.length} BitLocker volume(s) decrypted, ${r.bytesDecrypted} bytes in ${r.seconds.toFixed(2)} s\n`);
+}
+
+function printBitlockerInfo(d: BitlockerDescription, json: boolean | undefined): void {
+  if (json) {
+    process.stdout.write(jsonResult(d) + '\n');
+    return;
+  }
+  const lines = [`image:       ${d.path}`, `virtual:     ${d.virtualSize} bytes`, `partitions:  ${d.scheme === 'volume' ? 'none (a bare BitLocker volume)' : d.scheme}`];
+  for (const p of d.partitions) {
+    if (d.scheme !== 'volume') lines.push(`  ${p.index}: offset ${p.offset}, ${p.size} bytes, type ${p.type}${p.name ? ` "${p.name}"` : ''}${p.bitlocker ? ', BitLocker' : ''}`);
+    if (p.error) lines.push(`    error: ${p.error.code}: ${p.error.message}`);
+    const v = p.volume as Record<string, any> | undefined;
+    if (!v) continue;
+    lines.push(
+      `    ${v.variant} volume ${v.guid} (${v.type}, ${v.state})`,
+      `    cipher:      ${v.cipher}, ${v.sectorSize}-byte sectors`,
+      `    created:     ${v.created ?? 'unknown'}`,
+      `    description: ${v.description}`,
+      `    metadata:    copies at ${v.metadataOffsets.join(', ')}; copy ${v.metadataCopyUsed} used`,
+      `    header:      relocated to ${v.volumeHeader.offset} (${v.volumeHeader.size} bytes)`,
+    );
+    for (const c of v.damagedCopies) lines.push(`    damaged:     copy ${c.copy}: ${c.reason}`);
+    for (const k of v.protectors) lines.push(`    protector:   ${k.guid} ${k.protection}${k.name ? ` "${k.name}"` : ''}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
 export function registerImageCommands(program: Command): void {
   addPkcs11Options(addParentOptions(program
     .command('encrypt')), { extractable: true })
@@ -329,8 +434,12 @@ export function registerImageCommands(program: Command): void {
     .option('--vault <uri>', 'vault URI (default: the token\'s vault, else the embedded vault)')
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line)').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (plain: the raw key)').conflicts('passphraseFile'))
-    .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID)')
+    .option('--secret <id>', 'vault secret id (plain volumes without a VHD UUID; BitLocker: the Azure Disk Encryption BEK secret)')
     .option('--use-pkcs11-token', "unlock through the header's systemd-pkcs11 token (the PIN) even when a vault token is there too")
+    .addOption(new Option('--recovery-password-file <file>', 'BitLocker: the 48-digit recovery password from a file').conflicts(['passphraseFile', 'keyFile', 'bekFile']))
+    .addOption(new Option('--bek-file <file>', 'BitLocker: the startup key (.BEK file)').conflicts(['passphraseFile', 'keyFile']))
+    .option('--to-luks', 'BitLocker: re-encrypt the decrypted disk into LUKS2, a new key sealed in the vault (the migration off Azure Disk Encryption)')
+    .option('--kek <name>', 'with --to-luks: key-encryption key of the new key (default vhdcrypt-kek)')
     .addOption(new Option('--key-size <bits>', 'plain volumes: key bits').choices(KEY_SIZES.map(String)))
     .addOption(new Option('--sector-size <bytes>', 'plain volumes: crypto sector size').choices(SECTOR_SIZES.map(String)))
     .addOption(outFormatOption())
@@ -339,6 +448,10 @@ export function registerImageCommands(program: Command): void {
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: DecryptFlags) => {
+      if (f.toLuks || f.recoveryPasswordFile !== undefined || f.bekFile !== undefined || (await hasBitlocker(src, parentOptions(f)))) {
+        await runBitlockerDecrypt(src, dst, f);
+        return;
+      }
       await runImageJob(f, dst, (common) =>
         decryptImage(src, dst, {
           resume: f.resume,
@@ -364,6 +477,10 @@ export function registerImageCommands(program: Command): void {
     .option('--vault <uri>', 'vault to look the LUKS UUID up in')
     .option('--json', 'print JSON')
     .action(async (img: string, f: { json?: boolean; vault?: string } & ParentFlags & Pkcs11Flags) => {
+      if (await hasBitlocker(img, parentOptions(f))) {
+        printBitlockerInfo(await describeBitlockerDisk(img, parentOptions(f)), f.json);
+        return;
+      }
       const d = await withPkcs11(f, (vaultCredentials) => describeImage(img, { vault: f.vault, vaultCredentials, ...parentOptions(f) }));
       if (f.json) {
         process.stdout.write(jsonResult(d) + '\n');

@@ -1,13 +1,14 @@
 /** `vhdcrypt serve`: export an image (decrypted, when it is encrypted) over NBD until SIGINT/SIGTERM. */
 import type { Command } from 'commander';
 import { lookup } from 'node:dns/promises';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
 import { SECTOR_SIZES, type SectorSize } from '../volume/index.js';
 import type { NbdEndpoint } from '../nbd/index.js';
+import { MAX_BEK_BYTES } from '../bitlocker/index.js';
 import type { OpenExportOptions } from '../nbd/open-export.js';
 import { addPkcs11Options, withPkcs11, type Pkcs11Flags } from './pkcs11-command.js';
 import { addParentOptions, parentOptions } from './image-commands.js';
@@ -29,6 +30,8 @@ interface ServeOptions extends Pkcs11Flags {
   plain?: boolean;
   plaintext?: boolean;
   secret?: string;
+  recoveryPasswordFile?: string;
+  bekFile?: string;
   parentDir?: string[];
   allowAbsoluteParents?: boolean;
   sectorSize?: string;
@@ -38,6 +41,19 @@ interface ServeOptions extends Pkcs11Flags {
   maxConnectionsPerPeer?: string;
   verbose?: boolean;
   usePkcs11Token?: boolean;
+}
+
+/** --recovery-password-file and --bek-file: keys of BitLocker disks only. */
+async function bitlockerFlags(o: ServeOptions): Promise<Pick<OpenExportOptions, 'bitlockerProtector'>> {
+  if (o.recoveryPasswordFile !== undefined && o.bekFile !== undefined) throw usage('give --recovery-password-file or --bek-file, not both');
+  if (o.recoveryPasswordFile !== undefined) {
+    return { bitlockerProtector: { kind: 'recovery-password', recoveryPassword: (await readFile(o.recoveryPasswordFile, 'utf8')).split(/\r?\n/)[0] ?? '' } };
+  }
+  if (o.bekFile !== undefined) {
+    if ((await stat(o.bekFile)).size > MAX_BEK_BYTES) throw new VhdcryptError('BITLK_BAD_STARTUP_KEY', `${o.bekFile} is too large for a startup key (.BEK) file`);
+    return { bitlockerProtector: { kind: 'startup-key', bek: await readFile(o.bekFile) } };
+  }
+  return {};
 }
 
 function usage(message: string): VhdcryptError {
@@ -121,6 +137,7 @@ async function serve(image: string, o: ServeOptions): Promise<void> {
     ...(backend !== undefined ? { backend } : {}),
     ...(o.replyThreads === false ? { replyThreads: false } : {}),
     ...(o.usePkcs11Token === true ? { usePkcs11Token: true } : {}),
+    ...(await bitlockerFlags(o)),
   };
   const verbose = o.verbose === true;
   // The NBD server is loaded when serving starts, so other commands do not pay for it at start-up.
@@ -218,10 +235,12 @@ export function registerServe(program: Command): void {
     .option('--read-only', 'refuse writes (the default; kept for compatibility)')
     .option('--export-name <name>', 'export name (clients asking for "" get it too)')
     .option('--vault <uri>', 'vault holding the key (default: the LUKS2 token\'s vault, else the embedded vault)')
-    .option('--passphrase-file <file>', 'LUKS passphrase from the first line of a file')
+    .option('--passphrase-file <file>', 'LUKS (or BitLocker) passphrase from the first line of a file')
     .option('--key-file <file>', 'LUKS key file, or the raw key of a plain volume')
     .option('--plain', 'the image is a plain dm-crypt volume (no LUKS header)')
-    .option('--secret <id>', 'plain volumes: the vault secret (a raw file has no VHD UUID to find it by)')
+    .option('--secret <id>', 'plain volumes: the vault secret (a raw file has no VHD UUID to find it by); BitLocker: the Azure Disk Encryption BEK secret')
+    .option('--recovery-password-file <file>', 'BitLocker: the 48-digit recovery password from a file (BitLocker disks are served decrypted, read-only)')
+    .option('--bek-file <file>', 'BitLocker: the startup key (.BEK file)')
     .option('--plaintext', 'the image is not encrypted: export it as it is (refused when it has a LUKS header or a vault secret names it)')
     .option('--sector-size <n>', 'plain volumes: crypto sector size 512 or 4096')
     .option('--backend <name>', 'crypto backend: auto, native, wasm, js')

@@ -31,3 +31,15 @@ export type { StreamInputFormat } from '../image/vhd-stream-reader.js';
 export { createDecryptStream, DecryptStream, type DecryptStreamOptions } from './streams/stream-decrypt.js';
 /** Where a run's temp output and journal live beside its destination (what an interrupted run keeps). */
 export { outputPaths, type OutputPaths } from './file-jobs/safe-output.js';
+export {
+  decryptBitlockerImage,
+  bitlockerToLuks,
+  type BitlockerToLuksOptions,
+  type BitlockerToLuksResult,
+  describeBitlockerDisk,
+  hasBitlocker,
+  type BitlockerDescription,
+  type BitlockerDecryptOptions,
+  type BitlockerDecryptResult,
+  type BitlockerVolumeResult,
+} from './file-jobs/bitlocker-decrypt.js';

@@ -9,6 +9,7 @@
  */
 import { createXts, type BackendChoice } from '../crypto/index.js';
 import { openImage, parentSearch, type DiskImage, type ParentSearchOptions } from '../image/index.js';
+import { BitlockerError, decryptedDisk, diskBytes, openDiskVolumes, readDiskLayout, resolveProtector, type Protector } from '../bitlocker/index.js';
 import { VolumeError, findPlainVolumeSecret, readLuksInfo, unlockImage } from '../volume/index.js';
 import type { NbdBacking } from './backing.js';
 import { DirectReadFile } from './direct-replies.js';
@@ -45,6 +46,18 @@ export interface OpenExportOptions extends ParentSearchOptions {
   readonly vaultCredentials?: unknown;
   /** Open through the header's systemd-pkcs11 token even when a vhdcrypt-vault token is there too. */
   readonly usePkcs11Token?: boolean;
+  /** BitLocker disks: the key (--passphrase-file is the BitLocker password and --secret the BEK secret otherwise). */
+  readonly bitlockerProtector?: Protector;
+}
+
+async function hasBitlockerVolume(image: DiskImage): Promise<boolean> {
+  try {
+    return (await readDiskLayout(diskBytes(image))).partitions.some((p) => p.bitlocker);
+  } catch (e) {
+    // A partition table that cannot be read holds no BitLocker volume to serve; the LUKS path decides the rest.
+    if (e instanceof BitlockerError) return false;
+    throw e;
+  }
 }
 
 /** The backing for `path`: decrypted LUKS/plain, or the plaintext image. */
@@ -56,6 +69,24 @@ export async function openExportBacking(path: string, opts: OpenExportOptions = 
   const search = parentSearch(opts);
   const image: DiskImage = opts.readOnly === true ? await openImage(path, search) : await openImage(path, { writable: true, ...search });
   try {
+    // A disk with BitLocker volumes is served decrypted, read-only (BitLocker is never written here).
+    if (opts.plaintext !== true && (opts.bitlockerProtector !== undefined || (await hasBitlockerVolume(image)))) {
+      if (opts.readOnly !== true) throw new BitlockerError('BITLK_BAD_ARGUMENT', `${path}: a BitLocker disk is exported read-only; drop --writable`);
+      if (opts.keyFile !== undefined || opts.plain === true) throw new BitlockerError('BITLK_BAD_ARGUMENT', `${path}: a BitLocker disk opens with a password, recovery password, startup key or BEK secret, not --key-file or --plain`);
+      let protector = opts.bitlockerProtector;
+      if (protector === undefined && opts.passphraseFile !== undefined) {
+        const { readFile } = await import('node:fs/promises');
+        protector = { kind: 'password', password: (await readFile(opts.passphraseFile, 'utf8')).split(/\r?\n/)[0] ?? '' };
+      }
+      const resolved = await resolveProtector({
+        ...(protector !== undefined ? { protector } : {}),
+        ...(opts.secretId !== undefined ? { bekSecret: opts.secretId } : {}),
+        ...(opts.vault !== undefined ? { vault: opts.vault } : {}),
+      });
+      const opened = await openDiskVolumes(image, resolved, opts.backend);
+      if (resolved.kind === 'startup-key' && opts.secretId !== undefined) resolved.bek.fill(0);
+      return await ImageBacking.open(decryptedDisk(image, opened), { readOnly: true });
+    }
     // The binary headers and JSON area are enough to tell; the keyslot area (up to 128 MiB) is not read.
     const isLuks = (await readLuksInfo(image)) !== null;
     let secretId = opts.secretId;
