@@ -9,6 +9,7 @@ import { registerBench } from './bench-command.js';
 import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerServe } from './serve-command.js';
+import { registerFleet } from './fleet-command.js';
 import { registerNbdSource } from '../nbd/source-kind.js';
 
 /** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
@@ -72,6 +73,7 @@ export function buildProgram(): Command {
   registerVault(program);
   registerServe(program);
   registerBench(program);
+  registerFleet(program);
   program
     .command('completion')
     .description('print a shell completion script: source <(vhdcrypt completion bash)')
