@@ -16,6 +16,8 @@ import { makeRaw, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers
 import { exited, slowExport, startRedis, startWorker, type SlowExport, type TestRedis, type WorkerProcess } from './fixtures/fleet/harness.js';
 
 const MIB = 1 << 20;
+/** The page's document, inside page.waitForFunction (the tests compile without the DOM library). */
+declare const document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null };
 const CHROMIUM = '/usr/bin/chromium';
 
 function rawRequest(url: string, method: string, host?: string): Promise<number> {
