@@ -128,16 +128,18 @@ async function main(): Promise<void> {
   const events = await fleet.events();
   const q = new Queue('overhead', { connection: { path: sock }, prefix: 'vhdcrypt' });
   const overheads: number[] = [];
+  let failure: Error | null = null;
+  events.on('failed', (f: { code: string; message: string }) => (failure = new Error(`${f.code}: ${f.message}`)));
   try {
     for (let i = 0; i < samples; i++) {
       const dst = join(dir, `tiny-${i}.enc.raw`);
-      const done = new Promise<string>((resolve, reject) => {
+      const done = new Promise<string>((resolve) => {
         const on = ({ jobId }: { jobId: string }) => (events.off('completed', on), resolve(jobId));
         events.on('completed', on);
-        events.once('failed', (f: { code: string; message: string }) => reject(new Error(`${f.code}: ${f.message}`)));
       });
       await fleet.submit({ source: tiny, destination: dst, options: { vault } });
       const job = (await q.getJob(await done))!;
+      if (failure) throw failure;
       overheads.push(job.processedOn! - job.timestamp);
       rmSync(dst, { force: true });
     }

@@ -31,8 +31,10 @@ export function checkQueueName(name: string): string {
  */
 export async function openRedis(c: FleetConnection, timeoutMs = 10_000): Promise<Redis> {
   const redis = new Redis({ ...connectionOptions(c), lazyConnect: true });
-  // ioredis reports each failed attempt as an 'error' event; the connect below reports the outcome.
-  redis.on('error', () => {});
+  // ioredis reports each failed attempt as an 'error' event (the cause: ENOENT, ECONNREFUSED, a TLS failure); the
+  // connect below reports only that the connection closed.
+  let lastError: Error | null = null;
+  redis.on('error', (e: Error) => (lastError = e));
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -44,7 +46,8 @@ export async function openRedis(c: FleetConnection, timeoutMs = 10_000): Promise
     return redis;
   } catch (e) {
     redis.disconnect();
-    throw new FleetError('FLEET_REDIS_FAILED', `cannot reach Redis at ${describeConnection(c)}: ${(e as Error).message}`, { cause: e });
+    const why = (lastError as Error | null)?.message ?? (e as Error).message;
+    throw new FleetError('FLEET_REDIS_FAILED', `cannot reach Redis at ${describeConnection(c)}: ${why}`, { cause: e });
   } finally {
     clearTimeout(timer);
   }
