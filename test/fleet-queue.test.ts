@@ -268,6 +268,33 @@ describe('fleet: Redis restarted mid-run, SIGTERM hands a job back, cancel and r
     await checkOutputs(dir, images, vault);
   });
 
+  it('a destination that already holds the complete output is done; one that holds something else fails once', async () => {
+    // r1.enc.raw was completed above; a second job for it (another id) finds it complete and writes nothing.
+    const src = join(dir, 'r1.raw');
+    const dst = join(dir, 'r1.enc.raw');
+    const before = statSync(dst).mtimeMs;
+    const other = join(dir, 'other.enc.raw');
+    makeRaw(other, 3 * MIB, [[0, MIB]]);
+    const [again, clash] = await fleet.submit([
+      { id: 'again-r1', source: src, destination: dst, options: options() },
+      { id: 'clash', source: src, destination: other, options: options() },
+    ]);
+    const { Queue } = await import('bullmq');
+    const q = new Queue('q2', { connection: { path: redis.socket }, prefix: 'vhdcrypt' });
+    try {
+      const done = await until(async () => {
+        const j = await q.getJob(again!.id);
+        return j && (await j.getState()) === 'completed' ? j : null;
+      }, 30_000, 'the repeated job');
+      expect(done.returnvalue.outcome).toBe('exists');
+      expect(statSync(dst).mtimeMs).toBe(before);
+      const failed = await until(async () => (await fleet.status()).failed.find((f) => f.id === clash!.id), 30_000, 'the clashing job to fail');
+      expect([failed.code, failed.attempts]).toEqual(['FLEET_DEST_MISMATCH', 1]);
+    } finally {
+      await q.close();
+    }
+  });
+
   it('SIGTERM stops a running job at a checkpoint and hands it back; another worker resumes it', async () => {
     const slow = await slowImage('t0', 10);
     const [job] = await fleet.submit({ source: slow.uri, destination: join(dir, 't0.enc.raw'), options: options() });

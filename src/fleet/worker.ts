@@ -118,7 +118,9 @@ export function startFleetWorker(opts: FleetWorkerOptions): FleetWorker {
       try {
         await verifyComplete(spec);
       } catch (e) {
-        throw new UnrecoverableError(failureText(classifyFailure(e)));
+        // A destination that is not this job's output fails at once; a source that could not be read may come back.
+        const f = classifyFailure(e);
+        throw f.permanent ? new UnrecoverableError(failureText(f)) : new Error(failureText(f));
       }
       // An attempt that renamed its output into place and died before the rest: what it left beside it goes.
       await rm(paths.temp, { force: true });
