@@ -60,15 +60,11 @@ describe.skipIf(!existsSync(CHROMIUM))('fleet dashboard in headless Chromium', (
   });
 
   afterAll(async () => {
-    await browser?.close();
-    if (profile) removeDir(profile);
     slow?.child.kill('SIGTERM');
-    if (worker) {
-      worker.child.kill('SIGKILL');
-      await exited(worker.child);
-    }
-    await dashboard?.close();
-    await fleet?.close();
+    worker?.child.kill('SIGKILL');
+    if (worker) await exited(worker.child);
+    await Promise.allSettled([browser?.close(), dashboard?.close(), fleet?.close()]);
+    if (profile) removeDir(profile);
     await redis?.stop();
     removeDir(dir);
   });

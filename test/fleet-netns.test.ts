@@ -82,7 +82,7 @@ describe.skipIf(why !== null)('fleet workers in other network namespaces, over T
   afterAll(async () => {
     for (const w of workers) w.child.kill('SIGKILL');
     await Promise.all(workers.map((w) => exited(w.child)));
-    await fleet?.close();
+    await Promise.allSettled([fleet?.close()]);
     await redis?.stop();
     teardown();
     if (dir) removeDir(dir);
