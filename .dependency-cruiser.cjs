@@ -9,6 +9,7 @@
  *   volume: crypto, image, luks, pkcs11, vault and root modules only
  *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
  *   not import the streams
+ *   fleet (the BullMQ queue): engine, image and root modules only; imported by cli alone (the library's `vhdcrypt/fleet`)
  *   cli: imported by nobody (bin/ runs its build from dist/)
  *   src/index.ts, the public entry: imported by nobody
  *   and no cycle between the top-level folders of src/, whatever their order.
@@ -65,6 +66,14 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/engine/file-jobs/' },
       to: { path: '^src/engine/streams/' },
+    },
+    onlyImports('fleet', ['engine', 'image'], 'The fleet runs the engine\'s jobs from a queue; nothing below it knows of queues.'),
+    {
+      name: 'only-cli-imports-fleet',
+      comment: 'The fleet loads BullMQ and ioredis: the single-machine parts never import it (and need no Redis).',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(cli|fleet)/' },
+      to: { path: '^src/fleet/' },
     },
     {
       name: 'nothing-imports-cli',

@@ -218,6 +218,18 @@ export const ERROR_CODES = {
   BITLK_UNSUPPORTED_CIPHER: unsupported,
   BITLK_UNSUPPORTED_SECTOR_SIZE: unsupported,
 
+  // The fleet: jobs on a BullMQ queue in Redis (src/fleet).
+  FLEET_BAD_ARGUMENT: usage,
+  FLEET_BAD_REDIS_URL: usage,
+  FLEET_BAD_JOB: usage,
+  FLEET_BAD_MANIFEST: badInput,
+  FLEET_JOB_NOT_FOUND: usage,
+  FLEET_JOB_STATE: usage,
+  FLEET_DEST_MISMATCH: exists,
+  FLEET_CANCELLED: failed,
+  FLEET_REDIS_FAILED: failed,
+  FLEET_LISTEN_FAILED: failed,
+
   // NBD server and client (src/nbd).
   NBD_ALREADY_LISTENING: usage,
   NBD_NOT_LISTENING: usage,

@@ -45,7 +45,7 @@ describe('the table of error codes', () => {
     const raised = new Set<string>();
     for (const f of files) {
       const text = readFileSync(join(ROOT, f), 'utf8');
-      for (const m of text.matchAll(/['"]((?:CLI|XTS|STRUCT|VHD|IMAGE|LUKS|VAULT|PKCS11|ENGINE|NBD)_[A-Z0-9_]+)['"]/g)) raised.add(m[1]!);
+      for (const m of text.matchAll(/['"]((?:CLI|XTS|STRUCT|VHD|IMAGE|LUKS|VAULT|PKCS11|BITLK|ENGINE|FLEET|NBD)_[A-Z0-9_]+)['"]/g)) raised.add(m[1]!);
     }
     expect(raised.size).toBeGreaterThan(100);
     expect([...raised].filter((c) => !Object.hasOwn(ERROR_CODES, c))).toEqual([]);

@@ -10,6 +10,7 @@ import { registerVault } from './vault-command.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerServe } from './serve-command.js';
 import { registerPkcs11 } from './pkcs11-command.js';
+import { registerFleet } from './fleet-command.js';
 import { registerNbdSource } from '../nbd/source-kind.js';
 
 /** Errors opening a named file (Node system error codes), reported in one line with exit status 3 like other bad input. */
@@ -74,6 +75,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerPkcs11(program);
   registerBench(program);
+  registerFleet(program);
   program
     .command('completion')
     .description('print a shell completion script: source <(vhdcrypt completion bash)')

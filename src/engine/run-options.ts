@@ -15,8 +15,14 @@ export function checkRunOptions(o: RunOptions): number {
   if (o.outFormat !== undefined && !OUTPUT_FORMATS.includes(o.outFormat)) {
     throw new EngineError('ENGINE_BAD_ARGUMENT', `output format expected ${OUTPUT_FORMATS.join(', ')}, got ${String(o.outFormat)}`);
   }
+  if (o.outputName !== undefined && (typeof o.outputName !== 'string' || !OUTPUT_NAME.test(o.outputName))) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `output name expected 1-200 of A-Z a-z 0-9 . _ - not starting with a dot, got ${JSON.stringify(String(o.outputName).slice(0, 220))}`);
+  }
   return checkBatchBytes(o.batchBytes);
 }
+
+/** A name for the temp file and journal: one path component, never hidden twice nor a parent reference. */
+const OUTPUT_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
 export interface Progress {
   /** Bytes of payload done, including those done before a resume. */
@@ -52,6 +58,12 @@ export interface RunOptions extends ParentSearchOptions {
   readonly batchBytes?: number;
   /** Payload bytes between resume checkpoints (flush + journal; default 256 MiB). */
   readonly checkpointBytes?: number;
+  /**
+   * The name the temp file and journal are called by in the destination's directory (`.NAME.vhdcrypt-tmp`,
+   * `.NAME.vhdcrypt-journal`; default: the destination's own name). A queue names them after its job, so a retried
+   * job resumes on whichever machine takes it.
+   */
+  readonly outputName?: string;
 }
 
 export interface RunResult {

@@ -14,7 +14,7 @@ import { openSource } from './source-image.js';
  * such as a bad end footer read from its copy at offset 0, come first) and what it will hold.
  */
 export async function startJob(src: string, dst: string, opts: RunOptions) {
-  const paths = outputPaths(dst);
+  const paths = outputPaths(dst, opts.outputName);
   const source = await openSource(src, opts);
   const warnings = runWarnings(opts);
   for (const w of source.warnings) warnings.warn(w);

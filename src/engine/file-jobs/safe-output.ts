@@ -15,11 +15,14 @@ export interface OutputPaths {
   readonly journal: string;
 }
 
-/** The temp and journal names beside the destination. */
-export function outputPaths(dest: string): OutputPaths {
+/**
+ * The temp and journal names beside the destination: `.NAME.vhdcrypt-tmp` and `.NAME.vhdcrypt-journal`, NAME being
+ * `name` (RunOptions.outputName, checked by checkRunOptions) or else the destination's own name.
+ */
+export function outputPaths(dest: string, name?: string): OutputPaths {
   const abs = resolve(dest);
   const dir = dirname(abs);
-  const base = basename(abs);
+  const base = name ?? basename(abs);
   return { dest: abs, temp: join(dir, `.${base}.vhdcrypt-tmp`), journal: join(dir, `.${base}.vhdcrypt-journal`) };
 }
 
