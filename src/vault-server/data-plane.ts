@@ -172,6 +172,7 @@ async function secrets(r: DataRequest, info: RouteInfo, props: () => VaultProper
     const d = await v.deleteSecret(name);
     return { status: 200, body: deletedSecretBundle(r.origin, d, props()) };
   }
+  if (r.method !== 'GET' && r.method !== 'PATCH') throw methodNotAllowed(r.method);
   const ver = version(sub, 'secrets', name);
   if (r.method === 'GET') {
     const s = await v.getSecret(name, ver);
@@ -288,6 +289,7 @@ async function keys(r: DataRequest, info: RouteInfo, props: () => VaultPropertie
   if (sub === undefined && r.method === 'DELETE') {
     return { status: 200, body: deletedKeyBundle(r.origin, await v.deleteKey(name), props()) };
   }
+  if (r.method !== 'GET' && r.method !== 'PATCH') throw methodNotAllowed(r.method);
   const ver = version(sub, 'keys', name);
   if (r.method === 'GET') return { status: 200, body: keyBundle(r.origin, await v.getKey(name, ver), props()) };
   if (r.method === 'PATCH') {
