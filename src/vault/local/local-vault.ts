@@ -35,6 +35,12 @@ import type { VaultStore, VersionRow } from './store.js';
 
 export const OWNER = 'owner';
 const RECORD_CACHE_MAX = 4096;
+/** Operations that change nothing in the vault (their audit entries may skip the fsync on a server; see #audit). */
+const READ_ONLY_OPERATIONS = new Set([
+  'getProperties', 'getSecret', 'listSecrets', 'listSecretVersions', 'listDeletedSecrets', 'backupSecret',
+  'getKey', 'listKeys', 'listKeyVersions', 'listDeletedKeys', 'backupKey', 'wrapKey', 'unwrapKey', 'encrypt', 'decrypt',
+  'getRandomBytes',
+]);
 
 function deepFreeze<T>(o: T): T {
   if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
@@ -153,7 +159,7 @@ export class LocalVault implements Vault {
   /** Append to the audit log a server event that is not a vault call (a token issued or refused). */
   auditServerEvent(e: AuditEvent): Promise<void> {
     this.#auditQueue ??= new AuditQueue(this.#store, this.#cipher);
-    return this.#auditQueue.push(e);
+    return this.#auditQueue.push({ durable: false, ...e });
   }
 
   // ---- authentication, authorization, audit ----
@@ -218,7 +224,11 @@ export class LocalVault implements Vault {
 
   #audit(principal: string, operation: string, id: string, result: string): void | Promise<void> {
     const e: AuditEvent = { principal, operation, objectId: id, result, ...(this.#client !== undefined ? { client: this.#client } : {}) };
-    if (this.#auditQueue !== null && this.#shared) return this.#auditQueue.push(e);
+    if (this.#auditQueue !== null && this.#shared) {
+      // A call that changed the vault is recorded with an fsync before its reply; a read or a refusal may share a
+      // commit without one (see AuditEvent.durable): a crash of the process loses neither.
+      return this.#auditQueue.push({ ...e, durable: result === 'ok' && !READ_ONLY_OPERATIONS.has(operation) });
+    }
     appendAudit(this.#store, this.#cipher, e);
   }
 
