@@ -7,6 +7,7 @@
  *   image: binary and root modules only
  *   luks: binary, crypto and root modules only; pkcs11 (PKCS#11 tokens): root modules only; vault: crypto, pkcs11 and root modules only
  *   volume: crypto, image, luks, pkcs11, vault and root modules only
+ *   vault-server: vault, crypto and root modules only; imported by the cli alone
  *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
  *   not import the streams
  *   fleet (the BullMQ queue): engine, image and root modules only; imported by cli alone (the library's `vhdcrypt/fleet`)
@@ -53,6 +54,14 @@ module.exports = {
     onlyImports('vault', ['crypto', 'pkcs11'], 'The vault needs the cipher, and a token for KEKs and master keys kept in one.'),
     onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'pkcs11', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
     onlyImports('bitlocker', ['crypto', 'vault'], 'BitLocker volumes need the XTS cipher and, for Azure Disk Encryption secrets, the vault interface.'),
+    onlyImports('vault-server', ['vault', 'crypto'], 'The vault server speaks Key Vault over the vault; it needs nothing above it.'),
+    {
+      name: 'only-the-cli-imports-the-vault-server',
+      comment: 'The vault server is a top: the command line starts it, no part stands on it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(cli|vault-server)/' },
+      to: { path: '^src/vault-server/' },
+    },
     {
       name: 'engine-pool-stands-under-the-jobs',
       comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',

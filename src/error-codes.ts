@@ -160,6 +160,9 @@ export const ERROR_CODES = {
   VAULT_UNSUPPORTED_ALGORITHM: unsupported,
   VAULT_STORAGE: vault,
   VAULT_CLOSED: failed,
+  // The vault server (src/vault-server): its certificate and key files, and its listening address.
+  VAULT_SERVER_TLS: badInput,
+  VAULT_SERVER_LISTEN: failed,
 
   // Keys in a PKCS#11 token (src/pkcs11): the module, the token, its PIN, its keys and mechanisms.
   PKCS11_UNAVAILABLE: unsupported,

@@ -28,7 +28,7 @@ describe('the CLI in a shell', () => {
 
   it('bash completes commands, subcommands and options by position', () => {
     expect(complete(['vhdcrypt', 'enc'])).toEqual(['encrypt']);
-    expect(complete(['vhdcrypt', 'vault', 'se'])).toEqual(['secret', 'set-property']);
+    expect(complete(['vhdcrypt', 'vault', 'se'])).toEqual(['secret', 'serve', 'set-property']);
     expect(complete(['vhdcrypt', 'vault', 'secret', 'set', '--na'])).toEqual(['--name']);
     expect(complete(['vhdcrypt', 'decrypt', '--pass'])).toEqual(['--passphrase-file']);
     // Not a command word: nothing from us, so bash falls back to file names (-o default).
