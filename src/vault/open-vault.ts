@@ -24,8 +24,10 @@ export function defaultVaultPath(): string {
   return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.local', 'share'), 'vhdcrypt');
 }
 
-/** The default vault's URI, `file:<absolute path>`. */
+/** The default vault's URI: $VHDCRYPT_VAULT when it is an https: vault, else `file:<absolute path>`. */
 export function defaultVaultUri(): string {
+  const env = process.env.VHDCRYPT_VAULT;
+  if (env && /^https:/i.test(env)) return env;
   return `file:${defaultVaultPath()}`;
 }
 

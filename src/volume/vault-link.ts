@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import {
-  VaultError, defaultVaultPath, isDiskSecretType, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions, type SealDiskKeyRequest,
+  VaultError, defaultVaultPath, defaultVaultUri, isDiskSecretType, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions, type SealDiskKeyRequest,
 } from '../vault/index.js';
 
 export const DEFAULT_KEK = 'vhdcrypt-kek';
@@ -36,7 +36,8 @@ export interface VolumeVault {
 
 /** True when the default vault's directory exists (no directory: no vault, so no secret in it). */
 export function defaultVaultExists(): boolean {
-  return existsSync(defaultVaultPath());
+  // A remote default vault ($VHDCRYPT_VAULT=https://...) is asked, not looked for on disk.
+  return defaultVaultUri().startsWith('https:') || existsSync(defaultVaultPath());
 }
 
 /**

@@ -102,12 +102,33 @@ export class AzureVault implements Vault {
     return new AzureVault(base, new SecretClient(base, credential, clientOptions), new KeyClient(base, credential, clientOptions), credential, clientOptions, agent);
   }
 
-  private async call<T>(ctx: CallContext, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run one SDK call, its failure as a typed error. With `live` (a call on a live object by name), a 404 is
+   * told apart as the file vault tells it: a soft-deleted object is VAULT_DELETED (one more call, on the
+   * failure path only, needing list permission; without it the 404 stays NOT_FOUND).
+   */
+  private async call<T>(ctx: CallContext, fn: () => Promise<T>, live?: string): Promise<T> {
     if (this.closed) throw new VaultError('VAULT_CLOSED', `vault ${this.uri} is closed`);
     try {
       return await fn();
     } catch (e) {
-      throw vaultErrorOf(e, this.uri, ctx);
+      const err = vaultErrorOf(e, this.uri, ctx);
+      if (live !== undefined && (err.code === 'VAULT_SECRET_NOT_FOUND' || err.code === 'VAULT_KEY_NOT_FOUND') && await this.isDeleted(ctx.kind, live)) {
+        throw new VaultError('VAULT_DELETED', `${ctx.what}: ${ctx.kind === 'keys' ? 'key' : 'secret'} '${live}' is soft-deleted (recover it, or purge it for good)`, { cause: e });
+      }
+      throw err;
+    }
+  }
+
+  private async isDeleted(kind: CallContext['kind'], name: string): Promise<boolean> {
+    try {
+      if (kind === 'secrets') await this.secrets.getDeletedSecret(name);
+      else if (kind === 'keys') await this.keys.getDeletedKey(name);
+      else return false;
+      return true;
+    } catch {
+      // Not deleted, or not allowed to say: the original 404 stands.
+      return false;
     }
   }
 
@@ -155,7 +176,7 @@ export class AzureVault implements Vault {
 
   async getSecret(nameOrId: string, version?: string): Promise<Secret> {
     const r = resolveRef(this.uri, 'secrets', nameOrId, version);
-    const s = await this.call({ kind: 'secrets', what: `get secret '${r.name}'${r.version ? ` version ${r.version}` : ''}` }, () => this.secrets.getSecret(r.name, { version: r.version }));
+    const s = await this.call({ kind: 'secrets', what: `get secret '${r.name}'${r.version ? ` version ${r.version}` : ''}` }, () => this.secrets.getSecret(r.name, { version: r.version }), r.name);
     if (typeof s.value !== 'string') throw new VaultError('VAULT_SECRET_NOT_FOUND', `secret ${objectId(this.uri, 'secrets', r.name, r.version)} has no value`);
     return { value: s.value, properties: this.secretProps(s.properties) };
   }
@@ -300,7 +321,7 @@ export class AzureVault implements Vault {
 
   async getKey(nameOrId: string, version?: string): Promise<VaultKey> {
     const r = resolveRef(this.uri, 'keys', nameOrId, version);
-    const k = await this.call({ kind: 'keys', what: `get key '${r.name}'${r.version ? ` version ${r.version}` : ''}` }, () => this.keys.getKey(r.name, { version: r.version }));
+    const k = await this.call({ kind: 'keys', what: `get key '${r.name}'${r.version ? ` version ${r.version}` : ''}` }, () => this.keys.getKey(r.name, { version: r.version }), r.name);
     return this.vaultKey(k);
   }
 
@@ -405,28 +426,28 @@ export class AzureVault implements Vault {
   async wrapKey(nameOrId: string, alg: WrapAlgorithm, plaintext: Uint8Array): Promise<WrapResult> {
     this.checkBytes(plaintext, 'wrapKey');
     const { client, name } = this.cryptoFor(nameOrId);
-    const w = await this.call({ kind: 'keys', what: `wrapKey with key '${name}'` }, () => client.wrapKey(alg, plaintext));
+    const w = await this.call({ kind: 'keys', what: `wrapKey with key '${name}'` }, () => client.wrapKey(alg, plaintext), name);
     return { kid: this.kidOf(w.keyID, nameOrId), alg, result: w.result };
   }
 
   async unwrapKey(nameOrId: string, alg: WrapAlgorithm, wrapped: Uint8Array): Promise<WrapResult> {
     this.checkBytes(wrapped, 'unwrapKey');
     const { client, name } = this.cryptoFor(nameOrId);
-    const w = await this.call({ kind: 'keys', what: `unwrapKey with key '${name}'`, unwrap: true }, () => client.unwrapKey(alg, wrapped));
+    const w = await this.call({ kind: 'keys', what: `unwrapKey with key '${name}'`, unwrap: true }, () => client.unwrapKey(alg, wrapped), name);
     return { kid: this.kidOf(w.keyID, nameOrId), alg, result: w.result };
   }
 
   async encrypt(nameOrId: string, alg: EncryptAlgorithm, plaintext: Uint8Array): Promise<EncryptResult> {
     this.checkBytes(plaintext, 'encrypt');
     const { client, name } = this.cryptoFor(nameOrId);
-    const w = await this.call({ kind: 'keys', what: `encrypt with key '${name}'` }, () => client.encrypt({ algorithm: alg, plaintext }));
+    const w = await this.call({ kind: 'keys', what: `encrypt with key '${name}'` }, () => client.encrypt({ algorithm: alg, plaintext }), name);
     return { kid: this.kidOf(w.keyID, nameOrId), alg, result: w.result };
   }
 
   async decrypt(nameOrId: string, alg: EncryptAlgorithm, ciphertext: Uint8Array): Promise<EncryptResult> {
     this.checkBytes(ciphertext, 'decrypt');
     const { client, name } = this.cryptoFor(nameOrId);
-    const w = await this.call({ kind: 'keys', what: `decrypt with key '${name}'`, unwrap: true }, () => client.decrypt({ algorithm: alg, ciphertext }));
+    const w = await this.call({ kind: 'keys', what: `decrypt with key '${name}'`, unwrap: true }, () => client.decrypt({ algorithm: alg, ciphertext }), name);
     return { kid: this.kidOf(w.keyID, nameOrId), alg, result: w.result };
   }
 

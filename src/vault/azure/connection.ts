@@ -47,7 +47,9 @@ function caPemOf(o: AzureConnectionOptions): string | undefined {
 
 /**
  * The pipeline options: each try bounded by TRY_TIMEOUT_MS and, with a CA, sent through an agent that trusts
- * Node's roots plus that CA (verification itself is never relaxed).
+ * Node's roots plus that CA (verification itself is never relaxed). The bound is our own unref'd timer aborting
+ * the try, cleared when it ends (the SDK's request timeout left a timer holding a failed command's process for
+ * its full length).
  */
 export function pipelineOptions(o: AzureConnectionOptions): { options: PipelineOptions; agent: Agent | undefined } {
   const pem = caPemOf(o);
@@ -60,13 +62,22 @@ export function pipelineOptions(o: AzureConnectionOptions): { options: PipelineO
     options: {
       retryOptions: RETRY,
       additionalPolicies: [{
-        position: 'perCall',
+        position: 'perRetry',
         policy: {
           name: 'vhdcrypt-connection',
-          sendRequest: (req, next) => {
+          sendRequest: async (req, next) => {
             if (agent) req.agent = agent;
-            if (!req.timeout || req.timeout > TRY_TIMEOUT_MS) req.timeout = TRY_TIMEOUT_MS;
-            return next(req);
+            const given = req.abortSignal;
+            const ac = new AbortController();
+            const timer = setTimeout(() => ac.abort(new Error(`no answer within ${TRY_TIMEOUT_MS / 1000} s`)), TRY_TIMEOUT_MS);
+            timer.unref();
+            req.abortSignal = given ? AbortSignal.any([given as AbortSignal, ac.signal]) : ac.signal;
+            try {
+              return await next(req);
+            } finally {
+              clearTimeout(timer);
+              req.abortSignal = given;
+            }
           },
         },
       }],

@@ -6,6 +6,7 @@
  * error text (which never holds a secret value), never a request body.
  */
 import { VaultError, type VaultErrorCode } from '../errors.js';
+import { TRY_TIMEOUT_MS } from './connection.js';
 
 /** What a call was acting on: decides which NOT_FOUND/DISABLED code a 404/403 becomes. */
 export interface CallContext {
@@ -82,7 +83,10 @@ export function vaultErrorOf(e: unknown, uri: string, ctx: CallContext): VaultEr
     if (code && TLS_CODES.test(code)) {
       return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: TLS to ${host} failed (${code}); for a private CA set VHDCRYPT_VAULT_CA to its PEM file`, { cause: e });
     }
-    if (r.name === 'AbortError' || (code !== undefined && NETWORK_CODES.has(code)) || r.name === 'RestError') {
+    if (r.name === 'AbortError') {
+      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} did not answer within ${TRY_TIMEOUT_MS / 1000} s`, { cause: e });
+    }
+    if ((code !== undefined && NETWORK_CODES.has(code)) || r.name === 'RestError') {
       return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} unreachable (${code ?? clip(r.message, 80)}) after retries`, { cause: e });
     }
     return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host}: ${clip(r.message)}`, { cause: e });
