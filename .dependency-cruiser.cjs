@@ -7,6 +7,7 @@
  *   image: binary and root modules only
  *   luks: binary, crypto and root modules only; vault: crypto and root modules only
  *   volume: crypto, image, luks, vault and root modules only
+ *   vault-server: vault, crypto and root modules only; imported by the cli alone
  *   engine/pool (the worker pool and its batches) imports neither the file jobs nor the streams; the file jobs do
  *   not import the streams
  *   cli: imported by nobody (bin/ runs its build from dist/)
@@ -50,6 +51,14 @@ module.exports = {
     onlyImports('luks', ['binary', 'crypto'], 'LUKS headers and keyslots need their layouts and the cipher.'),
     onlyImports('vault', ['crypto'], 'The vault needs only the cipher.'),
     onlyImports('volume', ['binary', 'crypto', 'image', 'luks', 'vault'], 'A volume is its image, its LUKS header and its vault secret; jobs and servers stand on it, not under it.'),
+    onlyImports('vault-server', ['vault', 'crypto'], 'The vault server speaks Key Vault over the vault; it needs nothing above it.'),
+    {
+      name: 'only-the-cli-imports-the-vault-server',
+      comment: 'The vault server is a top: the command line starts it, no part stands on it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(cli|vault-server)/' },
+      to: { path: '^src/vault-server/' },
+    },
     {
       name: 'engine-pool-stands-under-the-jobs',
       comment: 'The worker pool and its batches serve the file jobs and the streams alike, so it imports neither.',

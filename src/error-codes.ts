@@ -162,6 +162,9 @@ export const ERROR_CODES = {
   VAULT_UNSUPPORTED_ALGORITHM: unsupported,
   VAULT_STORAGE: vault,
   VAULT_CLOSED: failed,
+  // The vault server (src/vault-server): its certificate and key files, and its listening address.
+  VAULT_SERVER_TLS: badInput,
+  VAULT_SERVER_LISTEN: failed,
 
   // Whole-image jobs and streams (src/engine), and the volume layer they stand on (src/volume).
   ENGINE_BAD_ARGUMENT: usageEinval,

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { systemErrorText } from './system-error-text.js';
 import {
   ENCRYPT_ALGORITHMS, KEY_PERMISSIONS, MAX_SECRET_VALUE_BYTES, SECRET_PERMISSIONS, VaultError, WRAP_ALGORITHMS, objectId, openVault, resolveRef, rotateKek,
@@ -710,7 +710,13 @@ function registerPrincipalsAndPolicies(vault: Command): void {
     .requiredOption('-n, --name <name>', 'principal name')
     .action(async (o: CommonOptions & { name: string }) => {
       const r = await withVault(o, (v) => v.addPrincipal(o.name));
-      print(o, r, () => `${r.token}\n`);
+      // The client secret is also the principal's $VHDCRYPT_VAULT_TOKEN; plain output keeps it alone on stdout for scripts.
+      const creds = { tenantId: r.tenantId, clientId: r.clientId, clientSecret: r.clientSecret ?? r.token };
+      print(o, creds, () => {
+        process.stderr.write(`vhdcrypt: principal ${r.name}: tenantId ${r.tenantId}, clientId ${r.clientId}; the line on stdout is its client secret `
+          + '(also its $VHDCRYPT_VAULT_TOKEN), shown once\n');
+        return `${creds.clientSecret}\n`;
+      });
     });
   withCommon(principal.command('remove').description('remove a principal (its token stops working at once)'))
     .requiredOption('-n, --name <name>', 'principal name')
@@ -796,10 +802,78 @@ export function registerVault(program: Command): void {
         + `${r.keptEnabled.length ? `, kept ${r.keptEnabled.length} enabled for skipped secrets` : ''}\n`);
     });
 
+  registerServe(vault);
+
   withCommon(vault.command('audit').description('print the audit log (owner only; its MAC chain is verified)'))
     .option('--limit <n>', 'only the last n entries')
     .action(async (o: CommonOptions & { limit?: string }) => {
       const entries = await withVault(o, (v) => v.readAudit({ limit: parseInteger(o.limit, '--limit') }));
-      print(o, entries, () => entries.map((e) => `${e.seq}\t${e.time.toISOString()}\t${e.principal}\t${e.operation}\t${e.objectId}\t${e.result}\n`).join(''));
+      print(o, entries, () => entries.map((e) => `${e.seq}\t${e.time.toISOString()}\t${e.principal}\t${e.operation}\t${e.objectId}\t${e.result}${e.client !== undefined ? `\t${e.client}` : ''}\n`).join(''));
+    });
+}
+
+/** `host:port` or `[v6]:port`. */
+function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw usage(`--listen takes HOST:PORT (IPv6 as [ADDR]:PORT; port 0 picks a free one), not ${JSON.stringify(s)}`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** The first line of a passphrase file, as the image commands read one. */
+function readPassphraseFile(path: string): string {
+  const raw = readInputFile(path);
+  try {
+    const text = utf8Text(raw, path, 'a passphrase file holds text');
+    const line = text.split(/\r?\n/, 1)[0] ?? '';
+    if (line === '') throw usage(`${path} holds no passphrase on its first line`);
+    return line;
+  } finally {
+    raw.fill(0);
+  }
+}
+
+function registerServe(vault: Command): void {
+  withCommon(vault.command('serve').description("serve the vault over HTTPS as Azure Key Vault's data plane, with an Entra-style client-credentials token endpoint"))
+    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8443; port 0 picks a free one)')
+    .option('--tls-cert <file>', 'server certificate (PEM); default: a CA and certificate generated into <vault>/server/')
+    .option('--tls-key <file>', 'server private key (PEM, mode 0600)')
+    .option('--tenant <id>', "tenant id the token endpoint answers for (default: the vault's id as a UUID)")
+    .option('--passphrase-file <file>', 'master-key passphrase from a file (first line), instead of $VHDCRYPT_VAULT_PASSPHRASE')
+    .addOption(new Option('--token-lifetime <seconds>', 'access token lifetime, 1-3600').default('3600').hideHelp())
+    .action(async (o: CommonOptions & { listen?: string; tlsCert?: string; tlsKey?: string; tenant?: string; passphraseFile?: string; tokenLifetime: string }) => {
+      const listen = parseListen(o.listen ?? '127.0.0.1:8443');
+      if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw usage('give --tls-cert and --tls-key together');
+      const lifetime = parseInteger(o.tokenLifetime, '--token-lifetime');
+      const passphrase = o.passphraseFile !== undefined ? readPassphraseFile(o.passphraseFile) : undefined;
+      // Loaded only here: the other vault commands do not pay for the server at start-up.
+      const { startVaultServer } = await import('../vault-server/index.js');
+      const server = await startVaultServer({
+        ...(o.vault !== undefined ? { vault: o.vault } : {}),
+        ...(passphrase !== undefined ? { passphrase } : {}),
+        host: listen.host, port: listen.port,
+        ...(o.tlsCert !== undefined ? { tls: { certPath: o.tlsCert, keyPath: o.tlsKey! } } : {}),
+        ...(o.tenant !== undefined ? { tenantId: o.tenant } : {}),
+        ...(lifetime !== undefined ? { tokenLifetimeS: lifetime } : {}),
+      });
+      let stopping = false;
+      try {
+        // Scripts and tests wait for this line: the server accepts connections from now on. The URL comes first.
+        const shown = { url: server.url, tenantId: server.tenantId, caPath: server.caPath, caSha256: server.caSha256 };
+        print(o, shown, () => `${server.url} tenant ${server.tenantId} ca ${server.caPath} sha256 ${server.caSha256}\n`);
+        await new Promise<void>((resolve) => {
+          const stop = (): void => {
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+            stopping = true;
+            resolve();
+          };
+          process.on('SIGINT', stop);
+          process.on('SIGTERM', stop);
+        });
+      } finally {
+        await server.close();
+      }
+      if (stopping) process.exitCode = 0;
     });
 }

@@ -157,6 +157,20 @@ export interface AuditEntry {
   readonly objectId: string;
   /** 'ok' or the error code the call failed with. */
   readonly result: string;
+  /** The caller's network address, when the call came through a vault server. */
+  readonly client?: string;
+}
+
+/**
+ * What addPrincipal returns, once: `token` for the embedded vault ($VHDCRYPT_VAULT_TOKEN), and Entra-style client
+ * credentials for a vault server's token endpoint (`clientSecret` is the same secret as `token`).
+ */
+export interface NewPrincipal {
+  readonly name: string;
+  readonly token: string;
+  readonly tenantId?: string;
+  readonly clientId?: string;
+  readonly clientSecret?: string;
 }
 
 /** The vault operations; every method checks the calling principal's permission first. */
@@ -211,8 +225,8 @@ export interface Vault {
   /** The inverse of encrypt (keys/decrypt); the rules of unwrapKey. */
   decrypt(nameOrId: string, alg: EncryptAlgorithm, ciphertext: Uint8Array): Promise<EncryptResult>;
 
-  /** Owner only: adds a principal and returns its bearer token (shown once, stored hashed). */
-  addPrincipal(name: string): Promise<{ name: string; token: string }>;
+  /** Owner only: adds a principal and returns its bearer token and client credentials (shown once, stored hashed). */
+  addPrincipal(name: string): Promise<NewPrincipal>;
   removePrincipal(name: string): Promise<void>;
   listPrincipals(): Promise<PrincipalInfo[]>;
   setAccessPolicy(principal: string, policy: Partial<AccessPolicy>): Promise<PrincipalInfo>;

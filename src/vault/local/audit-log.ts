@@ -25,8 +25,11 @@ interface AuditHead {
   readonly mac: Buffer;
 }
 
+/** What the MAC covers; the client address only when the entry has one, so entries written before it existed verify unchanged. */
 function entryText(r: Omit<AuditRow, 'mac'>): string {
-  return JSON.stringify([r.seq, r.time, r.principal, r.operation, r.object_id, r.result]);
+  const fields: unknown[] = [r.seq, r.time, r.principal, r.operation, r.object_id, r.result];
+  if (r.client !== null && r.client !== undefined) fields.push(r.client);
+  return JSON.stringify(fields);
 }
 
 /**
@@ -77,19 +80,78 @@ export function verifyAuditHead(store: VaultStore, cipher: RecordCipher): void {
   store.db.transaction(() => checkHead(readHead(store, cipher), store.lastAudit()))();
 }
 
+export interface AuditEvent {
+  readonly principal: string;
+  readonly operation: string;
+  readonly objectId: string;
+  readonly result: string;
+  /** The caller's network address (a vault server's client), else absent. */
+  readonly client?: string;
+}
+
 /** Append one entry (in its own IMMEDIATE transaction, so the chain stays linear across processes). */
-export function appendAudit(store: VaultStore, cipher: RecordCipher, e: { principal: string; operation: string; objectId: string; result: string }): void {
+export function appendAudit(store: VaultStore, cipher: RecordCipher, e: AuditEvent): void {
+  appendAuditBatch(store, cipher, [e]);
+}
+
+/** Append entries in order in one IMMEDIATE transaction: one commit (one fsync) for them all. */
+export function appendAuditBatch(store: VaultStore, cipher: RecordCipher, events: readonly AuditEvent[]): void {
+  if (events.length === 0) return;
   store.tx(() => {
-    const last = store.lastAudit();
-    checkHead(readHead(store, cipher), last);
-    const row = {
-      seq: (last?.seq ?? 0) + 1, time: new Date().toISOString(),
-      principal: field(e.principal), operation: field(e.operation), object_id: field(e.objectId), result: field(e.result),
-    };
-    const mac = cipher.auditMac(last?.mac ?? GENESIS, entryText(row));
-    store.appendAudit({ ...row, mac });
-    store.setMeta(HEAD_META, sealHead(cipher, { count: row.seq, mac }));
+    let last: Pick<AuditRow, 'seq' | 'mac'> | undefined = store.lastAudit();
+    checkHead(readHead(store, cipher), last as AuditRow | undefined);
+    for (const e of events) {
+      const row = {
+        seq: (last?.seq ?? 0) + 1, time: new Date().toISOString(),
+        principal: field(e.principal), operation: field(e.operation), object_id: field(e.objectId), result: field(e.result),
+        client: e.client === undefined ? null : field(e.client),
+      };
+      const mac = cipher.auditMac(last?.mac ?? GENESIS, entryText(row));
+      store.appendAudit({ ...row, mac });
+      last = { seq: row.seq, mac };
+    }
+    store.setMeta(HEAD_META, sealHead(cipher, { count: last!.seq, mac: last!.mac }));
   });
+}
+
+/**
+ * Group commit for a server: events queued in one turn of the event loop are appended in one transaction, and
+ * each caller's promise settles once its entry is durable (so a reply is never sent for an unrecorded call).
+ */
+export class AuditQueue {
+  #pending: Array<{ e: AuditEvent; resolve: () => void; reject: (err: unknown) => void }> = [];
+  #scheduled = false;
+  readonly #store: VaultStore;
+  readonly #cipher: RecordCipher;
+
+  constructor(store: VaultStore, cipher: RecordCipher) {
+    this.#store = store;
+    this.#cipher = cipher;
+  }
+
+  push(e: AuditEvent): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ e, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Append what is queued now (also called before the store closes). */
+  flush(): void {
+    this.#scheduled = false;
+    const batch = this.#pending.splice(0);
+    if (batch.length === 0) return;
+    try {
+      appendAuditBatch(this.#store, this.#cipher, batch.map((b) => b.e));
+    } catch (err) {
+      for (const b of batch) b.reject(err);
+      return;
+    }
+    for (const b of batch) b.resolve();
+  }
 }
 
 function verifyChain(rows: AuditRow[], cipher: RecordCipher): AuditRow[] {
@@ -113,5 +175,8 @@ export function readAudit(store: VaultStore, cipher: RecordCipher): AuditEntry[]
     checkHead(readHead(store, cipher), all[all.length - 1]);
     return all;
   })();
-  return rows.map((r) => ({ seq: r.seq, time: new Date(r.time), principal: r.principal, operation: r.operation, objectId: r.object_id, result: r.result }));
+  return rows.map((r) => ({
+    seq: r.seq, time: new Date(r.time), principal: r.principal, operation: r.operation, objectId: r.object_id, result: r.result,
+    ...(r.client !== null && r.client !== undefined ? { client: r.client } : {}),
+  }));
 }

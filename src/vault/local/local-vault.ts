@@ -12,7 +12,7 @@
  * constant time). They become a real boundary once a vault server holds the
  * master key on the callers' behalf.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { VaultError, type VaultErrorCode } from '../errors.js';
 import { generateKeyMaterial, importJwk, publicJwk, unwrapWith, wrapWith, type KeyMaterial } from '../key-material.js';
 import { assertContentType, assertName, assertSecretValue, checkDate, checkRetention, checkTags } from '../limits.js';
@@ -21,10 +21,10 @@ import {
   ENCRYPT_ALGORITHMS, KEY_PERMISSIONS, SECRET_PERMISSIONS,
   type AccessPolicy, type AttributesUpdate, type AuditEntry, type CreateKeyOptions, type DeletedObject, type ImportKeyOptions,
   type JsonWebKey, type KeyPermission, type KeyProperties, type PrincipalInfo, type Secret, type SecretPermission, type SecretProperties,
-  type SecretUpdate, type SetSecretOptions, type Vault, type VaultKey, type VaultProperties, type VaultPropertiesUpdate,
+  type NewPrincipal, type SecretUpdate, type SetSecretOptions, type Vault, type VaultKey, type VaultProperties, type VaultPropertiesUpdate,
   type EncryptAlgorithm, type EncryptResult, type WrapAlgorithm, type WrapResult, WRAP_ALGORITHMS,
 } from '../types.js';
-import { appendAudit, readAudit } from './audit-log.js';
+import { AuditQueue, appendAudit, readAudit, type AuditEvent } from './audit-log.js';
 import { decodeBackup, encodeBackup } from './backup-blob.js';
 import type { RecordCipher } from './record-cipher.js';
 import {
@@ -42,6 +42,19 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
 }
 
+/**
+ * What a vault server's access token carries instead of the secret: a digest of the stored secret hash, so a
+ * token stops working when its principal is removed or re-added with new credentials.
+ */
+function credentialTagOf(tokenHash: string): Buffer {
+  return createHash('sha256').update(`vhdcrypt-credential|${tokenHash}`, 'utf8').digest().subarray(0, 16);
+}
+
+/** A UUID (8-4-4-4-12) from 32 hex digits. */
+function uuidOf(hex: string): string {
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
 function checkPolicy(p: Partial<AccessPolicy>): void {
   for (const perm of p.secrets ?? []) {
     if (!(SECRET_PERMISSIONS as readonly string[]).includes(perm)) throw new VaultError('VAULT_BAD_ARGUMENT', `unknown secret permission '${perm}'; one of ${SECRET_PERMISSIONS.join(', ')}`);
@@ -55,6 +68,14 @@ export class LocalVault implements Vault {
   readonly uri: string;
   #principal = OWNER;
   #tokenHash: Buffer | null = null;
+  /** A server-issued token's credential tag (see credentialTagOf), in place of #tokenHash. */
+  #credentialTag: Buffer | null = null;
+  /** The caller's network address (a handle made by actingAs), recorded in its audit entries. */
+  #client: string | undefined;
+  /** A handle made by actingAs shares its parent's store and key: closing it leaves them open. */
+  #shared = false;
+  /** Group commit of audit entries for handles made by actingAs (see AuditQueue). */
+  #auditQueue: AuditQueue | null = null;
   readonly #store: VaultStore;
   readonly #cipher: RecordCipher;
   #closed = false;
@@ -72,8 +93,55 @@ export class LocalVault implements Vault {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#shared) return;
+    this.#auditQueue?.flush();
     this.#cipher.wipe();
     this.#store.close();
+  }
+
+  /** The tenant id a vault server announces by default: the vault's id as a UUID. */
+  get tenantId(): string {
+    return uuidOf(String(this.#store.getMeta('vault_id')));
+  }
+
+  /**
+   * A vault server's token endpoint: the principal whose client credentials these are, and the tag its access
+   * token carries; null when they are not valid (unknown client id, wrong secret, the owner). Constant time in the secret.
+   */
+  verifyClientCredentials(clientId: string, clientSecret: string): { principal: string; credentialTag: string } | null {
+    if (this.#closed) throw new VaultError('VAULT_CLOSED', 'the vault handle is closed');
+    const dot = clientSecret.indexOf('.');
+    const name = clientSecret.slice(0, Math.max(dot, 0));
+    if (dot <= 0 || !/^[0-9A-Za-z-]{1,127}$/.test(name) || name.toLowerCase() === OWNER) return null;
+    const rec = this.#principalRecord(name);
+    const hash = sha256(clientSecret.slice(dot + 1));
+    const stored = rec ? Buffer.from(rec.tokenHash, 'base64') : Buffer.alloc(32);
+    const secretOk = timingSafeEqual(stored, hash);
+    if (!rec || !secretOk || rec.clientId === undefined || rec.clientId !== clientId.toLowerCase()) return null;
+    return { principal: rec.name, credentialTag: credentialTagOf(rec.tokenHash).toString('base64url') };
+  }
+
+  /**
+   * A handle on the same store and key acting as `principal`, authorized by a server-issued token's credential
+   * tag (re-checked on every call, so removing the principal or replacing its credentials takes effect at once),
+   * its audit entries carrying `client` and committed in groups. Closing it leaves this handle open.
+   */
+  actingAs(principal: string, credentialTag: string, client: string): LocalVault {
+    if (this.#closed) throw new VaultError('VAULT_CLOSED', 'the vault handle is closed');
+    const v = new LocalVault(this.#store, this.#cipher, this.uri);
+    v.#principal = principal;
+    v.#credentialTag = Buffer.from(credentialTag, 'base64url');
+    v.#client = client;
+    v.#shared = true;
+    this.#auditQueue ??= new AuditQueue(this.#store, this.#cipher);
+    v.#auditQueue = this.#auditQueue;
+    return v;
+  }
+
+  /** Append to the audit log a server event that is not a vault call (a token issued or refused). */
+  auditServerEvent(e: AuditEvent): Promise<void> {
+    this.#auditQueue ??= new AuditQueue(this.#store, this.#cipher);
+    return this.#auditQueue.push(e);
   }
 
   // ---- authentication, authorization, audit ----
@@ -108,7 +176,10 @@ export class LocalVault implements Vault {
     if (access === 'owner') throw new VaultError('VAULT_FORBIDDEN', `only the vault owner may ${operation}`);
     // Re-read the principal each call: a removed principal or a changed policy takes effect at once, across processes.
     const rec = this.#principalRecord(this.#principal);
-    if (!rec || !this.#tokenHash || !timingSafeEqual(Buffer.from(rec.tokenHash, 'base64'), this.#tokenHash)) {
+    const current = rec === undefined ? false
+      : this.#credentialTag !== null ? timingSafeEqual(credentialTagOf(rec.tokenHash), this.#credentialTag)
+        : this.#tokenHash !== null && timingSafeEqual(Buffer.from(rec.tokenHash, 'base64'), this.#tokenHash);
+    if (!rec || !current) {
       throw new VaultError('VAULT_UNAUTHENTICATED', `principal '${this.#principal}' no longer exists or its token was replaced`);
     }
     if (access === 'any') return;
@@ -118,8 +189,10 @@ export class LocalVault implements Vault {
     }
   }
 
-  #audit(principal: string, operation: string, id: string, result: string): void {
-    appendAudit(this.#store, this.#cipher, { principal, operation, objectId: id, result });
+  #audit(principal: string, operation: string, id: string, result: string): void | Promise<void> {
+    const e: AuditEvent = { principal, operation, objectId: id, result, ...(this.#client !== undefined ? { client: this.#client } : {}) };
+    if (this.#auditQueue !== null && this.#shared) return this.#auditQueue.push(e);
+    appendAudit(this.#store, this.#cipher, e);
   }
 
   /** Authorize, run, audit (success or the failure's code). `target.id` may be refined by `fn`. */
@@ -133,7 +206,8 @@ export class LocalVault implements Vault {
       result = typeof code === 'string' && code !== '' ? code : 'ERROR';
       throw e;
     } finally {
-      if (!this.#closed) this.#audit(this.#principal, operation, target.id, result);
+      // A reply is never given for a call the log does not hold: a server's handle waits for its group commit.
+      if (!this.#closed) await this.#audit(this.#principal, operation, target.id, result);
     }
   }
 
@@ -220,6 +294,12 @@ export class LocalVault implements Vault {
   }
 
   // ---- vault properties ----
+
+  /** The vault properties without an audit entry or a permission check: what a vault server puts in every reply (recoveryLevel). */
+  currentProperties(): VaultProperties {
+    if (this.#closed) throw new VaultError('VAULT_CLOSED', 'the vault handle is closed');
+    return this.#publicProps(this.#props());
+  }
 
   async getProperties(): Promise<VaultProperties> {
     return this.#call('getProperties', 'any', { id: this.uri }, () => this.#publicProps(this.#props()));
@@ -349,8 +429,8 @@ export class LocalVault implements Vault {
     });
   }
 
-  async deleteSecret(name: string): Promise<DeletedObject> {
-    return this.#softDelete('secrets', name, { kind: 'secrets', perm: 'delete' });
+  async deleteSecret(name: string): Promise<DeletedObject & { properties: SecretProperties }> {
+    return this.#softDelete('secrets', name, { kind: 'secrets', perm: 'delete' }, (s, row) => this.#secretProps(s.name, row.version, this.#record<SecretRecord>('secrets', row)));
   }
 
   async listDeletedSecrets(): Promise<Array<DeletedObject & { properties: SecretProperties }>> {
@@ -380,7 +460,7 @@ export class LocalVault implements Vault {
     return { id: objectId(this.uri, kind, s.name), name: s.name, deletedOn: new Date(s.deletedOn ?? 0), scheduledPurgeDate: new Date(s.scheduledPurge ?? 0) };
   }
 
-  async #softDelete(kind: ObjectKind, name: string, access: Access): Promise<DeletedObject> {
+  async #softDelete<T>(kind: ObjectKind, name: string, access: Access, view: (s: ObjectState, row: VersionRow) => T): Promise<DeletedObject & { properties: T }> {
     const target = { id: objectId(this.uri, kind, String(name)) };
     return this.#call(kind === 'secrets' ? 'deleteSecret' : 'deleteKey', access, target, () => {
       assertName(name, singular(kind));
@@ -389,7 +469,7 @@ export class LocalVault implements Vault {
         const now = Date.now();
         const next: ObjectState = { name: s.name, deletedOn: now, scheduledPurge: now + this.#props().softDeleteRetentionDays * DAY_MS };
         this.#putState(kind, next);
-        return this.#deleted(kind, next);
+        return { ...this.#deleted(kind, next), properties: view(next, this.#row(kind, next, undefined)) };
       });
     });
   }
@@ -588,8 +668,8 @@ export class LocalVault implements Vault {
     });
   }
 
-  async deleteKey(name: string): Promise<DeletedObject> {
-    return this.#softDelete('keys', name, { kind: 'keys', perm: 'delete' });
+  async deleteKey(name: string): Promise<DeletedObject & { properties: KeyProperties }> {
+    return this.#softDelete('keys', name, { kind: 'keys', perm: 'delete' }, (s, row) => this.#keyProps(s.name, row.version, this.#record<KeyRecord>('keys', row)));
   }
 
   async listDeletedKeys(): Promise<Array<DeletedObject & { properties: KeyProperties }>> {
@@ -684,16 +764,18 @@ export class LocalVault implements Vault {
     this.#store.putPrincipal(r.name, this.#cipher.seal(toJson(r), `principals|${r.name.toLowerCase()}`));
   }
 
-  async addPrincipal(name: string): Promise<{ name: string; token: string }> {
+  async addPrincipal(name: string): Promise<NewPrincipal> {
     return this.#call('addPrincipal', 'owner', { id: `${this.uri}/principals/${String(name)}` }, () => {
       assertName(name, 'principal');
       if (name.toLowerCase() === OWNER) throw new VaultError('VAULT_CONFLICT', `'${OWNER}' is the vault owner and needs no token`);
       const secret = randomBytes(32).toString('base64url');
+      const clientId = randomUUID();
       this.#store.tx(() => {
         if (this.#store.getPrincipal(name)) throw new VaultError('VAULT_CONFLICT', `principal '${name}' already exists`);
-        this.#putPrincipalRecord({ name, tokenHash: sha256(secret).toString('base64'), created: Date.now(), policy: { secrets: [], keys: [] } });
+        this.#putPrincipalRecord({ name, tokenHash: sha256(secret).toString('base64'), clientId, created: Date.now(), policy: { secrets: [], keys: [] } });
       });
-      return { name, token: `${name}.${secret}` };
+      const token = `${name}.${secret}`;
+      return { name, token, tenantId: this.tenantId, clientId, clientSecret: token };
     });
   }
 
@@ -737,7 +819,7 @@ export class LocalVault implements Vault {
     if (typeof objectId !== 'string' || (objectId !== this.uri && !objectId.startsWith(`${this.uri}/`))) {
       throw new VaultError('VAULT_BAD_ID', 'an audit event names an object of this vault');
     }
-    this.#audit(this.#principal, operation, objectId, result);
+    await this.#audit(this.#principal, operation, objectId, result);
   }
 
   async readAudit(o: { sinceSeq?: number; limit?: number } = {}): Promise<AuditEntry[]> {

@@ -34,6 +34,8 @@ export interface PrincipalRecord {
   name: string;
   /** SHA-256 of the token's secret part, base64. */
   tokenHash: string;
+  /** The Entra-style client id (a UUID) a vault server's token endpoint knows this principal by; absent in older records. */
+  clientId?: string;
   created: number;
   policy: AccessPolicy;
 }

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS principals (name TEXT PRIMARY KEY COLLATE NOCASE, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, principal TEXT NOT NULL,
-  operation TEXT NOT NULL, object_id TEXT NOT NULL, result TEXT NOT NULL, mac BLOB NOT NULL);
+  operation TEXT NOT NULL, object_id TEXT NOT NULL, result TEXT NOT NULL, mac BLOB NOT NULL, client TEXT);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
@@ -46,6 +46,8 @@ export interface AuditRow {
   readonly object_id: string;
   readonly result: string;
   readonly mac: Buffer;
+  /** The caller's network address when a vault server made the call; null otherwise (and in older entries). */
+  readonly client: string | null;
 }
 
 /** Map SQLite failures to vault errors: corruption is tampering, the rest storage trouble. */
@@ -99,6 +101,17 @@ function cantOpen(path: string, e: unknown): VaultError {
 
 export class VaultStore {
   readonly db: BetterSqlite3.Database;
+  // Prepared statements, compiled once: a vault server runs the same few thousands of times a second.
+  readonly #statements = new Map<string, BetterSqlite3.Statement>();
+
+  #stmt(sql: string): BetterSqlite3.Statement {
+    let s = this.#statements.get(sql);
+    if (s === undefined) {
+      s = this.db.prepare(sql);
+      this.#statements.set(sql, s);
+    }
+    return s;
+  }
 
   /** Open (or create) the database. better-sqlite3 loads here, on first use: a job starts its workers sooner. */
   static async open(path: string, options: { create: boolean }): Promise<VaultStore> {
@@ -116,7 +129,12 @@ export class VaultStore {
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
-      this.tx(() => this.db.exec(SCHEMA));
+      this.tx(() => {
+        this.db.exec(SCHEMA);
+        // A vault made before audit entries carried the client address gains the column (NULL in old entries).
+        const cols = this.db.prepare('PRAGMA table_info(audit)').all() as Array<{ name: string }>;
+        if (!cols.some((c) => c.name === 'client')) this.db.exec('ALTER TABLE audit ADD COLUMN client TEXT');
+      });
     } catch (e) {
       if ((e as { code?: unknown })?.code === 'SQLITE_CANTOPEN') throw cantOpen(path, e);
       throw storageError(e);
@@ -137,92 +155,92 @@ export class VaultStore {
   }
 
   getMeta(k: string): Buffer | string | undefined {
-    const row = this.db.prepare('SELECT v FROM meta WHERE k = ?').get(k) as { v: Buffer | string } | undefined;
+    const row = this.#stmt('SELECT v FROM meta WHERE k = ?').get(k) as { v: Buffer | string } | undefined;
     return row?.v;
   }
 
   setMeta(k: string, v: Buffer | string): void {
-    this.db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+    this.#stmt('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
   }
 
   getObject(kind: string, name: string): { name: string; state: Buffer } | undefined {
-    return this.db.prepare('SELECT name, state FROM objects WHERE kind = ? AND name = ?').get(kind, name) as { name: string; state: Buffer } | undefined;
+    return this.#stmt('SELECT name, state FROM objects WHERE kind = ? AND name = ?').get(kind, name) as { name: string; state: Buffer } | undefined;
   }
 
   putObject(kind: string, name: string, state: Buffer): void {
-    this.db.prepare('INSERT INTO objects (kind, name, state) VALUES (?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state')
+    this.#stmt('INSERT INTO objects (kind, name, state) VALUES (?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET state = excluded.state')
       .run(kind, name, state);
   }
 
   listObjects(kind: string): Array<{ name: string; state: Buffer }> {
-    return this.db.prepare('SELECT name, state FROM objects WHERE kind = ? ORDER BY name').all(kind) as Array<{ name: string; state: Buffer }>;
+    return this.#stmt('SELECT name, state FROM objects WHERE kind = ? ORDER BY name').all(kind) as Array<{ name: string; state: Buffer }>;
   }
 
   /** Remove an object and all its versions (purge). */
   removeObject(kind: string, name: string): void {
-    this.db.prepare('DELETE FROM versions WHERE kind = ? AND name = ?').run(kind, name);
-    this.db.prepare('DELETE FROM objects WHERE kind = ? AND name = ?').run(kind, name);
+    this.#stmt('DELETE FROM versions WHERE kind = ? AND name = ?').run(kind, name);
+    this.#stmt('DELETE FROM objects WHERE kind = ? AND name = ?').run(kind, name);
   }
 
   insertVersion(kind: string, name: string, version: string, record: Buffer, material: Buffer): void {
-    this.db.prepare('INSERT INTO versions (kind, name, version, record, material) VALUES (?, ?, ?, ?, ?)').run(kind, name, version, record, material);
+    this.#stmt('INSERT INTO versions (kind, name, version, record, material) VALUES (?, ?, ?, ?, ?)').run(kind, name, version, record, material);
   }
 
   /** One version's record (latest when `version` is undefined). */
   getVersion(kind: string, name: string, version?: string): VersionRow | undefined {
     const row = version === undefined
-      ? this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT 1').get(kind, name)
-      : this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version);
+      ? this.#stmt('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT 1').get(kind, name)
+      : this.#stmt('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version);
     return row as VersionRow | undefined;
   }
 
   getMaterial(kind: string, name: string, version: string): Buffer | undefined {
-    const row = this.db.prepare('SELECT material FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version) as
+    const row = this.#stmt('SELECT material FROM versions WHERE kind = ? AND name = ? AND version = ?').get(kind, name, version) as
       | { material: Buffer }
       | undefined;
     return row?.material;
   }
 
   listVersions(kind: string, name: string): VersionRow[] {
-    return this.db.prepare('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq').all(kind, name) as VersionRow[];
+    return this.#stmt('SELECT seq, name, version, record FROM versions WHERE kind = ? AND name = ? ORDER BY seq').all(kind, name) as VersionRow[];
   }
 
   /** Every version of every object of a kind, oldest first, without material (for export). */
   allVersions(kind: string, name: string): Array<VersionRow & { material: Buffer }> {
-    return this.db.prepare('SELECT seq, name, version, record, material FROM versions WHERE kind = ? AND name = ? ORDER BY seq')
+    return this.#stmt('SELECT seq, name, version, record, material FROM versions WHERE kind = ? AND name = ? ORDER BY seq')
       .all(kind, name) as Array<VersionRow & { material: Buffer }>;
   }
 
   setVersionRecord(kind: string, name: string, version: string, record: Buffer): void {
-    this.db.prepare('UPDATE versions SET record = ? WHERE kind = ? AND name = ? AND version = ?').run(record, kind, name, version);
+    this.#stmt('UPDATE versions SET record = ? WHERE kind = ? AND name = ? AND version = ?').run(record, kind, name, version);
   }
 
   getPrincipal(name: string): { name: string; record: Buffer } | undefined {
-    return this.db.prepare('SELECT name, record FROM principals WHERE name = ?').get(name) as { name: string; record: Buffer } | undefined;
+    return this.#stmt('SELECT name, record FROM principals WHERE name = ?').get(name) as { name: string; record: Buffer } | undefined;
   }
 
   putPrincipal(name: string, record: Buffer): void {
-    this.db.prepare('INSERT INTO principals (name, record) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET record = excluded.record').run(name, record);
+    this.#stmt('INSERT INTO principals (name, record) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET record = excluded.record').run(name, record);
   }
 
   deletePrincipal(name: string): boolean {
-    return this.db.prepare('DELETE FROM principals WHERE name = ?').run(name).changes > 0;
+    return this.#stmt('DELETE FROM principals WHERE name = ?').run(name).changes > 0;
   }
 
   listPrincipals(): Array<{ name: string; record: Buffer }> {
-    return this.db.prepare('SELECT name, record FROM principals ORDER BY name').all() as Array<{ name: string; record: Buffer }>;
+    return this.#stmt('SELECT name, record FROM principals ORDER BY name').all() as Array<{ name: string; record: Buffer }>;
   }
 
   lastAudit(): AuditRow | undefined {
-    return this.db.prepare('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
+    return this.#stmt('SELECT * FROM audit ORDER BY seq DESC LIMIT 1').get() as AuditRow | undefined;
   }
 
-  appendAudit(row: Omit<AuditRow, 'seq'> & { seq: number }): void {
-    this.db.prepare('INSERT INTO audit (seq, time, principal, operation, object_id, result, mac) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(row.seq, row.time, row.principal, row.operation, row.object_id, row.result, row.mac);
+  appendAudit(row: AuditRow): void {
+    this.#stmt('INSERT INTO audit (seq, time, principal, operation, object_id, result, mac, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(row.seq, row.time, row.principal, row.operation, row.object_id, row.result, row.mac, row.client);
   }
 
   auditRows(): AuditRow[] {
-    return this.db.prepare('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
+    return this.#stmt('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
   }
 }
