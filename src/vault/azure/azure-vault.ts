@@ -114,7 +114,7 @@ export class AzureVault implements Vault {
     } catch (e) {
       const err = vaultErrorOf(e, this.uri, ctx);
       if (live !== undefined && (err.code === 'VAULT_SECRET_NOT_FOUND' || err.code === 'VAULT_KEY_NOT_FOUND') && await this.isDeleted(ctx.kind, live)) {
-        throw new VaultError('VAULT_DELETED', `${ctx.what}: ${ctx.kind === 'keys' ? 'key' : 'secret'} '${live}' is soft-deleted (recover it, or purge it for good)`, { cause: e });
+        throw new VaultError('VAULT_DELETED', `${ctx.what}: ${ctx.kind === 'keys' ? 'key' : 'secret'} '${live}' is soft-deleted (recover it, or purge it for good)`);
       }
       throw err;
     }
@@ -188,16 +188,16 @@ export class AzureVault implements Vault {
 
   async listSecretVersions(name: string): Promise<SecretProperties[]> {
     assertName(name, 'secret');
-    const list = await this.call({ kind: 'secrets', what: `list versions of secret '${name}'` }, () => all(this.secrets.listPropertiesOfSecretVersions(name)));
+    const list = await this.call({ kind: 'secrets', what: `list versions of secret '${name}'` }, () => all(this.secrets.listPropertiesOfSecretVersions(name)), name);
     return byCreated(list.map((p) => this.secretProps(p)));
   }
 
-  /** The latest version's id of a secret: its get, else (a disabled latest refuses get) its version list. */
+  /** The latest version's id of a secret: its get, else (a latest refused for its attributes) its version list. */
   private async latestSecretVersion(name: string): Promise<string> {
     try {
       return (await this.getSecret(name)).properties.version;
     } catch (e) {
-      if (!(e instanceof VaultError) || e.code !== 'VAULT_SECRET_DISABLED') throw e;
+      if (!(e instanceof VaultError) || !['VAULT_SECRET_DISABLED', 'VAULT_SECRET_NOT_YET_VALID', 'VAULT_SECRET_EXPIRED'].includes(e.code)) throw e;
       const v = (await this.listSecretVersions(name)).at(-1);
       if (!v) throw e;
       return v.version;
@@ -233,13 +233,41 @@ export class AzureVault implements Vault {
 
   async recoverDeletedSecret(name: string): Promise<SecretProperties> {
     assertName(name, 'secret');
+    // The SDK's recover poller first looks for a live secret and returns it: a live one is not recovered.
+    await this.refuseLive('secrets', name, 'recover');
     const s = await this.call({ kind: 'secrets', what: `recover secret '${name}'` }, async () => (await this.secrets.beginRecoverDeletedSecret(name, POLL)).pollUntilDone());
     return this.secretProps(s);
   }
 
   async purgeDeletedSecret(name: string): Promise<void> {
     assertName(name, 'secret');
-    await this.call({ kind: 'secrets', what: `purge secret '${name}'` }, () => this.secrets.purgeDeletedSecret(name));
+    await this.notDeletedIfLive('secrets', name, () => this.call({ kind: 'secrets', what: `purge secret '${name}'` }, () => this.secrets.purgeDeletedSecret(name)));
+  }
+
+  /** True when a live object of that name exists (get answers, or refuses for its attributes, not for absence). */
+  private async isLive(kind: 'secrets' | 'keys', name: string): Promise<boolean> {
+    try {
+      if (kind === 'secrets') await this.getSecret(name);
+      else await this.getKey(name);
+      return true;
+    } catch (e) {
+      if (!(e instanceof VaultError)) throw e;
+      return !['VAULT_SECRET_NOT_FOUND', 'VAULT_KEY_NOT_FOUND', 'VAULT_DELETED', 'VAULT_FORBIDDEN'].includes(e.code);
+    }
+  }
+
+  private async refuseLive(kind: 'secrets' | 'keys', name: string, what: string): Promise<void> {
+    if (await this.isLive(kind, name)) throw new VaultError('VAULT_NOT_DELETED', `${what} ${kind === 'keys' ? 'key' : 'secret'} '${name}': it is not deleted`);
+  }
+
+  /** Key Vault answers 404 for a purge of a live object: told apart as the file vault tells it (VAULT_NOT_DELETED). */
+  private async notDeletedIfLive<T>(kind: 'secrets' | 'keys', name: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof VaultError && (e.code === 'VAULT_SECRET_NOT_FOUND' || e.code === 'VAULT_KEY_NOT_FOUND')) await this.refuseLive(kind, name, 'purge');
+      throw e;
+    }
   }
 
   async backupSecret(name: string): Promise<Uint8Array> {
@@ -344,7 +372,7 @@ export class AzureVault implements Vault {
 
   async listKeyVersions(name: string): Promise<KeyProperties[]> {
     assertName(name, 'key');
-    const list = await this.call({ kind: 'keys', what: `list versions of key '${name}'` }, () => all(this.keys.listPropertiesOfKeyVersions(name)));
+    const list = await this.call({ kind: 'keys', what: `list versions of key '${name}'` }, () => all(this.keys.listPropertiesOfKeyVersions(name)), name);
     return byCreated(await this.withKeyDetails(list));
   }
 
@@ -379,13 +407,14 @@ export class AzureVault implements Vault {
 
   async recoverDeletedKey(name: string): Promise<KeyProperties> {
     assertName(name, 'key');
+    await this.refuseLive('keys', name, 'recover');
     const k = await this.call({ kind: 'keys', what: `recover key '${name}'` }, async () => (await this.keys.beginRecoverDeletedKey(name, POLL)).pollUntilDone());
     return this.vaultKey(k).properties;
   }
 
   async purgeDeletedKey(name: string): Promise<void> {
     assertName(name, 'key');
-    await this.call({ kind: 'keys', what: `purge key '${name}'` }, () => this.keys.purgeDeletedKey(name));
+    await this.notDeletedIfLive('keys', name, () => this.call({ kind: 'keys', what: `purge key '${name}'` }, () => this.keys.purgeDeletedKey(name)));
   }
 
   async backupKey(name: string): Promise<Uint8Array> {

@@ -3,7 +3,8 @@
  * ({"error":{"code","message","innererror":{"code"}}}) decide the code; a request that never got an answer is
  * VAULT_UNREACHABLE naming the host; a credential that could not get a token is VAULT_AUTH_FAILED naming
  * which credential of the chain failed and why. Messages carry names, ids, statuses and the service's own
- * error text (which never holds a secret value), never a request body.
+ * error text (which never holds a secret value), never a request body. The SDK's error is not kept as the
+ * cause: it carries the request, Authorization header (a bearer token) included, into any log that prints it.
  */
 import { VaultError, type VaultErrorCode } from '../errors.js';
 import { TRY_TIMEOUT_MS } from './connection.js';
@@ -30,6 +31,12 @@ const NETWORK_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED',
   'REQUEST_SEND_ERROR', 'UND_ERR_SOCKET',
 ]);
+/** Key Vault's inner error codes of a 403 that say why, and the vault's codes for them. */
+const FORBIDDEN_DETAIL: ReadonlyArray<readonly [string, VaultErrorCode]> = [
+  ['SecretDisabled', 'VAULT_SECRET_DISABLED'], ['SecretNotYetValid', 'VAULT_SECRET_NOT_YET_VALID'], ['SecretExpired', 'VAULT_SECRET_EXPIRED'],
+  ['KeyDisabled', 'VAULT_KEY_DISABLED'], ['KeyNotYetValid', 'VAULT_KEY_NOT_YET_VALID'], ['KeyExpired', 'VAULT_KEY_EXPIRED'],
+  ['PurgeProtected', 'VAULT_PURGE_PROTECTED'],
+];
 const TLS_CODES = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS|ERR_SSL|HOSTNAME_MISMATCH)/;
 
 function clip(s: unknown, n = 240): string {
@@ -75,26 +82,26 @@ export function vaultErrorOf(e: unknown, uri: string, ctx: CallContext): VaultEr
     }
   })();
   if (isCredentialError(r)) {
-    return new VaultError('VAULT_AUTH_FAILED', `${ctx.what}: no token for ${host}: ${credentialText(r)}`, { cause: e });
+    return new VaultError('VAULT_AUTH_FAILED', `${ctx.what}: no token for ${host}: ${credentialText(r)}`);
   }
   const status = r.statusCode;
   if (status === undefined) {
     const code = r.code ?? (e as { cause?: { code?: string } })?.cause?.code;
     if (code && TLS_CODES.test(code)) {
-      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: TLS to ${host} failed (${code}); for a private CA set VHDCRYPT_VAULT_CA to its PEM file`, { cause: e });
+      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: TLS to ${host} failed (${code}); for a private CA set VHDCRYPT_VAULT_CA to its PEM file`);
     }
     if (r.name === 'AbortError') {
-      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} did not answer within ${TRY_TIMEOUT_MS / 1000} s`, { cause: e });
+      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} did not answer within ${TRY_TIMEOUT_MS / 1000} s`);
     }
     if ((code !== undefined && NETWORK_CODES.has(code)) || r.name === 'RestError') {
-      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} unreachable (${code ?? clip(r.message, 80)}) after retries`, { cause: e });
+      return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host} unreachable (${code ?? clip(r.message, 80)}) after retries`);
     }
-    return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host}: ${clip(r.message)}`, { cause: e });
+    return new VaultError('VAULT_UNREACHABLE', `${ctx.what}: vault ${host}: ${clip(r.message)}`);
   }
   const codes = serviceCodes(r);
   const has = (c: string) => codes.some((x) => x.toLowerCase() === c.toLowerCase());
   const said = clip(r.details?.error?.message ?? r.message);
-  const make = (code: VaultErrorCode) => new VaultError(code, `${ctx.what}: ${said || `HTTP ${status}`} (HTTP ${status}${codes.length ? ` ${codes.join('/')}` : ''})`, { cause: e });
+  const make = (code: VaultErrorCode) => new VaultError(code, `${ctx.what}: ${said || `HTTP ${status}`} (HTTP ${status}${codes.length ? ` ${codes.join('/')}` : ''})`);
   switch (status) {
     case 400:
       if (ctx.unwrap) return make('VAULT_UNWRAP_FAILED');
@@ -103,8 +110,7 @@ export function vaultErrorOf(e: unknown, uri: string, ctx: CallContext): VaultEr
     case 401:
       return make('VAULT_AUTH_FAILED');
     case 403:
-      if (has('SecretDisabled')) return make('VAULT_SECRET_DISABLED');
-      if (has('KeyDisabled')) return make('VAULT_KEY_DISABLED');
+      for (const [inner, code] of FORBIDDEN_DETAIL) if (has(inner)) return make(code);
       if (/disabled/i.test(said)) return make(ctx.kind === 'keys' ? 'VAULT_KEY_DISABLED' : 'VAULT_SECRET_DISABLED');
       if (/not yet valid|before .*nbf|not before/i.test(said)) return make(ctx.kind === 'keys' ? 'VAULT_KEY_NOT_YET_VALID' : 'VAULT_SECRET_NOT_YET_VALID');
       if (/expired/i.test(said)) return make(ctx.kind === 'keys' ? 'VAULT_KEY_EXPIRED' : 'VAULT_SECRET_EXPIRED');
