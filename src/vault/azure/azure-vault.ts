@@ -75,31 +75,59 @@ function byCreated<T extends { created: Date }>(list: T[]): T[] {
   return list.map((x, i) => ({ x, i })).sort((a, b) => a.x.created.getTime() - b.x.created.getTime() || a.i - b.i).map((p) => p.x);
 }
 
+/** What every handle on one vault shares within a process: clients, credential (and so its cached token), TLS sessions. */
+interface Connection {
+  readonly secrets: SecretClient;
+  readonly keys: KeyClient;
+  readonly credential: TokenCredential;
+  readonly clientOptions: object;
+  readonly agent: Agent | undefined;
+  /** One CryptographyClient per key id (each does its own challenge round trip). */
+  readonly crypto: Map<string, CryptographyClient>;
+}
+
+/**
+ * Connections made with the environment's credential, by vault and environment: a job opens its vault several
+ * times (leftover check, seal, settle), and each fresh credential would fetch a token again. Idle keep-alive
+ * sockets do not hold a process open.
+ */
+const shared = new Map<string, Promise<Connection>>();
+
+async function connect(base: string, o: AzureVaultOptions): Promise<Connection> {
+  const { options, agent } = pipelineOptions(o);
+  const credential = await credentialOf(o, options);
+  const host = new URL(base).hostname;
+  // Outside Key Vault's own domains (vault serve, an emulator) the challenge's resource cannot match the host.
+  const clientOptions = { ...options, disableChallengeResourceVerification: !KEY_VAULT_SUFFIXES.some((s) => host.endsWith(s)) };
+  return { secrets: new SecretClient(base, credential, clientOptions), keys: new KeyClient(base, credential, clientOptions), credential, clientOptions, agent, crypto: new Map() };
+}
+
 export class AzureVault implements Vault {
   readonly principal: string;
   readonly kekRsaBits = AZURE_KEK_RSA_BITS;
-  private readonly crypto = new Map<string, CryptographyClient>();
+  private readonly secrets: SecretClient;
+  private readonly keys: KeyClient;
   private closed = false;
 
-  private constructor(
-    readonly uri: string,
-    private readonly secrets: SecretClient,
-    private readonly keys: KeyClient,
-    private readonly credential: TokenCredential,
-    private readonly clientOptions: object,
-    private readonly agent: Agent | undefined,
-  ) {
+  private constructor(readonly uri: string, private readonly conn: Connection, private readonly owned: boolean) {
     this.principal = 'azure';
+    this.secrets = conn.secrets;
+    this.keys = conn.keys;
   }
 
   static async open(uri: string, o: AzureVaultOptions = {}): Promise<AzureVault> {
     const base = azureVaultUri(uri);
-    const { options, agent } = pipelineOptions(o);
-    const credential = await credentialOf(o, options);
-    const host = new URL(base).hostname;
-    // Outside Key Vault's own domains (vault serve, an emulator) the challenge's resource cannot match the host.
-    const clientOptions = { ...options, disableChallengeResourceVerification: !KEY_VAULT_SUFFIXES.some((s) => host.endsWith(s)) };
-    return new AzureVault(base, new SecretClient(base, credential, clientOptions), new KeyClient(base, credential, clientOptions), credential, clientOptions, agent);
+    if (o.credential) return new AzureVault(base, await connect(base, o), true);
+    const e = process.env;
+    const key = JSON.stringify([base, o.caPem ?? null, e.VHDCRYPT_VAULT_CA, e.AZURE_TENANT_ID, e.AZURE_CLIENT_ID, e.AZURE_CLIENT_SECRET, e.AZURE_CLIENT_CERTIFICATE_PATH, e.AZURE_AUTHORITY_HOST]);
+    let c = shared.get(key);
+    if (!c) {
+      c = connect(base, o);
+      shared.set(key, c);
+      // A failed connection (a bad CA file) is not kept: the next open tries again.
+      c.catch(() => shared.delete(key));
+    }
+    return new AzureVault(base, await c, false);
   }
 
   /**
@@ -134,7 +162,7 @@ export class AzureVault implements Vault {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.agent?.destroy();
+    if (this.owned) this.conn.agent?.destroy();
   }
 
   // Vault properties live in the management plane (Microsoft.KeyVault/vaults), which this provider does not call.
@@ -434,10 +462,10 @@ export class AzureVault implements Vault {
   private cryptoFor(nameOrId: string): { client: CryptographyClient; name: string } {
     const r = resolveRef(this.uri, 'keys', nameOrId);
     const id = objectId(this.uri, 'keys', r.name, r.version);
-    let client = this.crypto.get(id);
+    let client = this.conn.crypto.get(id);
     if (!client) {
-      client = new CryptographyClient(id, this.credential, this.clientOptions);
-      this.crypto.set(id, client);
+      client = new CryptographyClient(id, this.conn.credential, this.conn.clientOptions);
+      this.conn.crypto.set(id, client);
     }
     return { client, name: r.name };
   }

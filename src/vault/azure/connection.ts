@@ -95,14 +95,21 @@ export function isPrivateAuthority(authorityHost: string | undefined): boolean {
   }
 }
 
-/** The caller's credential, else DefaultAzureCredential through the same pipeline options (CA, retries). */
+/**
+ * The caller's credential, else DefaultAzureCredential through the same pipeline options (CA, retries). The
+ * identity package (the largest of the SDKs to load) loads while the first request goes out: a Key Vault client
+ * asks for a token only after the vault's 401 challenge.
+ */
 export async function credentialOf(o: AzureConnectionOptions, options: PipelineOptions): Promise<TokenCredential> {
   if (o.credential) return o.credential;
-  const { DefaultAzureCredential } = await import('@azure/identity');
   const authorityHost = process.env.AZURE_AUTHORITY_HOST || undefined;
-  return new DefaultAzureCredential({
+  const disableInstanceDiscovery = isPrivateAuthority(authorityHost);
+  const made = import('@azure/identity').then(({ DefaultAzureCredential }) => new DefaultAzureCredential({
     ...(options as object),
     ...(authorityHost ? { authorityHost } : {}),
-    disableInstanceDiscovery: isPrivateAuthority(authorityHost),
-  });
+    disableInstanceDiscovery,
+  }));
+  // Awaited by getToken; a load failure is reported there, not as an unhandled rejection.
+  made.catch(() => undefined);
+  return { getToken: async (scopes, opts) => (await made).getToken(scopes, opts) };
 }
