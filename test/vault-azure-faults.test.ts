@@ -129,6 +129,20 @@ describe('a vault that goes away', () => {
     }
   }, 180_000);
 
+  test('a wrong client secret: VAULT_AUTH_FAILED (exit 5) in one line naming the credential that failed, without the secret', async () => {
+    const p = await server.addPrincipal('wrong', { secrets: ['get'], keys: [] });
+    const ca = join(dir, 'ca-auth.pem');
+    copyFileSync(server.caPath, ca);
+    const bad = `${p.clientSecret}x`;
+    const env = childEnv({ VHDCRYPT_VAULT_CA: ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: bad, AZURE_AUTHORITY_HOST: server.url });
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(5);
+    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+    expect(r.stderr).toMatch(/VAULT_AUTH_FAILED.*(EnvironmentCredential|ClientSecretCredential)/);
+    expect(r.stderr).not.toContain(bad);
+    expect(r.stderr).not.toContain(p.clientSecret);
+  }, 90_000);
+
   test('nobody listening: a command fails with VAULT_UNREACHABLE naming the host, within the bounded retries', async () => {
     const port = await new Promise<number>((resolve) => {
       const s = createServer();
