@@ -93,10 +93,21 @@ describe('a least-privilege principal over https', () => {
     }
   }, 180_000);
 
-  test('a principal without keys/unwrapKey: decrypt exits 5 with one line naming the refusal', async () => {
+  test('encrypt --ade seals in ADE\'s shape; a principal without keys/unwrapKey: decrypt exits 5 with one line naming the refusal', async () => {
     const job = await server.addPrincipal('sealer', JOB);
     const enc = join(dir, 'enc2.img');
-    expect(cli(envFor(job), 'encrypt', src, enc, '--vault', server.url).status).toBe(0);
+    // Sealed in Azure Disk Encryption's shape this time (encrypt --ade --kek-alg RSA-OAEP).
+    const e = cli(envFor(job), 'encrypt', src, enc, '--vault', server.url, '--ade', 'vm1', '--kek-alg', 'RSA-OAEP', '--format', 'luks1', '--json');
+    expect(e.status, e.stderr).toBe(0);
+    const { secretId, kekId } = JSON.parse(e.stdout) as { secretId: string; kekId: string };
+    const shown = cli(envFor(job), 'vault', 'secret', 'show', '--vault', server.url, '--id', secretId, '-o', 'json');
+    expect(shown.status, shown.stderr).toBe(0);
+    const secret = JSON.parse(shown.stdout) as { contentType: string; tags: Record<string, string>; value: string };
+    expect(secret.contentType).toBe('Wrapped BEK');
+    expect(secret.tags).toMatchObject({
+      DiskEncryptionKeyEncryptionAlgorithm: 'RSA-OAEP', DiskEncryptionKeyEncryptionKeyURL: kekId, DiskEncryptionKeyFileName: 'LinuxPassPhraseFileName', MachineName: 'vm1',
+    });
+    expect(Buffer.from(secret.value, 'base64url')).toHaveLength(384);
     const noUnwrap = await server.addPrincipal('no-unwrap', { secrets: ['get'], keys: ['get'] });
     const out = join(dir, 'dec2.raw');
     const d = cli(envFor(noUnwrap), 'decrypt', enc, out, '--vault', server.url);

@@ -80,7 +80,7 @@ describe('vault rotate-kek across the network, killed at random points', () => {
   }, 300_000);
 });
 
-describe('a vault that goes away', () => {
+describe('a vault that goes away (tests in this order: the mid-job one kills the server)', () => {
   let server: StartedVaultServer;
   let dir: string;
   beforeAll(async () => {
@@ -91,6 +91,20 @@ describe('a vault that goes away', () => {
   afterAll(async () => {
     await server?.stop();
   });
+
+  test('a wrong client secret: VAULT_AUTH_FAILED (exit 5) in one line naming the credential that failed, without the secret', async () => {
+    const p = await server.addPrincipal('wrong', { secrets: ['get'], keys: [] });
+    const ca = join(dir, 'ca-auth.pem');
+    copyFileSync(server.caPath, ca);
+    const bad = `${p.clientSecret}x`;
+    const env = childEnv({ VHDCRYPT_VAULT_CA: ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: bad, AZURE_AUTHORITY_HOST: server.url });
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(5);
+    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+    expect(r.stderr).toMatch(/VAULT_AUTH_FAILED.*(EnvironmentCredential|ClientSecretCredential)/);
+    expect(r.stderr).not.toContain(bad);
+    expect(r.stderr).not.toContain(p.clientSecret);
+  }, 90_000);
 
   test('stopped mid-job (after the output file appears, before the job settles its secret): typed error, exit 5, no destination file', async () => {
     const job = await server.addPrincipal('job', { secrets: ['get', 'set'], keys: ['get', 'create', 'wrapKey', 'unwrapKey'] });
@@ -128,20 +142,6 @@ describe('a vault that goes away', () => {
       watcher.close();
     }
   }, 180_000);
-
-  test('a wrong client secret: VAULT_AUTH_FAILED (exit 5) in one line naming the credential that failed, without the secret', async () => {
-    const p = await server.addPrincipal('wrong', { secrets: ['get'], keys: [] });
-    const ca = join(dir, 'ca-auth.pem');
-    copyFileSync(server.caPath, ca);
-    const bad = `${p.clientSecret}x`;
-    const env = childEnv({ VHDCRYPT_VAULT_CA: ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: bad, AZURE_AUTHORITY_HOST: server.url });
-    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
-    expect(r.status, r.stderr).toBe(5);
-    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-    expect(r.stderr).toMatch(/VAULT_AUTH_FAILED.*(EnvironmentCredential|ClientSecretCredential)/);
-    expect(r.stderr).not.toContain(bad);
-    expect(r.stderr).not.toContain(p.clientSecret);
-  }, 90_000);
 
   test('nobody listening: a command fails with VAULT_UNREACHABLE naming the host, within the bounded retries', async () => {
     const port = await new Promise<number>((resolve) => {
