@@ -846,34 +846,44 @@ function registerServe(vault: Command): void {
       if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw usage('give --tls-cert and --tls-key together');
       const lifetime = parseInteger(o.tokenLifetime, '--token-lifetime');
       const passphrase = o.passphraseFile !== undefined ? readPassphraseFile(o.passphraseFile) : undefined;
-      // Loaded only here: the other vault commands do not pay for the server at start-up.
-      const { startVaultServer } = await import('../vault-server/index.js');
-      const server = await startVaultServer({
-        ...(o.vault !== undefined ? { vault: o.vault } : {}),
-        ...(passphrase !== undefined ? { passphrase } : {}),
-        host: listen.host, port: listen.port,
-        ...(o.tlsCert !== undefined ? { tls: { certPath: o.tlsCert, keyPath: o.tlsKey! } } : {}),
-        ...(o.tenant !== undefined ? { tenantId: o.tenant } : {}),
-        ...(lifetime !== undefined ? { tokenLifetimeS: lifetime } : {}),
-      });
-      let stopping = false;
+      // Handlers first: a signal that comes while the vault opens, or just after the line below is read, still ends
+      // the server cleanly (status 0) rather than killing the process.
+      let stopRequested = false;
+      let wake: (() => void) | null = null;
+      const stop = (): void => {
+        stopRequested = true;
+        wake?.();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
       try {
-        // Scripts and tests wait for this line: the server accepts connections from now on. The URL comes first.
-        const shown = { url: server.url, tenantId: server.tenantId, caPath: server.caPath, caSha256: server.caSha256 };
-        print(o, shown, () => `${server.url} tenant ${server.tenantId} ca ${server.caPath} sha256 ${server.caSha256}\n`);
-        await new Promise<void>((resolve) => {
-          const stop = (): void => {
-            process.off('SIGINT', stop);
-            process.off('SIGTERM', stop);
-            stopping = true;
-            resolve();
-          };
-          process.on('SIGINT', stop);
-          process.on('SIGTERM', stop);
+        // Loaded only here: the other vault commands do not pay for the server at start-up.
+        const { startVaultServer } = await import('../vault-server/index.js');
+        const server = await startVaultServer({
+          ...(o.vault !== undefined ? { vault: o.vault } : {}),
+          ...(passphrase !== undefined ? { passphrase } : {}),
+          host: listen.host, port: listen.port,
+          ...(o.tlsCert !== undefined ? { tls: { certPath: o.tlsCert, keyPath: o.tlsKey! } } : {}),
+          ...(o.tenant !== undefined ? { tenantId: o.tenant } : {}),
+          ...(lifetime !== undefined ? { tokenLifetimeS: lifetime } : {}),
         });
+        try {
+          if (!stopRequested) {
+            // Scripts and tests wait for this line: the server accepts connections from now on. The URL comes first.
+            const shown = { url: server.url, tenantId: server.tenantId, caPath: server.caPath, caSha256: server.caSha256 };
+            print(o, shown, () => `${server.url} tenant ${server.tenantId} ca ${server.caPath} sha256 ${server.caSha256}\n`);
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              if (stopRequested) resolve();
+            });
+          }
+        } finally {
+          // Stops accepting, lets requests in flight finish, flushes the audit log and closes the vault.
+          await server.close();
+        }
       } finally {
-        await server.close();
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
       }
-      if (stopping) process.exitCode = 0;
     });
 }

@@ -126,6 +126,14 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
         reject(e);
       }
     });
+    // A client that goes away mid-body: nothing waits for an end that will not come, nothing is kept.
+    req.on('close', () => {
+      if (!done) {
+        done = true;
+        for (const x of chunks) x.fill(0);
+        reject(new WireError(400, 'BadParameter', 'The request body ended early.'));
+      }
+    });
   });
 }
 

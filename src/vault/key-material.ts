@@ -4,7 +4,7 @@
  * vault: only publicJwk() output leaves.
  */
 import {
-  constants, createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes,
+  constants, createCipheriv, createHash, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, publicEncrypt, randomBytes,
   type KeyObject,
 } from 'node:crypto';
 import type { JsonWebKey } from 'node:crypto';
@@ -76,8 +76,21 @@ export function publicJwk(kid: string, kty: KeyType, material: Buffer): PublicJw
   return { kid, kty, key_ops: [...KEY_OPS], n: String(pub.n), e: String(pub.e) };
 }
 
+// Parsed RSA keys by the SHA-256 of their PKCS#8 material: OpenSSL 3 takes longer to decode an RSA-2048 key
+// than to use it, and a vault server unwraps with the same few keys thousands of times. Bounded; a KeyObject
+// lives in OpenSSL's memory until collected either way.
+const PARSED_MAX = 32;
+const parsed = new Map<string, KeyObject>();
+
 function rsaPrivate(material: Buffer): KeyObject {
-  return createPrivateKey({ key: material, format: 'der', type: 'pkcs8' });
+  const id = createHash('sha256').update(material).digest('base64');
+  let key = parsed.get(id);
+  if (key === undefined) {
+    key = createPrivateKey({ key: material, format: 'der', type: 'pkcs8' });
+    if (parsed.size >= PARSED_MAX) parsed.delete(parsed.keys().next().value!);
+    parsed.set(id, key);
+  }
+  return key;
 }
 
 function checkAlg(kty: KeyType, alg: WrapAlgorithm): void {

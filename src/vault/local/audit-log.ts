@@ -87,6 +87,11 @@ export interface AuditEvent {
   readonly result: string;
   /** The caller's network address (a vault server's client), else absent. */
   readonly client?: string;
+  /**
+   * false: the call changed nothing (a read, a refusal), so a group commit holding only such entries may skip the
+   * fsync: it survives the process's death, not the machine's. Default true.
+   */
+  readonly durable?: boolean;
 }
 
 /** Append one entry (in its own IMMEDIATE transaction, so the chain stays linear across processes). */
@@ -144,8 +149,16 @@ export class AuditQueue {
     this.#scheduled = false;
     const batch = this.#pending.splice(0);
     if (batch.length === 0) return;
+    // WAL with synchronous=NORMAL commits without an fsync (SQLite: "WAL mode is always consistent with
+    // synchronous=NORMAL, but ... might roll back following a power loss"); the store is FULL again right after.
+    const relaxed = batch.every((b) => b.e.durable === false);
     try {
-      appendAuditBatch(this.#store, this.#cipher, batch.map((b) => b.e));
+      if (relaxed) this.#store.db.pragma('synchronous = NORMAL');
+      try {
+        appendAuditBatch(this.#store, this.#cipher, batch.map((b) => b.e));
+      } finally {
+        if (relaxed) this.#store.db.pragma('synchronous = FULL');
+      }
     } catch (err) {
       for (const b of batch) b.reject(err);
       return;

@@ -34,6 +34,21 @@ import {
 import type { VaultStore, VersionRow } from './store.js';
 
 export const OWNER = 'owner';
+const RECORD_CACHE_MAX = 4096;
+/** Operations that change nothing in the vault (their audit entries may skip the fsync on a server; see #audit). */
+const READ_ONLY_OPERATIONS = new Set([
+  'getProperties', 'getSecret', 'listSecrets', 'listSecretVersions', 'listDeletedSecrets', 'backupSecret',
+  'getKey', 'listKeys', 'listKeyVersions', 'listDeletedKeys', 'backupKey', 'wrapKey', 'unwrapKey', 'encrypt', 'decrypt',
+  'getRandomBytes',
+]);
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
 const DAY_MS = 86_400_000;
 
 type Access = { kind: 'secrets'; perm: SecretPermission } | { kind: 'keys'; perm: KeyPermission } | 'owner' | 'any';
@@ -76,6 +91,8 @@ export class LocalVault implements Vault {
   #shared = false;
   /** Group commit of audit entries for handles made by actingAs (see AuditQueue). */
   #auditQueue: AuditQueue | null = null;
+  /** Opened records by sealed bytes (see #openRecord); shared with handles made by actingAs. */
+  #records = new Map<string, unknown>();
   readonly #store: VaultStore;
   readonly #cipher: RecordCipher;
   #closed = false;
@@ -135,13 +152,14 @@ export class LocalVault implements Vault {
     v.#shared = true;
     this.#auditQueue ??= new AuditQueue(this.#store, this.#cipher);
     v.#auditQueue = this.#auditQueue;
+    v.#records = this.#records;
     return v;
   }
 
   /** Append to the audit log a server event that is not a vault call (a token issued or refused). */
   auditServerEvent(e: AuditEvent): Promise<void> {
     this.#auditQueue ??= new AuditQueue(this.#store, this.#cipher);
-    return this.#auditQueue.push(e);
+    return this.#auditQueue.push({ durable: false, ...e });
   }
 
   // ---- authentication, authorization, audit ----
@@ -167,7 +185,22 @@ export class LocalVault implements Vault {
   #principalRecord(name: string): PrincipalRecord | undefined {
     const row = this.#store.getPrincipal(name);
     if (!row) return undefined;
-    return fromJson<PrincipalRecord>(this.#cipher.open(row.record, `principals|${name.toLowerCase()}`, `principal '${name}'`));
+    return this.#openRecord<PrincipalRecord>(row.record, `principals|${name.toLowerCase()}`, `principal '${name}'`);
+  }
+
+  /**
+   * A sealed record (never key material or a secret value) opened and parsed, remembered by its exact sealed
+   * bytes: a vault server re-reads the caller's principal, the object and its version on every request, and a
+   * changed row has new bytes (a fresh nonce), so it is opened again. The parsed record is frozen: callers copy.
+   */
+  #openRecord<T>(blob: Buffer, aad: string, what: string): T {
+    const key = `${aad}|${blob.toString('base64')}`;
+    const hit = this.#records.get(key);
+    if (hit !== undefined) return hit as T;
+    const parsed = deepFreeze(fromJson<T>(this.#cipher.open(blob, aad, what)));
+    if (this.#records.size >= RECORD_CACHE_MAX) this.#records.clear();
+    this.#records.set(key, parsed);
+    return parsed;
   }
 
   #authorize(access: Access, operation: string): void {
@@ -191,7 +224,11 @@ export class LocalVault implements Vault {
 
   #audit(principal: string, operation: string, id: string, result: string): void | Promise<void> {
     const e: AuditEvent = { principal, operation, objectId: id, result, ...(this.#client !== undefined ? { client: this.#client } : {}) };
-    if (this.#auditQueue !== null && this.#shared) return this.#auditQueue.push(e);
+    if (this.#auditQueue !== null && this.#shared) {
+      // A call that changed the vault is recorded with an fsync before its reply; a read or a refusal may share a
+      // commit without one (see AuditEvent.durable): a crash of the process loses neither.
+      return this.#auditQueue.push({ ...e, durable: result === 'ok' && !READ_ONLY_OPERATIONS.has(operation) });
+    }
     appendAudit(this.#store, this.#cipher, e);
   }
 
@@ -216,7 +253,7 @@ export class LocalVault implements Vault {
   #state(kind: ObjectKind, name: string): ObjectState | undefined {
     const row = this.#store.getObject(kind, name);
     if (!row) return undefined;
-    return fromJson<ObjectState>(this.#cipher.open(row.state, `objects|${kind}|${name.toLowerCase()}`, `${kind}/${name} state`));
+    return this.#openRecord<ObjectState>(row.state, `objects|${kind}|${name.toLowerCase()}`, `${kind}/${name} state`);
   }
 
   #putState(kind: ObjectKind, s: ObjectState): void {
@@ -224,7 +261,7 @@ export class LocalVault implements Vault {
   }
 
   #record<T>(kind: ObjectKind, row: VersionRow): T {
-    return fromJson<T>(this.#cipher.open(row.record, `versions|${kind}|${row.name.toLowerCase()}|${row.version}|record`, `${kind}/${row.name}/${row.version}`));
+    return this.#openRecord<T>(row.record, `versions|${kind}|${row.name.toLowerCase()}|${row.version}|record`, `${kind}/${row.name}/${row.version}`);
   }
 
   #sealRecord(kind: ObjectKind, name: string, version: string, rec: unknown): Buffer {
@@ -271,7 +308,7 @@ export class LocalVault implements Vault {
   #props(): PropertiesRecord {
     const blob = this.#store.getMeta('properties');
     if (!Buffer.isBuffer(blob)) throw new VaultError('VAULT_TAMPERED', 'the vault properties are missing');
-    return fromJson<PropertiesRecord>(this.#cipher.open(blob, 'meta|properties', 'vault properties'));
+    return this.#openRecord<PropertiesRecord>(blob, 'meta|properties', 'vault properties');
   }
 
   /** Purge objects whose soft-delete retention has ended (as Key Vault does). */
