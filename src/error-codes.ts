@@ -133,6 +133,8 @@ export const ERROR_CODES = {
   VAULT_KEY_EXPIRED: vault,
   VAULT_FORBIDDEN: vault,
   VAULT_UNAUTHENTICATED: vault,
+  VAULT_AUTH_FAILED: vault,
+  VAULT_UNREACHABLE: vault,
   VAULT_BAD_NAME: usage,
   VAULT_BAD_ID: usage,
   VAULT_BAD_ARGUMENT: usage,

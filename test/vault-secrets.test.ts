@@ -199,7 +199,8 @@ describe('backup and restore', () => {
 
 test('object ids use the vault URI and openVault refuses other providers', async () => {
   expect(vault.uri).toBe(`file:${dir}`);
-  await expectCode(openVault('https://myvault.vault.azure.net'), 'VAULT_UNSUPPORTED_PROVIDER');
+  await expectCode(openVault('http://myvault.vault.azure.net'), 'VAULT_UNSUPPORTED_PROVIDER');
+  await expectCode(openVault('https://myvault.vault.azure.net/secrets'), 'VAULT_BAD_ID');
   await expectCode(openVault('hsm:slot0'), 'VAULT_UNSUPPORTED_PROVIDER');
   await expectCode(openVault(`file:${tempDir()}/missing`, { create: false }), 'VAULT_NOT_FOUND');
 });

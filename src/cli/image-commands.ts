@@ -1,6 +1,7 @@
 /** `vhdcrypt encrypt|decrypt|info|keyslot|header`: the engine's commands. */
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   addImageKeyslot,
@@ -54,6 +55,8 @@ interface CommonFlags extends ParentFlags, Pkcs11Flags {
 interface EncryptFlags extends CommonFlags {
   format?: 'luks2' | 'luks1' | 'plain';
   kek?: string;
+  kekAlg?: 'RSA-OAEP-256' | 'RSA-OAEP' | 'A256KW';
+  ade?: string | true;
   keySize?: string;
   sectorSize?: string;
   sparse?: boolean;
@@ -380,6 +383,8 @@ export function registerImageCommands(program: Command): void {
     .addOption(new Option('--format <format>', 'encryption format').choices(ENCRYPTION_FORMATS).default('luks2'))
     .option('--vault <uri>', 'vault URI (default: the embedded vault)')
     .option('--kek <name>', "key-encryption key in the vault (created on first use), or 'pkcs11:token=...;object=...' for a key in a PKCS#11 token", 'vhdcrypt-kek')
+    .addOption(new Option('--kek-alg <alg>', 'wrap algorithm with an RSA KEK (RSA-OAEP is Azure Disk Encryption\'s)').choices(['RSA-OAEP-256', 'RSA-OAEP', 'A256KW']))
+    .option('--ade [machine-name]', 'seal as an Azure Disk Encryption secret (contentType "Wrapped BEK", ADE\'s tags; MachineName default: the source\'s base name)')
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); no vault').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file (whole content; plain: the raw key); no vault').conflicts('passphraseFile'))
     .addOption(new Option('--key-size <bits>', 'AES-XTS key bits').choices(KEY_SIZES.map(String)).default('512'))
@@ -409,6 +414,8 @@ export function registerImageCommands(program: Command): void {
             format: f.compat === 'qemu' ? 'luks1' : f.format,
             vault: f.vault,
             kek: f.kek,
+            kekAlg: f.kekAlg,
+            ade: f.ade === undefined ? undefined : { machineName: f.ade === true ? basename(src).replace(/\.[^.]*$/, '') : f.ade },
             passphraseFile: f.passphraseFile,
             keyFile: f.keyFile,
             keySize: Number(f.keySize) as 256 | 512,

@@ -3,10 +3,17 @@
  * wrapped inside the vault by a key-encryption key (KEK) and only the wrapped
  * form is stored, as a secret named after the disk.
  *
- * KEK choice: an RSA-2048 key used with RSA-OAEP-256, as ADE's KEKs are RSA
- * (and Azure Key Vault's standard tier holds only RSA/EC keys, so the same
- * KEK model carries over to that provider). An existing oct KEK is used with
- * A256KW (RFC 3394).
+ * KEK choice: an RSA key (2048 bits, or the provider's kekRsaBits: 3072 on
+ * Azure Key Vault) used with RSA-OAEP-256, Microsoft's recommended wrap, as
+ * ADE's KEKs are RSA (Key Vault vaults hold only RSA/EC keys; oct keys live on
+ * Managed HSM); RSA-OAEP (SHA-1) on request, as ADE itself wraps. An existing
+ * oct KEK is used with A256KW (RFC 3394).
+ *
+ * Two shapes of disk secret: vhdcrypt's (contentType WRAPPED_KEY_CONTENT_TYPE,
+ * value a JSON { alg, kid, wrapped }) and Azure Disk Encryption's (contentType
+ * `Wrapped BEK`, value the base64url of the wrapped passphrase, algorithm and
+ * KEK id in the tags DiskEncryptionKeyEncryptionAlgorithm and
+ * DiskEncryptionKeyEncryptionKeyURL). Both are sealed, unsealed and rotated here.
  *
  * A KEK may also live in a PKCS#11 token (`kek: 'pkcs11:token=...;object=...'`): the material is then wrapped
  * and unwrapped inside the token (see src/pkcs11/kek.ts), the document records the token URI as its kid and
@@ -32,7 +39,14 @@ export const TAG_VOLUME_UUID = 'VolumeUuid';
 export const TAG_SOURCE_IMAGE = 'SourceImage';
 export const TAG_DISK_ID = 'DiskId';
 export const TAG_REWRAP_OF = 'RewrapOf';
+/** Azure Disk Encryption's disk secret: the KEK-wrapped passphrase (Linux) or BEK (Windows). */
+export const ADE_CONTENT_TYPE = 'Wrapped BEK';
+export const TAG_ADE_FILE_NAME = 'DiskEncryptionKeyFileName';
+export const TAG_ADE_MACHINE_NAME = 'MachineName';
+/** The file name ADE's Linux agent reads the passphrase from on the BEK volume. */
+export const ADE_LINUX_FILE_NAME = 'LinuxPassPhraseFileName';
 const KEK_RSA_BITS = 2048;
+const RSA_ALGS: readonly WrapAlgorithm[] = ['RSA-OAEP', 'RSA-OAEP-256'];
 
 export interface SealDiskKeyRequest {
   readonly diskId: string;
@@ -44,6 +58,10 @@ export interface SealDiskKeyRequest {
   readonly tags?: Record<string, string>;
   readonly volumeUuid?: string;
   readonly sourceName?: string;
+  /** Wrap algorithm for an RSA KEK: RSA-OAEP-256 (default) or RSA-OAEP (Azure Disk Encryption's). */
+  readonly alg?: WrapAlgorithm;
+  /** Store the secret in Azure Disk Encryption's shape (see ADE_CONTENT_TYPE); MachineName tag's value. */
+  readonly ade?: { readonly machineName: string };
 }
 
 /**
@@ -64,8 +82,23 @@ export function diskSecretName(diskId: string): string {
   return `${base || 'disk'}-${hash}`;
 }
 
-function algFor(kty: string): WrapAlgorithm {
-  return kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
+function algFor(kty: string, asked: WrapAlgorithm | undefined): WrapAlgorithm {
+  if (kty === 'oct') {
+    if (asked !== undefined && asked !== 'A256KW') throw new VaultError('VAULT_UNSUPPORTED_ALGORITHM', `${asked} does not apply to an oct KEK (A256KW)`);
+    return 'A256KW';
+  }
+  if (asked !== undefined && !RSA_ALGS.includes(asked)) throw new VaultError('VAULT_UNSUPPORTED_ALGORITHM', `${String(asked)} does not apply to an RSA KEK (RSA-OAEP-256, RSA-OAEP)`);
+  return asked ?? 'RSA-OAEP-256';
+}
+
+/** True for a contentType of either disk secret shape. */
+export function isDiskSecretType(contentType: string | null | undefined): boolean {
+  return contentType === WRAPPED_KEY_CONTENT_TYPE || contentType === ADE_CONTENT_TYPE;
+}
+
+/** The value and contentType that store `doc` in the shape of `contentType`'s kind (ADE keeps alg and kid in tags). */
+export function storedForm(doc: WrappedKeyDocument, ade: boolean): { value: string; contentType: string } {
+  return ade ? { value: doc.wrapped, contentType: ADE_CONTENT_TYPE } : { value: JSON.stringify(doc), contentType: WRAPPED_KEY_CONTENT_TYPE };
 }
 
 function isCode(e: unknown, code: string): boolean {
@@ -86,23 +119,23 @@ export async function sealDiskKey(vault: Vault, req: SealDiskKeyRequest): Promis
     kty = (await vault.getKey(req.kek)).key.kty;
   } catch (e) {
     if (!isCode(e, 'VAULT_KEY_NOT_FOUND')) throw e;
-    kty = (await vault.createKey(req.kek, { kty: 'RSA', size: KEK_RSA_BITS, onlyIfAbsent: true })).key.kty;
+    kty = (await vault.createKey(req.kek, { kty: 'RSA', size: vault.kekRsaBits ?? KEK_RSA_BITS, onlyIfAbsent: true })).key.kty;
   }
-  const alg = algFor(kty);
+  const alg = algFor(kty, req.alg);
   const w = await vault.wrapKey(req.kek, alg, req.material);
   const doc: WrappedKeyDocument = { alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') };
   const tags = sealTags(req, alg, w.kid);
   const name = diskSecretName(req.diskId);
-  let stored = await vault.setSecret(name, JSON.stringify(doc), { contentType: WRAPPED_KEY_CONTENT_TYPE, tags });
+  let stored = await vault.setSecret(name, storedForm(doc, req.ade !== undefined).value, { contentType: storedForm(doc, req.ade !== undefined).contentType, tags });
   let kid = w.kid;
   // A rotateKek that made its new KEK version after our wrap may have scanned before our secret existed and
   // will disable the version we used: while the KEK's latest version differs, rewrap the material we still hold.
   for (let latest = (await vault.getKey(req.kek)).properties.id; latest !== kid; latest = (await vault.getKey(req.kek)).properties.id) {
     const again = await vault.wrapKey(latest, alg, req.material);
     kid = again.kid;
-    const next: WrappedKeyDocument = { alg, kid, wrapped: Buffer.from(again.result).toString('base64url') };
-    stored = await vault.setSecret(name, JSON.stringify(next), {
-      contentType: WRAPPED_KEY_CONTENT_TYPE,
+    const next = storedForm({ alg, kid, wrapped: Buffer.from(again.result).toString('base64url') }, req.ade !== undefined);
+    stored = await vault.setSecret(name, next.value, {
+      contentType: next.contentType,
       tags: { ...tags, [TAG_KEK_URL]: kid, [TAG_REWRAP_OF]: stored.tags[TAG_REWRAP_OF] ?? stored.version },
     });
   }
@@ -114,6 +147,10 @@ function sealTags(req: SealDiskKeyRequest, alg: string, kek: string): Record<str
   const tags: Record<string, string> = { ...req.tags, [TAG_ALGORITHM]: alg, [TAG_KEK_URL]: kek, [TAG_DISK_ID]: req.diskId.slice(0, 256) };
   if (req.volumeUuid) tags[TAG_VOLUME_UUID] = req.volumeUuid.toLowerCase();
   if (req.sourceName) tags[TAG_SOURCE_IMAGE] = req.sourceName.slice(-256);
+  if (req.ade) {
+    tags[TAG_ADE_FILE_NAME] = ADE_LINUX_FILE_NAME;
+    tags[TAG_ADE_MACHINE_NAME] = req.ade.machineName.slice(0, 256);
+  }
   return tags;
 }
 
@@ -158,6 +195,20 @@ export function parseWrappedKeyDocument(vault: Vault, value: string, id: string)
     return refuse();
   }
   return { alg: d.alg as WrapAlgorithm, kid: d.kid, wrapped: d.wrapped };
+}
+
+/**
+ * The wrapped key a disk secret of either shape holds (checked as parseWrappedKeyDocument checks it). An ADE
+ * secret's value is the base64 (or base64url, as ADE's own scripts store it) of the wrapped bytes; its
+ * algorithm and KEK come from its tags.
+ */
+export function wrappedKeyOf(vault: Vault, secret: Secret): WrappedKeyDocument {
+  const p = secret.properties;
+  if (p.contentType !== ADE_CONTENT_TYPE) return parseWrappedKeyDocument(vault, secret.value, p.id);
+  const v = secret.value.trim();
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(v)) throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${p.id} (${ADE_CONTENT_TYPE}) does not hold base64 data`);
+  const wrapped = Buffer.from(v, 'base64').toString('base64url');
+  return parseWrappedKeyDocument(vault, JSON.stringify({ alg: p.tags[TAG_ALGORITHM], kid: p.tags[TAG_KEK_URL], wrapped }), p.id);
 }
 
 /**
@@ -231,11 +282,10 @@ export async function unsealDiskKey(vault: Vault, ref: string | { name: string; 
   } else {
     secret = r.version === undefined ? await vault.getSecret(r.name) : await newestByGet(vault, { name: r.name, version: r.version });
   }
-  if (secret.properties.contentType !== WRAPPED_KEY_CONTENT_TYPE) {
+  if (!isDiskSecretType(secret.properties.contentType)) {
     throw new VaultError('VAULT_NOT_A_DISK_SECRET', `secret ${secret.properties.id} is not a wrapped disk key (contentType ${String(secret.properties.contentType).slice(0, 300)})`);
   }
-  const doc = parseWrappedKeyDocument(vault, secret.value, secret.properties.id);
-  return unwrapDocument(vault, doc, secret.properties, options.pkcs11);
+  return unwrapDocument(vault, wrappedKeyOf(vault, secret), secret.properties, options.pkcs11);
 }
 
 /** The disk secret recording LUKS/volume UUID `uuid` (newest sealing wins), or null. */
@@ -244,7 +294,7 @@ export async function findDiskSecretByVolumeUuid(vault: Vault, uuid: string): Pr
   let best: SecretProperties | null = null;
   let bestRootTime = -Infinity;
   for (const s of await vault.listSecrets()) {
-    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    if (!isDiskSecretType(s.contentType)) continue;
     for (const { root, newest } of await diskLineages(vault, s.name)) {
       if (root.tags[TAG_VOLUME_UUID] === want && root.created.getTime() >= bestRootTime) {
         best = newest;

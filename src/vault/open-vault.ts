@@ -5,8 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { VaultError } from './errors.js';
 import { openLocalVault, type KeySource, type LocalVaultOptions } from './local/open-local-vault.js';
 import type { Vault, VaultCredentials } from './types.js';
+import type { AzureVaultOptions } from './azure/azure-vault.js';
 
-export type OpenVaultOptions = VaultCredentials & Omit<LocalVaultOptions, 'token' | 'passphrase' | 'create' | 'onCreated'> & {
+export type OpenVaultOptions = VaultCredentials & AzureVaultOptions & Omit<LocalVaultOptions, 'token' | 'passphrase' | 'create' | 'onCreated'> & {
   /**
    * true: create the vault if absent (vault init); false: never. Absent: only the default location
    * (no URI and no $VHDCRYPT_VAULT) is created on first use, with a notice on stderr; any other
@@ -23,8 +24,10 @@ export function defaultVaultPath(): string {
   return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.local', 'share'), 'vhdcrypt');
 }
 
-/** The default vault's URI, `file:<absolute path>`. */
+/** The default vault's URI: $VHDCRYPT_VAULT when it is an https: vault, else `file:<absolute path>`. */
 export function defaultVaultUri(): string {
+  const env = process.env.VHDCRYPT_VAULT;
+  if (env && /^https:/i.test(env)) return env;
   return `file:${defaultVaultPath()}`;
 }
 
@@ -53,14 +56,20 @@ function createdNotice(dir: string, keySource: KeySource): string {
  * Open the vault at `uri` (default: the embedded vault), acting as the owner
  * when no token is given (else $VHDCRYPT_VAULT_TOKEN's principal). Only the
  * default location is created implicitly (see OpenVaultOptions.create).
- * `file:<dir>` and bare paths open the embedded vault; other schemes
- * (https://NAME.vault.azure.net, ...) are VAULT_UNSUPPORTED_PROVIDER for now.
+ * `file:<dir>` and bare paths open the embedded vault; `https://NAME.vault.azure.net` (or any https origin
+ * serving Key Vault's REST API, such as `vhdcrypt vault serve`) opens Azure Key Vault through Microsoft's SDKs,
+ * with `credentials.credential` or DefaultAzureCredential (a token and passphrase do not apply there).
  */
 export async function openVault(uri?: string, credentials: OpenVaultOptions = {}): Promise<Vault> {
   const u = uri ?? defaultVaultUri();
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(u)?.[1]?.toLowerCase();
+  if (scheme === 'https') {
+    // Loaded on demand: the SDKs are a few hundred modules a file: vault never needs.
+    const { AzureVault } = await import('./azure/azure-vault.js');
+    return AzureVault.open(u, { credential: credentials.credential, caPem: credentials.caPem });
+  }
   if (scheme !== undefined && scheme !== 'file') {
-    throw new VaultError('VAULT_UNSUPPORTED_PROVIDER', `no vault provider for '${scheme}:' URIs in this build (supported: file:)`);
+    throw new VaultError('VAULT_UNSUPPORTED_PROVIDER', `no vault provider for '${scheme}:' URIs (supported: file:, https: for Azure Key Vault)`);
   }
   const dir = resolve(scheme === 'file' ? filePath(u) : u);
   if (dir === '' || u === 'file:') throw new VaultError('VAULT_BAD_ID', 'a file: vault URI needs a path');

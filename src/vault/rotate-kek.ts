@@ -18,8 +18,8 @@ import { VaultError } from './errors.js';
 import { MAX_TAG_VALUE_CHARS } from './limits.js';
 import { objectId, resolveRef } from './object-id.js';
 import {
-  TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, parseWrappedKeyDocument, unwrapDocument,
-  type WrappedKeyDocument,
+  ADE_CONTENT_TYPE, TAG_ALGORITHM, TAG_KEK_URL, TAG_REWRAP_OF, WRAPPED_KEY_CONTENT_TYPE, diskLineages, isDiskSecretType, storedForm,
+  unwrapDocument, wrappedKeyOf, type WrappedKeyDocument,
 } from './disk-keys.js';
 import type { VaultErrorCode } from './errors.js';
 import type { KeyProperties, SecretProperties, Vault, WrapAlgorithm } from './types.js';
@@ -79,7 +79,7 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
     target = await vault.updateKeyProperties(fresh.properties.id, undefined, { tags: { ...fresh.properties.tags, [TAG_ROTATION]: 'pending' } });
   }
   const kekPrefix = objectId(vault.uri, 'keys', target.name) + '/';
-  const alg: WrapAlgorithm = target.kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
+  const defaultAlg: WrapAlgorithm = target.kty === 'oct' ? 'A256KW' : 'RSA-OAEP-256';
   const rewrapped: string[] = [];
   const skipped: string[] = [];
   const unreadable: Array<{ id: string; code: VaultErrorCode }> = [];
@@ -87,7 +87,7 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
   const now = Date.now();
 
   for (const s of await vault.listSecrets()) {
-    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    if (!isDiskSecretType(s.contentType)) continue;
     for (const { root, newest } of await diskLineages(vault, s.name)) {
       const kekUrl = newest.tags[TAG_KEK_URL] ?? '';
       if (!kekUrl.startsWith(kekPrefix) || kekUrl === target.id) continue;
@@ -97,9 +97,13 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
         continue;
       }
       let material: Uint8Array;
+      // An RSA secret keeps its algorithm (ADE's platform unwraps RSA-OAEP); others take the KEK's default.
+      let alg: WrapAlgorithm = defaultAlg;
       try {
         const secret = await vault.getSecret(newest.id);
-        material = await unwrapDocument(vault, parseWrappedKeyDocument(vault, secret.value, newest.id), secret.properties);
+        const doc = wrappedKeyOf(vault, secret);
+        if (target.kty !== 'oct' && (doc.alg === 'RSA-OAEP' || doc.alg === 'RSA-OAEP-256')) alg = doc.alg;
+        material = await unwrapDocument(vault, doc, secret.properties, options.pkcs11?.access);
       } catch (e) {
         // A principal with secrets/set can store anything under the disk content type: skip it, say so, go on.
         if (!(e instanceof VaultError) || !UNREADABLE.has(e.code)) throw e;
@@ -114,9 +118,9 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
       } finally {
         material.fill(0);
       }
-      const next: WrappedKeyDocument = { alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') };
-      const stored = await vault.setSecret(s.name, JSON.stringify(next), {
-        contentType: WRAPPED_KEY_CONTENT_TYPE,
+      const next = storedForm({ alg, kid: w.kid, wrapped: Buffer.from(w.result).toString('base64url') }, newest.contentType === ADE_CONTENT_TYPE);
+      const stored = await vault.setSecret(s.name, next.value, {
+        contentType: next.contentType,
         tags: { ...newest.tags, [TAG_ALGORITHM]: alg, [TAG_KEK_URL]: w.kid, [TAG_REWRAP_OF]: root.version },
         notBefore: newest.notBefore,
         expiresOn: newest.expiresOn,
@@ -128,7 +132,7 @@ export async function rotateKek(vault: Vault, kekName: string, options: RotateKe
   // Soft-deleted disk secrets keep their KEK version usable, so recovering them still opens the disk.
   for (const d of await vault.listDeletedSecrets()) {
     const kekUrl = d.properties.tags[TAG_KEK_URL] ?? '';
-    if (d.properties.contentType === WRAPPED_KEY_CONTENT_TYPE && kekUrl.startsWith(kekPrefix) && kekUrl !== target.id) {
+    if (isDiskSecretType(d.properties.contentType) && kekUrl.startsWith(kekPrefix) && kekUrl !== target.id) {
       skipped.push(d.properties.id);
       stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
     }
@@ -164,17 +168,19 @@ async function rotateIntoToken(vault: Vault, from: string, to: string, options: 
   const stillNeeded = new Set<string>();
   const now = Date.now();
   for (const s of await vault.listSecrets()) {
-    if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE) continue;
+    if (!isDiskSecretType(s.contentType)) continue;
     for (const { root, newest } of await diskLineages(vault, s.name)) {
       const kekUrl = newest.tags[TAG_KEK_URL] ?? '';
       if (!wrappedByFrom(kekUrl)) continue;
-      if (!usable(newest, now)) {
+      // An Azure Disk Encryption secret must stay unwrappable by the vault's KEK (Azure's platform unwraps it):
+      // it is not moved into a token, and the KEK version it names stays enabled.
+      if (!usable(newest, now) || newest.contentType === ADE_CONTENT_TYPE) {
         skipped.push(newest.id);
         if (fromPrefix !== null) stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
         continue;
       }
       const secret = await vault.getSecret(newest.id);
-      const material = await unwrapDocument(vault, parseWrappedKeyDocument(vault, secret.value, newest.id), secret.properties, options.pkcs11?.access);
+      const material = await unwrapDocument(vault, wrappedKeyOf(vault, secret), secret.properties, options.pkcs11?.access);
       let w;
       try {
         w = await wrapWithToken(to, material, options.pkcs11 ?? {});
@@ -197,7 +203,7 @@ async function rotateIntoToken(vault: Vault, from: string, to: string, options: 
   if (fromPrefix !== null) {
     for (const d of await vault.listDeletedSecrets()) {
       const kekUrl = d.properties.tags[TAG_KEK_URL] ?? '';
-      if (d.properties.contentType === WRAPPED_KEY_CONTENT_TYPE && kekUrl.startsWith(fromPrefix)) {
+      if (isDiskSecretType(d.properties.contentType) && kekUrl.startsWith(fromPrefix)) {
         skipped.push(d.properties.id);
         stillNeeded.add(resolveRef(vault.uri, 'keys', kekUrl).version ?? '');
       }

@@ -176,6 +176,8 @@ export interface NewPrincipal {
 /** The vault operations; every method checks the calling principal's permission first. */
 export interface Vault {
   readonly uri: string;
+  /** The RSA size sealDiskKey gives a KEK it creates (default 2048). */
+  readonly kekRsaBits?: number;
   /** The principal this handle acts as. */
   readonly principal: string;
   close(): Promise<void>;

@@ -21,6 +21,7 @@ import {
   type KdfOptions,
   type LuksSecret,
 } from '../luks/index.js';
+import type { WrapAlgorithm } from '../vault/index.js';
 import { VolumeError } from './errors.js';
 import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './payload-layout.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
@@ -49,6 +50,10 @@ export interface EncryptionKeyOptions extends KeySourceOptions {
   readonly vaultCredentials?: unknown;
   /** KEK name in the vault (created on first use); default 'vhdcrypt-kek'. */
   readonly kek?: string;
+  /** Wrap algorithm with an RSA KEK (default RSA-OAEP-256). */
+  readonly kekAlg?: WrapAlgorithm;
+  /** Seal as an Azure Disk Encryption secret (LUKS formats only: ADE's secret holds a passphrase). */
+  readonly ade?: { readonly machineName: string };
   /** KDF of a keyslot for the caller's passphrase or key file (default: argon2id as cryptsetup; PBKDF2 on LUKS1). */
   readonly kdf?: KdfOptions;
   /** A second keyslot for a passphrase a person types. */
@@ -139,6 +144,8 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
           diskId: info.uuid,
           material: generated,
           kek: o.kek ?? DEFAULT_KEK,
+          alg: o.kekAlg,
+          ade: o.ade,
           tags: {
             VhdcryptFormat: plan.format, VolumeUuid: info.uuid, Cipher: 'aes-xts-plain64', KeyBits: String(plan.keyBits), SectorSize: String(plan.sectorSize), DataOffset: String(plan.dataOffset),
             ...pendingTag(plan),
@@ -182,6 +189,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
   }
   if (o.recoveryPassphrase !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
   if (o.enrollPkcs11 !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a systemd-pkcs11 token');
+  if (o.ade !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', "an Azure Disk Encryption secret holds a LUKS passphrase; plain volumes have none (use --format luks1 or luks2)");
   const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
   return withVaultSecret(vault, async (hold) => {
     const volumeKey = hold(randomXtsKey(keyBytes));
@@ -190,6 +198,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
       diskId,
       material: volumeKey,
       kek: o.kek ?? DEFAULT_KEK,
+      alg: o.kekAlg,
       // Plain has no header: every parameter needed to open it lives in these tags.
       tags: {
         VhdcryptFormat: 'plain',

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import {
-  VaultError, WRAPPED_KEY_CONTENT_TYPE, defaultVaultPath, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions,
+  VaultError, defaultVaultPath, defaultVaultUri, isDiskSecretType, findDiskSecretByVolumeUuid, openVault, resolveRef, sealDiskKey, unsealDiskKey, type OpenVaultOptions, type SealDiskKeyRequest,
 } from '../vault/index.js';
 
 export const DEFAULT_KEK = 'vhdcrypt-kek';
@@ -18,7 +18,7 @@ export const TAG_PENDING = 'vhdcrypt-pending';
 
 export interface VolumeVault {
   readonly uri: string;
-  seal(req: { diskId: string; material: Uint8Array; kek: string; tags: Record<string, string>; volumeUuid?: string; sourceName?: string }): Promise<{ secretId: string; kekId: string }>;
+  seal(req: SealDiskKeyRequest): Promise<{ secretId: string; kekId: string }>;
   /** The unwrapped material; the caller wipes it. */
   unseal(secretId: string): Promise<Uint8Array>;
   /** The secret id recorded for a volume UUID, or null. */
@@ -36,7 +36,8 @@ export interface VolumeVault {
 
 /** True when the default vault's directory exists (no directory: no vault, so no secret in it). */
 export function defaultVaultExists(): boolean {
-  return existsSync(defaultVaultPath());
+  // A remote default vault ($VHDCRYPT_VAULT=https://...) is asked, not looked for on disk.
+  return defaultVaultUri().startsWith('https:') || existsSync(defaultVaultPath());
 }
 
 /**
@@ -76,7 +77,7 @@ export async function openVolumeVault(uri?: string, credentials?: unknown, forSe
     discardPending: async (job) => {
       const gone: string[] = [];
       for (const s of await v.listSecrets()) {
-        if (s.contentType !== WRAPPED_KEY_CONTENT_TYPE || s.tags[TAG_PENDING] !== job) continue;
+        if (!isDiskSecretType(s.contentType) || s.tags[TAG_PENDING] !== job) continue;
         try {
           await v.deleteSecret(s.name);
           gone.push(s.id);

@@ -9,6 +9,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
+import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
 import { poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
@@ -39,6 +40,10 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
   readonly format?: EncryptionFormat;
   /** KEK name in the vault (default 'vhdcrypt-kek'). */
   readonly kek?: string;
+  /** Wrap algorithm with an RSA KEK: RSA-OAEP-256 (default) or RSA-OAEP (Azure Disk Encryption's). */
+  readonly kekAlg?: WrapAlgorithm;
+  /** Seal the passphrase as an Azure Disk Encryption secret ('Wrapped BEK', ADE's tags) for this machine name. */
+  readonly ade?: { readonly machineName: string };
   /** AES-XTS key size in bits: 512 (AES-256, default) or 256 (AES-128). */
   readonly keySize?: 256 | 512;
   /** Crypto sector size; LUKS1 and plain default 512, LUKS2 4096 when the disk size allows. */
