@@ -182,6 +182,8 @@ export const ERROR_CODES = {
   ENGINE_STREAM_BAD_INPUT: badInput,
   ENGINE_STREAM_ORDER: usage,
   ENGINE_IO: failed,
+  ENGINE_DELTA_MISMATCH: badInput,
+  ENGINE_VERIFY_FAILED: badInput,
 
   // NBD server and client (src/nbd).
   NBD_ALREADY_LISTENING: usage,

@@ -51,6 +51,7 @@ interface EncryptFlags extends CommonFlags {
   sparse?: boolean;
   addRecoveryPassphrase?: string | true;
   compat?: 'qemu';
+  parentImage?: string;
 }
 
 interface DecryptFlags extends CommonFlags {
@@ -281,11 +282,22 @@ export function registerImageCommands(program: Command): void {
         .conflicts(['format', 'sectorSize', 'sparse']),
     )
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
+    .option('--parent-image <file>', "src is a differencing VHD: encrypt it as a delta over this encrypted image of its parent (its volume, key and vault secret)")
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
-    .action(async (src: string, dst: string, f: EncryptFlags) => {
+    .action(async (src: string, dst: string, f: EncryptFlags, cmd: Command) => {
+      if (f.parentImage !== undefined) {
+        // The volume is the parent's: options that would choose another are refused, not ignored.
+        const chosen = ['format', 'kek', 'keySize', 'sectorSize', 'outFormat', 'sparse', 'compat', 'addRecoveryPassphrase'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+        if (chosen.length > 0) throw new VhdcryptError('CLI_USAGE', `--parent-image: the volume is the parent's; ${chosen.map((k) => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())).join(', ')} cannot be given`);
+        const parentImage = f.parentImage;
+        await runImageJob(f, dst, (common) =>
+          encryptImage(src, dst, { resume: f.resume, vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile, parentImage, ...common }),
+        );
+        return;
+      }
       const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
       try {
         await runImageJob(f, dst, (common) =>

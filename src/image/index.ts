@@ -1,5 +1,7 @@
 /** Disk images: VHD (fixed, dynamic, differencing) and raw behind one interface. */
 export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
+/** One link of a differencing chain (or a dynamic disk) read block by block: its BAT and sector bitmaps. */
+export { SparseVhdImage } from './sparse-vhd-image.js';
 export { openImage, parentSearch, type OpenImageOptions, type ParentSearchOptions } from './open-image.js';
 export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';

@@ -31,6 +31,7 @@ import {
   type KeySourceOptions,
   type PreparedEncryption,
 } from '../../volume/index.js';
+import { encryptDelta, type DeltaEncryptOptions } from './delta-encrypt.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {
@@ -51,10 +52,16 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
   readonly recoveryKdf?: KdfOptions;
   /** LUKS payload offset in bytes (default 2 MiB LUKS1, 16 MiB LUKS2, rounded up to whole VHD blocks). */
   readonly dataOffset?: bigint;
+  /**
+   * The source is a differencing VHD and this is the encrypted image of its parent: the output is an encrypted
+   * differencing VHD over it, under the parent's volume key (see delta-encrypt.ts).
+   */
+  readonly parentImage?: string;
 }
 
 /** Encrypt the image at `src` into a new image at `dst`. */
 export async function encryptImage(src: string, dst: string, opts: EncryptOptions = {}): Promise<RunResult> {
+  if (opts.parentImage !== undefined) return encryptDelta(src, dst, deltaOptions(opts));
   checkNewVolumeOptions(opts);
   const batchBytes = checkRunOptions(opts);
   const started = performance.now();
@@ -231,4 +238,14 @@ async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise
   } finally {
     await vault.close();
   }
+}
+
+/** A delta takes everything about its volume from the encrypted parent: options that would choose it are refused. */
+function deltaOptions(opts: EncryptOptions): DeltaEncryptOptions {
+  const chosen = (['format', 'keySize', 'sectorSize', 'dataOffset', 'outFormat', 'noSparse', 'addRecoveryPassphrase', 'kek'] as const).filter((k) => opts[k] !== undefined);
+  if (chosen.length > 0) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `parentImage: the volume is the parent's (same key, sector size and data offset); ${chosen.join(', ')} cannot be chosen`);
+  }
+  if (typeof opts.parentImage !== 'string' || opts.parentImage === '') throw new EngineError('ENGINE_BAD_ARGUMENT', 'parentImage expected the path of an encrypted VHD');
+  return { ...opts, parentImage: opts.parentImage };
 }

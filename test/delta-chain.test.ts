@@ -1,0 +1,217 @@
+/**
+ * Encrypted differencing chains: plaintext chains of depth 1 and 3 written by the tests' own differencing writer
+ * (test/helpers/diff-vhd-writer.ts) over qemu-made fixed and dynamic bases, with writes covering parts of blocks
+ * and parts of 4 KiB crypto sectors; each link encrypted as a delta over the encrypted image of its parent. Every
+ * decrypted link equals the plaintext model; libvhdi (libyal, an implementation we did not write) reads our
+ * encrypted links to the same ciphertext as our reader; serve + nbdcopy gives the model too.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decryptImage, encryptImage } from '../src/engine/index.js';
+import { openImage, SparseVhdImage } from '../src/image/index.js';
+import { openVault } from '../src/vault/index.js';
+import { removeDir, run, tempDir } from './fixtures/engine/helpers.js';
+import { DiffModel, vhdUuidOf, writeDifferencingVhd } from './helpers/diff-vhd-writer.js';
+import { startServe } from './helpers/nbd-serve-cli.js';
+import { TOOL_ENV } from './helpers/nbd-harness.js';
+import { patternBytes, readAll } from './image-helpers.js';
+
+const MiB = 1 << 20;
+const SIZE = 40 * MiB;
+const BS = 2 * MiB;
+const D = 16 * MiB; // LUKS2 data offset
+let dir: string;
+let vault: string;
+
+beforeAll(async () => {
+  dir = tempDir('delta');
+  mkdirSync(join(dir, 'plain'));
+  mkdirSync(join(dir, 'enc'));
+  vault = `file:${join(dir, 'vault')}`;
+  await (await openVault(vault, { create: true })).close();
+});
+afterAll(() => removeDir(dir));
+
+const p = (name: string) => join(dir, 'plain', name);
+const e = (name: string) => join(dir, 'enc', name);
+
+/** A qemu-made base with data at scattered places (dynamic: holes elsewhere); returns its plaintext. */
+function qemuBase(file: string, subformat: 'fixed' | 'dynamic'): Uint8Array {
+  run('qemu-img', ['create', '-q', '-f', 'vpc', '-o', `subformat=${subformat},force_size=on`, file, String(SIZE)]);
+  run('qemu-io', ['-f', 'vpc', '-c', 'write -q -P 0xa1 0 3M', '-c', 'write -q -P 0xa2 8M 64k', '-c', 'write -q -P 0xa3 20M 4M', file]);
+  run('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', file, file + '.raw']);
+  return new Uint8Array(readFileSync(file + '.raw'));
+}
+
+/** Decrypt an encrypted link (its whole chain) through the engine into raw bytes. */
+async function decrypted(file: string): Promise<Buffer> {
+  const out = file + '.dec.raw';
+  await decryptImage(file, out, { outFormat: 'raw', force: true });
+  return readFileSync(out);
+}
+
+/** Every byte of the encrypted disk as libvhdi reads it, each link's parent set by hand down to the base. */
+function libvhdiRead(chain: string[]): Buffer {
+  const script = [
+    'import pyvhdi,sys',
+    'files=[]',
+    'for path in sys.argv[2:]:',
+    '  f=pyvhdi.file(); f.open(path)',
+    '  if files: f.set_parent(files[-1])',
+    '  files.append(f)',
+    'top=files[-1]; size=top.get_media_size(); out=open(sys.argv[1],"wb"); off=0',
+    'while off<size:',
+    '  n=min(4<<20,size-off); out.write(top.read_buffer_at_offset(n,off)); off+=n',
+    'out.close()',
+  ].join('\n');
+  const outFile = chain[chain.length - 1]! + '.libvhdi';
+  const r = spawnSync('/usr/bin/python3', ['-c', script, outFile, ...chain], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`pyvhdi: ${r.stderr}`);
+  return readFileSync(outFile);
+}
+
+/** The first differing 4 KiB unit of two buffers, or -1. */
+function firstDiff4k(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) return -2;
+  for (let o = 0; o < a.length; o += 4096) if (!Buffer.from(a.subarray(o, o + 4096)).equals(Buffer.from(b.subarray(o, o + 4096)))) return o;
+  return -1;
+}
+
+describe.each(['dynamic', 'fixed'] as const)('a chain over a %s base', (kind) => {
+  const models: Uint8Array[] = [];
+  const plainLinks: string[] = [];
+  const encLinks: string[] = [];
+  const depth = kind === 'dynamic' ? 3 : 1;
+
+  beforeAll(async () => {
+    const base = p(`${kind}-base.vhd`);
+    models.push(qemuBase(base, kind));
+    await encryptImage(base, e(`${kind}-base.vhd`), { vault });
+    plainLinks.push(base);
+    encLinks.push(e(`${kind}-base.vhd`));
+    // Each link's writes: parts of blocks, parts of 4 KiB sectors (byte- and 512-aligned), across block ends,
+    // into the base's holes and over the previous links' writes.
+    const writes: Array<Array<[number, Uint8Array]>> = [
+      [
+        [4096 + 100, patternBytes(3000, 1)],
+        [10 * MiB + 512, patternBytes(1024, 2)],
+        [2 * MiB - 700, patternBytes(1400, 3)],
+        [12 * MiB, patternBytes(BS, 4)],
+        [8 * MiB + 4096, new Uint8Array(512)],
+        [SIZE - 100, patternBytes(100, 5)],
+      ],
+      [
+        [4096 + 2000, patternBytes(5000, 6)],
+        [30 * MiB + 1536, patternBytes(512, 7)],
+        [12 * MiB + 3 * 4096 + 7, patternBytes(9000, 8)],
+      ],
+      [
+        [0, patternBytes(512, 9)],
+        [30 * MiB + 4096 - 512, patternBytes(1024, 10)],
+        [21 * MiB + 33, patternBytes(70_000, 11)],
+      ],
+    ];
+    for (let i = 1; i <= depth; i++) {
+      const m = new DiffModel(models[i - 1]!);
+      for (const [off, data] of writes[i - 1]!) m.write(off, data);
+      const file = p(`${kind}-c${i}.vhd`);
+      writeDifferencingVhd(file, { parent: plainLinks[i - 1]!, size: SIZE, blockSize: BS, model: m.model, held: m.held });
+      models.push(m.model);
+      plainLinks.push(file);
+    }
+    // Our reader agrees with the tests' writer on the plaintext chain.
+    const top = await openImage(plainLinks[depth]!);
+    expect((await readAll(top)).equals(Buffer.from(models[depth]!))).toBe(true);
+    await top.close();
+    // The plaintext parents need not exist any more: only the child and the encrypted parent are read.
+    for (let i = 1; i <= depth; i++) {
+      const out = e(`${kind}-c${i}.vhd`);
+      renameSync(plainLinks[i - 1]!, plainLinks[i - 1]! + '.gone');
+      const r = await encryptImage(plainLinks[i]!, out, { parentImage: encLinks[i - 1]! });
+      renameSync(plainLinks[i - 1]! + '.gone', plainLinks[i - 1]!);
+      expect(r.container).toBe('vhd-differencing');
+      expect(r.dataOffset).toBe(BigInt(D));
+      expect(r.secretId).toMatch(/\/secrets\//);
+      encLinks.push(out);
+    }
+  });
+
+  it('every link decrypts to its plaintext model', async () => {
+    for (let i = 0; i <= depth; i++) {
+      const got = await decrypted(encLinks[i]!);
+      expect(got.length).toBe(SIZE);
+      expect(firstDiff4k(got, models[i]!)).toBe(-1);
+    }
+  });
+
+  it("each link is a differencing VHD naming its encrypted parent and holding exactly the child's blocks, shifted", async () => {
+    for (let i = 1; i <= depth; i++) {
+      const link = await openImage(encLinks[i]!, { withoutParent: true });
+      const plain = await openImage(plainLinks[i]!, { withoutParent: true });
+      try {
+        expect(link).toBeInstanceOf(SparseVhdImage);
+        const l = link as SparseVhdImage;
+        const c = plain as SparseVhdImage;
+        const h = link.dynamicHeader!;
+        expect(h.parentUniqueId).toBe(Buffer.from(vhdUuidOf(encLinks[i - 1]!)).toString('hex').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-'));
+        expect(h.parentUnicodeName).toBe(`${kind}-${i === 1 ? 'base' : `c${i - 1}`}.vhd`);
+        expect(h.parentTimestamp).toBe(Math.floor(statSync(encLinks[i - 1]!).mtimeMs / 1000) - 946684800);
+        const codes = h.parentLocators.map((x) => x.platformCode).filter((x) => x !== 0);
+        expect(codes).toEqual([0x57327275, 0x57326b75]);
+        expect(link.virtualSize).toBe(BigInt(SIZE + D));
+        const want: number[] = [];
+        for (let b = 0; b < c.blockCount; b++) if (c.ownBlockSector(b) !== null) want.push(b + D / BS);
+        const got: number[] = [];
+        for (let b = 0; b < l.blockCount; b++) if (l.ownBlockSector(b) !== null) got.push(b);
+        expect(got).toEqual(want);
+        // At most one block (and its bitmap) larger per allocated child block.
+        expect(statSync(encLinks[i]!).size).toBeLessThanOrEqual(statSync(plainLinks[i]!).size + want.length * (BS + 512));
+      } finally {
+        await link.close();
+        await plain.close();
+      }
+    }
+  });
+
+  it('libvhdi reads every encrypted link to the ciphertext our reader reads', async () => {
+    for (let i = 1; i <= depth; i++) {
+      const ours = await openImage(encLinks[i]!);
+      const mine = await readAll(ours);
+      await ours.close();
+      expect(firstDiff4k(libvhdiRead(encLinks.slice(0, i + 1)), mine)).toBe(-1);
+    }
+  });
+
+  it('serve + nbdcopy gives the top link\'s plaintext', async () => {
+    const srv = await startServe([encLinks[depth]!], 30_000, { ...TOOL_ENV, VHDCRYPT_VAULT: join(dir, 'vault') });
+    try {
+      const out = join(dir, `${kind}-nbd.raw`);
+      const r = spawnSync('nbdcopy', [srv.uri, out], { env: TOOL_ENV, encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(firstDiff4k(readFileSync(out), models[depth]!)).toBe(-1);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
+
+describe('refusals', () => {
+  it('a child whose virtual size differs from the encrypted parent is ENGINE_DELTA_MISMATCH, and nothing is left', async () => {
+    const base = p('sz-base.vhd');
+    qemuBase(base, 'dynamic');
+    await encryptImage(base, e('sz-base.vhd'), { vault });
+    const other = p('sz-other.vhd');
+    run('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', other, String(SIZE + BS)]);
+    const m = new DiffModel(new Uint8Array(SIZE + BS));
+    m.write(4096, patternBytes(4096, 1));
+    writeDifferencingVhd(p('sz-c1.vhd'), { parent: other, size: SIZE + BS, blockSize: BS, model: m.model, held: m.held });
+    await expect(encryptImage(p('sz-c1.vhd'), e('sz-c1.vhd'), { parentImage: e('sz-base.vhd') })).rejects.toMatchObject({ code: 'ENGINE_DELTA_MISMATCH' });
+    expect(() => statSync(e('.sz-c1.vhd.vhdcrypt-tmp'))).toThrow();
+    // A source that is not a differencing VHD.
+    await expect(encryptImage(base, e('sz-x.vhd'), { parentImage: e('sz-base.vhd') })).rejects.toMatchObject({ code: 'ENGINE_DELTA_MISMATCH' });
+    // Options that would choose another volume.
+    await expect(encryptImage(p('sz-c1.vhd'), e('sz-y.vhd'), { parentImage: e('sz-base.vhd'), format: 'luks1' })).rejects.toMatchObject({ code: 'ENGINE_BAD_ARGUMENT' });
+  });
+});
