@@ -7,9 +7,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decryptImage, encryptImage } from '../src/engine/index.js';
+import { decryptImage, describeImage, encryptImage } from '../src/engine/index.js';
 import { openImage, SparseVhdImage } from '../src/image/index.js';
 import { openVault } from '../src/vault/index.js';
 import { removeDir, run, tempDir } from './fixtures/engine/helpers.js';
@@ -18,6 +19,7 @@ import { startServe } from './helpers/nbd-serve-cli.js';
 import { TOOL_ENV } from './helpers/nbd-harness.js';
 import { patternBytes, readAll } from './image-helpers.js';
 
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MiB = 1 << 20;
 const SIZE = 40 * MiB;
 const BS = 2 * MiB;
@@ -194,6 +196,34 @@ describe.each(['dynamic', 'fixed'] as const)('a chain over a %s base', (kind) =>
     } finally {
       await srv.stop();
     }
+  });
+
+  it('info describes the chain link by link, and the base\'s vault secret opens it', async () => {
+    const d = await describeImage(encLinks[depth]!);
+    expect(d.container).toBe(depth > 0 ? 'vhd-differencing' : `vhd-${kind}`);
+    expect(d.chain.map((l) => l.path)).toEqual([...encLinks].reverse());
+    for (let i = 0; i + 1 < d.chain.length; i++) expect(d.chain[i]!.parent?.uuid).toBe(d.chain[i + 1]!.uuid);
+    expect(d.secret?.via).toBe('token');
+    const cli = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'info', encLinks[depth]!], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
+    expect(cli.status).toBe(0);
+    expect(cli.stdout).toContain(`link ${depth}:`);
+  });
+
+  it('serve --writable writes into the top link only', async () => {
+    const before = encLinks.slice(0, depth).map((f) => readFileSync(f));
+    const srv = await startServe([encLinks[depth]!, '--writable'], 30_000, { ...TOOL_ENV, VHDCRYPT_VAULT: join(dir, 'vault') });
+    try {
+      // An unaligned write over parent data and one into a hole of every link.
+      const r = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write -q -P 0x5a 9000 5000', '-c', `write -q -P 0x6b ${36 * MiB + 1000} 3000`, srv.uri], { env: TOOL_ENV, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+    } finally {
+      await srv.stop();
+    }
+    const model = Uint8Array.from(models[depth]!);
+    model.fill(0x5a, 9000, 14000);
+    model.fill(0x6b, 36 * MiB + 1000, 36 * MiB + 4000);
+    encLinks.slice(0, depth).forEach((f, i) => expect(readFileSync(f).equals(before[i]!)).toBe(true));
+    expect(firstDiff4k(await decrypted(encLinks[depth]!), model)).toBe(-1);
   });
 });
 

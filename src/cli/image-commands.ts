@@ -381,6 +381,12 @@ export function registerImageCommands(program: Command): void {
         for (const line of [...keyslotLines(d.luks), ...tokenLines(d.luks), ...problemLines(d.luks)]) lines.push(`  ${line}`);
       }
       lines.push(`secret:      ${d.secret ? `${d.secret.id} (via ${d.secret.via})` : 'none known'}`);
+      if (d.chain.length > 1) {
+        d.chain.forEach((l, i) => {
+          const blocks = l.allocatedBlocks !== null ? `, ${l.allocatedBlocks} blocks` : '';
+          lines.push(`link ${i}:      ${l.path} (${l.container}, ${String(l.uuid)}${blocks}${l.parent ? `; parent ${l.parent.name} ${l.parent.uuid}` : ''})`);
+        });
+      }
       for (const n of d.notes) lines.push(`note:        ${n}`);
       process.stdout.write(lines.join('\n') + '\n');
     });
