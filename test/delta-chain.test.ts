@@ -245,3 +245,43 @@ describe('refusals', () => {
     await expect(encryptImage(p('sz-c1.vhd'), e('sz-y.vhd'), { parentImage: e('sz-base.vhd'), format: 'luks1' })).rejects.toMatchObject({ code: 'ENGINE_BAD_ARGUMENT' });
   });
 });
+
+describe('encrypt --chain', () => {
+  const cli = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
+
+  it('encrypts every link into OUTDIR parents first, keeping names, and reuses the links already there', async () => {
+    mkdirSync(join(dir, 'ch'));
+    mkdirSync(join(dir, 'ch-out'));
+    const base = join(dir, 'ch', 'base.vhd');
+    const models = [qemuBase(base, 'dynamic')];
+    const files = [base];
+    const addLink = (i: number) => {
+      const m = new DiffModel(models[i - 1]!);
+      m.write(i * 3 * MiB + 700, patternBytes(5000 + i, 20 + i));
+      m.write(34 * MiB + i * 4096, patternBytes(512, 30 + i));
+      const f = join(dir, 'ch', `inc${i}.vhd`);
+      writeDifferencingVhd(f, { parent: files[i - 1]!, size: SIZE, blockSize: BS, model: m.model, held: m.held });
+      models.push(m.model);
+      files.push(f);
+    };
+    addLink(1);
+    addLink(2);
+    const r = cli(['encrypt', files[2]!, join(dir, 'ch-out'), '--chain', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const links = (JSON.parse(r.stdout) as { links: Array<{ source: string; destination: string; reused: boolean; container?: string }> }).links;
+    expect(links.map((l) => [l.source, l.destination, l.reused])).toEqual(files.map((f) => [f, join(dir, 'ch-out', f.split('/').pop()!), false]));
+    expect(links.map((l) => l.container)).toEqual(['vhd-dynamic', 'vhd-differencing', 'vhd-differencing']);
+    expect(firstDiff4k(await decrypted(links[2]!.destination), models[2]!)).toBe(-1);
+    // The next incremental: only it is encrypted; the links already there are kept byte for byte.
+    const kept = links.map((l) => readFileSync(l.destination));
+    addLink(3);
+    const again = cli(['encrypt', files[3]!, join(dir, 'ch-out'), '--chain', '--json']);
+    expect(again.status, again.stderr).toBe(0);
+    const links2 = (JSON.parse(again.stdout) as { links: Array<{ destination: string; reused: boolean }> }).links;
+    expect(links2.map((l) => l.reused)).toEqual([true, true, true, false]);
+    kept.forEach((b, i) => expect(readFileSync(links[i]!.destination).equals(b)).toBe(true));
+    expect(firstDiff4k(await decrypted(links2[3]!.destination), models[3]!)).toBe(-1);
+    // --chain into a file is a usage error.
+    expect(cli(['encrypt', files[3]!, files[0]!, '--chain']).status).toBe(2);
+  });
+});

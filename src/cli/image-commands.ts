@@ -7,6 +7,7 @@ import {
   backupImageHeader,
   decryptImage,
   describeImage,
+  encryptChain,
   encryptImage,
   exportImageKey,
   listImageKeyslots,
@@ -52,6 +53,7 @@ interface EncryptFlags extends CommonFlags {
   addRecoveryPassphrase?: string | true;
   compat?: 'qemu';
   parentImage?: string;
+  chain?: boolean;
 }
 
 interface DecryptFlags extends CommonFlags {
@@ -283,11 +285,34 @@ export function registerImageCommands(program: Command): void {
     )
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
     .option('--parent-image <file>', "src is a differencing VHD: encrypt it as a delta over this encrypted image of its parent (its volume, key and vault secret)")
+    .addOption(new Option('--chain', 'src is the top of a differencing chain and dst a directory: encrypt every link into it, parents first, keeping file names (links already there are reused)').conflicts(['parentImage', 'resume']))
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
     .action(async (src: string, dst: string, f: EncryptFlags, cmd: Command) => {
+      if (f.chain === true) {
+        const links = await withInterrupt((signal) =>
+          encryptChain(src, dst, {
+            format: f.compat === 'qemu' ? 'luks1' : f.format,
+            vault: f.vault,
+            kek: f.kek,
+            passphraseFile: f.passphraseFile,
+            keyFile: f.keyFile,
+            keySize: Number(f.keySize) as 256 | 512,
+            sectorSize: f.sectorSize !== undefined ? (Number(f.sectorSize) as 512 | 4096) : undefined,
+            threads: f.threads,
+            backend: f.backend,
+            force: f.force,
+            ...parentOptions(f),
+            signal,
+            onWarning: printWarning,
+          }),
+        );
+        if (f.json) process.stdout.write(jsonResult({ links: links.map((l) => ({ source: l.source, destination: l.destination, reused: l.reused, ...(l.result ? summary(l.result) : {}) })) }) + '\n');
+        else for (const l of links) process.stdout.write(`${l.reused ? 'kept     ' : 'encrypted'} ${l.destination}${l.result ? ` (${l.result.container})` : ''}\n`);
+        return;
+      }
       if (f.parentImage !== undefined) {
         // The volume is the parent's: options that would choose another are refused, not ignored.
         const chosen = ['format', 'kek', 'keySize', 'sectorSize', 'outFormat', 'sparse', 'compat', 'addRecoveryPassphrase'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
