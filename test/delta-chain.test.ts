@@ -6,11 +6,11 @@
  * encrypted links to the same ciphertext as our reader; serve + nbdcopy gives the model too.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decryptImage, describeImage, encryptImage } from '../src/engine/index.js';
+import { decryptImage, describeImage, encryptImage, verifyImage } from '../src/engine/index.js';
 import { openImage, SparseVhdImage } from '../src/image/index.js';
 import { openVault } from '../src/vault/index.js';
 import { removeDir, run, tempDir } from './fixtures/engine/helpers.js';
@@ -38,6 +38,10 @@ afterAll(() => removeDir(dir));
 
 const p = (name: string) => join(dir, 'plain', name);
 const e = (name: string) => join(dir, 'enc', name);
+
+function cliRun(args: string[]) {
+  return spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
+}
 
 /** A qemu-made base with data at scattered places (dynamic: holes elsewhere); returns its plaintext. */
 function qemuBase(file: string, subformat: 'fixed' | 'dynamic'): Uint8Array {
@@ -207,6 +211,79 @@ describe.each(['dynamic', 'fixed'] as const)('a chain over a %s base', (kind) =>
     const cli = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'info', encLinks[depth]!], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
     expect(cli.status).toBe(0);
     expect(cli.stdout).toContain(`link ${depth}:`);
+  });
+
+  it('verify: structure without a key; with it, every flipped byte, swapped block and deleted BAT entry, by link and offset', async () => {
+    const ok = cliRun(['verify', encLinks[depth]!]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain('structure only');
+    const okBlocks = cliRun(['verify', encLinks[depth]!, '--blocks', '--json']);
+    expect(okBlocks.status, okBlocks.stderr).toBe(0);
+    const rep = JSON.parse(okBlocks.stdout) as { ok: boolean; links: Array<{ path: string; blocksChecked: number }> };
+    expect(rep.ok).toBe(true);
+    expect(rep.links.map((l) => l.path)).toEqual([...encLinks].reverse());
+    expect(rep.links.every((l) => l.blocksChecked > 0)).toBe(true);
+    let n = 0;
+    /** A copy of the chain in its own directory, one link of it damaged by `damage`; returns the verify report of its top. */
+    const damaged = async (link: number, damage: (file: Buffer, l: SparseVhdImage | null) => string) => {
+      const to = join(dir, `${kind}-vt${n++}`);
+      mkdirSync(to);
+      for (const f of encLinks) {
+        copyFileSync(f, join(to, basename(f)));
+        copyFileSync(f + '.chain-manifest', join(to, basename(f) + '.chain-manifest'));
+      }
+      const file = join(to, basename(encLinks[link]!));
+      const img = await openImage(file, { withoutParent: true });
+      const bytes = readFileSync(file);
+      const want = damage(bytes, img instanceof SparseVhdImage ? img : null);
+      await img.close();
+      writeFileSync(file, bytes);
+      const r = await verifyImage(join(to, basename(encLinks[depth]!)), { blocks: true });
+      expect(r.ok).toBe(false);
+      const lr = r.links.find((x) => x.path === file)!;
+      expect(lr.problems.join('; ')).toContain(want);
+      for (const other of r.links) if (other !== lr) expect(other.problems).toEqual([]);
+      return file;
+    };
+    // Payload blocks (a damaged LUKS header region is another matter: the chain no longer unlocks).
+    const held = (l: SparseVhdImage) => Array.from({ length: l.blockCount }, (_, b) => b).filter((b) => b >= D / BS && l.ownBlockSector(b) !== null);
+    const dataAt = (l: SparseVhdImage, b: number) => l.ownBlockSector(b)! * 512 + l.sectorBitmapBytes;
+    for (let i = 0; i <= depth; i++) {
+      // One flipped byte, in a block of every link (a fixed base: somewhere in its data).
+      await damaged(i, (f, l) => {
+        if (!l) {
+          f[D + 5 * MiB + 77]! ^= 1;
+          return `block ${(D + 4 * MiB) / BS} (offset ${D + 4 * MiB}) changed`;
+        }
+        const b = held(l).at(-1)!;
+        f[dataAt(l, b) + 4097]! ^= 0x40;
+        return `block ${b} (offset ${b * BS}) changed`;
+      });
+    }
+    const sparse = kind === 'dynamic' ? [0, depth] : [1];
+    for (const i of sparse) {
+      // Two BAT entries swapped.
+      await damaged(i, (f, l) => {
+        const [a, b] = held(l!);
+        const bat = Number(l!.dynamicHeader!.tableOffset);
+        const ea = f.readUInt32BE(bat + a! * 4);
+        f.writeUInt32BE(f.readUInt32BE(bat + b! * 4), bat + a! * 4);
+        f.writeUInt32BE(ea, bat + b! * 4);
+        return `block ${a} (offset ${a! * BS}) holds the data of block ${b} (offset ${b! * BS})`;
+      });
+      // One BAT entry deleted.
+      await damaged(i, (f, l) => {
+        const b = held(l!).at(-1)!;
+        f.writeUInt32BE(0xffffffff, Number(l!.dynamicHeader!.tableOffset) + b * 4);
+        return `block ${b} (offset ${b * BS}) is missing`;
+      });
+    }
+    // The CLI's exit status for a damaged chain is 3, and without a key it still checks structure.
+    const top = join(dir, `${kind}-vt0`, basename(encLinks[depth]!));
+    const bad = cliRun(['verify', top, '--blocks']);
+    expect(bad.status).toBe(3);
+    expect(bad.stdout).toContain('DAMAGED');
+    expect(cliRun(['verify', top]).status).toBe(0);
   });
 
   it('serve --writable writes into the top link only', async () => {

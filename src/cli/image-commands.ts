@@ -8,6 +8,7 @@ import {
   decryptImage,
   describeImage,
   encryptChain,
+  verifyImage,
   encryptImage,
   exportImageKey,
   listImageKeyslots,
@@ -414,6 +415,36 @@ export function registerImageCommands(program: Command): void {
       }
       for (const n of d.notes) lines.push(`note:        ${n}`);
       process.stdout.write(lines.join('\n') + '\n');
+    });
+
+  addParentOptions(program
+    .command('verify'))
+    .description("check an encrypted image or chain: structure without a key; with --blocks (or a key option) every block against each link's authenticated manifest")
+    .argument('<img>', 'encrypted image (the top of a chain)')
+    .option('--blocks', "check every block against the manifests (unseals the base's vault secret)")
+    .option('--vault <uri>', "vault URI (default: the token's vault, else the embedded vault); implies --blocks")
+    .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); implies --blocks').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'keyslot key file; implies --blocks').conflicts('passphraseFile'))
+    .option('--json', 'print the report as JSON')
+    .action(async (img: string, f: { blocks?: boolean; vault?: string; passphraseFile?: string; keyFile?: string; json?: boolean } & ParentFlags) => {
+      const r = await verifyImage(img, {
+        blocks: f.blocks === true || f.vault !== undefined,
+        vault: f.vault,
+        passphraseFile: f.passphraseFile,
+        keyFile: f.keyFile,
+        ...parentOptions(f),
+      });
+      if (f.json) process.stdout.write(jsonResult(r) + '\n');
+      else {
+        const lines = [`${r.ok ? 'ok' : 'DAMAGED'}: ${r.image} (${r.links.length} link${r.links.length === 1 ? '' : 's'}; ${r.blocksChecked ? 'structure and every block' : 'structure only, no key'})`];
+        for (const p of r.problems) lines.push(`  ${p}`);
+        r.links.forEach((l, i) => {
+          lines.push(`  link ${i}: ${l.path} (${l.container})${l.blocksChecked !== null ? `, ${l.blocksChecked} blocks checked` : ''}${l.problems.length === 0 ? ', ok' : ''}`);
+          for (const p of l.problems) lines.push(`    ${p}`);
+        });
+        process.stdout.write(lines.join('\n') + '\n');
+      }
+      if (!r.ok) throw new VhdcryptError('ENGINE_VERIFY_FAILED', `${img}: damaged (see the report above)`);
     });
 
   const keyslot = program.command('keyslot').description('LUKS keyslots of an encrypted image');

@@ -23,6 +23,7 @@ import { bitmapTest, createImage, openImage, parentSearch, SparseVhdImage, type 
 import { unlockImage, type PayloadLayout, type UnlockImageOptions } from '../../volume/index.js';
 import { EngineError, mapWriteError } from '../errors.js';
 import { runWarnings, type RunOptions, type RunResult } from '../run-options.js';
+import { writeManifest } from './chain-manifest.js';
 import { checkDestination, commitOutput, discardOutput, findLeftover, outputPaths } from './safe-output.js';
 
 export interface DeltaEncryptOptions extends RunOptions, Omit<UnlockImageOptions, 'vault' | 'vaultCredentials' | 'signal'> {
@@ -197,6 +198,7 @@ export async function encryptDelta(src: string, dst: string, opts: DeltaEncryptO
     await done.close();
     await commitOutput(paths, opts.force === true);
     ownsTemp = false;
+    if (unlocked.info) await writeManifest(paths.dest, volumeKey, { luksUuid: unlocked.info.uuid, dataOffset: layout.dataOffset, sectorSize: layout.sectorSize });
     const seconds = (performance.now() - started) / 1000;
     return {
       operation: 'encrypt',

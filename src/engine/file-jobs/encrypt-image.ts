@@ -31,6 +31,7 @@ import {
   type KeySourceOptions,
   type PreparedEncryption,
 } from '../../volume/index.js';
+import { writeManifest } from './chain-manifest.js';
 import { encryptDelta, type DeltaEncryptOptions } from './delta-encrypt.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
@@ -170,6 +171,10 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     await commitOutput(paths, opts.force === true);
     hold.ownsTemp = false;
     sealedNow = null;
+    // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
+    if (container !== 'raw' && prepared.luksUuid) {
+      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize });
+    }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     return runResultOf(stats, started, {
       operation: 'encrypt',
