@@ -457,19 +457,40 @@ describe('merge on ciphertext', () => {
     await expect(mergeImage(at2(enc[2]!), { seal: true })).rejects.toMatchObject({ code: 'ENGINE_VERIFY_FAILED' });
   });
 
-  it('kill -9 at random points of a merge, then the same command again: the same image, and the chain reads correctly meanwhile', async () => {
-    const ref = copyChain('m-ref');
-    await mergeImage(ref(enc[2]!));
-    const want = await cipherOf(ref(enc[1]!));
+  it('--into-child: the parent goes into the child, which takes its place, down to a dynamic image over nothing', async () => {
+    const at = copyChain('m-into');
+    const r1 = await mergeImage(at(enc[2]!), { intoChild: true, seal: true });
+    expect(r1.manifest).toBe('sealed');
+    expect([r1.merged, r1.removed]).toEqual([at(enc[2]!), at(enc[1]!)]);
+    expect(statSync(at(enc[1]!), { throwIfNoEntry: false })).toBeUndefined();
+    const d = await describeImage(at(enc[2]!));
+    expect(d.chain.map((l) => l.path)).toEqual([at(enc[2]!), at(enc[0]!)]);
+    expect(d.chain[0]!.parent).toMatchObject({ uuid: d.chain[1]!.uuid, name: basename(enc[0]!) });
+    expect(firstDiff4k(await decrypted(at(enc[2]!)), models[2]!)).toBe(-1);
+    const r2 = cliRun(['merge', at(enc[2]!), '--into-child', '--seal']);
+    expect(r2.status, r2.stderr).toBe(0);
+    const alone = await openImage(at(enc[2]!));
+    expect(alone.format).toBe('vhd-dynamic');
+    await alone.close();
+    expect(firstDiff4k(await decrypted(at(enc[2]!)), models[2]!)).toBe(-1);
+    expect(cliRun(['verify', at(enc[2]!), '--blocks']).status).toBe(0);
+    expect(firstDiff4k(libvhdiRead([at(enc[2]!)]), await cipherOf(at(enc[2]!)))).toBe(-1);
+  });
+
+  it.each([false, true])('kill -9 at random points of a merge (into child: %s), then the same command again: the same image, and the chain reads correctly meanwhile', async (into) => {
+    const ref = copyChain(`m-ref${into}`);
+    await mergeImage(ref(enc[2]!), { intoChild: into });
+    const kept = into ? enc[2]! : enc[1]!;
+    const want = await cipherOf(ref(kept));
     for (let round = 0; round < 2; round++) {
-      const at = copyChain(`m-kill${round}`);
-      const blocks = (await openImage(at(enc[2]!), { withoutParent: true })) as SparseVhdImage;
+      const at = copyChain(`m-kill${into}${round}`);
+      const blocks = (await openImage(at(into ? enc[1]! : enc[2]!), { withoutParent: true })) as SparseVhdImage;
       let held = 0;
       for (let b = 0; b < blocks.blockCount; b++) if (blocks.ownBlockSector(b) !== null) held++;
       await blocks.close();
       const killAt = 1 + Math.floor(Math.random() * (held - 1));
       const killed = await new Promise<boolean>((res, rej) => {
-        const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), at(enc[2]!)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), at(enc[2]!), into ? 'into' : 'parent'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let n = 0;
         let k = false;
         let err = '';
@@ -487,9 +508,10 @@ describe('merge on ciphertext', () => {
       // Interrupted: the journal is there, and the chain still reads the merged plaintext.
       expect(statSync(mergeJournalPath(at(enc[2]!))).isFile()).toBe(true);
       expect(firstDiff4k(await decrypted(at(enc[2]!)), models[2]!)).toBe(-1);
-      const r = await mergeImage(at(enc[2]!));
+      const r = await mergeImage(at(enc[2]!), { intoChild: into });
       expect(r.resumed).toBe(true);
-      expect(firstDiff4k(await cipherOf(at(enc[1]!)), want)).toBe(-1);
+      expect(firstDiff4k(await cipherOf(at(kept)), want)).toBe(-1);
+      expect(firstDiff4k(await decrypted(at(kept)), models[2]!)).toBe(-1);
       expect(statSync(mergeJournalPath(at(enc[2]!)), { throwIfNoEntry: false })).toBeUndefined();
     }
   });

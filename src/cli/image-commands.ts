@@ -452,17 +452,18 @@ export function registerImageCommands(program: Command): void {
     .command('merge'))
     .description('merge an encrypted differencing link into its parent on ciphertext only (no key needed); crash-safe, rerun after an interruption')
     .argument('<child>', 'encrypted differencing VHD; removed once merged')
-    .option('--seal', "verify both links first and seal the parent's new manifest (unseals the base's vault secret)")
+    .option('--into-child', 'merge the parent into this link instead: it takes the parent\'s place (its parent becomes the grandparent; over the base, it becomes a dynamic VHD)')
+    .option('--seal', "verify both links first and seal the merged link's new manifest (unseals the base's vault secret)")
     .option('--vault <uri>', 'vault URI; implies --seal')
     .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file; implies --seal').conflicts('keyFile'))
     .addOption(new Option('--key-file <file>', 'keyslot key file; implies --seal').conflicts('passphraseFile'))
     .option('--json', 'print a JSON summary')
-    .action(async (child: string, f: { seal?: boolean; vault?: string; passphraseFile?: string; keyFile?: string; json?: boolean } & ParentFlags) => {
+    .action(async (child: string, f: { intoChild?: boolean; seal?: boolean; vault?: string; passphraseFile?: string; keyFile?: string; json?: boolean } & ParentFlags) => {
       const r = await withInterrupt((signal) =>
-        mergeImage(child, { seal: f.seal, vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile, ...parentOptions(f), signal, onWarning: printWarning }),
+        mergeImage(child, { intoChild: f.intoChild, seal: f.seal, vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile, ...parentOptions(f), signal, onWarning: printWarning }),
       );
       if (f.json) process.stdout.write(jsonResult(r) + '\n');
-      else process.stdout.write(`merged ${r.child} into ${r.parent}: ${r.blocks} blocks${r.resumed ? ' (interrupted merge finished)' : ''}; manifest ${r.manifest}\n`);
+      else process.stdout.write(`merged ${r.removed} into ${r.merged}: ${r.blocks} blocks${r.resumed ? ' (interrupted merge finished)' : ''}; manifest ${r.manifest}\n`);
     });
 
   const keyslot = program.command('keyslot').description('LUKS keyslots of an encrypted image');

@@ -42,6 +42,7 @@ export {
   DYNAMIC_HEADER_SIZE,
   BAT_UNALLOCATED,
   DEFAULT_BLOCK_SIZE,
+  EMPTY_LOCATOR,
   PlatformCode,
   type DynamicHeader,
   type ParentLocator,
@@ -50,6 +51,7 @@ export { chsGeometry, chsSectors, MAX_CHS, type ChsGeometry } from './chs-geomet
 export { vhdChecksum } from './vhd-checksum.js';
 export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
 export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
+export { encodeRelativeLocator, encodeAbsoluteLocator } from './parent-locator.js';
 /** For buffers meant for direct writes (the engine's batch slots). */
 export { DIRECT_ADDRESS_ALIGNMENT } from './direct-writes.js';
 export { addressMisalignment } from './native-io.js';

@@ -23,9 +23,26 @@
  * Another child of the same parent sees the merged sectors too (as with qemu-img commit): merge a parent only
  * into the chain that will keep it.
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { openImage, parentSearch, SparseVhdImage, bitmapTest, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
+import {
+  bitmapTest,
+  encodeAbsoluteLocator,
+  encodeDynamicHeader,
+  encodeRelativeLocator,
+  EMPTY_LOCATOR,
+  encodeVhdFooter,
+  openImage,
+  parentSearch,
+  PlatformCode,
+  SparseVhdImage,
+  VhdDiskType,
+  vhdTimestamp,
+  type DiskImage,
+  type DynamicHeader,
+  type ParentSearchOptions,
+  type WritableImage,
+} from '../../image/index.js';
 import { publishNewFile, syncDir } from '../../new-file.js';
 import { readLuksInfo, unlockImage, type UnlockImageOptions } from '../../volume/index.js';
 import { EngineError, mapWriteError } from '../errors.js';
@@ -35,6 +52,8 @@ import { manifestPath, verifyImage, writeManifest } from './chain-manifest.js';
 export interface MergeOptions extends ParentSearchOptions, Omit<UnlockImageOptions, 'signal'> {
   /** Verify both links first and seal the parent's new manifest (needs the key: the vault secret by default). */
   readonly seal?: boolean;
+  /** Merge the parent into the child instead: the child takes the parent's place (backup retention rolling forward). */
+  readonly intoChild?: boolean;
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: Progress) => void;
   readonly onWarning?: (message: string) => void;
@@ -42,8 +61,10 @@ export interface MergeOptions extends ParentSearchOptions, Omit<UnlockImageOptio
 
 export interface MergeResult {
   readonly child: string;
-  /** The parent, which now holds the merged link. */
   readonly parent: string;
+  /** The link that now holds the merge (the parent; with intoChild, the child) and the one removed. */
+  readonly merged: string;
+  readonly removed: string;
   readonly blocks: number;
   readonly bytesCopied: bigint;
   /** True when an interrupted merge was finished. */
@@ -62,6 +83,8 @@ interface MergeJournal {
   readonly childUuid: string;
   readonly parentUuid: string;
   readonly state: 'copying' | 'copied';
+  /** intoChild: the child's new footer and dynamic header (base64), written once the copy is durable. */
+  readonly intoChild?: { readonly footer: string; readonly header: string; readonly headerOffset: number; readonly locators: ReadonlyArray<readonly [number, string]> };
 }
 
 export function mergeJournalPath(child: string): string {
@@ -99,6 +122,7 @@ function keyGiven(opts: MergeOptions): boolean {
 
 /** Merge the encrypted differencing link `child` into its parent (see the module header). */
 export async function mergeImage(child: string, opts: MergeOptions = {}): Promise<MergeResult> {
+  if (opts.intoChild === true) return mergeIntoChild(child, opts);
   const started = performance.now();
   const warnings = runWarnings(opts);
   const journalPath = mergeJournalPath(child);
@@ -170,7 +194,7 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
     warnings.warn(`${parentPath}: its manifest was removed (merged without the key, it could not be sealed again); merge with --seal or the key to keep one`);
   }
   await rm(journalPath, { force: true });
-  return { child: childAbs, parent: parentPath, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
+  return { child: childAbs, parent: parentPath, merged: parentPath, removed: childAbs, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
 }
 
 /** Step 1: every sector the child holds, copied into the parent at the same offset; then the parent is fsynced. */
@@ -223,5 +247,187 @@ async function copyIntoParent(childPath: string, parentPath: string, opts: Merge
     return { blocks: held.length, bytes };
   } finally {
     await Promise.allSettled([child.close(), parent?.close()]);
+  }
+}
+
+/**
+ * intoChild: the parent's sectors the child does not hold are copied into the child, then the child is pointed at
+ * the parent's own parent (its UUID, time stamp, name and W2ru/W2ku locators, written in the locator space the child
+ * has), or, when the parent is the base, becomes a dynamic disk; then the parent is removed. The copy keeps the chain
+ * reading correctly (the child gets exactly the bytes the parent showed there); the new footer and header are
+ * computed before anything is written and kept in the journal, so a rerun after a kill writes the same bytes again.
+ */
+async function mergeIntoChild(child: string, opts: MergeOptions): Promise<MergeResult> {
+  const started = performance.now();
+  const warnings = runWarnings(opts);
+  const journalPath = mergeJournalPath(child);
+  const childAbs = resolve(child);
+  let journal = await readMergeJournal(journalPath);
+  if (journal && (journal.child !== childAbs || !journal.intoChild)) throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${journalPath} belongs to another merge`);
+  const resumed = journal !== null;
+  let blocks = 0;
+  let bytes = 0n;
+  if (journal?.state !== 'copied') {
+    const chain = await openImage(childAbs, { format: 'vhd', ...parentSearch(opts) });
+    let plan: NonNullable<MergeJournal['intoChild']>;
+    let parentPath: string;
+    let parentUuid: string;
+    let childUuid: string;
+    try {
+      const parent = chain.parent;
+      if (chain.format !== 'vhd-differencing' || !parent) throw new EngineError('ENGINE_DELTA_MISMATCH', `${child}: only a differencing link has a parent to merge`);
+      if (parent.format === 'vhd-fixed' || parent.format === 'raw') {
+        throw new EngineError('ENGINE_DELTA_MISMATCH', `${child}: a fixed base cannot merge into a child (the child would hold every block); merge the child into it instead`);
+      }
+      if (parent.blockSize !== chain.blockSize) throw new EngineError('ENGINE_DELTA_MISMATCH', `${child}: its blocks and its parent's differ in size`);
+      if (!(await readLuksInfo(chain))) throw new EngineError('ENGINE_NOT_ENCRYPTED', `${child}: the chain holds no LUKS volume`);
+      parentPath = resolve(parent.path);
+      parentUuid = parent.uuid ?? '';
+      childUuid = chain.uuid ?? '';
+      plan = await newChildMetadata(chain, parent.parent ?? null);
+    } finally {
+      await chain.close();
+    }
+    if (journal && (journal.parent !== parentPath || journal.parentUuid !== parentUuid || journal.childUuid !== childUuid)) {
+      throw new EngineError('ENGINE_JOURNAL_MISMATCH', `${journalPath} names another parent or links`);
+    }
+    if (keyGiven(opts) && !resumed) {
+      const r = await verifyImage(childAbs, { ...opts, blocks: true });
+      const bad = [...r.problems, ...r.links.slice(0, 2).flatMap((l) => l.problems.map((p) => `${l.path}: ${p}`))];
+      if (bad.length > 0) throw new EngineError('ENGINE_VERIFY_FAILED', `${child}: not merged, the chain does not verify: ${bad.slice(0, 5).join('; ')}`);
+    }
+    // A rerun recomputes nothing of the plan: the journal's, once written, is the one applied.
+    if (journal?.intoChild) plan = journal.intoChild;
+    journal = { version: 1, operation: 'merge', child: childAbs, parent: parentPath, childUuid, parentUuid, state: 'copying', intoChild: plan };
+    await writeMergeJournal(journalPath, journal);
+    ({ blocks, bytes } = await copyParentIntoChild(childAbs, parentPath, opts));
+    journal = { ...journal, state: 'copied' };
+    await writeMergeJournal(journalPath, journal);
+  }
+  const plan = journal.intoChild!;
+  // The new metadata, in place: locator payloads, then the header, then the end footer and its copy at 0.
+  const fh = await open(childAbs, 'r+');
+  try {
+    for (const [at, b64] of plan.locators) await fh.write(Buffer.from(b64, 'base64'), 0, undefined, at);
+    await fh.write(Buffer.from(plan.header, 'base64'), 0, undefined, plan.headerOffset);
+    const footer = Buffer.from(plan.footer, 'base64');
+    const size = (await fh.stat()).size;
+    await fh.write(footer, 0, undefined, size - 512);
+    await fh.write(footer, 0, undefined, 0);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rm(journal.parent, { force: true });
+  await rm(manifestPath(journal.parent), { force: true });
+  await syncDir(dirname(journal.parent));
+  let manifest: 'sealed' | 'removed';
+  if (keyGiven(opts)) {
+    const img = await openImage(childAbs, { format: 'vhd', ...parentSearch(opts) });
+    try {
+      const u = await unlockImage(img, opts);
+      try {
+        await writeManifest(childAbs, u.volumeKey, { luksUuid: u.info?.uuid ?? '', dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize });
+      } finally {
+        u.volumeKey.fill(0);
+      }
+    } finally {
+      await img.close();
+    }
+    manifest = 'sealed';
+  } else {
+    await rm(manifestPath(childAbs), { force: true });
+    manifest = 'removed';
+    warnings.warn(`${childAbs}: its manifest was removed (merged without the key, it could not be sealed again); merge with --seal or the key to keep one`);
+  }
+  await rm(journalPath, { force: true });
+  return { child: childAbs, parent: journal.parent, merged: childAbs, removed: journal.parent, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
+}
+
+/** The child's footer and header once it stands on `grand` (or alone, a dynamic disk, when `grand` is null). */
+async function newChildMetadata(child: DiskImage, grand: DiskImage | null): Promise<NonNullable<MergeJournal['intoChild']>> {
+  const footer = child.footer!;
+  const header = child.dynamicHeader!;
+  const locators: Array<readonly [number, string]> = [];
+  let newHeader: DynamicHeader;
+  let diskType = footer.diskType;
+  if (grand) {
+    const payloads = new Map<number, Uint8Array>([
+      [PlatformCode.W2ru, encodeRelativeLocator(child.path, grand.path)],
+      [PlatformCode.W2ku, encodeAbsoluteLocator(grand.path)],
+    ]);
+    const entries = header.parentLocators.map((l) => {
+      const bytes = payloads.get(l.platformCode);
+      if (!bytes) return l.platformCode === PlatformCode.none ? l : EMPTY_LOCATOR;
+      // The space a locator has, whatever unit its writer used for platformDataSpace: at least its sectors.
+      const space = Math.max(l.platformDataSpace * 512, Math.ceil(l.platformDataLength / 512) * 512);
+      if (bytes.length > space) throw new EngineError('ENGINE_DELTA_MISMATCH', `${child.path}: the path of ${grand.path} does not fit the child's parent locator space`);
+      // Zeros after the new path, up to the old one's end, so no byte of the old path is left behind.
+      const out = new Uint8Array(Math.max(bytes.length, l.platformDataLength));
+      out.set(bytes);
+      locators.push([Number(l.platformDataOffset), Buffer.from(out).toString('base64')]);
+      return { ...l, platformDataLength: bytes.length };
+    });
+    const st = await stat(grand.path);
+    newHeader = { ...header, parentUniqueId: grand.uuid ?? '', parentTimestamp: vhdTimestamp(st.mtime), parentUnicodeName: basename(grand.path), parentLocators: entries };
+  } else {
+    diskType = VhdDiskType.dynamic;
+    newHeader = { ...header, parentUniqueId: '00000000-0000-0000-0000-000000000000', parentTimestamp: 0, parentUnicodeName: '', parentLocators: header.parentLocators.map(() => EMPTY_LOCATOR) };
+  }
+  return {
+    footer: Buffer.from(encodeVhdFooter({ ...footer, diskType })).toString('base64'),
+    header: Buffer.from(encodeDynamicHeader(newHeader)).toString('base64'),
+    headerOffset: Number(footer.dataOffset),
+    locators,
+  };
+}
+
+/** The parent's own sectors the child does not hold, copied into the child; then the child is fsynced. */
+async function copyParentIntoChild(childPath: string, parentPath: string, opts: MergeOptions): Promise<{ blocks: number; bytes: bigint }> {
+  const parent = await openImage(parentPath, { format: 'vhd', withoutParent: true });
+  const childAlone = await openImage(childPath, { format: 'vhd', withoutParent: true });
+  let child: WritableImage | null = null;
+  try {
+    if (!(parent instanceof SparseVhdImage) || !(childAlone instanceof SparseVhdImage)) throw new EngineError('ENGINE_DELTA_MISMATCH', `${childPath}: both links must be dynamic or differencing VHDs`);
+    child = await openImage(childPath, { format: 'vhd', writable: true, withoutParent: true });
+    const bs = parent.blockSize!;
+    const perBlock = bs / 512;
+    const held: number[] = [];
+    for (let b = 0; b < parent.blockCount; b++) if (parent.ownBlockSector(b) !== null) held.push(b);
+    const total = BigInt(held.length) * BigInt(bs);
+    let done = 0n;
+    let bytes = 0n;
+    const buf = new Uint8Array(bs);
+    const dynamicParent = parent.format === 'vhd-dynamic';
+    for (const b of held) {
+      if (opts.signal?.aborted) throw new EngineError('ENGINE_ABORTED', 'interrupted', { cause: opts.signal.reason });
+      // A dynamic parent's allocated block is present whole (its data is authoritative, whatever its bitmap).
+      const pmap = dynamicParent ? null : (await parent.ownBitmap(b))!;
+      const cmap = await childAlone.ownBitmap(b);
+      await parent.readOwnData(b, 0, buf);
+      const sectors = Math.min(perBlock, (Number(parent.virtualSize) - b * bs) / 512);
+      const want = (s: number) => (pmap === null || bitmapTest(pmap, s)) && (cmap === null || !bitmapTest(cmap, s));
+      for (let s = 0; s < sectors; ) {
+        if (!want(s)) {
+          s++;
+          continue;
+        }
+        let e = s + 1;
+        while (e < sectors && want(e)) e++;
+        try {
+          await child.write(BigInt(b * bs + s * 512), buf.subarray(s * 512, e * 512));
+        } catch (err) {
+          throw mapWriteError(err, childPath);
+        }
+        bytes += BigInt((e - s) * 512);
+        s = e;
+      }
+      done += BigInt(bs);
+      opts.onProgress?.({ bytesDone: done, bytesTotal: total, rate: 0 });
+    }
+    await child.flush();
+    return { blocks: held.length, bytes };
+  } finally {
+    await Promise.allSettled([parent.close(), childAlone.close(), child?.close()]);
   }
 }
