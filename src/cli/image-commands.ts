@@ -56,6 +56,7 @@ interface EncryptFlags extends CommonFlags {
   compat?: 'qemu';
   parentImage?: string;
   chain?: boolean;
+  manifest?: boolean;
 }
 
 interface DecryptFlags extends CommonFlags {
@@ -286,6 +287,7 @@ export function registerImageCommands(program: Command): void {
         .conflicts(['format', 'sectorSize', 'sparse']),
     )
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
+    .option('--no-manifest', 'no authenticated manifest beside the output (saves hashing it once more; verify --blocks then has nothing to check)')
     .option('--parent-image <file>', "src is a differencing VHD: encrypt it as a delta over this encrypted image of its parent (its volume, key and vault secret)")
     .addOption(new Option('--chain', 'src is the top of a differencing chain and dst a directory: encrypt every link into it, parents first, keeping file names (links already there are reused)').conflicts(['parentImage', 'resume']))
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
@@ -341,6 +343,7 @@ export function registerImageCommands(program: Command): void {
             outFormat: f.outFormat,
             noSparse: f.sparse === false || f.compat === 'qemu',
             addRecoveryPassphrase: recovery,
+            ...(f.manifest === false ? { manifest: false } : {}),
             ...common,
           }),
         );

@@ -58,6 +58,8 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
    * differencing VHD over it, under the parent's volume key (see delta-encrypt.ts).
    */
   readonly parentImage?: string;
+  /** Write the authenticated manifest beside a VHD output (default true; it reads the output once more to hash it). */
+  readonly manifest?: boolean;
 }
 
 /** Encrypt the image at `src` into a new image at `dst`. */
@@ -172,7 +174,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     hold.ownsTemp = false;
     sealedNow = null;
     // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
-    if (container !== 'raw' && prepared.luksUuid) {
+    if (container !== 'raw' && prepared.luksUuid && opts.manifest !== false) {
       await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize });
     }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
