@@ -6,10 +6,11 @@
  * encrypted links to the same ciphertext as our reader; serve + nbdcopy gives the model too.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, createWriteStream, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeImage, encryptImage, verifyImage } from '../src/engine/index.js';
+import { createEncryptStream, describeImage, encryptImage, verifyImage } from '../src/engine/index.js';
 import { openImage, SparseVhdImage } from '../src/image/index.js';
 import { openVault } from '../src/vault/index.js';
 import { removeDir, run, tempDir } from './fixtures/engine/helpers.js';
@@ -324,5 +325,36 @@ describe('encrypt --chain', () => {
     expect(firstDiff4k(await decrypted(links2[3]!.destination), models[3]!)).toBe(-1);
     // --chain into a file is a usage error.
     expect(cli(['encrypt', files[3]!, files[0]!, '--chain']).status).toBe(2);
+  });
+});
+
+describe('createEncryptStream with parentImage', () => {
+  it('a differencing VHD stream in, the encrypted delta out: the same ciphertext as encrypt --parent-image', async () => {
+    mkdirSync(join(dir, 'st'));
+    const base = join(dir, 'st', 'base.vhd');
+    const model = qemuBase(base, 'dynamic');
+    const encBase = join(dir, 'st', 'base.enc.vhd');
+    await encryptImage(base, encBase, { vault });
+    const m = new DiffModel(model);
+    m.write(4096 + 100, patternBytes(3000, 61));
+    m.write(10 * MiB + 512, patternBytes(1024, 62));
+    m.write(20 * MiB + 4096, patternBytes(BS, 63));
+    const child = join(dir, 'st', 'inc.vhd');
+    writeDifferencingVhd(child, { parent: base, size: SIZE, blockSize: BS, model: m.model, held: m.held });
+    const out = join(dir, 'st', 'inc.stream.enc.vhd');
+    const s = createEncryptStream({ parentImage: encBase });
+    await pipeline(createReadStream(child, { highWaterMark: 100_000 }), s, createWriteStream(out));
+    expect(s.result?.container).toBe('vhd-differencing');
+    expect(firstDiff4k(await decrypted(out), m.model)).toBe(-1);
+    await encryptImage(child, join(dir, 'st', 'inc.file.enc.vhd'), { parentImage: encBase });
+    const read = async (f: string) => {
+      const img = await openImage(f);
+      try {
+        return await readAll(img);
+      } finally {
+        await img.close();
+      }
+    };
+    expect(firstDiff4k(await read(out), await read(join(dir, 'st', 'inc.file.enc.vhd')))).toBe(-1);
   });
 });
