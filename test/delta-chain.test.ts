@@ -281,6 +281,13 @@ describe('refusals', () => {
     writeDifferencingVhd(p('sz-c1.vhd'), { parent: other, size: SIZE + BS, blockSize: BS, model: m.model, held: m.held });
     await expect(encryptImage(p('sz-c1.vhd'), e('sz-c1.vhd'), { parentImage: e('sz-base.vhd') })).rejects.toMatchObject({ code: 'ENGINE_DELTA_MISMATCH' });
     expect(() => statSync(e('.sz-c1.vhd.vhdcrypt-tmp'))).toThrow();
+    // A child of another disk of the same size: the encrypted base's sealed manifest names the disk it encrypts.
+    const stranger = p('sz-stranger.vhd');
+    run('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', stranger, String(SIZE)]);
+    const m2 = new DiffModel(new Uint8Array(SIZE));
+    m2.write(4096, patternBytes(4096, 2));
+    writeDifferencingVhd(p('sz-c2.vhd'), { parent: stranger, size: SIZE, blockSize: BS, model: m2.model, held: m2.held });
+    await expect(encryptImage(p('sz-c2.vhd'), e('sz-c2.vhd'), { parentImage: e('sz-base.vhd') })).rejects.toMatchObject({ code: 'ENGINE_DELTA_MISMATCH' });
     // A source that is not a differencing VHD.
     await expect(encryptImage(base, e('sz-x.vhd'), { parentImage: e('sz-base.vhd') })).rejects.toMatchObject({ code: 'ENGINE_DELTA_MISMATCH' });
     // Options that would choose another volume.

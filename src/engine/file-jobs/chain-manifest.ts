@@ -20,6 +20,7 @@ import { open, readFile } from 'node:fs/promises';
 import { DEFAULT_BLOCK_SIZE, openImage, parentSearch, SparseVhdImage, type DiskImage, type ParentSearchOptions } from '../../image/index.js';
 import { publishNewFile } from '../../new-file.js';
 import { isVhdcryptError } from '../../errors.js';
+import { EngineError } from '../errors.js';
 import { readLuksInfo, unlockImage, type UnlockImageOptions } from '../../volume/index.js';
 
 export const MANIFEST_SUFFIX = '.chain-manifest';
@@ -52,6 +53,12 @@ export interface LinkDigest {
   };
   readonly volume: { readonly luksUuid: string; readonly dataOffset: string; readonly sectorSize: number };
   readonly metadataSha256: string;
+  /**
+   * The VHD UUID of the plaintext disk this link's chain now encrypts (the source of encrypt, the child of a
+   * delta), when known: a delta names its plaintext parent by that UUID, so encrypt --parent-image can refuse a
+   * parent image that encrypts another disk.
+   */
+  readonly sourceUuid?: string | null;
   /** [block index, SHA-256 of bitmap + data], in block order. */
   readonly blocks: ReadonlyArray<readonly [number, string]>;
 }
@@ -71,7 +78,7 @@ function macOf(key: Uint8Array, d: LinkDigest): string {
 }
 
 function digestOnly(d: LinkDigest): LinkDigest {
-  return { format: d.format, version: d.version, link: d.link, volume: d.volume, metadataSha256: d.metadataSha256, blocks: d.blocks };
+  return { format: d.format, version: d.version, link: d.link, volume: d.volume, metadataSha256: d.metadataSha256, sourceUuid: d.sourceUuid ?? null, blocks: d.blocks };
 }
 
 /** The footer (and dynamic header) bytes of a link's file, as its metadata hash covers them. */
@@ -139,11 +146,11 @@ export async function digestLink(link: DiskImage, vol: VolumeFacts): Promise<Lin
 }
 
 /** Write (or replace) the manifest of the link at `file`, opened on its own, under the volume key. */
-export async function writeManifest(file: string, volumeKey: Uint8Array, vol: VolumeFacts): Promise<string> {
+export async function writeManifest(file: string, volumeKey: Uint8Array, vol: VolumeFacts, sourceUuid: string | null = null): Promise<string> {
   const link = await openImage(file, { format: 'vhd', withoutParent: true });
   const key = manifestKey(volumeKey, vol.luksUuid);
   try {
-    const d = await digestLink(link, vol);
+    const d = { ...(await digestLink(link, vol)), sourceUuid };
     const m: Manifest = { ...d, mac: macOf(key, d) };
     const dest = manifestPath(file);
     await publishNewFile(dest, Buffer.from(JSON.stringify(m) + '\n', 'utf8'), { replace: true });
@@ -289,4 +296,27 @@ async function checkLink(link: DiskImage, key: Uint8Array, vol: VolumeFacts, pro
   }
   for (const [b] of m.blocks) if (!held.has(b)) problems.push(`${where(b)} is missing (its BAT entry is gone)`);
   return now.blocks.length;
+}
+
+/**
+ * The plaintext disk UUID a link's manifest records, once its MAC verifies under the volume key; null when the link
+ * has no manifest or it records none. A manifest that does not verify is refused (ENGINE_VERIFY_FAILED).
+ */
+export async function sealedSourceUuid(file: string, volumeKey: Uint8Array, luksUuid: string): Promise<string | null> {
+  let m: Manifest;
+  try {
+    m = JSON.parse(await readFile(manifestPath(file), 'utf8')) as Manifest;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new EngineError('ENGINE_VERIFY_FAILED', `${manifestPath(file)}: not a readable manifest`, { cause: e });
+  }
+  const key = manifestKey(volumeKey, luksUuid);
+  try {
+    const want = Buffer.from(macOf(key, m), 'hex');
+    const got = Buffer.from(typeof m.mac === 'string' ? m.mac : '', 'hex');
+    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new EngineError('ENGINE_VERIFY_FAILED', `${manifestPath(file)}: its MAC does not verify`);
+  } finally {
+    key.fill(0);
+  }
+  return typeof m.sourceUuid === 'string' ? m.sourceUuid : null;
 }

@@ -47,7 +47,7 @@ import { publishNewFile, syncDir } from '../../new-file.js';
 import { readLuksInfo, unlockImage, type UnlockImageOptions } from '../../volume/index.js';
 import { EngineError, mapWriteError } from '../errors.js';
 import { runWarnings, type Progress } from '../run-options.js';
-import { manifestPath, verifyImage, writeManifest } from './chain-manifest.js';
+import { manifestPath, sealedSourceUuid, verifyImage, writeManifest } from './chain-manifest.js';
 
 export interface MergeOptions extends ParentSearchOptions, Omit<UnlockImageOptions, 'signal'> {
   /** Verify both links first and seal the parent's new manifest (needs the key: the vault secret by default). */
@@ -173,14 +173,16 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
     await rm(childAbs);
     await syncDir(dirname(childAbs));
   }
-  await rm(manifestPath(childAbs), { force: true });
   let manifest: 'sealed' | 'removed';
   if (keyGiven(opts)) {
     const parent = await openImage(parentPath, { format: 'vhd', ...parentSearch(opts) });
     try {
       const u = await unlockImage(parent, opts);
       try {
-        await writeManifest(parentPath, u.volumeKey, { luksUuid: u.info?.uuid ?? '', dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize });
+        const luksUuid = u.info?.uuid ?? '';
+        // The parent now encrypts what the child did: the plaintext disk the child's manifest names.
+        const source = await sealedSourceUuid(childAbs, u.volumeKey, luksUuid);
+        await writeManifest(parentPath, u.volumeKey, { luksUuid, dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize }, source);
       } finally {
         u.volumeKey.fill(0);
       }
@@ -193,6 +195,7 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
     manifest = 'removed';
     warnings.warn(`${parentPath}: its manifest was removed (merged without the key, it could not be sealed again); merge with --seal or the key to keep one`);
   }
+  await rm(manifestPath(childAbs), { force: true });
   await rm(journalPath, { force: true });
   return { child: childAbs, parent: parentPath, merged: parentPath, removed: childAbs, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
 }
@@ -327,7 +330,9 @@ async function mergeIntoChild(child: string, opts: MergeOptions): Promise<MergeR
     try {
       const u = await unlockImage(img, opts);
       try {
-        await writeManifest(childAbs, u.volumeKey, { luksUuid: u.info?.uuid ?? '', dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize });
+        const luksUuid = u.info?.uuid ?? '';
+        const source = await sealedSourceUuid(childAbs, u.volumeKey, luksUuid);
+        await writeManifest(childAbs, u.volumeKey, { luksUuid, dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize }, source);
       } finally {
         u.volumeKey.fill(0);
       }

@@ -23,7 +23,7 @@ import { bitmapTest, createImage, openImage, parentSearch, SparseVhdImage, type 
 import { unlockImage, type PayloadLayout, type UnlockImageOptions } from '../../volume/index.js';
 import { EngineError, mapWriteError } from '../errors.js';
 import { runWarnings, type RunOptions, type RunResult } from '../run-options.js';
-import { writeManifest } from './chain-manifest.js';
+import { sealedSourceUuid, writeManifest } from './chain-manifest.js';
 import { checkDestination, commitOutput, discardOutput, findLeftover, outputPaths } from './safe-output.js';
 
 export interface DeltaEncryptOptions extends RunOptions, Omit<UnlockImageOptions, 'vault' | 'vaultCredentials' | 'signal'> {
@@ -189,6 +189,12 @@ export async function encryptDelta(src: string, dst: string, opts: DeltaEncryptO
     volumeKey = unlocked.volumeKey;
     const layout = unlocked.layout;
     checkDeltaFits(child, parent, layout);
+    // The parent image's sealed manifest names the plaintext disk it encrypts: the one this child was made from.
+    const made = unlocked.info ? await sealedSourceUuid(parent.path, volumeKey, unlocked.info.uuid) : null;
+    const named = child.dynamicHeader!.parentUniqueId;
+    if (made !== null && made !== named) {
+      throw new EngineError('ENGINE_DELTA_MISMATCH', `${src}: it was made from another disk than the one ${opts.parentImage} encrypts (their UUIDs differ)`);
+    }
     xts = createXts(volumeKey, { backend: opts.backend ?? 'auto' });
     output = await createImage(paths.temp, { format: 'vhd-differencing', parent: opts.parentImage, blockSize: child.blockSize!, parentSearch: parentSearch(opts) });
     ownsTemp = true;
@@ -198,7 +204,7 @@ export async function encryptDelta(src: string, dst: string, opts: DeltaEncryptO
     await done.close();
     await commitOutput(paths, opts.force === true);
     ownsTemp = false;
-    if (unlocked.info) await writeManifest(paths.dest, volumeKey, { luksUuid: unlocked.info.uuid, dataOffset: layout.dataOffset, sectorSize: layout.sectorSize });
+    if (unlocked.info) await writeManifest(paths.dest, volumeKey, { luksUuid: unlocked.info.uuid, dataOffset: layout.dataOffset, sectorSize: layout.sectorSize }, child.uuid ?? null);
     const seconds = (performance.now() - started) / 1000;
     return {
       operation: 'encrypt',

@@ -175,7 +175,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     sealedNow = null;
     // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
     if (container !== 'raw' && prepared.luksUuid && opts.manifest !== false) {
-      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize });
+      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize }, source.uuid ?? null);
     }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     return runResultOf(stats, started, {
