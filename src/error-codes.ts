@@ -206,6 +206,8 @@ export const ERROR_CODES = {
   ENGINE_STREAM_BAD_INPUT: badInput,
   ENGINE_STREAM_ORDER: usage,
   ENGINE_IO: failed,
+  ENGINE_DELTA_MISMATCH: badInput,
+  ENGINE_VERIFY_FAILED: badInput,
 
   // BitLocker volumes (src/bitlocker): read and decrypted, never written.
   BITLK_BAD_HEADER: badInput,

@@ -13,6 +13,9 @@ import {
   describeBitlockerDisk,
   describeImage,
   hasBitlocker,
+  encryptChain,
+  mergeImage,
+  verifyImage,
   encryptImage,
   exportImageKey,
   listImageKeyslots,
@@ -64,6 +67,9 @@ interface EncryptFlags extends CommonFlags {
   compat?: 'qemu';
   enrollPkcs11?: string;
   pkcs11Cert?: string;
+  parentImage?: string;
+  chain?: boolean;
+  manifest?: boolean;
 }
 
 interface DecryptFlags extends CommonFlags {
@@ -399,11 +405,46 @@ export function registerImageCommands(program: Command): void {
     .option('--add-recovery-passphrase [file]', 'add a second keyslot (argon2id) for a passphrase a person types (from the file, else one line of stdin)')
     .option('--enroll-pkcs11 <uri>', 'LUKS2: also a keyslot and systemd-pkcs11 token (as systemd-cryptenroll --pkcs11-token-uri) that open with this RSA key in a PKCS#11 token')
     .option('--pkcs11-cert <file>', "with --enroll-pkcs11: the key's X.509 certificate (PEM or DER), so the token is not needed now")
+    .option('--no-manifest', 'no authenticated manifest beside the output (saves hashing it once more; verify --blocks then has nothing to check)')
+    .option('--parent-image <file>', "src is a differencing VHD: encrypt it as a delta over this encrypted image of its parent (its volume, key and vault secret)")
+    .addOption(new Option('--chain', 'src is the top of a differencing chain and dst a directory: encrypt every link into it, parents first, keeping file names (links already there are reused)').conflicts(['parentImage', 'resume']))
     .option('--threads <n>', 'worker threads (default: one per core)', positiveInt)
     .addOption(backendOption())
     .option('--force', 'replace an existing destination; discard a leftover interrupted run')
     .option('--json', 'print a JSON summary')
-    .action(async (src: string, dst: string, f: EncryptFlags) => {
+    .action(async (src: string, dst: string, f: EncryptFlags, cmd: Command) => {
+      if (f.chain === true) {
+        const links = await withInterrupt((signal) =>
+          encryptChain(src, dst, {
+            format: f.compat === 'qemu' ? 'luks1' : f.format,
+            vault: f.vault,
+            kek: f.kek,
+            passphraseFile: f.passphraseFile,
+            keyFile: f.keyFile,
+            keySize: Number(f.keySize) as 256 | 512,
+            sectorSize: f.sectorSize !== undefined ? (Number(f.sectorSize) as 512 | 4096) : undefined,
+            threads: f.threads,
+            backend: f.backend,
+            force: f.force,
+            ...parentOptions(f),
+            signal,
+            onWarning: printWarning,
+          }),
+        );
+        if (f.json) process.stdout.write(jsonResult({ links: links.map((l) => ({ source: l.source, destination: l.destination, reused: l.reused, ...(l.result ? summary(l.result) : {}) })) }) + '\n');
+        else for (const l of links) process.stdout.write(`${l.reused ? 'kept     ' : 'encrypted'} ${l.destination}${l.result ? ` (${l.result.container})` : ''}\n`);
+        return;
+      }
+      if (f.parentImage !== undefined) {
+        // The volume is the parent's: options that would choose another are refused, not ignored.
+        const chosen = ['format', 'kek', 'keySize', 'sectorSize', 'outFormat', 'sparse', 'compat', 'addRecoveryPassphrase', 'enrollPkcs11', 'pkcs11Cert'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+        if (chosen.length > 0) throw new VhdcryptError('CLI_USAGE', `--parent-image: the volume is the parent's; ${chosen.map((k) => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())).join(', ')} cannot be given`);
+        const parentImage = f.parentImage;
+        await runImageJob(f, dst, (common) =>
+          encryptImage(src, dst, { resume: f.resume, vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile, parentImage, ...common }),
+        );
+        return;
+      }
       if (f.pkcs11Cert !== undefined && f.enrollPkcs11 === undefined) throw new VhdcryptError('CLI_USAGE', '--pkcs11-cert goes with --enroll-pkcs11');
       const recovery = f.addRecoveryPassphrase !== undefined ? await recoveryPassphrase(f.addRecoveryPassphrase) : undefined;
       try {
@@ -424,6 +465,7 @@ export function registerImageCommands(program: Command): void {
             noSparse: f.sparse === false || f.compat === 'qemu',
             addRecoveryPassphrase: recovery,
             ...(f.enrollPkcs11 !== undefined ? { enrollPkcs11: { uri: f.enrollPkcs11, certFile: f.pkcs11Cert, access: pkcs11Of(common.vaultCredentials)?.access } } : {}),
+            ...(f.manifest === false ? { manifest: false } : {}),
             ...common,
           }),
         );
@@ -505,8 +547,62 @@ export function registerImageCommands(program: Command): void {
         for (const line of [...keyslotLines(d.luks), ...tokenLines(d.luks), ...problemLines(d.luks)]) lines.push(`  ${line}`);
       }
       lines.push(`secret:      ${d.secret ? `${d.secret.id} (via ${d.secret.via})` : 'none known'}`);
+      if (d.chain.length > 1) {
+        d.chain.forEach((l, i) => {
+          const blocks = l.allocatedBlocks !== null ? `, ${l.allocatedBlocks} blocks` : '';
+          lines.push(`link ${i}:      ${l.path} (${l.container}, ${String(l.uuid)}${blocks}${l.parent ? `; parent ${l.parent.name} ${l.parent.uuid}` : ''})`);
+        });
+      }
       for (const n of d.notes) lines.push(`note:        ${n}`);
       process.stdout.write(lines.join('\n') + '\n');
+    });
+
+  addParentOptions(program
+    .command('verify'))
+    .description("check an encrypted image or chain: structure without a key; with --blocks (or a key option) every block against each link's authenticated manifest")
+    .argument('<img>', 'encrypted image (the top of a chain)')
+    .option('--blocks', "check every block against the manifests (unseals the base's vault secret)")
+    .option('--vault <uri>', "vault URI (default: the token's vault, else the embedded vault); implies --blocks")
+    .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file (first line); implies --blocks').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'keyslot key file; implies --blocks').conflicts('passphraseFile'))
+    .option('--json', 'print the report as JSON')
+    .action(async (img: string, f: { blocks?: boolean; vault?: string; passphraseFile?: string; keyFile?: string; json?: boolean } & ParentFlags) => {
+      const r = await verifyImage(img, {
+        blocks: f.blocks === true || f.vault !== undefined,
+        vault: f.vault,
+        passphraseFile: f.passphraseFile,
+        keyFile: f.keyFile,
+        ...parentOptions(f),
+      });
+      if (f.json) process.stdout.write(jsonResult(r) + '\n');
+      else {
+        const lines = [`${r.ok ? 'ok' : 'DAMAGED'}: ${r.image} (${r.links.length} link${r.links.length === 1 ? '' : 's'}; ${r.blocksChecked ? 'structure and every block' : 'structure only, no key'})`];
+        for (const p of r.problems) lines.push(`  ${p}`);
+        r.links.forEach((l, i) => {
+          lines.push(`  link ${i}: ${l.path} (${l.container})${l.blocksChecked !== null ? `, ${l.blocksChecked} blocks checked` : ''}${l.problems.length === 0 ? ', ok' : ''}`);
+          for (const p of l.problems) lines.push(`    ${p}`);
+        });
+        process.stdout.write(lines.join('\n') + '\n');
+      }
+      if (!r.ok) throw new VhdcryptError('ENGINE_VERIFY_FAILED', `${img}: damaged (see the report above)`);
+    });
+
+  addParentOptions(program
+    .command('merge'))
+    .description('merge an encrypted differencing link into its parent on ciphertext only (no key needed); crash-safe, rerun after an interruption')
+    .argument('<child>', 'encrypted differencing VHD; removed once merged')
+    .option('--into-child', 'merge the parent into this link instead: it takes the parent\'s place (its parent becomes the grandparent; over the base, it becomes a dynamic VHD)')
+    .option('--seal', "verify both links first and seal the merged link's new manifest (unseals the base's vault secret)")
+    .option('--vault <uri>', 'vault URI; implies --seal')
+    .addOption(new Option('--passphrase-file <file>', 'keyslot passphrase from a file; implies --seal').conflicts('keyFile'))
+    .addOption(new Option('--key-file <file>', 'keyslot key file; implies --seal').conflicts('passphraseFile'))
+    .option('--json', 'print a JSON summary')
+    .action(async (child: string, f: { intoChild?: boolean; seal?: boolean; vault?: string; passphraseFile?: string; keyFile?: string; json?: boolean } & ParentFlags) => {
+      const r = await withInterrupt((signal) =>
+        mergeImage(child, { intoChild: f.intoChild, seal: f.seal, vault: f.vault, passphraseFile: f.passphraseFile, keyFile: f.keyFile, ...parentOptions(f), signal, onWarning: printWarning }),
+      );
+      if (f.json) process.stdout.write(jsonResult(r) + '\n');
+      else process.stdout.write(`merged ${r.removed} into ${r.merged}: ${r.blocks} blocks${r.resumed ? ' (interrupted merge finished)' : ''}; manifest ${r.manifest}\n`);
     });
 
   const keyslot = program.command('keyslot').description('LUKS keyslots of an encrypted image');

@@ -71,7 +71,8 @@ export interface RunResult {
   readonly source: string;
   readonly destination: string;
   readonly format: EncryptionFormat;
-  readonly container: OutputFormat;
+  /** 'vhd-differencing': an encrypted delta (encrypt --parent-image). */
+  readonly container: OutputFormat | 'vhd-differencing';
   readonly sourceVirtualSize: bigint;
   readonly outputVirtualSize: bigint;
   readonly outputFileSize: bigint;

@@ -1,5 +1,7 @@
 /** Disk images: VHD (fixed, dynamic, differencing) and raw behind one interface. */
 export type { DiskImage, WritableImage, Extent, ImageFormat } from './types.js';
+/** One link of a differencing chain (or a dynamic disk) read block by block: its BAT and sector bitmaps. */
+export { SparseVhdImage } from './sparse-vhd-image.js';
 export { openImage, parentSearch, type OpenImageOptions, type ParentSearchOptions } from './open-image.js';
 export { createImage, newVhdFooter, footerGeometry, type CreateImageOptions, CREATOR_APPLICATION, MAX_VIRTUAL_SIZE } from './create-image.js';
 export { checkAzureReady } from './azure.js';
@@ -40,6 +42,7 @@ export {
   DYNAMIC_HEADER_SIZE,
   BAT_UNALLOCATED,
   DEFAULT_BLOCK_SIZE,
+  EMPTY_LOCATOR,
   PlatformCode,
   type DynamicHeader,
   type ParentLocator,
@@ -48,6 +51,7 @@ export { chsGeometry, chsSectors, MAX_CHS, type ChsGeometry } from './chs-geomet
 export { vhdChecksum } from './vhd-checksum.js';
 export { vhdTimestamp, dateFromVhdTimestamp, VHD_EPOCH_UNIX_SECONDS } from './vhd-time.js';
 export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
+export { encodeRelativeLocator, encodeAbsoluteLocator } from './parent-locator.js';
 /** For buffers meant for direct writes (the engine's batch slots). */
 export { DIRECT_ADDRESS_ALIGNMENT } from './direct-writes.js';
 export { addressMisalignment } from './native-io.js';

@@ -56,6 +56,11 @@ export interface OpenImageOptions extends ParentSearchOptions {
   readonly writable?: boolean;
   /** 'auto' (default): VHD when a footer cookie is found or the name ends in .vhd, else raw. */
   readonly format?: 'auto' | 'vhd' | 'raw';
+  /**
+   * A differencing VHD opened alone (read-only use: its own blocks and bitmaps), its parent neither looked for nor
+   * needed; the sectors it does not hold read as zeros.
+   */
+  readonly withoutParent?: boolean;
 }
 
 /** Open a disk image; a differencing VHD opens with its whole parent chain. */
@@ -71,7 +76,7 @@ export async function openImage(path: string, opts: OpenImageOptions = {}): Prom
     const size = st.size;
     const format = opts.format ?? 'auto';
     const vhd = format === 'vhd' || (format === 'auto' && (/\.vhd$/i.test(path) || (await looksLikeVhd(fh, size))));
-    if (vhd) return await openVhd(fh, path, writable, { seen: new Set([await realpath(path)]), depth: 0, parents: await parentPolicy(opts) });
+    if (vhd) return await openVhd(fh, path, writable, { seen: new Set([await realpath(path)]), depth: 0, parents: await parentPolicy(opts), withoutParent: opts.withoutParent === true });
     if (size % 512 !== 0) {
       throw new ImageError('IMAGE_BAD_SIZE', `${path}: raw image of ${size} bytes is not a whole number of 512-byte sectors`);
     }

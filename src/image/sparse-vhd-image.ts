@@ -197,6 +197,37 @@ export class SparseVhdImage extends ImageBase {
     return unionRanges(own, await parent.allocatedRanges(from, pto));
   }
 
+  // ---- this link alone (chain tools: delta encryption, verify, merge) ----
+
+  /** The file sector where block `blk` of this link starts (its bitmap), or null when this link does not hold it. */
+  ownBlockSector(blk: number): number | null {
+    const e = this.bat[blk];
+    return e === undefined || e === BAT_UNALLOCATED ? null : e;
+  }
+
+  /** Number of BAT entries (blocks of the virtual disk). */
+  get blockCount(): number {
+    return this.bat.length;
+  }
+
+  /** Bytes of each block's sector bitmap. */
+  get sectorBitmapBytes(): number {
+    return this.bitmapSize;
+  }
+
+  /** A copy of block `blk`'s sector bitmap in this link's file, or null when this link does not hold the block. */
+  async ownBitmap(blk: number): Promise<Uint8Array | null> {
+    if (this.ownBlockSector(blk) === null) return null;
+    return Uint8Array.from(await this.bitmap(blk));
+  }
+
+  /** This link's own data of block `blk` (whatever its bitmap says), from `within`; the block must be held here. */
+  async readOwnData(blk: number, within: number, into: Uint8Array): Promise<void> {
+    const s = this.ownBlockSector(blk);
+    if (s === null || within < 0 || within + into.length > this.bs) throw new ImageError('IMAGE_OUT_OF_RANGE', `${this.path}: block ${blk} is not held by this file`);
+    await readExactly(this.fh, into, s * 512 + this.bitmapSize + within, `${this.path}: block ${blk}`);
+  }
+
   // ---- writing ----
 
   protected async writeRange(pos: number, data: Uint8Array): Promise<void> {

@@ -49,6 +49,8 @@ export interface VhdOpenContext {
   readonly seen: ReadonlySet<string>;
   readonly depth: number;
   readonly parents: ParentPolicy;
+  /** Open a differencing disk alone: its parent is not looked for, and sectors it does not hold read as zeros. */
+  readonly withoutParent?: boolean;
 }
 
 /** True when `p` is strictly below directory `dir` (both absolute). */
@@ -208,7 +210,7 @@ export async function openVhd(fh: FileHandle, filePath: string, writable: boolea
   const nextFree = validateBlocks(bat, bitmapSize + bs, regions, fileSize, fromEnd, where);
 
   let parent: ImageBase | null = null;
-  if (differencing) {
+  if (differencing && ctx.withoutParent !== true) {
     parent = await openParent(filePath, header, locatorPayloads, ctx);
   }
   const image = new SparseVhdImage(

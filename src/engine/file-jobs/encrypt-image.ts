@@ -33,6 +33,8 @@ import {
   type Pkcs11Enrollment,
   type PreparedEncryption,
 } from '../../volume/index.js';
+import { writeManifest } from './chain-manifest.js';
+import { encryptDelta, type DeltaEncryptOptions } from './delta-encrypt.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
 export interface EncryptOptions extends RunOptions, KeySourceOptions {
@@ -59,10 +61,18 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
   readonly dataOffset?: bigint;
   /** LUKS2: also a keyslot and systemd-pkcs11 token that systemd-cryptsetup opens with the PKCS#11 token. */
   readonly enrollPkcs11?: Pkcs11Enrollment;
+  /**
+   * The source is a differencing VHD and this is the encrypted image of its parent: the output is an encrypted
+   * differencing VHD over it, under the parent's volume key (see delta-encrypt.ts).
+   */
+  readonly parentImage?: string;
+  /** Write the authenticated manifest beside a VHD output (default true; it reads the output once more to hash it). */
+  readonly manifest?: boolean;
 }
 
 /** Encrypt the image at `src` into a new image at `dst`. */
 export async function encryptImage(src: string, dst: string, opts: EncryptOptions = {}): Promise<RunResult> {
+  if (opts.parentImage !== undefined) return encryptDelta(src, dst, deltaOptions(opts));
   checkNewVolumeOptions(opts);
   const batchBytes = checkRunOptions(opts);
   const started = performance.now();
@@ -171,6 +181,10 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     await commitOutput(paths, opts.force === true);
     hold.ownsTemp = false;
     sealedNow = null;
+    // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
+    if (container !== 'raw' && prepared.luksUuid && opts.manifest !== false) {
+      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize }, source.uuid ?? null);
+    }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     return runResultOf(stats, started, {
       operation: 'encrypt',
@@ -239,4 +253,14 @@ async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise
   } finally {
     await vault.close();
   }
+}
+
+/** A delta takes everything about its volume from the encrypted parent: options that would choose it are refused. */
+function deltaOptions(opts: EncryptOptions): DeltaEncryptOptions {
+  const chosen = (['format', 'keySize', 'sectorSize', 'dataOffset', 'outFormat', 'noSparse', 'addRecoveryPassphrase', 'kek'] as const).filter((k) => opts[k] !== undefined);
+  if (chosen.length > 0) {
+    throw new EngineError('ENGINE_BAD_ARGUMENT', `parentImage: the volume is the parent's (same key, sector size and data offset); ${chosen.join(', ')} cannot be chosen`);
+  }
+  if (typeof opts.parentImage !== 'string' || opts.parentImage === '') throw new EngineError('ENGINE_BAD_ARGUMENT', 'parentImage expected the path of an encrypted VHD');
+  return { ...opts, parentImage: opts.parentImage };
 }

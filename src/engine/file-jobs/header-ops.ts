@@ -4,7 +4,7 @@
  * LUKS library, and written back.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { openImage, parentSearch, type DiskImage, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
+import { openImage, parentSearch, SparseVhdImage, type DiskImage, type ParentSearchOptions, type WritableImage } from '../../image/index.js';
 import { addKeyslot, addToken, dump, LUKS_MAX_HEADER_REGION, readVolumeInfo, removeKeyslot, type KdfOptions, type LuksDump, type LuksVolumeInfo } from '../../luks/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
@@ -170,6 +170,39 @@ export interface ImageDescription {
   /** Which vault secret opens it (token, or lookup by LUKS UUID); null when none is known. */
   readonly secret: { readonly id: string; readonly via: 'token' | 'volume-uuid'; readonly vault: string | null } | null;
   readonly notes: readonly string[];
+  /** The image and, for a differencing VHD, each parent down to the base: link by link, top first. */
+  readonly chain: readonly ChainLinkDescription[];
+}
+
+export interface ChainLinkDescription {
+  readonly path: string;
+  readonly container: string;
+  readonly uuid: string | null;
+  /** Blocks this link's own file holds (dynamic and differencing), else null. */
+  readonly allocatedBlocks: number | null;
+  /** Differencing links: the parent they name (UUID, time stamp, name), else null. */
+  readonly parent: { readonly uuid: string; readonly timestamp: number; readonly name: string } | null;
+}
+
+/** The links of an opened image, top first (each differencing link's opened parent, down to the base). */
+export function chainLinks(img: DiskImage): ChainLinkDescription[] {
+  const out: ChainLinkDescription[] = [];
+  for (let l: DiskImage | undefined = img; l; l = l.parent) {
+    let blocks: number | null = null;
+    if (l instanceof SparseVhdImage) {
+      blocks = 0;
+      for (let b = 0; b < l.blockCount; b++) if (l.ownBlockSector(b) !== null) blocks++;
+    }
+    const h = l.dynamicHeader;
+    out.push({
+      path: l.path,
+      container: l.format,
+      uuid: l.uuid ?? null,
+      allocatedBlocks: blocks,
+      parent: l.format === 'vhd-differencing' && h ? { uuid: h.parentUniqueId, timestamp: h.parentTimestamp, name: h.parentUnicodeName } : null,
+    });
+  }
+  return out;
 }
 
 /** Container, size, allocation, LUKS summary, keyslots, tokens and the secret that unlocks it. */
@@ -227,6 +260,7 @@ export async function describeImage(path: string, opts: { vault?: string; vaultC
       luks,
       secret,
       notes,
+      chain: chainLinks(img),
     };
   });
 }

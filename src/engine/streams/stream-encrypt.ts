@@ -17,18 +17,22 @@ import type { OutputFormat } from '../run-options.js';
 import { CryptStreamBase, type CryptStreamOptions, type StreamOutput } from './stream-duplex.js';
 import { blockInFileOrder, readEndFooter, enterBlock, type DynamicSource, type FlatSource } from '../../image/vhd-stream-reader.js';
 import { fixedFooter, planDynamicOutput } from '../../image/vhd-stream-writer.js';
+import { runDeltaStream } from './stream-delta.js';
 import { cryptRun, openCryptSession, zeroSource, type CryptSession } from './stream-session.js';
 
 export interface EncryptStreamOptions extends Omit<EncryptOptions, 'force' | 'resume' | 'outFormat' | 'checkpointBytes' | 'signal' | 'parentDirs' | 'allowAbsoluteParents'>, CryptStreamOptions {
   /** A name for the source, recorded with the vault secret. */
   readonly sourceName?: string;
+  /** With `parentImage`: where the differencing VHD stream is spooled (see stream-delta.ts; default the temp directory). */
+  readonly spoolDir?: string;
 }
 
 /** What an encrypt stream did; `secretId` names the vault secret that opens the output. */
 export interface StreamResult {
   readonly operation: 'encrypt' | 'decrypt';
   readonly format: EncryptionFormat;
-  readonly container: OutputFormat;
+  /** 'vhd-differencing': an encrypted delta (parentImage). */
+  readonly container: OutputFormat | 'vhd-differencing';
   readonly sourceVirtualSize: bigint;
   readonly outputVirtualSize: bigint;
   /** Bytes of the output stream. */
@@ -60,6 +64,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult, EncryptStreamOp
 
   protected async run(out: StreamOutput): Promise<StreamResult> {
     const o = this.opts;
+    if (o.parentImage !== undefined) return runDeltaStream(this.input, { ...o, parentImage: o.parentImage }, out);
     const started = performance.now();
     const input = this.input;
     const src = await this.readSource();
