@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeImage, encryptChain, mergeImage, mergeJournalPath, unlockImage, verifyImage } from '../src/engine/index.js';
@@ -45,9 +45,29 @@ describe('merge on ciphertext', () => {
   const copyChain = (name: string) => {
     const to = join(dir, name);
     mkdirSync(to);
+    // Times kept: a merge into the child records its new parent's mtime, so copies compare byte for byte.
     for (const f of enc) for (const x of [f, f + '.chain-manifest']) copyFileSync(x, join(to, basename(x)));
+    for (const f of enc) for (const x of [f, f + '.chain-manifest']) utimesSync(join(to, basename(x)), statSync(x).atime, statSync(x).mtime);
     return (f: string) => join(to, basename(f));
   };
+
+  /** Runs the merge in a child process held at `holdAt` (a block number, or step:NAME) and kill -9s it there. */
+  const killMergeAt = (file: string, into: boolean, holdAt: string) =>
+    new Promise<boolean>((res, rej) => {
+      const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), file, into ? 'into' : 'parent', holdAt], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let k = false;
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        // The child blocks at holdAt (its writes to a pipe are synchronous on Linux, so HOLD is out first).
+        if (line === 'HOLD' && !k) {
+          k = true;
+          child.kill('SIGKILL');
+        }
+      });
+      child.on('error', rej);
+      child.on('exit', (code) => (k || code === 0 ? res(k) : rej(new Error(err))));
+    });
 
   beforeAll(async () => {
     mdir = join(dir, 'm');
@@ -153,21 +173,7 @@ describe('merge on ciphertext', () => {
       for (let b = 0; b < blocks.blockCount; b++) if (blocks.ownBlockSector(b) !== null) held++;
       await blocks.close();
       const killAt = 1 + Math.floor(Math.random() * held);
-      const killed = await new Promise<boolean>((res, rej) => {
-        const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), at(enc[2]!), into ? 'into' : 'parent', String(killAt)], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let k = false;
-        let err = '';
-        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        createInterface({ input: child.stdout }).on('line', (line) => {
-          // The child blocks after copying block killAt (its writes to a pipe are synchronous on Linux, so HOLD is out first).
-          if (line === 'HOLD' && !k) {
-            k = true;
-            child.kill('SIGKILL');
-          }
-        });
-        child.on('error', rej);
-        child.on('exit', (code) => (k || code === 0 ? res(k) : rej(new Error(err))));
-      });
+      const killed = await killMergeAt(at(enc[2]!), into, String(killAt));
       expect(killed).toBe(true);
       // Interrupted: the journal is there, and the chain still reads the merged plaintext.
       expect(statSync(mergeJournalPath(at(enc[2]!))).isFile()).toBe(true);
@@ -178,5 +184,55 @@ describe('merge on ciphertext', () => {
       expect(firstDiff4k(await decrypted(at(kept)), models[2]!)).toBe(-1);
       expect(statSync(mergeJournalPath(at(enc[2]!)), { throwIfNoEntry: false })).toBeUndefined();
     }
+  });
+  // Every step boundary after the copy, in order, for each direction (MergeStep).
+  const steps = {
+    parent: ['copy-flushed', 'journal-copied', 'removed', 'manifest', 'old-manifest-removed'],
+    into: ['copy-flushed', 'journal-copied', 'end-footer', 'footer-0', 'locators', 'header', 'removed', 'manifest'],
+  } as const;
+  // Into the child twice: over a grandparent (its parent locators rewritten), then over the base (it becomes dynamic).
+  it.each([
+    [false, 0],
+    [true, 0],
+    [true, 1],
+  ])('kill -9 at each step boundary after the copy (into child: %s, links merged before: %s): the chain reads correctly there, and a rerun ends in the same image', async (into, pre) => {
+    // Every run in the same directory: the merged child's absolute parent locator names it, so files compare byte for byte.
+    const name = `m-step${into}${pre}`;
+    const fresh = () => {
+      rmSync(join(dir, name), { recursive: true, force: true });
+      return copyChain(name);
+    };
+    const prepared = async () => {
+      const at = fresh();
+      if (pre === 1) await mergeImage(at(enc[2]!), { intoChild: true });
+      return at;
+    };
+    const kept = into ? enc[2]! : enc[1]!;
+    const removed = into ? enc[1 - pre]! : enc[2]!;
+    let at = await prepared();
+    // What the chain reads before the merge, which the merged link reads after it.
+    const before = await cipherOf(at(enc[2]!));
+    await mergeImage(at(enc[2]!), { intoChild: into });
+    const want = readFileSync(at(kept));
+    // Over the base only the metadata rewrite differs from the merge over a grandparent.
+    const at1 = ['end-footer', 'footer-0', 'locators', 'header'];
+    for (const step of steps[into ? 'into' : 'parent'].filter((s) => pre === 0 || at1.includes(s))) {
+      at = await prepared();
+      expect(await killMergeAt(at(enc[2]!), into, `step:${step}`), step).toBe(true);
+      expect(statSync(mergeJournalPath(at(enc[2]!))).isFile(), step).toBe(true);
+      // The chain, from the link that tops it (the merged child is gone once removed), reads the same ciphertext.
+      const top = statSync(at(enc[2]!), { throwIfNoEntry: false }) ? at(enc[2]!) : at(kept);
+      const read = await cipherOf(top).catch((e: Error) => {
+        throw new Error(`killed at ${step}: ${e.message}`);
+      });
+      expect(firstDiff4k(read, before), step).toBe(-1);
+      const r = await mergeImage(at(enc[2]!), { intoChild: into });
+      expect(r.resumed, step).toBe(true);
+      // Byte-identical, metadata included, to the uninterrupted merge.
+      expect(readFileSync(at(kept)).equals(want), step).toBe(true);
+      expect(statSync(at(removed), { throwIfNoEntry: false }), step).toBeUndefined();
+      expect(statSync(mergeJournalPath(at(enc[2]!)), { throwIfNoEntry: false }), step).toBeUndefined();
+    }
+    expect(firstDiff4k(await decrypted(at(kept)), models[2]!)).toBe(-1);
   });
 });

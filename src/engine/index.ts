@@ -7,7 +7,7 @@ export { EngineError, type EngineErrorCode } from './errors.js';
 export { encryptImage, type EncryptOptions } from './file-jobs/encrypt-image.js';
 export { encryptChain, type ChainLinkResult } from './file-jobs/chain-encrypt.js';
 export { verifyImage, writeManifest, manifestPath, type VerifyOptions, type VerifyReport, type LinkReport } from './file-jobs/chain-manifest.js';
-export { mergeImage, mergeJournalPath, type MergeOptions, type MergeResult } from './file-jobs/chain-merge.js';
+export { mergeImage, mergeJournalPath, type MergeOptions, type MergeResult, type MergeStep } from './file-jobs/chain-merge.js';
 export { decryptImage, type DecryptOptions } from './file-jobs/decrypt-image.js';
 // The volume layer's names the engine's callers have always found here (declared in src/volume).
 export { findPlainVolumeSecret, unlockImage, type UnlockImageOptions, type UnlockedImage } from '../volume/index.js';

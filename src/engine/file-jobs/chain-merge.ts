@@ -57,7 +57,15 @@ export interface MergeOptions extends ParentSearchOptions, Omit<UnlockImageOptio
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: Progress) => void;
   readonly onWarning?: (message: string) => void;
+  /**
+   * Tests only (the kill -9 tests hold the process here and kill it): called synchronously at each step boundary
+   * after the copy, with the step just finished. Nothing else uses it; it carries no data.
+   */
+  readonly onStep?: (step: MergeStep) => void;
 }
+
+/** The step boundaries after the copy at which onStep is called, in order (see the module header). */
+export type MergeStep = 'copy-flushed' | 'journal-copied' | 'end-footer' | 'footer-0' | 'locators' | 'header' | 'removed' | 'manifest' | 'old-manifest-removed';
 
 export interface MergeResult {
   readonly child: string;
@@ -168,10 +176,13 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
     journal = { version: 1, operation: 'merge', child: childAbs, parent: parentPath, childUuid, parentUuid, state: 'copying' };
     await writeMergeJournal(journalPath, journal);
     ({ blocks, bytes } = await copyIntoParent(childAbs, parentPath, opts));
+    opts.onStep?.('copy-flushed');
     journal = { ...journal, state: 'copied' };
     await writeMergeJournal(journalPath, journal);
+    opts.onStep?.('journal-copied');
     await rm(childAbs);
     await syncDir(dirname(childAbs));
+    opts.onStep?.('removed');
   }
   let manifest: 'sealed' | 'removed';
   if (keyGiven(opts)) {
@@ -195,7 +206,9 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
     manifest = 'removed';
     warnings.warn(`${parentPath}: its manifest was removed (merged without the key, it could not be sealed again); merge with --seal or the key to keep one`);
   }
+  opts.onStep?.('manifest');
   await rm(manifestPath(childAbs), { force: true });
+  opts.onStep?.('old-manifest-removed');
   await rm(journalPath, { force: true });
   return { child: childAbs, parent: parentPath, merged: parentPath, removed: childAbs, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
 }
@@ -304,26 +317,36 @@ async function mergeIntoChild(child: string, opts: MergeOptions): Promise<MergeR
     journal = { version: 1, operation: 'merge', child: childAbs, parent: parentPath, childUuid, parentUuid, state: 'copying', intoChild: plan };
     await writeMergeJournal(journalPath, journal);
     ({ blocks, bytes } = await copyParentIntoChild(childAbs, parentPath, opts));
+    opts.onStep?.('copy-flushed');
     journal = { ...journal, state: 'copied' };
     await writeMergeJournal(journalPath, journal);
+    opts.onStep?.('journal-copied');
   }
   const plan = journal.intoChild!;
-  // The new metadata, in place: locator payloads, then the header, then the end footer and its copy at 0.
+  // The new metadata, in place, in an order that keeps the child readable after each write: first the end footer
+  // and its copy at 0 (over a base the child becomes dynamic, and a dynamic disk ignores its header's parent
+  // fields; over a grandparent the footer is unchanged), then the locator payloads, then the header naming them.
+  // The header first would leave a differencing disk naming no parent until the footer was written.
   const fh = await open(childAbs, 'r+');
   try {
-    for (const [at, b64] of plan.locators) await fh.write(Buffer.from(b64, 'base64'), 0, undefined, at);
-    await fh.write(Buffer.from(plan.header, 'base64'), 0, undefined, plan.headerOffset);
     const footer = Buffer.from(plan.footer, 'base64');
     const size = (await fh.stat()).size;
     await fh.write(footer, 0, undefined, size - 512);
+    opts.onStep?.('end-footer');
     await fh.write(footer, 0, undefined, 0);
+    opts.onStep?.('footer-0');
+    for (const [at, b64] of plan.locators) await fh.write(Buffer.from(b64, 'base64'), 0, undefined, at);
+    opts.onStep?.('locators');
+    await fh.write(Buffer.from(plan.header, 'base64'), 0, undefined, plan.headerOffset);
     await fh.datasync();
+    opts.onStep?.('header');
   } finally {
     await fh.close();
   }
   await rm(journal.parent, { force: true });
   await rm(manifestPath(journal.parent), { force: true });
   await syncDir(dirname(journal.parent));
+  opts.onStep?.('removed');
   let manifest: 'sealed' | 'removed';
   if (keyGiven(opts)) {
     const img = await openImage(childAbs, { format: 'vhd', ...parentSearch(opts) });
@@ -345,6 +368,7 @@ async function mergeIntoChild(child: string, opts: MergeOptions): Promise<MergeR
     manifest = 'removed';
     warnings.warn(`${childAbs}: its manifest was removed (merged without the key, it could not be sealed again); merge with --seal or the key to keep one`);
   }
+  opts.onStep?.('manifest');
   await rm(journalPath, { force: true });
   return { child: childAbs, parent: journal.parent, merged: childAbs, removed: journal.parent, blocks, bytesCopied: bytes, resumed, manifest, seconds: (performance.now() - started) / 1000, warnings: warnings.list };
 }
