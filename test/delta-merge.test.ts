@@ -52,9 +52,9 @@ describe('merge on ciphertext', () => {
   };
 
   /** Runs the merge in a child process held at `holdAt` (a block number, or step:NAME) and kill -9s it there. */
-  const killMergeAt = (file: string, into: boolean, holdAt: string) =>
+  const killMergeAt = (file: string, into: boolean, holdAt: string, sealWith?: string) =>
     new Promise<boolean>((res, rej) => {
-      const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), file, into ? 'into' : 'parent', holdAt], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [join(ROOT, 'test/fixtures/engine/merge-child.mjs'), file, into ? 'into' : 'parent', holdAt, ...(sealWith ? [sealWith] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
       let k = false;
       let err = '';
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -234,5 +234,20 @@ describe('merge on ciphertext', () => {
       expect(statSync(mergeJournalPath(at(enc[2]!)), { throwIfNoEntry: false }), step).toBeUndefined();
     }
     expect(firstDiff4k(await decrypted(at(kept)), models[2]!)).toBe(-1);
+  });
+
+  it('with --seal, killed at each step boundary after the child is removed: a rerun seals the parent with the child\'s source again', async () => {
+    const source = (JSON.parse(readFileSync(enc[2]! + '.chain-manifest', 'utf8')) as { sourceUuid: string }).sourceUuid;
+    expect(source).toBeTruthy();
+    for (const step of ['removed', 'manifest', 'old-manifest-removed']) {
+      const name = `m-sealstep-${step}`;
+      const at = copyChain(name);
+      expect(await killMergeAt(at(enc[2]!), false, `step:${step}`, vault), step).toBe(true);
+      const r = await mergeImage(at(enc[2]!), { seal: true, vault });
+      expect([r.resumed, r.manifest], step).toEqual([true, 'sealed']);
+      expect((JSON.parse(readFileSync(at(enc[1]!) + '.chain-manifest', 'utf8')) as { sourceUuid: string }).sourceUuid, step).toBe(source);
+      const v = await verifyImage(at(enc[1]!), { blocks: true, vault });
+      expect(v.links[0]!.problems, step).toEqual([]);
+    }
   });
 });

@@ -191,8 +191,9 @@ export async function mergeImage(child: string, opts: MergeOptions = {}): Promis
       const u = await unlockImage(parent, opts);
       try {
         const luksUuid = u.info?.uuid ?? '';
-        // The parent now encrypts what the child did: the plaintext disk the child's manifest names.
-        const source = await sealedSourceUuid(childAbs, u.volumeKey, luksUuid);
+        // The parent now encrypts what the child did: the plaintext disk the child's manifest names. A rerun killed
+        // after that manifest was removed finds it in the parent's, sealed from it just before.
+        const source = (await sealedSourceUuid(childAbs, u.volumeKey, luksUuid)) ?? (resumed && !childExists ? await sealedSourceUuid(parentPath, u.volumeKey, luksUuid) : null);
         await writeManifest(parentPath, u.volumeKey, { luksUuid, dataOffset: u.layout.dataOffset, sectorSize: u.layout.sectorSize }, source);
       } finally {
         u.volumeKey.fill(0);
