@@ -106,9 +106,10 @@ async function readEbrChain(disk: VolumeBytes, extStart: bigint, extSize: bigint
   const seen = new Set<bigint>();
   const sector = Buffer.alloc(512);
   let ebr: bigint | null = extStart;
-  while (ebr !== null) {
+  // The count bounds the walk on its own, whatever the loop check below finds.
+  for (let count = 0; ebr !== null; count++) {
     if (seen.has(ebr)) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR chain of the extended partition at ${extStart} loops back to the EBR at ${ebr}`);
-    if (seen.size >= MAX_EBRS) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR chain of the extended partition at ${extStart} is longer than ${MAX_EBRS} EBRs`);
+    if (count >= MAX_EBRS) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR chain of the extended partition at ${extStart} is longer than ${MAX_EBRS} EBRs`);
     seen.add(ebr);
     await disk.read(ebr, sector);
     if (sector[510] !== 0x55 || sector[511] !== 0xaa) {
