@@ -1,7 +1,7 @@
 /**
  * BitLocker in a logical partition of an MBR extended partition: sfdisk lays out a primary plain partition and an
  * extended one holding a plain logical partition (5) and cryptsetup's XTS-128 image (6). `decrypt` of the raw disk
- * and of a dynamic VHD gives partition 6 with images.conf's SHA-256 and every other byte identical (EBRs included);
+ * and of a dynamic VHD (and `serve`'s export, read by nbdcopy) gives partition 6 with images.conf's SHA-256 and every other byte identical (EBRs included);
  * hand-made EBR chains that loop, run too long or point outside the disk or the extended partition are refused
  * with BITLK_BAD_PARTITION_TABLE, after a bounded number of sector reads.
  */
@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { decryptBitlockerImage, describeBitlockerDisk } from '../src/engine/index.js';
 import { readDiskLayout, type VolumeBytes } from '../src/bitlocker/index.js';
 import { extractCorpus, fileBytes, type Corpus } from './helpers/bitlk-images.js';
+import { startServe } from './helpers/nbd-serve-cli.js';
+import { TOOL_ENV } from './helpers/nbd-harness.js';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.js');
 const MIB = 1 << 20;
@@ -113,6 +115,25 @@ describe('BitLocker in a logical partition', () => {
       execFileSync('rm', ['-f', raw, src, out, back]);
     });
   }
+
+  it('serve exports the disk with partition 6 decrypted (nbdcopy), every other byte identical', async () => {
+    const raw = join(work, 'serve.raw');
+    const { volOffset, volSize, total } = makeDisk(raw);
+    const pw = join(work, 'pw');
+    writeFileSync(pw, `${corpus.images[IMAGE]!.PW}\n`);
+    const s = await startServe([raw, '--passphrase-file', pw]);
+    const copy = join(work, 'served.raw');
+    try {
+      execFileSync('nbdcopy', [s.uri, copy], { env: TOOL_ENV });
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+    expect(statSync(copy).size).toBe(total);
+    expect(sha256Range(copy, volOffset, volSize)).toBe(corpus.images[IMAGE]!.SHA256SUM);
+    expect(sha256Range(copy, 0, volOffset)).toBe(sha256Range(raw, 0, volOffset));
+    expect(sha256Range(copy, volOffset + volSize, total - volOffset - volSize)).toBe(sha256Range(raw, volOffset + volSize, total - volOffset - volSize));
+    execFileSync('rm', ['-f', raw, copy]);
+  });
 });
 
 /** A hand-made MBR disk in memory: sector 0 and any EBRs, given as (sector, entries); reads are counted. */
