@@ -1,8 +1,9 @@
 /**
  * Where the BitLocker volumes of a disk are: a bare volume (sector 0 is BitLocker's), or the partitions of an MBR
- * (the four primary entries; extended partitions are listed, not entered) or a GPT (UEFI 2.10 section 5.3: the
- * header at LBA 1, the entry array it names). Disks address 512-byte logical sectors, as VHDs do. Every count and
- * size read is bounded before it sizes a read.
+ * (the four primary entries, and the logical partitions of an extended one through its chain of EBRs) or a GPT
+ * (UEFI 2.10 section 5.3: the header at LBA 1, the entry array it names). Disks address 512-byte logical sectors,
+ * as VHDs do. Every count and size read is bounded before it sizes a read, and the EBR chain is bounded in length
+ * and checked for loops, so a hostile table costs at most MAX_EBRS sector reads.
  */
 import { BitlockerError } from './errors.js';
 import { guidString, looksLikeBitlocker, type VolumeBytes } from './metadata.js';
@@ -10,9 +11,12 @@ import { guidString, looksLikeBitlocker, type VolumeBytes } from './metadata.js'
 const LBA = 512n;
 const MAX_GPT_ENTRIES = 1024;
 const MAX_GPT_ENTRY_SIZE = 4096;
+/** Linux numbers logical partitions from 5 and stops at 4 + 256 (block/partitions/msdos.c); 128 EBRs is ample. */
+const MAX_EBRS = 128;
+const EXTENDED_TYPES = new Set([0x05, 0x0f, 0x85]);
 
 export interface Partition {
-  /** 1-based, as fdisk numbers them (MBR slot, GPT entry index). */
+  /** 1-based, as fdisk numbers them (MBR slot 1-4, then logical partitions from 5 in chain order; GPT entry index). */
   readonly index: number;
   readonly offset: bigint;
   readonly size: bigint;
@@ -61,6 +65,8 @@ export async function readDiskLayout(disk: VolumeBytes): Promise<DiskLayout> {
   const slots = [0, 1, 2, 3].map((i) => mbr.subarray(446 + 16 * i, 462 + 16 * i));
   if (slots.some((s) => s[4] === 0xee)) return readGpt(disk);
   const parts: Partition[] = [];
+  const logical: Partition[] = [];
+  const ebrs: bigint[] = [];
   for (const [i, s] of slots.entries()) {
     const type = s[4]!;
     const start = BigInt(s.readUInt32LE(8)) * LBA;
@@ -69,18 +75,82 @@ export async function readDiskLayout(disk: VolumeBytes): Promise<DiskLayout> {
     if (start === 0n || start + size > disk.size) {
       throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `MBR partition ${i + 1} [${start}, +${size}) lies outside the ${disk.size}-byte disk`);
     }
-    const extended = type === 0x05 || type === 0x0f || type === 0x85;
+    const extended = EXTENDED_TYPES.has(type);
     parts.push({
       index: i + 1,
       offset: start,
       size,
       type: type.toString(16).padStart(2, '0'),
-      name: extended ? 'extended (not entered)' : '',
+      name: extended ? 'extended' : '',
       bitlocker: !extended && (await isBitlockerAt(disk, start, size)),
     });
+    if (extended) await readEbrChain(disk, start, size, logical, ebrs);
   }
   checkOverlap(parts);
-  return { scheme: 'mbr', partitions: parts };
+  checkOverlap(logical);
+  // A logical partition decrypted in place must not cover an EBR (its own, or a later one's).
+  for (const p of logical) {
+    const ebr = ebrs.find((e) => e >= p.offset && e < p.offset + p.size);
+    if (ebr !== undefined) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `logical partition ${p.index} [${p.offset}, +${p.size}) covers the EBR at ${ebr}`);
+  }
+  return { scheme: 'mbr', partitions: [...parts, ...logical] };
+}
+
+/**
+ * The logical partitions of the extended partition [extStart, +extSize): each EBR's first entry is a logical
+ * partition relative to that EBR, its second the next EBR relative to the start of the extended partition; the
+ * third and fourth are unused. Appends to `out` (numbered on from 5) and records each EBR's offset in `ebrs`.
+ */
+async function readEbrChain(disk: VolumeBytes, extStart: bigint, extSize: bigint, out: Partition[], ebrs: bigint[]): Promise<void> {
+  const extEnd = extStart + extSize;
+  const seen = new Set<bigint>();
+  const sector = Buffer.alloc(512);
+  let ebr: bigint | null = extStart;
+  // The count bounds the walk on its own, whatever the loop check below finds.
+  for (let count = 0; ebr !== null; count++) {
+    if (seen.has(ebr)) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR chain of the extended partition at ${extStart} loops back to the EBR at ${ebr}`);
+    if (count >= MAX_EBRS) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR chain of the extended partition at ${extStart} is longer than ${MAX_EBRS} EBRs`);
+    seen.add(ebr);
+    await disk.read(ebr, sector);
+    if (sector[510] !== 0x55 || sector[511] !== 0xaa) {
+      // An extended partition with no logical partition may have no EBR at all (Linux reads none); a link must lead to one.
+      if (ebr === extStart) return;
+      throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR at ${ebr} has no 55 AA signature`);
+    }
+    ebrs.push(ebr);
+    const at = ebr;
+    const entry = (k: number) => {
+      const e = sector.subarray(446 + 16 * k, 462 + 16 * k);
+      return { type: e[4]!, start: BigInt(e.readUInt32LE(8)) * LBA, size: BigInt(e.readUInt32LE(12)) * LBA };
+    };
+    const data = entry(0);
+    if (data.type !== 0 && data.size !== 0n) {
+      const offset = at + data.start;
+      if (data.start === 0n || offset + data.size > extEnd || offset + data.size > disk.size) {
+        throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `logical partition ${5 + out.length} [${offset}, +${data.size}) (EBR at ${at}) lies outside the extended partition [${extStart}, +${extSize}) or the ${disk.size}-byte disk`);
+      }
+      const extended = EXTENDED_TYPES.has(data.type);
+      if (extended) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR at ${at} names an extended partition as its logical partition`);
+      out.push({
+        index: 5 + out.length,
+        offset,
+        size: data.size,
+        type: data.type.toString(16).padStart(2, '0'),
+        name: '',
+        bitlocker: await isBitlockerAt(disk, offset, data.size),
+      });
+    }
+    const link = entry(1);
+    ebr = null;
+    if (link.type !== 0 && link.size !== 0n) {
+      if (!EXTENDED_TYPES.has(link.type)) throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR at ${at}: second entry has type ${link.type.toString(16).padStart(2, '0')}, not a link to the next EBR`);
+      const next = extStart + link.start;
+      if (next + LBA > extEnd || next + LBA > disk.size) {
+        throw new BitlockerError('BITLK_BAD_PARTITION_TABLE', `the EBR at ${at} links to an EBR at ${next}, outside the extended partition [${extStart}, +${extSize}) or the ${disk.size}-byte disk`);
+      }
+      ebr = next;
+    }
+  }
 }
 
 async function readGpt(disk: VolumeBytes): Promise<DiskLayout> {
