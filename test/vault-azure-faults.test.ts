@@ -2,7 +2,8 @@
  * The https: provider when things go wrong across the network: `vault rotate-kek` over 20 sealed disks killed
  * (SIGKILL) at random points and rerun until it finishes, after which every disk opens; a vault server stopped
  * mid-job, which makes the job fail with a typed error (exit 5) and leave no file under the destination name;
- * a vault nobody listens on, which fails a command within the bounded retries and says so.
+ * a vault nobody listens on, which fails a command within the bounded retries and says so; a server whose
+ * certificate is not of the CA given (or of none), which is refused.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -91,6 +92,25 @@ describe('a vault that goes away (tests in this order: the mid-job one kills the
   afterAll(async () => {
     await server?.stop();
   });
+
+  test("the server's certificate is checked: with no CA, or another CA as VHDCRYPT_VAULT_CA, exit 5 naming TLS; with its CA it answers", async () => {
+    const p = await server.addPrincipal('tls', { secrets: ['get'], keys: [] });
+    const other = join(dir, 'other-ca.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=another CA',
+      '-days', '1', '-keyout', join(dir, 'other-ca.key'), '-out', other], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    const show = (ca: Record<string, string>) => spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'absent', '--vault', server.url], {
+      env: childEnv({ ...ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: p.clientSecret, AZURE_AUTHORITY_HOST: server.url }),
+      encoding: 'utf8', timeout: 60_000,
+    });
+    for (const ca of [{}, { VHDCRYPT_VAULT_CA: other }] as Array<Record<string, string>>) {
+      const r = show(ca);
+      expect(r.status, r.stderr).toBe(5);
+      expect(r.stderr, r.stderr).toMatch(/VAULT_UNREACHABLE.*TLS to 127\.0\.0\.1:\d+ failed \((UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\)/);
+    }
+    const ok = show({ VHDCRYPT_VAULT_CA: server.caPath });
+    expect(ok.stderr).toMatch(/VAULT_SECRET_NOT_FOUND/);
+  }, 90_000);
 
   test('a wrong client secret: VAULT_AUTH_FAILED (exit 5) in one line naming the credential that failed, without the secret', async () => {
     const p = await server.addPrincipal('wrong', { secrets: ['get'], keys: [] });

@@ -10,7 +10,7 @@
  */
 import type { TokenCredential } from '@azure/identity';
 import {
-  CryptographyClient, KeyClient, parseKeyVaultKeyIdentifier,
+  KeyClient, parseKeyVaultKeyIdentifier, type CryptographyClient,
   type JsonWebKey as AzureJwk, type KeyProperties as AzureKeyProperties, type KeyVaultKey,
 } from '@azure/keyvault-keys';
 import { SecretClient, type SecretProperties as AzureSecretProperties } from '@azure/keyvault-secrets';
@@ -80,9 +80,8 @@ interface Connection {
   readonly secrets: SecretClient;
   readonly keys: KeyClient;
   readonly credential: TokenCredential;
-  readonly clientOptions: object;
   readonly agent: Agent | undefined;
-  /** One CryptographyClient per key id (each does its own challenge round trip). */
+  /** One CryptographyClient per key id, each on the KeyClient's pipeline. */
   readonly crypto: Map<string, CryptographyClient>;
 }
 
@@ -99,7 +98,7 @@ async function connect(base: string, o: AzureVaultOptions): Promise<Connection> 
   const host = new URL(base).hostname;
   // Outside Key Vault's own domains (vault serve, an emulator) the challenge's resource cannot match the host.
   const clientOptions = { ...options, disableChallengeResourceVerification: !KEY_VAULT_SUFFIXES.some((s) => host.endsWith(s)) };
-  return { secrets: new SecretClient(base, credential, clientOptions), keys: new KeyClient(base, credential, clientOptions), credential, clientOptions, agent, crypto: new Map() };
+  return { secrets: new SecretClient(base, credential, clientOptions), keys: new KeyClient(base, credential, clientOptions), credential, agent, crypto: new Map() };
 }
 
 export class AzureVault implements Vault {
@@ -457,14 +456,16 @@ export class AzureVault implements Vault {
     return this.vaultKey(k).properties;
   }
 
-  // ---- cryptography: one CryptographyClient per key id (each does its own challenge round trip) ----
+  // ---- cryptography: one CryptographyClient per key id ----
 
   private cryptoFor(nameOrId: string): { client: CryptographyClient; name: string } {
     const r = resolveRef(this.uri, 'keys', nameOrId);
     const id = objectId(this.uri, 'keys', r.name, r.version);
     let client = this.conn.crypto.get(id);
     if (!client) {
-      client = new CryptographyClient(id, this.conn.credential, this.conn.clientOptions);
+      // On the KeyClient's pipeline: its token and challenge serve the key operations too (a client of its own
+      // would answer the vault's 401 challenge again before its first call).
+      client = this.keys.getCryptographyClient(r.name, r.version ? { keyVersion: r.version } : {});
       this.conn.crypto.set(id, client);
     }
     return { client, name: r.name };
