@@ -306,44 +306,24 @@ async function bitlockerProtector(f: DecryptFlags): Promise<Protector | undefine
 async function runBitlockerDecrypt(src: string, dst: string, f: DecryptFlags): Promise<void> {
   if (f.resume) throw new VhdcryptError('CLI_USAGE', '--resume: a BitLocker decrypt has no journal; run it again');
   const protector = await bitlockerProtector(f);
+  const options = {
+    ...(protector ? { protector } : {}),
+    ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
+    vault: f.vault,
+    threads: f.threads,
+    backend: f.backend,
+    force: f.force,
+    outFormat: f.outFormat,
+    ...parentOptions(f),
+    onWarning: printWarning,
+  };
   if (f.toLuks) {
-    const m = await withInterrupt(
-      (signal) =>
-        bitlockerToLuks(src, dst, {
-          ...(protector ? { protector } : {}),
-          ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
-          vault: f.vault,
-          kek: f.kek,
-          threads: f.threads,
-          backend: f.backend,
-          force: f.force,
-          outFormat: f.outFormat,
-          ...parentOptions(f),
-          signal,
-          onWarning: printWarning,
-        }),
-      dst,
-    );
+    const m = await withInterrupt((signal) => bitlockerToLuks(src, dst, { ...options, kek: f.kek, signal }), dst);
     if (f.json) process.stdout.write(jsonResult(m) + '\n');
     else process.stdout.write(`${m.luks.destination}: ${m.bitlocker.volumes.length} BitLocker volume(s) decrypted and re-encrypted into ${m.luks.format} (${m.luks.container}); key sealed as ${m.luks.secretId}\n`);
     return;
   }
-  const r = await withInterrupt(
-    (signal) =>
-      decryptBitlockerImage(src, dst, {
-        ...(protector ? { protector } : {}),
-        ...(f.secret !== undefined ? { bekSecret: f.secret } : {}),
-        vault: f.vault,
-        threads: f.threads,
-        backend: f.backend,
-        force: f.force,
-        outFormat: f.outFormat,
-        ...parentOptions(f),
-        signal,
-        onWarning: printWarning,
-      }),
-    dst,
-  );
+  const r = await withInterrupt((signal) => decryptBitlockerImage(src, dst, { ...options, signal }), dst);
   if (f.json) {
     process.stdout.write(jsonResult(r) + '\n');
     return;
