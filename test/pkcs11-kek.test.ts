@@ -32,7 +32,8 @@ describe.skipIf(!hsmOk)('PKCS#11 KEKs in SoftHSM2', () => {
       const secret = randomBytes(n);
       const w = await wrapWithToken('pkcs11:token=kek;object=aes', secret, { access });
       expect(w.mechanism).toBe('CKM_AES_KEY_WRAP_PAD');
-      expect(w.wrapped.includes(secret)).toBe(false);
+      // A 1-byte secret turns up in 16+ random-looking bytes by chance (about 6%): look for longer ones only.
+      if (n >= 16) expect(w.wrapped.includes(secret)).toBe(false);
       const back = await unwrapWithToken('pkcs11:token=kek;object=aes', w.mechanism, w.wrapped, { access });
       expect(Buffer.from(back).equals(secret)).toBe(true);
     }
