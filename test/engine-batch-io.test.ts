@@ -9,9 +9,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline } from '../src/engine/index.js';
+import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline, verifyImage } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
@@ -128,6 +128,50 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     for (const [offset, tid] of offsetsBy(writes)) expect(readers.get(offset)).toBe(tid);
   });
 
+  it('a fixed VHD output\'s manifest takes its payload blocks\' SHA-256 from the workers: only the LUKS header region is read back, and verify checks every block', async () => {
+    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
+    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    const size = 16 * MiB;
+    const srcPath = join(dir, 'man-src.vhd');
+    const src = (await createImage(srcPath, { format: 'vhd-fixed', virtualSize: BigInt(size) })) as WritableImage;
+    await src.write(0n, new Uint8Array(randomBytes(size)));
+    await src.close();
+    const passphraseFile = join(dir, 'man.pass');
+    writeFileSync(passphraseFile, 'correct horse');
+    const out = join(dir, 'man-out.vhd');
+    const trace = join(dir, 'mtrace');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    const r = spawnSync(
+      'strace',
+      ['-ff', '-qq', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const reads = readdirSync(dir)
+      .filter((f) => f.startsWith('mtrace.'))
+      .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
+      .map((l) => /^(?:pread64|read)\(\d+, "[^"]*"(?:\.\.\.)?, (\d+)/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) >= 2 * MiB);
+    // The source's four 4 MiB batches and the 16 MiB LUKS2 header region in 2 MiB blocks; no payload block again.
+    expect(reads.map((m) => Number(m[1])).sort((a, b) => a - b)).toEqual([...Array(8).fill(2 * MiB), ...Array(4).fill(4 * MiB)]);
+    const good = await verifyImage(out, { passphraseFile, blocks: true });
+    expect(good.ok, JSON.stringify(good)).toBe(true);
+    // The hashes are of what was written: a byte changed in the last payload block is found.
+    const fd = openSync(out, 'r+');
+    try {
+      const at = 16 * MiB + size - 4096;
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at);
+      b[0]! ^= 1;
+      writeSync(fd, b, 0, 1, at);
+    } finally {
+      closeSync(fd);
+    }
+    const bad = await verifyImage(out, { passphraseFile, blocks: true });
+    expect(bad.ok).toBe(false);
+    expect(JSON.stringify(bad.links)).toContain(String((16 * MiB + size) / (2 * MiB) - 1));
+  });
+
   it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {
     const pool = new CryptPool({ threads: 1, backend: 'native' });
     const job = pool.startJob(new Uint8Array(randomBytes(64)));
@@ -157,6 +201,21 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
       await pool.endJob(job);
       await pool.destroy();
     }
+  });
+
+  it('wiping a slot ring zeroes every slot that was handed out', async () => {
+    const ring = new SlotRing(4, 64 * 1024);
+    const a = await ring.acquire();
+    const b = await ring.acquire();
+    a.view(a.size).fill(0xaa);
+    b.view(b.size).fill(0x55);
+    ring.release(a);
+    const again = await ring.acquire();
+    again.view(100).fill(0x11);
+    ring.release(again);
+    ring.release(b);
+    ring.wipe();
+    expect(new Uint8Array(a.buffer).some((x) => x !== 0)).toBe(false);
   });
 
   it('a small job runs inline (one thread, no worker) and round-trips to the same bytes', async () => {

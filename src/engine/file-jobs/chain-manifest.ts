@@ -101,8 +101,12 @@ async function metadataHash(link: DiskImage): Promise<string> {
   }
 }
 
-/** SHA-256 of each block this link's own file holds, in block order. */
-export async function blockHashes(link: DiskImage): Promise<Array<[number, string]>> {
+/**
+ * SHA-256 of each block this link's own file holds, in block order. `known`: the hashes of a fixed link's pieces
+ * already taken as they were written (by virtual-disk offset; encrypt's workers hash each batch they write), so only
+ * the others are read back.
+ */
+export async function blockHashes(link: DiskImage, known?: ReadonlyMap<bigint, string>): Promise<Array<[number, string]>> {
   const out: Array<[number, string]> = [];
   if (link instanceof SparseVhdImage) {
     const bs = link.blockSize!;
@@ -119,6 +123,11 @@ export async function blockHashes(link: DiskImage): Promise<Array<[number, strin
   const size = Number(link.virtualSize);
   const chunk = new Uint8Array(DEFAULT_BLOCK_SIZE);
   for (let o = 0, b = 0; o < size; o += chunk.length, b++) {
+    const taken = known?.get(BigInt(o));
+    if (taken !== undefined) {
+      out.push([b, taken]);
+      continue;
+    }
     const view = chunk.subarray(0, Math.min(chunk.length, size - o));
     await link.read(BigInt(o), view);
     out.push([b, createHash('sha256').update(view).digest('hex')]);
@@ -127,7 +136,7 @@ export async function blockHashes(link: DiskImage): Promise<Array<[number, strin
 }
 
 /** The digest of a link as it is now. */
-export async function digestLink(link: DiskImage, vol: VolumeFacts): Promise<LinkDigest> {
+export async function digestLink(link: DiskImage, vol: VolumeFacts, known?: ReadonlyMap<bigint, string>): Promise<LinkDigest> {
   const h = link.dynamicHeader;
   return {
     format: MANIFEST_FORMAT,
@@ -141,16 +150,19 @@ export async function digestLink(link: DiskImage, vol: VolumeFacts): Promise<Lin
     },
     volume: { luksUuid: vol.luksUuid, dataOffset: String(vol.dataOffset), sectorSize: vol.sectorSize },
     metadataSha256: await metadataHash(link),
-    blocks: await blockHashes(link),
+    blocks: await blockHashes(link, known),
   };
 }
 
-/** Write (or replace) the manifest of the link at `file`, opened on its own, under the volume key. */
-export async function writeManifest(file: string, volumeKey: Uint8Array, vol: VolumeFacts, sourceUuid: string | null = null): Promise<string> {
+/**
+ * Write (or replace) the manifest of the link at `file`, opened on its own, under the volume key; `known` as for
+ * blockHashes.
+ */
+export async function writeManifest(file: string, volumeKey: Uint8Array, vol: VolumeFacts, sourceUuid: string | null = null, known?: ReadonlyMap<bigint, string>): Promise<string> {
   const link = await openImage(file, { format: 'vhd', withoutParent: true });
   const key = manifestKey(volumeKey, vol.luksUuid);
   try {
-    const d = { ...(await digestLink(link, vol)), sourceUuid };
+    const d = { ...(await digestLink(link, vol, known)), sourceUuid };
     const m: Manifest = { ...d, mac: macOf(key, d) };
     const dest = manifestPath(file);
     await publishNewFile(dest, Buffer.from(JSON.stringify(m) + '\n', 'utf8'), { replace: true });

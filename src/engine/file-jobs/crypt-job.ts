@@ -27,6 +27,8 @@ export interface CryptJobSpec {
   readonly journalPath: string;
   readonly journal: Omit<JournalState, 'doneBatches'>;
   readonly skipBatches: number;
+  /** Hash the output's payload in pieces of this many bytes as it is written (CryptJobStats.pieceHashes). */
+  readonly hashPieces?: number;
 }
 
 export interface CryptJobStats {
@@ -38,6 +40,8 @@ export interface CryptJobStats {
   readonly seconds: number;
   /** True when the output's data went straight to the device (O_DIRECT). */
   readonly directWrites: boolean;
+  /** With hashPieces: SHA-256 (hex) of every piece written by this run, by output virtual-disk offset. */
+  readonly pieceHashes: ReadonlyMap<bigint, string>;
 }
 
 /** Run the job; `pool` (started early by the caller so workers load while keys are made) is destroyed at the end. */
@@ -47,8 +51,9 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
   const bytesTotal = await rangesTotal(ranges());
   // Enough slots that every worker has its next batch queued while it runs one, and the main thread's own reads or
-  // writes (where the images cannot plan them) overlap the crypto.
-  const slots = new SlotRing(pool.threads * 2 + 2, batchBytes);
+  // writes (where the images cannot plan them) overlap the crypto. Inline, one batch runs at a time: a second slot
+  // lets such a read or write overlap it, and more would only be fresh pages to fault in.
+  const slots = new SlotRing(pool.usesWorkers ? pool.threads * 2 + 2 : 2, batchBytes);
   // Batches are large and aligned: skip the page cache, whose copy and writeback cost more CPU than the crypto.
   const directWrites = await spec.output.useDirectWrites();
   if (directWrites) {
@@ -64,6 +69,8 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   let done = 0n;
   let processed = 0n;
   let skippedBytes = 0n;
+  const pieceHashes = new Map<bigint, string>();
+  const piece = spec.hashPieces ?? 0;
   const report = () => {
     const secs = (performance.now() - started) / 1000;
     opts.onProgress?.({ bytesDone: done, bytesTotal, rate: secs > 0 ? Number(processed) / secs : 0 });
@@ -103,6 +110,17 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
         }
       },
       skipBatches: spec.skipBatches,
+      ...(piece > 0
+        ? {
+            hashResults: {
+              pieceBytes: piece,
+              // Whole pieces only: a short last one is read back with the link's own size (a VHD's may be rounded up).
+              hashed: (off: bigint, length: number, hashes: readonly string[]) => {
+                for (let i = 0; i < hashes.length && (i + 1) * piece <= length; i++) pieceHashes.set(spec.outputBase + off + BigInt(i * piece), hashes[i]!);
+              },
+            },
+          }
+        : {}),
       checkpoint: async (n) => {
         try {
           await output.flush();
@@ -138,6 +156,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
     threads: pool.threads,
     seconds: (performance.now() - started) / 1000,
     directWrites,
+    pieceHashes,
   };
 }
 

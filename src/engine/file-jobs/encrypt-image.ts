@@ -66,7 +66,7 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
    * differencing VHD over it, under the parent's volume key (see delta-encrypt.ts).
    */
   readonly parentImage?: string;
-  /** Write the authenticated manifest beside a VHD output (default true; it reads the output once more to hash it). */
+  /** Write the authenticated manifest beside a VHD output (default true: a fixed output is hashed as its batches are written, a dynamic one read back once). */
   readonly manifest?: boolean;
 }
 
@@ -160,6 +160,12 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       if (secretId) await settleSecret(secretId, opts);
     }
 
+    // A fixed output's manifest hashes it in DEFAULT_BLOCK_SIZE pieces: the workers hash each batch they write when
+    // batches fall on those pieces (the manifest then reads back only the LUKS header's and a resumed run's skipped
+    // ones). A dynamic output's blocks are hashed with their bitmaps, after the run.
+    const wantManifest = container !== 'raw' && prepared.luksUuid !== null && opts.manifest !== false;
+    const piece = BigInt(DEFAULT_BLOCK_SIZE);
+    const hashPieces = wantManifest && container === 'vhd-fixed' && dataOffset % piece === 0n && BigInt(batchBytes) % piece === 0n ? DEFAULT_BLOCK_SIZE : 0;
     const stats = await runCryptJob(
       {
         encrypt: true,
@@ -173,6 +179,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         journalPath: paths.journal,
         journal: { ...journalBase, secretId },
         skipBatches,
+        ...(hashPieces > 0 ? { hashPieces } : {}),
       },
       opts,
       pool,
@@ -182,8 +189,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     hold.ownsTemp = false;
     sealedNow = null;
     // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
-    if (container !== 'raw' && prepared.luksUuid && opts.manifest !== false) {
-      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize }, source.uuid ?? null);
+    if (wantManifest && prepared.luksUuid) {
+      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize }, source.uuid ?? null, stats.pieceHashes);
     }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     return runResultOf(stats, started, {

@@ -66,10 +66,18 @@ function replyError(r: Extract<WorkerReply, { ok: false }>): Error {
   return new WorkerCryptError(r.code, r.message);
 }
 
-/** Where a batch's I/O happens when the worker does it. */
+/** Where a batch's I/O happens when the worker does it, and whether it hashes the result. */
 export interface BatchIo {
   readonly read: FileReadPlan | null;
   readonly write: FileWritePlan | null;
+  /** SHA-256 of the result in pieces of this many bytes (0 or absent: none). */
+  readonly hashPieces?: number;
+}
+
+/** What a batch's worker reports beyond success. */
+export interface BatchReport {
+  readonly wrote?: FileWriteReport;
+  readonly hashes?: readonly string[];
 }
 
 /** A failed planned read or write of a batch, as the worker saw it. */
@@ -149,9 +157,9 @@ export class CryptPool {
 
   /**
    * Encrypt or decrypt a batch in its slot; with `io`, the worker first reads it in and then writes it out itself
-   * (a failed read or write rejects with BatchIoError). Resolves with the planned write's report.
+   * (a failed read or write rejects with BatchIoError). Resolves with the planned write's report and the hashes.
    */
-  async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef, io: BatchIo = { read: null, write: null }): Promise<FileWriteReport | undefined> {
+  async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef, io: BatchIo = { read: null, write: null }): Promise<BatchReport> {
     const task: CryptTask = {
       kind: 'crypt',
       jobId: job.id,
@@ -167,6 +175,7 @@ export class CryptPool {
       tweakStep: b.tweakStep,
       read: io.read,
       write: io.write,
+      hashPieces: io.hashPieces ?? 0,
     };
     const reply = await this.run(task);
     if (!reply.ok) {
@@ -174,7 +183,7 @@ export class CryptPool {
       throw reply.side !== undefined ? new BatchIoError(reply.side, e) : e;
     }
     if (!this.ran) this.ran = { backend: reply.backend, kernel: reply.kernel };
-    return reply.wrote;
+    return { ...(reply.wrote ? { wrote: reply.wrote } : {}), ...(reply.hashes ? { hashes: reply.hashes } : {}) };
   }
 
   /** Wipe the shared key and make every worker drop its key schedule. */

@@ -9,7 +9,7 @@
  * Checkpoints report the number of leading batches that are all written, for
  * the resume journal (the caller makes them durable first).
  */
-import { BatchIoError, type CryptJob, type CryptPool } from './crypt-pool.js';
+import { BatchIoError, type BatchReport, type CryptJob, type CryptPool } from './crypt-pool.js';
 import type { FileReadPlan, FileWritePlan, FileWriteReport } from '../../image/index.js';
 import { EngineError } from '../errors.js';
 import type { Batch } from './payload-ranges.js';
@@ -34,6 +34,11 @@ export interface PipelineSpec {
   /** How the worker writes it itself, or null (then `write` runs here); each report goes to `wrotePlanned`. */
   writePlan?(payloadOffset: bigint, length: number): FileWritePlan | null;
   wrotePlanned?(report: FileWriteReport): void;
+  /**
+   * SHA-256 of each `pieceBytes` of every batch's result, taken by the worker while it holds the batch (`hashed`
+   * gets them with the batch's payload offset); batches must then start on a piece boundary.
+   */
+  readonly hashResults?: { readonly pieceBytes: number; hashed(payloadOffset: bigint, length: number, hashes: readonly string[]): void };
   /** The error a planned read or write failed with, as this side's own read or write would have thrown it. */
   plannedIoError?(side: 'read' | 'write', cause: Error): unknown;
   /** Batches below this index are already done (resume). */
@@ -110,19 +115,20 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
       }
       const write = p.writePlan?.(b.offset, b.length) ?? null;
       const t = p.tweak(b.offset);
-      let wrote: FileWriteReport | undefined;
+      let done: BatchReport;
       try {
-        wrote = await p.pool.crypt(
+        done = await p.pool.crypt(
           p.job,
           p.encrypt,
           { buffer: slot.buffer, offset: slot.offset, length: b.length, firstTweak: t.firstTweak, sectorSize: p.sectorSize, tweakStep: t.tweakStep },
-          { read, write },
+          { read, write, hashPieces: p.hashResults?.pieceBytes ?? 0 },
         );
       } catch (e) {
         throw e instanceof BatchIoError ? (p.plannedIoError?.(e.side, e.cause as Error) ?? e.cause) : e;
       }
+      if (p.hashResults && done.hashes) p.hashResults.hashed(b.offset, b.length, done.hashes);
       if (write !== null) {
-        if (wrote) p.wrotePlanned?.(wrote);
+        if (done.wrote) p.wrotePlanned?.(done.wrote);
       } else {
         if (stopping()) return;
         await p.write(b.offset, view);

@@ -20,6 +20,8 @@ export class SlotRing {
   private readonly buffer: SharedArrayBuffer;
   private readonly free: Slot[] = [];
   private readonly waiters: Array<(s: Slot) => void> = [];
+  /** Slots handed out at least once: only they can hold plaintext (the others were never touched). */
+  private readonly used = new Set<Slot>();
 
   constructor(count: number, slotSize: number) {
     this.count = count;
@@ -38,7 +40,10 @@ export class SlotRing {
   /** A free slot, waiting for one when all are in use. */
   acquire(): Promise<Slot> {
     const s = this.free.pop();
-    if (s) return Promise.resolve(s);
+    if (s) {
+      this.used.add(s);
+      return Promise.resolve(s);
+    }
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
@@ -48,8 +53,12 @@ export class SlotRing {
     else this.free.push(s);
   }
 
-  /** Zero every slot (plaintext passes through them). */
+  /**
+   * Zero every slot that was used (plaintext passes through them). Slots never handed out are left alone: their
+   * pages were never touched, and touching them would cost a page fault each for nothing.
+   */
   wipe(): void {
-    new Uint8Array(this.buffer).fill(0);
+    for (const s of this.used) new Uint8Array(s.buffer, s.offset, s.size).fill(0);
+    this.used.clear();
   }
 }

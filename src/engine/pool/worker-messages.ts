@@ -27,6 +27,8 @@ export interface CryptTask extends SectorBatchRef {
   readonly read: FileReadPlan | null;
   /** Write the batch from the slot afterwards, to the output's descriptors (else the engine writes it). */
   readonly write: FileWritePlan | null;
+  /** SHA-256 of the batch's result in pieces of this many bytes (the output's manifest blocks), or 0 for none. */
+  readonly hashPieces: number;
 }
 
 /** Drop the job's Xts; every worker takes exactly one (the barrier holds each until all have arrived). */
@@ -47,7 +49,14 @@ export interface WarmTask {
 export type WorkerTask = CryptTask | DisposeTask | WarmTask;
 
 export type WorkerReply =
-  | { readonly ok: true; readonly backend: string; readonly kernel: string; readonly wrote?: FileWriteReport }
+  | {
+      readonly ok: true;
+      readonly backend: string;
+      readonly kernel: string;
+      readonly wrote?: FileWriteReport;
+      /** Hex SHA-256 of each hashPieces-byte piece of the result, in order (the last may be shorter). */
+      readonly hashes?: readonly string[];
+    }
   | {
       readonly ok: false;
       readonly code: ErrorCode;

@@ -8,7 +8,7 @@
  * thread, never copied and never waited for by the main thread.
  */
 import { createXts, type Xts } from '../../crypto/index.js';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { VhdcryptError } from '../../errors.js';
 import { readPlannedSync, writePlannedSync, type FileWriteReport } from '../../image/index.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
@@ -54,12 +54,20 @@ function crypt(t: CryptTask): WorkerReply {
   const opts = { tweakStep: t.tweakStep };
   if (t.encrypt) x.encryptSectors(data, t.firstTweak, t.sectorSize, opts);
   else x.decryptSectors(data, t.firstTweak, t.sectorSize, opts);
+  // Hashed while the batch is still in this core's cache: the manifest then needs no second pass over the output.
+  const hashes = t.hashPieces > 0 ? hashPieces(data, t.hashPieces) : undefined;
   let wrote: FileWriteReport | undefined;
   if (t.write) {
     const plan = t.write;
     wrote = onSide('write', () => writePlannedSync(plan, data));
   }
-  return wrote ? { ok: true, backend: x.backend, kernel: x.kernel, wrote } : { ok: true, backend: x.backend, kernel: x.kernel };
+  return { ok: true, backend: x.backend, kernel: x.kernel, ...(wrote ? { wrote } : {}), ...(hashes ? { hashes } : {}) };
+}
+
+function hashPieces(data: Uint8Array, piece: number): string[] {
+  const out: string[] = [];
+  for (let o = 0; o < data.length; o += piece) out.push(createHash('sha256').update(data.subarray(o, o + piece)).digest('hex'));
+  return out;
 }
 
 function dispose(t: DisposeTask): WorkerReply {
