@@ -13,6 +13,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync
 import { join } from 'node:path';
 import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline, verifyImage } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
+import { poolForJob } from '../src/engine/pool/crypt-pool.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
 import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
@@ -200,6 +201,16 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
       closeSync(full);
       await pool.endJob(job);
       await pool.destroy();
+    }
+  });
+
+  it('a native job asked for one thread runs inline (no worker thread, one core\'s work); WASM keeps its worker', () => {
+    const big = 1n << 30n;
+    const pools = [poolForJob({ threads: 1, backend: 'native' }, big), poolForJob({ threads: 1 }, big), poolForJob({ threads: 2, backend: 'native' }, big), poolForJob({ threads: 1, backend: 'wasm' }, big), poolForJob({}, big)];
+    try {
+      expect(pools.map((p) => p.usesWorkers)).toEqual([false, false, true, true, true]);
+    } finally {
+      for (const p of pools) void p.destroy();
     }
   });
 

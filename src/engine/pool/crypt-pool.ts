@@ -44,13 +44,15 @@ export interface CryptJob {
 export const INLINE_MAX_BYTES = 64 << 20;
 
 /**
- * The pool for a job of `payloadBytes`: inline when it is small, the caller left the thread count open and the
- * native kernel runs it (WASM and JS are slow enough that even a small job is worth a worker per core).
+ * The pool for a job of `payloadBytes`, inline where the native kernel runs it and either the caller asked for one
+ * thread (a worker would add a thread to start and a hand-off per batch, and keep this thread busy beside it: a
+ * `--threads 1` job is then one core's work, which is what a fleet running one job per core counts on) or left the
+ * count open for a small job. WASM and JS are slow enough that even a small job is worth a worker per core.
  */
 export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, payloadBytes: bigint): CryptPool {
   const backend = opts.backend ?? 'auto';
   const native = (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
-  const inline = opts.threads === undefined && native && payloadBytes <= BigInt(INLINE_MAX_BYTES);
+  const inline = native && (opts.threads === 1 || (opts.threads === undefined && payloadBytes <= BigInt(INLINE_MAX_BYTES)));
   return new CryptPool({ ...opts, inline });
 }
 
