@@ -114,3 +114,20 @@ export function headerRegionBytes(h: LuksHeader): number {
   }
   return Number(2n * BigInt(h.state.hdrSize) + h.state.meta.config.keyslotsSize);
 }
+
+/**
+ * The byte ranges [start, end) of a header region that a freshly made header can hold anything but zeros in:
+ * LUKS1 its header and keyslot areas (headerRegionBytes), LUKS2 both binary header + JSON copies and each keyslot's
+ * area (LUKS2 on-disk format, 3.2-3.3). Everything else in the region is zero.
+ */
+export function headerUsedRanges(h: LuksHeader): Array<readonly [number, number]> {
+  if (h.version === 1) return [[0, headerRegionBytes(h)]];
+  const out: Array<readonly [number, number]> = [[0, 2 * h.state.hdrSize]];
+  for (const k of h.state.meta.keyslots) out.push([Number(k.areaOffset), Number(k.areaOffset + k.areaSize)]);
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+/** headerUsedRanges of the header held in `bytes`. */
+export async function usedRangesOf(bytes: Uint8Array): Promise<Array<readonly [number, number]>> {
+  return withHeaderIo(bytes, false, async (io) => headerUsedRanges(await readLuksHeader(io)));
+}

@@ -29,5 +29,5 @@ export {
 export { LUKS_MAGIC, LUKS2_MAGIC_SECONDARY, LUKS_MAX_HEADER_REGION } from './on-disk.js';
 export { segmentTweak, type LuksVolumeInfo, type LuksKeyslotSummary } from './volume-info.js';
 export type { LuksToken, JsonObject } from './luks2-json.js';
-export { dump, keyslotPriorityName, type LuksDump } from './dump.js';
+export { dump, keyslotPriorityName, usedRangesOf, type LuksDump } from './dump.js';
 export { backupHeader, restoreHeader } from './header-backup.js';

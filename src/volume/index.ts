@@ -48,7 +48,7 @@ export {
   type EncryptionPlan,
   type PreparedEncryption,
 } from './encryption-keys.js';
-export { hasLuksMagic, probeLuksHeader, readLuksInfo, readLuksRegion, readVolumeLuksInfo, writeLuksRegion, type LuksRegion } from './luks-region.js';
+export { hasLuksMagic, probeLuksHeader, readLuksInfo, readLuksRegion, readVolumeLuksInfo, writeLuksRegion, writeNewLuksRegion, type LuksRegion } from './luks-region.js';
 export { DEFAULT_KEK, TAG_PENDING, defaultVaultExists, discardSecret, openVolumeVault, type VolumeVault } from './vault-link.js';
 export {
   KDF_SYSTEMD_PKCS11, SYSTEMD_PKCS11_TOKEN, preparePkcs11Keyslot, systemdPkcs11TokensOf, pkcs11TokenPassphrase,

@@ -3,7 +3,7 @@
  * LUKS library works on it whatever the container (a dynamic VHD's virtual
  * disk is not its file). Edits are written back with writeLuksRegion.
  */
-import { LUKS_MAGIC, LUKS_MAX_HEADER_REGION, readVolumeInfo, type LuksVolumeInfo } from '../luks/index.js';
+import { LUKS_MAGIC, LUKS_MAX_HEADER_REGION, readVolumeInfo, usedRangesOf, type LuksVolumeInfo } from '../luks/index.js';
 import type { DiskImage, WritableImage } from '../image/index.js';
 import { VhdcryptError } from '../errors.js';
 import { VolumeError } from './errors.js';
@@ -78,6 +78,19 @@ export async function hasLuksMagic(image: DiskImage): Promise<boolean> {
 export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | null> {
   const info = await readLuksInfo(image);
   return info && { info, bytes: await readPrefix(image, info.dataOffset) };
+}
+
+/**
+ * Write a new header region (then flush) into a new image, which reads as zeros: only the ranges the header can
+ * use (its copies and keyslot areas) are written. The region's other megabytes are never touched in memory (each
+ * page of them read would be faulted in for nothing) and stay holes in the file.
+ */
+export async function writeNewLuksRegion(image: WritableImage, bytes: Uint8Array): Promise<void> {
+  for (const [start, end] of await usedRangesOf(bytes)) {
+    if (end > bytes.length || start >= end) throw new VolumeError('ENGINE_HEADER_TOO_LARGE', `a keyslot area [${start}, ${end}) lies outside the ${bytes.length}-byte header region`);
+    await image.write(BigInt(start), bytes.subarray(start, end));
+  }
+  await image.flush();
 }
 
 /** Write an edited header region back (then flush) into a writable image. */

@@ -27,7 +27,7 @@ import {
   openVolumeVault,
   prepareEncryption,
   unlockImage,
-  writeLuksRegion,
+  writeNewLuksRegion,
   type EncryptionFormat,
   type KeySourceOptions,
   type Pkcs11Enrollment,
@@ -152,7 +152,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
       output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
       hold.ownsTemp = true;
-      if (prepared.header) await writeLuksRegion(output, prepared.header);
+      if (prepared.header) await writeNewLuksRegion(output, prepared.header);
       else await output.flush();
       await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
       hold.journalWritten = true;
