@@ -8,7 +8,8 @@
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { Piscina } from 'piscina';
+import { createRequire } from 'node:module';
+import type { Piscina } from 'piscina';
 import { nativeKernels, type BackendChoice } from '../../crypto/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
@@ -54,6 +55,16 @@ export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, 
   const native = (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
   const inline = native && (opts.threads === 1 || (opts.threads === undefined && payloadBytes <= BigInt(INLINE_MAX_BYTES)));
   return new CryptPool({ ...opts, inline });
+}
+
+/**
+ * piscina, loaded on the first pool that has workers: an inline job (most small ones, and every --threads 1 native
+ * job) then never loads its twenty modules.
+ */
+let piscinaClass: typeof Piscina | null = null;
+function loadPiscina(): typeof Piscina {
+  piscinaClass ??= (createRequire(import.meta.url)('piscina') as { Piscina: typeof Piscina }).Piscina;
+  return piscinaClass;
 }
 
 /** How long destroy() waits for workers still starting. */
@@ -118,7 +129,7 @@ export class CryptPool {
     if (!existsSync(filename)) {
       throw new EngineError('ENGINE_WORKER_FAILED', `worker ${filename} is missing; build the package first (npm run build)`);
     }
-    this.pool = new Piscina({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
+    this.pool = new (loadPiscina())({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
     // Piscina emits a worker that failed to start (EMFILE, ENOMEM: ERR_WORKER_INIT_FAILED) on the pool; with no
     // listener that is an uncaught exception. The tasks given to such a worker fail with the same error.
     this.pool.on('error', () => undefined);
