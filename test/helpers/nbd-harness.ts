@@ -1,6 +1,6 @@
 /** Test harness for the NBD tests: temp dirs, child processes with deadlines, waiting on sockets. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -58,13 +58,32 @@ export async function waitForPath(path: string, timeoutMs = 10_000, child?: Chil
   }
 }
 
-/** Start a long-running tool (nbdkit, qemu-nbd) that serves on `socket`; resolves once the socket exists. */
+/**
+ * True once a unix socket at `path` is listening: /proc/net/unix lists it with __SO_ACCEPTCON (0x10000) in its flags.
+ * The file appears at bind(), before listen(): a client connecting in between is refused (seen on a loaded machine).
+ * Checked without connecting, so a server that serves one client and exits is not used up by the probe.
+ */
+async function unixSocketListening(path: string): Promise<boolean> {
+  const table = await readFile('/proc/net/unix', 'utf8');
+  return table.split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f.length >= 8 && f.slice(7).join(' ') === path && (parseInt(f[3]!, 16) & 0x10000) !== 0;
+  });
+}
+
+/** Start a long-running tool (nbdkit, qemu-nbd) that serves on `socket`; resolves once the socket is listening. */
 export async function startServer(cmd: string, args: string[], socket: string): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
   const child = spawn(cmd, args, { env: TOOL_ENV, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   try {
     await waitForPath(socket, 15_000, child);
+    const deadline = Date.now() + 15_000;
+    while (!(await unixSocketListening(socket))) {
+      if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode}) before ${socket} was listening`);
+      if (Date.now() > deadline) throw new Error(`${socket} was not listening within 15000 ms`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
   } catch (e) {
     child.kill('SIGKILL');
     throw new Error(`${cmd}: ${(e as Error).message}: ${err}`);
