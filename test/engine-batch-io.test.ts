@@ -13,7 +13,9 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync
 import { join } from 'node:path';
 import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline, verifyImage } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
-import { poolForJob } from '../src/engine/pool/crypt-pool.js';
+import { DEVICE_WRITERS, poolForJob } from '../src/engine/pool/crypt-pool.js';
+import { cpus } from 'node:os';
+import { onDeviceFileSystem } from '../src/engine/file-jobs/safe-output.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
 import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
@@ -209,9 +211,20 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     const pools = [poolForJob({ threads: 1, backend: 'native' }, big), poolForJob({ threads: 1 }, big), poolForJob({ threads: 2, backend: 'native' }, big), poolForJob({ threads: 1, backend: 'wasm' }, big), poolForJob({}, big)];
     try {
       expect(pools.map((p) => p.usesWorkers)).toEqual([false, false, true, true, true]);
+      // Toward a device, enough workers that DEVICE_WRITERS writes can wait on it at once; in memory, one per core.
+      const cores = cpus().length;
+      const toDevice = poolForJob({ backend: 'native', toDevice: true }, big);
+      const inMemory = poolForJob({ backend: 'native', toDevice: false }, big);
+      pools.push(toDevice, inMemory);
+      expect([toDevice.threads, inMemory.threads]).toEqual([Math.max(cores, DEVICE_WRITERS), cores]);
     } finally {
       for (const p of pools) void p.destroy();
     }
+  });
+
+  it('tmpfs is told apart from a file system on a device (statfs f_type)', async () => {
+    expect(await onDeviceFileSystem('/dev/shm')).toBe(false);
+    expect(await onDeviceFileSystem(ROOT)).toBe(spawnSync('stat', ['-f', '-c', '%T', ROOT], { encoding: 'utf8' }).stdout.trim() !== 'tmpfs');
   });
 
   it('wiping a slot ring zeroes every slot that was handed out', async () => {

@@ -13,7 +13,7 @@ import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, writeJournal, type JournalState } from './resume-journal.js';
 import {
-  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, plaintextOutputMode, setOutputMode,
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, onDeviceFileSystem, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import { unlockImage, type UnlockImageOptions } from '../../volume/index.js';
@@ -30,7 +30,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob).
-    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
+    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend, toDevice: await onDeviceFileSystem(dirname(paths.dest)) }, source.virtualSize));
     void pool.warm();
     const unlocked = await unlockImage(source, opts);
     const volumeKey = (hold.volumeKey = unlocked.volumeKey);

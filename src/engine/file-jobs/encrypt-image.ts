@@ -16,7 +16,7 @@ import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover } from './safe-output.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, onDeviceFileSystem } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,
@@ -86,7 +86,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob).
-    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
+    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend, toDevice: await onDeviceFileSystem(dirname(paths.dest)) }, source.virtualSize));
     void pool.warm();
     const format = opts.format ?? 'luks2';
     const container = opts.outFormat ?? containerFor(source.format);
