@@ -48,10 +48,13 @@ export const INLINE_MAX_BYTES = 64 << 20;
  * native kernel runs it (WASM and JS are slow enough that even a small job is worth a worker per core).
  */
 export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, payloadBytes: bigint): CryptPool {
-  const backend = opts.backend ?? 'auto';
-  const native = (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
-  const inline = opts.threads === undefined && native && payloadBytes <= BigInt(INLINE_MAX_BYTES);
+  const inline = opts.threads === undefined && nativeChosen(opts.backend) && payloadBytes <= BigInt(INLINE_MAX_BYTES);
   return new CryptPool({ ...opts, inline });
+}
+
+/** True when `backend` runs the native kernel on this machine (the backend fast enough to run on the calling thread). */
+export function nativeChosen(backend: BackendChoice = 'auto'): boolean {
+  return (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
 }
 
 /** How long destroy() waits for workers still starting. */

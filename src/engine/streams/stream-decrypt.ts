@@ -78,7 +78,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOp
     } finally {
       await session.close();
     }
-    const ran = session.pool.ran;
+    const ran = session.ran;
     return {
       operation: 'decrypt',
       format: layout.format as EncryptionFormat,
@@ -91,7 +91,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOp
       bytesProcessed: session.queue.processed,
       backend: ran?.backend ?? o.backend ?? 'auto',
       kernel: ran?.kernel ?? 'none',
-      threads: session.pool.threads,
+      threads: session.threads,
       seconds: (performance.now() - started) / 1000,
       secretId: u.secretId,
       kekId: null,
