@@ -55,8 +55,8 @@ export class StreamCryptQueue {
   private readonly owned = new Set<Uint8Array>();
   /** Payload bytes put through AES-XTS. */
   processed = 0n;
-  /** How the payload moved: batches queued, copies of the payload made on this thread (input -> slot, slot -> reader). */
-  readonly counts = { batches: 0, payloadCopies: 0 };
+  /** Batches queued. */
+  batches = 0;
 
   constructor(
     private readonly crypto: BatchCrypto,
@@ -115,7 +115,6 @@ export class StreamCryptQueue {
     if (c.kind === 'workers') {
       b.room.set(piece, b.filled);
       b.filled += piece.length;
-      this.counts.payloadCopies++;
       return;
     }
     const ss = this.sectorSize;
@@ -181,7 +180,7 @@ export class StreamCryptQueue {
     const length = b.filled;
     // Here, `pending` is filled % sectorSize, which the caller made 0 (cryptRun: a partial sector is trimmed or refused).
     if (length === 0) return this.discard(b);
-    this.counts.batches++;
+    this.batches++;
     const c = this.crypto;
     if (c.kind === 'here') {
       this.entries.push({ kind: 'batch', batch: b, length, done: null, state: { settled: true } });
@@ -231,7 +230,6 @@ export class StreamCryptQueue {
       // here; Buffer.from zero-fills a new buffer before copying into it).
       chunk = Buffer.allocUnsafeSlow(e.length);
       chunk.set(b.room.subarray(0, e.length));
-      this.counts.payloadCopies++;
     } else {
       // The batch's own buffer: the reader's from now on.
       this.owned.delete(b.room);

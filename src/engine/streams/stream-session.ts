@@ -94,7 +94,7 @@ export function openCryptSession(o: SessionOptions, volumeKey: Uint8Array, encry
     queue,
     threads: pool?.threads ?? 1,
     get ran() {
-      return xts !== null ? (queue.counts.batches > 0 ? { backend: xts.backend, kernel: xts.kernel } : null) : pool!.ran;
+      return xts !== null ? (queue.batches > 0 ? { backend: xts.backend, kernel: xts.kernel } : null) : pool!.ran;
     },
     async close() {
       if (closed) return;
