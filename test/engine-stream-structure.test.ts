@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -28,7 +29,10 @@ let dir: string;
 let raw: string;
 let plain: Uint8Array;
 
-beforeAll(() => {
+beforeAll(async () => {
+  // libuv's thread pool starts on the first asynchronous file operation: start it now, so that a thread the run
+  // starts can only be ours.
+  await readFile(import.meta.filename);
   dir = tempDir('vhdcrypt-stream-structure-');
   process.env.VHDCRYPT_VAULT = join(dir, 'vault');
   raw = join(dir, 'src.raw');
