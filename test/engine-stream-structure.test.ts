@@ -93,7 +93,7 @@ async function watched(src: string, s: Duplex & { result: StreamResult | null },
 }
 
 describe('a native stream crypts on the calling thread, from the input pieces into the chunks the reader gets', () => {
-  it('64 MiB dynamic VHD: no worker, no hand-off, at most 1/8 of the payload copied, 256 KiB chunks; node:crypto and qemu agree', async () => {
+  it('64 MiB dynamic VHD: no worker, no hand-off, at most 1/8 of the payload copied, 128 KiB chunks; node:crypto and qemu agree', async () => {
     const enc = join(dir, 'enc.vhd');
     const e = await watched(join(dir, 'src.vhd'), createEncryptStream({ passphrase: PASS, kdf: PBKDF2_FAST }), enc);
     expect(e.result.threads).toBe(1);
@@ -105,10 +105,10 @@ describe('a native stream crypts on the calling thread, from the input pieces in
     // those are assembled by a copy (1/16 of the payload); every other byte is crypted from the piece into place.
     // Copying into a slot and out of it again was 2x the payload.
     expect(e.seen.copied, `bytes copied: ${e.seen.copied}`).toBeLessThanOrEqual(SIZE / 8);
-    // Payload in chunks of 256 KiB (a batch), one 512-byte bitmap per 2 MiB block, the header's blocks, BAT and footer.
+    // Payload in chunks of 128 KiB (a batch), one 512-byte bitmap per 2 MiB block, the header's blocks, BAT and footer.
     expect(e.seen.largest).toBe(2 * MiB);
-    expect(e.seen.chunks).toBeGreaterThanOrEqual(SIZE / (256 << 10));
-    expect(e.seen.chunks).toBeLessThanOrEqual(SIZE / (256 << 10) + SIZE / (2 * MiB) + 16);
+    expect(e.seen.chunks).toBeGreaterThanOrEqual(SIZE / (128 << 10));
+    expect(e.seen.chunks).toBeLessThanOrEqual(SIZE / (128 << 10) + SIZE / (2 * MiB) + 16);
 
     // The payload is plain64 AES-XTS of the source under the volume key (node:crypto), at block edges too.
     const img = await openImage(enc);
@@ -132,7 +132,7 @@ describe('a native stream crypts on the calling thread, from the input pieces in
     expect(d.seen.handOffs).toBe(0);
     expect(d.seen.extraThreads).toBe(0);
     expect(d.seen.copied, `bytes copied: ${d.seen.copied}`).toBeLessThanOrEqual(SIZE / 8 + 16 * MiB);
-    expect(d.seen.chunks).toBeLessThanOrEqual(SIZE / (256 << 10) + SIZE / (2 * MiB) + 16);
+    expect(d.seen.chunks).toBeLessThanOrEqual(SIZE / (128 << 10) + SIZE / (2 * MiB) + 16);
     const back = join(dir, 'dec.raw');
     run('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', dec, back]);
     expect(firstDifference(readFileSync(back), plain)).toBe(-1);

@@ -35,11 +35,12 @@ export interface CryptSession {
 
 /**
  * A batch crypted on this thread, which is also a chunk the reader gets. Each is new memory (the reader keeps
- * what it is given), and chunks this small come back from the C heap as the reader drops them: at 2 MiB most were
- * fresh pages from the kernel, whose faults and zeroing cost more than the crypto (perf, a 1 GiB stream: 74 000
- * page faults and 2.8-3.3 s of CPU with 2 MiB chunks, 29 000 and 1.9-2.4 s with 256 KiB).
+ * what it is given), and small chunks come back from the C heap as the reader drops them, where large ones are
+ * mostly fresh pages from the kernel, whose faults cost more than the crypto (perf stat, a 1 GiB stream: with
+ * 2 MiB chunks 73 000-91 000 page faults and 2.8-3.3 s of CPU, with 128 KiB 17 000-41 000 and 2.0-2.9 s; 256 KiB
+ * was as fast on average but its faults swung from 17 000 to 87 000; 64 KiB made more of everything).
  */
-const HERE_BATCH_BYTES = 256 << 10;
+const HERE_BATCH_BYTES = 128 << 10;
 
 /**
  * Start the crypto with a copy of `volumeKey` (the caller wipes its own). With the native kernel and no thread
