@@ -484,7 +484,7 @@ describe('bad input and abort', () => {
 });
 
 describe('bounded memory', () => {
-  it('a 256 MiB fully allocated dynamic VHD encrypts and decrypts with peak RSS within 64 MiB of an 8 MiB one', () => {
+  it('a 256 MiB fully allocated dynamic VHD encrypts (on this thread and on workers) and decrypts with peak RSS within 64 MiB of an 8 MiB one', () => {
     const script = join(dir, 'mem.mjs');
     const encMod = join(root, 'dist', 'src', 'engine', 'streams', 'stream-encrypt.js');
     const decMod = join(root, 'dist', 'src', 'engine', 'streams', 'stream-decrypt.js');
@@ -500,7 +500,8 @@ import { createDecryptStream } from ${JSON.stringify(decMod)};
 const [mode, src, dst] = process.argv.slice(2);
 const h = createHash('sha256');
 let n = 0;
-const s = mode === 'decrypt' ? createDecryptStream({ passphrase: 'x' }) : createEncryptStream({ passphrase: 'x', kdf: { type: 'pbkdf2', hash: 'sha256', iterations: 1000 }, threads: 2 });
+const threads = mode === 'encrypt-workers' ? { threads: 2 } : {};
+const s = mode === 'decrypt' ? createDecryptStream({ passphrase: 'x' }) : createEncryptStream({ passphrase: 'x', kdf: { type: 'pbkdf2', hash: 'sha256', iterations: 1000 }, ...threads });
 // A sink slower than the crypto (hashing each chunk 8 times): without backpressure the output would pile up in memory.
 const sink = dst ? createWriteStream(dst) : new Writable({ write(c, _e, cb) { n += c.length; for (let i = 0; i < 8; i++) h.update(c); cb(); } });
 await pipeline(createReadStream(src), s, sink);
@@ -513,17 +514,20 @@ process.stdout.write(JSON.stringify({ maxRss: process.resourceUsage().maxRSS * 1
       run('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', img, String(size)]);
       run('qemu-io', ['-f', 'vpc', '-c', `write -P 0x6b 0 ${size}`, img]);
       const e = JSON.parse(run(process.execPath, [script, 'encrypt', img])) as { maxRss: number; bytes: number };
+      const w = JSON.parse(run(process.execPath, [script, 'encrypt-workers', img])) as { maxRss: number; bytes: number };
       run(process.execPath, [script, 'encrypt', img, enc]);
       const d = JSON.parse(run(process.execPath, [script, 'decrypt', enc])) as { maxRss: number; bytes: number };
       rmSync(img);
       rmSync(enc);
-      return { e, d };
+      return { e, w, d };
     };
     const small = peaks(8 * MIB);
     const big = peaks(256 * MIB);
     expect(big.e.bytes).toBeGreaterThan(256 * MIB);
     expect(big.d.bytes).toBeGreaterThan(256 * MIB);
+    expect(big.w.bytes).toBe(big.e.bytes);
     expect(big.e.maxRss - small.e.maxRss, `encrypt peak RSS ${small.e.maxRss} -> ${big.e.maxRss}`).toBeLessThan(64 * MIB);
+    expect(big.w.maxRss - small.w.maxRss, `encrypt (workers) peak RSS ${small.w.maxRss} -> ${big.w.maxRss}`).toBeLessThan(64 * MIB);
     expect(big.d.maxRss - small.d.maxRss, `decrypt peak RSS ${small.d.maxRss} -> ${big.d.maxRss}`).toBeLessThan(64 * MIB);
   });
 });

@@ -62,7 +62,7 @@ export const INLINE_MAX_BYTES = 64 << 20;
  */
 export function poolForJob(opts: { threads?: number; backend?: BackendChoice; toDevice?: boolean }, payloadBytes: bigint): CryptPool {
   const backend = opts.backend ?? 'auto';
-  const native = (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
+  const native = nativeChosen(backend);
   const inline = native && (opts.threads === 1 || (opts.threads === undefined && payloadBytes <= BigInt(INLINE_MAX_BYTES)));
   const threads = opts.threads ?? (native ? defaultThreads({ toDevice: opts.toDevice === true }) : defaultThreads());
   return new CryptPool({ threads, backend, inline });
@@ -76,6 +76,11 @@ let piscinaClass: typeof Piscina | null = null;
 function loadPiscina(): typeof Piscina {
   piscinaClass ??= (createRequire(import.meta.url)('piscina') as { Piscina: typeof Piscina }).Piscina;
   return piscinaClass;
+}
+
+/** True when `backend` runs the native kernel on this machine (the backend fast enough to run on the calling thread). */
+export function nativeChosen(backend: BackendChoice = 'auto'): boolean {
+  return (backend === 'native' || backend === 'auto') && nativeKernels().length > 0;
 }
 
 /** How long destroy() waits for workers still starting. */

@@ -78,7 +78,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOp
     } finally {
       await session.close();
     }
-    const ran = session.pool.ran;
+    const ran = session.ran;
     return {
       operation: 'decrypt',
       format: layout.format as EncryptionFormat,
@@ -91,7 +91,7 @@ export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOp
       bytesProcessed: session.queue.processed,
       backend: ran?.backend ?? o.backend ?? 'auto',
       kernel: ran?.kernel ?? 'none',
-      threads: session.pool.threads,
+      threads: session.threads,
       seconds: (performance.now() - started) / 1000,
       secretId: u.secretId,
       kekId: null,
@@ -165,16 +165,20 @@ export class DecryptStream extends CryptStreamBase<StreamResult, DecryptStreamOp
           }
         }
         await enterBlock(this.input, src, p);
-        held.set(p.index, Uint8Array.from(await this.input.readExactly(src.blockSize, `block ${p.index}`)));
+        held.set(p.index, await this.input.readExactly(src.blockSize, `block ${p.index}`, true));
         consumed.push(p);
       }
     };
+    // The header area as gathered so far; made again only when more was gathered (each is up to 16 MiB of new pages).
+    let assembled: { need: bigint; blocks: number; buf: Uint8Array } | null = null;
     const assemble = () => {
+      if (assembled !== null && assembled.need === need && assembled.blocks === held.size) return assembled.buf;
       const buf = new Uint8Array(Number(need));
       for (const [i, data] of held) {
         const at = BigInt(i) * bs;
         if (at < need) buf.set(data.subarray(0, Number(need - at < bs ? need - at : bs)), Number(at));
       }
+      assembled = { need, blocks: held.size, buf };
       return buf;
     };
     await gather();

@@ -23,7 +23,8 @@ export interface CryptStreamOptions {
   /** Raw and fixed VHD streams: the disk's virtual size, when known (checked at the end; an encrypt stream also
    *  chooses its LUKS2 sector size by it, as encryptImage does). */
   readonly sourceSize?: bigint;
-  /** Bytes per batch through the worker pool (default 4 MiB), a multiple of 4096. */
+  /** Bytes per batch, a multiple of 4096: through the worker pool (default 4 MiB), or on the calling thread with the
+   *  native kernel and no thread count (default 128 KiB; each batch is a chunk of the readable side). */
   readonly batchBytes?: number;
   readonly signal?: AbortSignal;
   /** Readable-side buffer in bytes (default 4 MiB); the writable side defaults to 1 MiB. */

@@ -50,8 +50,14 @@ export interface StreamResult {
   readonly luksUuid: string | null;
 }
 
+const ZEROS = new Uint8Array(64 << 10);
+
+/** True when `b` is all zeros (memcmp against zeros, 64 KiB at a time: a byte loop took 0.1 s over a 16 MiB header area). */
 function isAllZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  for (let o = 0; o < b.length; o += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - o);
+    if (Buffer.compare(b.subarray(o, o + n), ZEROS.subarray(0, n)) !== 0) return false;
+  }
   return true;
 }
 
@@ -107,7 +113,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult, EncryptStreamOp
       if (prepared.secretId !== null) await discardSecret({ secretId: prepared.secretId, vaultUri: prepared.vaultUri ?? o.vault }, o.vaultCredentials);
       throw e;
     }
-    const ran = session.pool.ran;
+    const ran = session.ran;
     const seconds = (performance.now() - started) / 1000;
     return {
       operation: 'encrypt',
@@ -121,7 +127,7 @@ export class EncryptStream extends CryptStreamBase<StreamResult, EncryptStreamOp
       bytesProcessed: session.queue.processed,
       backend: ran?.backend ?? o.backend ?? 'auto',
       kernel: ran?.kernel ?? 'none',
-      threads: session.pool.threads,
+      threads: session.threads,
       seconds,
       secretId: prepared.secretId,
       kekId: prepared.kekId,

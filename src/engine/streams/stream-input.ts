@@ -120,12 +120,15 @@ export class StreamInput implements VhdStreamInput {
     return piece;
   }
 
-  /** Exactly `n` bytes (a copy when they span chunks); a typed error naming `what` when the input ends first. */
-  async readExactly(n: number, what: string): Promise<Uint8Array> {
+  /**
+   * Exactly `n` bytes (a copy when they span chunks, else a view of the writer's chunk unless `own`: then always
+   * memory of their own, copied once); a typed error naming `what` when the input ends first.
+   */
+  async readExactly(n: number, what: string, own = false): Promise<Uint8Array> {
     if (n === 0) return new Uint8Array(0);
     await this.fill(n - 1);
     if (this.queued < n) throw truncated(what, n, this.queued, this.position);
-    if (this.chunks[0]!.length >= n) return this.take(n);
+    if (this.chunks[0]!.length >= n) return own ? Uint8Array.from(this.take(n)) : this.take(n);
     const out = new Uint8Array(n);
     for (let o = 0; o < n; ) {
       const piece = this.take(n - o);

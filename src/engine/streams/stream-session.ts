@@ -1,12 +1,13 @@
 /**
- * One crypt stream's worker side: a piscina pool (the engine's XTS workers),
- * a slot ring of batch buffers, the job key shared with the workers, and the
- * ordered output queue; plus the loop that moves a run of payload bytes from
- * a byte source through batches. Closing waits for batches in flight, wipes
- * the key and the slots, and ends the pool.
+ * One crypt stream's crypto side: the XTS key (on this thread with the
+ * native kernel, else the engine's worker pool and a slot ring of shared
+ * batch buffers) and the ordered output queue (stream-crypt-queue.ts); plus
+ * the loop that moves a run of payload bytes from a byte source through
+ * batches. Closing waits for batches in flight, wipes the key and every batch
+ * still held, and ends the pool.
  */
-import type { BackendChoice } from '../../crypto/index.js';
-import { CryptPool } from '../pool/crypt-pool.js';
+import { createXts, type BackendChoice, type Xts } from '../../crypto/index.js';
+import { CryptPool, nativeChosen } from '../pool/crypt-pool.js';
 import { EngineError } from '../errors.js';
 import type { Progress } from '../run-options.js';
 import { checkBatchBytes, type SectorTweak } from '../../volume/index.js';
@@ -23,39 +24,83 @@ export interface SessionOptions {
 
 export interface CryptSession {
   readonly queue: StreamCryptQueue;
-  readonly pool: CryptPool;
+  /** Worker threads (1: this thread). */
+  readonly threads: number;
+  /** What ran, once a batch has. */
+  readonly ran: { readonly backend: string; readonly kernel: string } | null;
   /** Payload bytes the job will process, when known (for progress). */
   total: bigint;
   close(): Promise<void>;
 }
 
-/** Start the workers with a copy of `volumeKey` (the caller wipes its own). */
+/**
+ * A batch crypted on this thread, which is also a chunk the reader gets. Each is new memory (the reader keeps
+ * what it is given), and small chunks come back from the C heap as the reader drops them, where large ones are
+ * mostly fresh pages from the kernel, whose faults cost more than the crypto (perf stat, a 1 GiB stream: with
+ * 2 MiB chunks 73 000-91 000 page faults and 2.8-3.3 s of CPU, with 128 KiB 17 000-41 000 and 2.0-2.9 s; 256 KiB
+ * was as fast on average but its faults swung from 17 000 to 87 000; 64 KiB made more of everything).
+ */
+const HERE_BATCH_BYTES = 128 << 10;
+
+/**
+ * Start the crypto with a copy of `volumeKey` (the caller wipes its own). With the native kernel and no thread
+ * count asked for, batches are crypted on this thread as they fill (stream-crypt-queue.ts): the kernel gets
+ * through a GiB in about 50 ms of one core, less than the hand-offs to and from workers cost, and the main
+ * thread moves every byte of a stream anyway. WASM and JS, or a thread count asked for, use the worker pool.
+ */
 export function openCryptSession(o: SessionOptions, volumeKey: Uint8Array, encrypt: boolean, sectorSize: number, out: StreamOutput): CryptSession {
-  const batchBytes = checkBatchBytes(o.batchBytes);
-  const pool = new CryptPool({ threads: o.threads, backend: o.backend });
-  const slots = new SlotRing(pool.threads * 2 + 1, batchBytes);
-  const job = pool.startJob(volumeKey);
+  const here = o.threads === undefined && nativeChosen(o.backend);
+  const batchBytes = here && o.batchBytes === undefined ? HERE_BATCH_BYTES : checkBatchBytes(o.batchBytes);
+  let xts: Xts | null = null;
+  let pool: CryptPool | null = null;
+  let queue: StreamCryptQueue;
   const started = performance.now();
+  const progress = () => {
+    if (!o.onProgress) return;
+    const secs = (performance.now() - started) / 1000;
+    const done = queue.processed;
+    o.onProgress({ bytesDone: done, bytesTotal: session.total > done ? session.total : done, rate: secs > 0 ? Number(done) / secs : 0 });
+  };
+  let close: () => Promise<void>;
+  if (here) {
+    const x = (xts = createXts(volumeKey, { backend: o.backend }));
+    // One batch being filled, one being emitted.
+    queue = new StreamCryptQueue({ kind: 'here', xts: x }, encrypt, 2, batchBytes, out, sectorSize, progress);
+    close = async () => {
+      try {
+        queue.wipe();
+      } finally {
+        x.dispose();
+      }
+    };
+  } else {
+    const p = (pool = new CryptPool({ threads: o.threads, backend: o.backend }));
+    const count = p.threads * 2 + 1;
+    const ring = new SlotRing(count, batchBytes);
+    const job = p.startJob(volumeKey);
+    queue = new StreamCryptQueue({ kind: 'workers', pool: p, job, slots: ring }, encrypt, count, batchBytes, out, sectorSize, progress);
+    close = async () => {
+      try {
+        await queue.settle();
+        await p.endJob(job);
+      } finally {
+        ring.wipe();
+        await p.destroy();
+      }
+    };
+  }
   let closed = false;
   const session: CryptSession = {
     total: 0n,
-    pool,
-    queue: new StreamCryptQueue(pool, job, encrypt, slots, out, sectorSize, () => {
-      if (!o.onProgress) return;
-      const secs = (performance.now() - started) / 1000;
-      const done = session.queue.processed;
-      o.onProgress({ bytesDone: done, bytesTotal: session.total > done ? session.total : done, rate: secs > 0 ? Number(done) / secs : 0 });
-    }),
+    queue,
+    threads: pool?.threads ?? 1,
+    get ran() {
+      return xts !== null ? (queue.batches > 0 ? { backend: xts.backend, kernel: xts.kernel } : null) : pool!.ran;
+    },
     async close() {
       if (closed) return;
       closed = true;
-      try {
-        await session.queue.settle();
-        await pool.endJob(job);
-      } finally {
-        slots.wipe();
-        await pool.destroy();
-      }
+      await close();
     },
   };
   return session;
@@ -83,8 +128,8 @@ export async function cryptRun(
   let taken = 0n;
   let ended = false;
   while (!ended && (limit === null || taken < limit)) {
-    const b = await q.open();
-    const room = b.slot.size;
+    const b = await q.open(limit === null || limit - taken >= BigInt(q.batchBytes) ? q.batchBytes : Number(limit - taken), tweak(start + taken));
+    const room = b.room.length;
     while (b.filled < room) {
       const want = limit === null ? room - b.filled : Math.min(room - b.filled, Number(limit - taken < BigInt(room) ? limit - taken : BigInt(room)));
       if (want <= 0) {
@@ -96,8 +141,7 @@ export async function cryptRun(
         ended = true;
         break;
       }
-      b.slot.view(room).set(piece, b.filled);
-      b.filled += piece.length;
+      q.put(b, piece);
       taken += BigInt(piece.length);
     }
     const partial = b.filled % sectorSize;
@@ -106,10 +150,10 @@ export async function cryptRun(
         q.discard(b);
         throw new EngineError('ENGINE_UNSUPPORTED_SECTOR_SIZE', `the data ends ${partial} bytes into a ${sectorSize}-byte crypto sector; use sectorSize 512 (or give sourceSize)`);
       }
-      b.filled -= partial;
+      q.trim(b, partial);
       taken -= BigInt(partial);
     }
-    await q.submit(b, tweak(start + taken - BigInt(b.filled)));
+    await q.submit(b);
   }
   return taken;
 }
