@@ -134,3 +134,20 @@ test('the CLI bundle carries the packages the Azure SDKs load (no separate Commo
   }
   expect([...imported].filter((p) => !ownExternal.has(p) || p.startsWith('@azure/'))).toEqual([]);
 });
+
+test('the CLI bundle loads each vault provider only for its own URIs: neither the SDKs nor the embedded vault on every run', () => {
+  const dir = join(root, 'dist', 'cli');
+  const staticImports = (file: string) => [...readFileSync(join(dir, file), 'utf8').matchAll(/(?:^|\n)import\s(?:[^;]*?from\s*)?"\.\/([^"]+)"/g)].map((m) => m[1]!);
+  const loaded = new Set<string>();
+  const queue = ['main.js'];
+  while (queue.length > 0) {
+    const f = queue.pop()!;
+    if (loaded.has(f)) continue;
+    loaded.add(f);
+    queue.push(...staticImports(f));
+  }
+  const code = [...loaded].map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
+  expect(code).toContain('openVault');
+  // The Key Vault SDKs' clients, MSAL's application, the embedded vault's class: each only behind a dynamic import.
+  for (const marker of [/class SecretClient\b/, /class KeyClient\b/, /class ConfidentialClientApplication\b/, /class LocalVault\b/]) expect(code).not.toMatch(marker);
+});
