@@ -15,7 +15,7 @@ const cliExternal = (id, importer) => {
   if (id.startsWith('node:') || isBuiltin(id)) return true;
   if (/^[./]/.test(id) || id.startsWith('\0')) return false;
   if (bundledRoots.test(id)) return false;
-  return !(importer && importer.includes('/node_modules/'));
+  return !(importer && /[\\/]node_modules[\\/]/.test(importer));
 };
 // The packages bundled into the CLI are parsed and compiled by every run that loads their chunk (the Azure SDKs:
 // ~1.2 MB of source for an https: vault). Their local names shortened and whitespace and comments dropped, V8
