@@ -1,3 +1,5 @@
+import { isBuiltin } from 'node:module';
+import { minifySync } from 'rolldown/utils';
 // Bundles of tsc's output in dist/src, for start-up time: Node 20 spends ~1 ms per module resolving, reading and
 // compiling it, and a file job loaded about a hundred. Packages stay in node_modules (native addons among them).
 //  - dist/cli: the CLI (plus chunks for commands loaded on demand);
@@ -6,9 +8,34 @@
 const external = [/^node:/, /^[^./]/];
 // commander (pure JS, loaded by every CLI run) goes into the CLI bundle: saves its CommonJS load (~10 ms). So do
 // the Azure SDKs (a chunk loaded only for an https: vault): a few hundred modules, ~1 s to resolve and load apart.
-const cliExternal = [/^node:/, /^(?!commander$|@azure\/|@azure-rest\/|@typespec\/ts-http-runtime)[^./]/];
+// A bundled package brings the packages it imports along (the SDKs' jsonwebtoken, semver, proxy agents, debug:
+// ~60 CommonJS modules, ~40 ms of CPU to resolve and load one by one); Node's built-ins stay external.
+const bundledRoots = /^(commander$|@azure\/|@azure-rest\/|@typespec\/ts-http-runtime)/;
+const cliExternal = (id, importer) => {
+  if (id.startsWith('node:') || isBuiltin(id)) return true;
+  if (/^[./]/.test(id) || id.startsWith('\0')) return false;
+  if (bundledRoots.test(id)) return false;
+  return !(importer && /[\\/]node_modules[\\/]/.test(importer));
+};
+// The packages bundled into the CLI are parsed and compiled by every run that loads their chunk (the Azure SDKs:
+// ~1.2 MB of source for an https: vault). Their local names shortened and whitespace and comments dropped, V8
+// has ~40% less to scan (~10 ms less CPU per https: run); no compression (which could change what code does),
+// top-level names and function and class names kept (errors and logs name them). ASCII only (non-ASCII written as
+// escapes): V8 keeps an all-ASCII source in one byte per character, half the memory. The project's own code stays
+// as written.
+const minifyPackages = {
+  name: 'vhdcrypt-minify-packages',
+  transform: {
+    filter: { id: /[\\/]node_modules[\\/]/ },
+    handler(code, id) {
+      const r = minifySync(id, code, { compress: false, mangle: { toplevel: false, keepNames: true }, codegen: { removeWhitespace: true, asciiOnly: true }, sourcemap: true });
+      if (r.errors.length > 0) this.error(`minify ${id}: ${r.errors[0].message}`);
+      return { code: r.code, map: r.map };
+    },
+  },
+};
 const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true });
 export default [
-  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, output: output('dist/cli') },
+  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, plugins: [minifyPackages], output: output('dist/cli') },
   { input: { 'xts-worker': 'dist/src/engine/pool/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
 ];

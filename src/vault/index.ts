@@ -16,5 +16,4 @@ export {
 export type { SealDiskKeyRequest, WrappedKeyDocument } from './disk-keys.js';
 export { rotateKek, TAG_ROTATION } from './rotate-kek.js';
 export type { RotateKekOptions, RotateKekResult } from './rotate-kek.js';
-export { PRODUCTION_KDF } from './local/master-key.js';
-export { OWNER } from './local/local-vault.js';
+export { OWNER, PRODUCTION_KDF } from './local/defaults.js';

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VaultError } from './errors.js';
-import { openLocalVault, type KeySource, type LocalVaultOptions } from './local/open-local-vault.js';
+import type { KeySource, LocalVaultOptions } from './local/open-local-vault.js';
 import type { Vault, VaultCredentials } from './types.js';
 import type { AzureVaultOptions } from './azure/azure-vault.js';
 
@@ -77,6 +77,8 @@ export async function openVault(uri?: string, credentials: OpenVaultOptions = {}
   const isDefaultLocation = uri === undefined && !process.env.VHDCRYPT_VAULT;
   const { create: asked, ...rest } = credentials;
   const create = asked ?? isDefaultLocation;
+  // Loaded on demand too: the embedded vault's store, cipher and audit log are code an https: vault never runs.
+  const { openLocalVault } = await import('./local/open-local-vault.js');
   return openLocalVault(dir, `file:${dir}`, {
     ...rest,
     token,

@@ -111,19 +111,36 @@ export function isPrivateAuthority(authorityHost: string | undefined): boolean {
 }
 
 /**
+ * True when DefaultAzureCredential would get its token from its EnvironmentCredential whatever happens: the
+ * environment configures that credential (tenant and client id with a client secret, a certificate, or a user
+ * name and password: the variables its constructor reads) and AZURE_TOKEN_CREDENTIALS keeps it first in the
+ * chain (unset, `prod` or `EnvironmentCredential`). A configured EnvironmentCredential ends the chain either
+ * way: its token is the chain's, and its failure is an AuthenticationError, which ChainedTokenCredential throws
+ * on rather than trying the next credential.
+ */
+export function environmentCredentialDecides(env: NodeJS.ProcessEnv = process.env): boolean {
+  const chosen = env.AZURE_TOKEN_CREDENTIALS?.trim().toLowerCase();
+  if (chosen && chosen !== 'prod' && chosen !== 'environmentcredential') return false;
+  if (!env.AZURE_TENANT_ID || !env.AZURE_CLIENT_ID) return false;
+  return Boolean(env.AZURE_CLIENT_SECRET || env.AZURE_CLIENT_CERTIFICATE_PATH || (env.AZURE_USERNAME && env.AZURE_PASSWORD));
+}
+
+/**
  * The caller's credential, else DefaultAzureCredential through the same pipeline options (CA, retries). The
  * identity package (the largest of the SDKs to load) loads while the first request goes out: a Key Vault client
- * asks for a token only after the vault's 401 challenge.
+ * asks for a token only after the vault's 401 challenge. When the chain's answer is its EnvironmentCredential's
+ * (environmentCredentialDecides), that credential is made alone: the same token or the same error, without
+ * loading and constructing the rest of the chain (~10 ms to construct, managed identity's MSAL application
+ * among it, and its code to load).
  */
 export async function credentialOf(o: AzureConnectionOptions, options: PipelineOptions): Promise<TokenCredential> {
   if (o.credential) return o.credential;
   const authorityHost = process.env.AZURE_AUTHORITY_HOST || undefined;
   const disableInstanceDiscovery = isPrivateAuthority(authorityHost);
-  const made = import('@azure/identity').then(({ DefaultAzureCredential }) => new DefaultAzureCredential({
-    ...(options as object),
-    ...(authorityHost ? { authorityHost } : {}),
-    disableInstanceDiscovery,
-  }));
+  const credentialOptions = { ...(options as object), ...(authorityHost ? { authorityHost } : {}), disableInstanceDiscovery };
+  const made: Promise<TokenCredential> = environmentCredentialDecides()
+    ? import('./environment-credential.js').then(({ EnvironmentCredential }) => new EnvironmentCredential(credentialOptions))
+    : import('./default-credential.js').then(({ DefaultAzureCredential }) => new DefaultAzureCredential(credentialOptions));
   // Awaited by getToken; a load failure is reported there, not as an unhandled rejection.
   made.catch(() => undefined);
   return { getToken: async (scopes, opts) => (await made).getToken(scopes, opts) };

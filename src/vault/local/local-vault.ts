@@ -32,8 +32,8 @@ import {
   type KeyRecord, type ObjectState, type PrincipalRecord, type PropertiesRecord, type SecretRecord,
 } from './records.js';
 import type { VaultStore, VersionRow } from './store.js';
+import { OWNER } from './defaults.js';
 
-export const OWNER = 'owner';
 const RECORD_CACHE_MAX = 4096;
 /** Operations that change nothing in the vault (their audit entries may skip the fsync on a server; see #audit). */
 const READ_ONLY_OPERATIONS = new Set([

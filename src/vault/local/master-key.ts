@@ -13,6 +13,7 @@ import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unli
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { VaultError } from '../errors.js';
+import { PRODUCTION_KDF } from './defaults.js';
 
 export const MASTER_KEY_BYTES = 32;
 export const KEY_FILE_NAME = 'master.key';
@@ -24,7 +25,6 @@ export interface KdfParams {
   readonly parallelism: number;
 }
 
-export const PRODUCTION_KDF = { memoryKiB: 65536, iterations: 3, parallelism: 4 } as const;
 // Ceilings for parameters read from a (possibly hostile) vault file: 4 GiB, 64 passes, 16 lanes.
 const MAX_MEMORY_KIB = 4 * 1024 * 1024;
 const MAX_ITERATIONS = 64;
