@@ -9,13 +9,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, readFileSync, readSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline, verifyImage } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
 import { DEVICE_WRITERS, poolForJob } from '../src/engine/pool/crypt-pool.js';
 import { cpus } from 'node:os';
-import { onDeviceFileSystem } from '../src/engine/file-jobs/safe-output.js';
+import { onDeviceFileSystem } from '../src/image/index.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
 import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
@@ -222,8 +222,21 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     }
   });
 
-  it('tmpfs is told apart from a file system on a device (statfs f_type)', async () => {
+  it('tmpfs is told apart from a file system on a device (statfs f_type); an output there is written without O_DIRECT and reserved blocks', async () => {
     expect(await onDeviceFileSystem('/dev/shm')).toBe(false);
+    // tmpfs accepts O_DIRECT since Linux 6.6 but copies through its page cache anyway; reserving (fallocate) only
+    // zero-filled every page before it was overwritten.
+    const shm = mkdtempSync('/dev/shm/vhdcrypt-batch-io-');
+    try {
+      const src = join(shm, 'src.raw');
+      makeRandomRaw(src, 80 * MiB);
+      const keyFile = join(shm, 'k');
+      writeFileSync(keyFile, randomBytes(64));
+      const r = await encryptImage(src, join(shm, 'out.raw'), { format: 'plain', keyFile, threads: 2 });
+      expect(r.directWrites).toBe(false);
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
     expect(await onDeviceFileSystem(ROOT)).toBe(spawnSync('stat', ['-f', '-c', '%T', ROOT], { encoding: 'utf8' }).stdout.trim() !== 'tmpfs');
   });
 

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, onDeviceFileSystem, type WritableImage } from '../../image/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
 import { poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
@@ -13,7 +13,7 @@ import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, writeJournal, type JournalState } from './resume-journal.js';
 import {
-  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, onDeviceFileSystem, plaintextOutputMode, setOutputMode,
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import { unlockImage, type UnlockImageOptions } from '../../volume/index.js';

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
-import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, onDeviceFileSystem, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
@@ -16,7 +16,7 @@ import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, onDeviceFileSystem } from './safe-output.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,

@@ -66,18 +66,6 @@ export async function checkFreeSpace(dir: string, needed: bigint): Promise<void>
   }
 }
 
-/** statfs f_type of the file systems whose files live in memory (linux/magic.h): no device behind their writes. */
-const MEMORY_FILE_SYSTEMS = new Set([0x01021994n /* tmpfs */, 0x858458f6n /* ramfs */]);
-
-/** True when `dir` is on a file system that writes to a device (false for tmpfs and ramfs, and when unknown). */
-export async function onDeviceFileSystem(dir: string): Promise<boolean> {
-  try {
-    return !MEMORY_FILE_SYSTEMS.has((await statfs(dir, { bigint: true })).type);
-  } catch {
-    return false;
-  }
-}
-
 /** Permission bits a plaintext output is created with: only its owner reads and writes it, whatever the umask. */
 export const PLAINTEXT_CREATE_MODE = 0o600;
 
