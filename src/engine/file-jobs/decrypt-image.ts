@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { createImage, DEFAULT_BLOCK_SIZE, onDeviceFileSystem, type WritableImage } from '../../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
 import { poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
@@ -30,7 +30,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob).
-    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend, toDevice: await onDeviceFileSystem(dirname(paths.dest)) }, source.virtualSize));
+    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
     void pool.warm();
     const unlocked = await unlockImage(source, opts);
     const volumeKey = (hold.volumeKey = unlocked.volumeKey);

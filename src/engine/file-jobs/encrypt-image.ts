@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
-import { createImage, DEFAULT_BLOCK_SIZE, onDeviceFileSystem, type WritableImage } from '../../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
@@ -86,7 +86,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
     // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob).
-    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend, toDevice: await onDeviceFileSystem(dirname(paths.dest)) }, source.virtualSize));
+    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
     void pool.warm();
     const format = opts.format ?? 'luks2';
     const container = opts.outFormat ?? containerFor(source.format);

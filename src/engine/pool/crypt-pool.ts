@@ -28,18 +28,8 @@ export function workerPath(): string {
   return existsSync(bundle) ? bundle : file;
 }
 
-/**
- * Batches a job keeps in flight to a device when the caller gives no thread count. A worker's write to a device
- * (O_DIRECT) blocks it for the device's latency, so one worker per core leaves the device idle between a worker's
- * writes on a machine with few cores; in memory (tmpfs) writes take the inode's lock one at a time and more writers
- * only spin on it.
- */
-export const DEVICE_WRITERS = 4;
-
-/** Worker threads when the caller gives no count: one per core, and at least DEVICE_WRITERS toward a device. */
-export function defaultThreads(opts: { toDevice?: boolean } = {}): number {
-  const cores = Math.max(1, cpus().length);
-  return opts.toDevice === true ? Math.max(cores, DEVICE_WRITERS) : cores;
+export function defaultThreads(): number {
+  return Math.max(1, cpus().length);
 }
 
 export interface CryptJob {
@@ -60,12 +50,9 @@ export const INLINE_MAX_BYTES = 64 << 20;
  * `--threads 1` job is then one core's work, which is what a fleet running one job per core counts on) or left the
  * count open for a small job. WASM and JS are slow enough that even a small job is worth a worker per core.
  */
-export function poolForJob(opts: { threads?: number; backend?: BackendChoice; toDevice?: boolean }, payloadBytes: bigint): CryptPool {
-  const backend = opts.backend ?? 'auto';
-  const native = nativeChosen(backend);
-  const inline = native && (opts.threads === 1 || (opts.threads === undefined && payloadBytes <= BigInt(INLINE_MAX_BYTES)));
-  const threads = opts.threads ?? (native ? defaultThreads({ toDevice: opts.toDevice === true }) : defaultThreads());
-  return new CryptPool({ threads, backend, inline });
+export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, payloadBytes: bigint): CryptPool {
+  const inline = nativeChosen(opts.backend) && (opts.threads === 1 || (opts.threads === undefined && payloadBytes <= BigInt(INLINE_MAX_BYTES)));
+  return new CryptPool({ ...opts, inline });
 }
 
 /**
