@@ -11,35 +11,17 @@
  * writes when the kernel still says EINVAL.
  */
 import { constants } from 'node:fs';
-import { open, statfs, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
 import { addressMisalignment } from './native-io.js';
 
 /** Alignment of batch buffers meant for direct writes. */
 export const DIRECT_ADDRESS_ALIGNMENT = 4096;
 const DIRECT_SIZE_ALIGNMENT = 4096;
 
-/** statfs f_type of the file systems whose files live in memory (linux/magic.h): no device behind their writes. */
-const MEMORY_FILE_SYSTEMS = new Set([0x01021994n /* tmpfs */, 0x858458f6n /* ramfs */]);
-
-/** True when `dir` is on a file system that writes to a device (false for tmpfs and ramfs, and when unknown). */
-export async function onDeviceFileSystem(dir: string): Promise<boolean> {
-  try {
-    return !MEMORY_FILE_SYSTEMS.has((await statfs(dir, { bigint: true })).type);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * An O_DIRECT write handle on `path`, or null where the platform or file system has none, or where the file lives
- * in memory: tmpfs accepts O_DIRECT since Linux 6.6 but copies through its page cache all the same, and the blocks
- * reserved ahead of direct writes would only be pages zero-filled before they are overwritten.
- */
+/** An O_DIRECT write handle on `path`, or null where the platform or file system has none (e.g. tmpfs: EINVAL). */
 export async function openDirectWriter(path: string): Promise<FileHandle | null> {
   const flag = (constants as { O_DIRECT?: number }).O_DIRECT;
   if (typeof flag !== 'number' || flag === 0) return null;
-  if (!(await onDeviceFileSystem(dirname(path)))) return null;
   // Only an optimisation: any refusal leaves the buffered path, which reports real I/O errors itself.
   return open(path, constants.O_WRONLY | flag).catch(() => null);
 }

@@ -143,7 +143,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
     try {
       await pool.endJob(job);
     } finally {
-      slots.wipe();
+      slots.retire();
       await pool.destroy();
     }
   }

@@ -14,6 +14,13 @@ export interface Slot {
   view(length: number): Uint8Array;
 }
 
+/**
+ * The memory of the last ring retired in this process, wiped: the next ring of the same size takes it instead of
+ * fresh pages. A process that runs job after job (a fleet worker) then faults its slots in once, not per job (each
+ * first touch of a page costs a trap to the hypervisor on some VMs: docs/performance.md).
+ */
+let spare: SharedArrayBuffer | null = null;
+
 export class SlotRing {
   readonly slotSize: number;
   readonly count: number;
@@ -27,7 +34,13 @@ export class SlotRing {
     this.count = count;
     this.slotSize = slotSize;
     const align = DIRECT_ADDRESS_ALIGNMENT;
-    this.buffer = new SharedArrayBuffer(count * slotSize + align);
+    const bytes = count * slotSize + align;
+    if (spare !== null && spare.byteLength === bytes) {
+      this.buffer = spare;
+      spare = null;
+    } else {
+      this.buffer = new SharedArrayBuffer(bytes);
+    }
     const skew = addressMisalignment(new Uint8Array(this.buffer, 0, 1), align);
     const base = skew === undefined || skew === 0 ? 0 : align - skew;
     for (let i = 0; i < count; i++) {
@@ -60,5 +73,12 @@ export class SlotRing {
   wipe(): void {
     for (const s of this.used) new Uint8Array(s.buffer, s.offset, s.size).fill(0);
     this.used.clear();
+  }
+
+  /** Wipe, and leave the memory to the next ring of this size in the process; this ring is not used again. */
+  retire(): void {
+    this.wipe();
+    this.free.length = 0;
+    spare = this.buffer;
   }
 }
