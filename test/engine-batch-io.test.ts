@@ -240,6 +240,31 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     expect(new SlotRing(4, 64 * 1024).count).toBe(4);
   });
 
+  it('an inline job between flat images reads every batch into one slot (the pages of a second would be faulted in for nothing)', () => {
+    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
+    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    const size = 16 * MiB;
+    const src = join(dir, 'one-slot-src.raw');
+    makeRandomRaw(src, size);
+    const keyFile = join(dir, 'one-slot.key');
+    writeFileSync(keyFile, randomBytes(64));
+    const trace = join(dir, 'one-slot.trace');
+    // raw=pread64: the arguments as numbers, the buffer's address among them.
+    const r = spawnSync(
+      'strace',
+      ['-f', '-qq', '-e', 'trace=pread64', '-e', 'raw=pread64', '-e', 'signal=none', '-o', trace, process.execPath, join(ROOT, 'bin', 'vhdcrypt.js'), 'encrypt', src, join(dir, 'one-slot.out.raw'), '--format', 'plain', '--key-file', keyFile, '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).threads).toBe(1);
+    const batchReads = readFileSync(trace, 'utf8')
+      .split('\n')
+      .map((l) => /pread64\((0x[0-9a-f]+), (0x[0-9a-f]+), 0x400000, (0x[0-9a-f]+|0)\) = 0x400000/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null);
+    expect(batchReads.length).toBe(size / (4 * MiB));
+    expect(new Set(batchReads.map((m) => m[2])).size).toBe(1);
+  });
+
   it('a small job runs inline (one thread, no worker) and round-trips to the same bytes', async () => {
     const size = 8 * MiB;
     const src = join(dir, 'small-src.raw');

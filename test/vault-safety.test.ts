@@ -436,3 +436,23 @@ describe('a run killed between sealing its key and its first journal write', () 
     expect(readFileSync(dec).equals(readFileSync(src))).toBe(true);
   });
 });
+
+describe('an encrypt opens its vault once', () => {
+  test('the pending-secret check, the seal and settling it share one open of the database (strace: one openat of vault.sqlite)', () => {
+    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
+    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const trace = join(work, 'open-once.trace');
+    const base: Record<string, string | undefined> = { ...process.env, ...env };
+    for (const k of ['VHDCRYPT_VAULT_TOKEN', 'VHDCRYPT_VAULT_PASSPHRASE', 'XDG_DATA_HOME']) delete base[k];
+    const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat', '-e', 'signal=none', '-o', trace, process.execPath, join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, join(work, 'open-once.img'), '--json'], { env: base, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    // Its secret was sealed and settled: the journal named it, so it is not pending.
+    const secretId = (JSON.parse(r.stdout) as { secretId: string }).secretId;
+    expect(secretId).toContain('/secrets/');
+    const opens = readFileSync(trace, 'utf8').split('\n').filter((l) => /openat\(.*vault\.sqlite"/.test(l));
+    expect(opens, opens.join('\n')).toHaveLength(1);
+  });
+});

@@ -6,7 +6,6 @@
  * Every size read from the disk is bounded before it sizes a read or an allocation: a block is at most 64 KiB, an
  * entry at most its block, and entries nest at most one level (VMK properties).
  */
-import { crc32 } from 'node:zlib';
 import { BitlockerError } from './errors.js';
 
 /** Reads bytes of the (encrypted) volume, relative to its first byte. */
@@ -269,7 +268,8 @@ function checkCopy(block: Buffer, at: bigint, copy: number, header: VolumeHeader
   const vSize = block.readUInt16LE(size);
   const vVersion = block.readUInt16LE(size + 2);
   if (vSize < 8 || vVersion > 2) return 'no validation header after the block';
-  const crc = crc32(block.subarray(0, size));
+  // node:zlib on first use: this module is loaded by every CLI start, BitLocker metadata read by few.
+  const crc = process.getBuiltinModule('node:zlib').crc32(block.subarray(0, size));
   if (crc !== block.readUInt32LE(size + 4)) return 'CRC-32 mismatch';
   if (block.readBigUInt64LE(32 + 8 * copy) !== at) return `the block records copy ${copy + 1} at ${block.readBigUInt64LE(32 + 8 * copy)}, not ${at}`;
   void header;

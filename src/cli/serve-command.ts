@@ -1,8 +1,6 @@
 /** `vhdcrypt serve`: export an image (decrypted, when it is encrypted) over NBD until SIGINT/SIGTERM. */
 import type { Command } from 'commander';
-import { lookup } from 'node:dns/promises';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhdcryptError } from '../errors.js';
@@ -67,6 +65,11 @@ async function socketParent(): Promise<string> {
   return tmpdir();
 }
 
+/** node:net's isIP, loaded on first use (every CLI start loads this module; few listen on an address). */
+function isIP(s: string): number {
+  return process.getBuiltinModule('node:net').isIP(s);
+}
+
 /** 127.0.0.0/8, ::1 and their IPv4-mapped forms. */
 function isLoopbackIp(ip: string): boolean {
   const v4 = ip.replace(/^::ffff:/i, '');
@@ -77,7 +80,7 @@ function isLoopbackIp(ip: string): boolean {
 /** Whether every address `host` stands for is a loopback address (a name is resolved, as listen() will). */
 async function isLoopback(host: string): Promise<boolean> {
   if (isIP(host) !== 0) return isLoopbackIp(host);
-  const addrs = await lookup(host, { all: true }).catch(() => []);
+  const addrs = await process.getBuiltinModule('node:dns/promises').lookup(host, { all: true }).catch(() => []);
   return addrs.length > 0 && addrs.every((a) => isLoopbackIp(a.address));
 }
 

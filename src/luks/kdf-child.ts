@@ -5,7 +5,6 @@
  * Worker.terminate() and process.exit() both wait for the native call to
  * return. SIGKILL of a child ends the work and frees its memory immediately.
  */
-import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { LuksError } from './errors.js';
 
@@ -58,6 +57,9 @@ export function deriveInChild(
   argon2Path ??= createRequire(import.meta.url).resolve('@node-rs/argon2');
   return new Promise((resolve, reject) => {
     // No inherited environment: NODE_OPTIONS of the parent (loaders, inspectors) has no business in the KDF.
+    // node:child_process is loaded here, on first use: most runs never derive in a child, and loading it costs
+    // every CLI start a few milliseconds.
+    const { spawn } = process.getBuiltinModule('node:child_process');
     const child = spawn(process.execPath, ['-e', CHILD, argon2Path!], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

@@ -25,7 +25,7 @@ import type { WrapAlgorithm } from '../vault/index.js';
 import { VolumeError } from './errors.js';
 import { luksLayout, plainLayout, type EncryptionFormat, type PayloadLayout } from './payload-layout.js';
 import { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySourceOptions } from './key-source.js';
-import { DEFAULT_KEK, TAG_PENDING, openVolumeVault, withVaultSecret } from './vault-link.js';
+import { DEFAULT_KEK, TAG_PENDING, openVolumeVault, withVaultSecret, type VolumeVault } from './vault-link.js';
 import { KDF_SYSTEMD_PKCS11, base64Bytes, preparePkcs11Keyslot, type Pkcs11Enrollment } from './pkcs11-token.js';
 
 /** For typed passphrases on LUKS1, which has PBKDF2 only (OWASP 2023 figure for PBKDF2-SHA256). */
@@ -61,6 +61,8 @@ export interface EncryptionKeyOptions extends KeySourceOptions {
   readonly recoveryKdf?: KdfOptions;
   /** LUKS2: a keyslot and systemd-pkcs11 token that open with a PKCS#11 token's RSA key (see pkcs11-token.ts). */
   readonly enrollPkcs11?: Pkcs11Enrollment;
+  /** The vault to seal into, opened by the caller (who closes it); else `vault` is opened and closed here. */
+  readonly openVault?: VolumeVault;
 }
 
 export interface PreparedEncryption {
@@ -138,7 +140,7 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
     let sealed: { secretId: string; kekId: string } | null = null;
     let vaultUri: string | null = null;
     if (generated) {
-      const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
+      const vault = o.openVault ?? (await openVolumeVault(o.vault, o.vaultCredentials, true));
       try {
         sealed = await vault.seal({
           diskId: info.uuid,
@@ -155,7 +157,7 @@ export async function prepareEncryption(plan: EncryptionPlan, o: EncryptionKeyOp
         });
         vaultUri = vault.uri;
       } finally {
-        await vault.close();
+        if (vault !== o.openVault) await vault.close();
       }
       if (version === 2) await addToken(header, vaultToken({ keyslot: slot, vault: vaultUri, secret: sealed.secretId }));
     }
@@ -190,7 +192,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
   if (o.recoveryPassphrase !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a recovery passphrase');
   if (o.enrollPkcs11 !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', 'plain volumes have no keyslots for a systemd-pkcs11 token');
   if (o.ade !== undefined) throw new VolumeError('ENGINE_BAD_ARGUMENT', "an Azure Disk Encryption secret holds a LUKS passphrase; plain volumes have none (use --format luks1 or luks2)");
-  const vault = await openVolumeVault(o.vault, o.vaultCredentials, true);
+  const vault = o.openVault ?? (await openVolumeVault(o.vault, o.vaultCredentials, true));
   return withVaultSecret(vault, async (hold) => {
     const volumeKey = hold(randomXtsKey(keyBytes));
     const diskId = plan.containerUuid || randomUUID();
@@ -215,7 +217,7 @@ async function preparePlain(plan: EncryptionPlan, o: EncryptionKeyOptions): Prom
       sourceName: plan.sourceName,
     });
     return { volumeKey, header: null, layout, secretId: sealed.secretId, kekId: sealed.kekId, vaultUri: vault.uri, luksUuid: null };
-  });
+  }, vault !== o.openVault);
 }
 
 /** A random AES-XTS key whose two halves differ (XTS_EQUAL_KEY_HALVES otherwise); a rejected draw is wiped. Caller wipes. */

@@ -107,11 +107,11 @@ export async function discardSecret(s: { secretId: string; vaultUri: string | un
 }
 
 /**
- * Run `use` with the vault open, then close it. What `use` unsealed or made (and passed to `hold`) was allocated here, so
+ * Run `use` with the vault open, then close it (unless `ownsVault` is false: the caller opened it and closes it). What `use` unsealed or made (and passed to `hold`) was allocated here, so
  * it is wiped here when anything after the unseal fails, closing the vault included; otherwise it goes to the
  * caller, who wipes it. A failure keeps its own error even when closing fails too.
  */
-export async function withVaultSecret<T>(vault: VolumeVault, use: (hold: (material: Uint8Array) => Uint8Array) => Promise<T>): Promise<T> {
+export async function withVaultSecret<T>(vault: VolumeVault, use: (hold: (material: Uint8Array) => Uint8Array) => Promise<T>, ownsVault = true): Promise<T> {
   const held: Uint8Array[] = [];
   const wipeHeld = () => {
     for (const m of held) m.fill(0);
@@ -124,11 +124,11 @@ export async function withVaultSecret<T>(vault: VolumeVault, use: (hold: (materi
     });
   } catch (e) {
     wipeHeld();
-    await Promise.allSettled([vault.close()]);
+    if (ownsVault) await Promise.allSettled([vault.close()]);
     throw e;
   }
   try {
-    await vault.close();
+    if (ownsVault) await vault.close();
   } catch (e) {
     wipeHeld();
     throw e;

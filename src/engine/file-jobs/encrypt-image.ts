@@ -32,6 +32,7 @@ import {
   type KeySourceOptions,
   type Pkcs11Enrollment,
   type PreparedEncryption,
+  type VolumeVault,
 } from '../../volume/index.js';
 import { writeManifest } from './chain-manifest.js';
 import { encryptDelta, type DeltaEncryptOptions } from './delta-encrypt.js';
@@ -138,26 +139,33 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       if (opts.force && journal?.secretId && journal.params.keySource === 'vault' && journalDiffs(journal, journalBase).length === 0) {
         await discardSecret({ secretId: journal.secretId, vaultUri: resolveVaultOf(journal.secretId, opts.vault) }, opts.vaultCredentials);
       }
-      // A run of this job killed between sealing its key and writing its first journal left a pending secret.
-      if (keySource === 'vault') await discardPendingSecrets(pendingJobTag(paths.dest), opts);
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
-      const containerUuid = randomUUID();
-      // The key is sealed and the header made before the output exists, so no data sector precedes them.
-      prepared = await prepareEncryption(
-        { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src), pendingJob: pendingJobTag(paths.dest) },
-        { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase },
-      );
-      volumeKey = hold.volumeKey = prepared.volumeKey;
-      secretId = prepared.secretId;
-      if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
-      output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
-      hold.ownsTemp = true;
-      if (prepared.header) await writeNewLuksRegion(output, prepared.header);
-      else await output.flush();
-      await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
-      hold.journalWritten = true;
-      // The journal now names the secret (--resume finds it): it is no longer pending.
-      if (secretId) await settleSecret(secretId, opts);
+      // One vault handle for the pending secrets, the seal and settling it: each open and close of the embedded
+      // vault costs its SQLite file a WAL checkpoint, and a remote vault its clients and tokens.
+      const vault = keySource === 'vault' ? await openVolumeVault(opts.vault, opts.vaultCredentials, true) : null;
+      try {
+        // A run of this job killed between sealing its key and writing its first journal left a pending secret.
+        if (vault) await discardPendingSecrets(vault, pendingJobTag(paths.dest));
+        const containerUuid = randomUUID();
+        // The key is sealed and the header made before the output exists, so no data sector precedes them.
+        prepared = await prepareEncryption(
+          { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src), pendingJob: pendingJobTag(paths.dest) },
+          { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase, ...(vault ? { openVault: vault } : {}) },
+        );
+        volumeKey = hold.volumeKey = prepared.volumeKey;
+        secretId = prepared.secretId;
+        if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
+        output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
+        hold.ownsTemp = true;
+        if (prepared.header) await writeNewLuksRegion(output, prepared.header);
+        else await output.flush();
+        await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
+        hold.journalWritten = true;
+        // The journal now names the secret (--resume finds it): it is no longer pending.
+        if (secretId) await (vault ? vault.settle(secretId) : settleSecret(secretId, opts));
+      } finally {
+        await vault?.close();
+      }
     }
 
     // A fixed output's manifest hashes it in DEFAULT_BLOCK_SIZE pieces: the workers hash each batch they write when
@@ -242,23 +250,14 @@ function resolveVaultOf(secretId: string, given: string | undefined): string | u
 }
 
 /**
- * Remove the secrets a killed run of this job left pending. Best effort when the vault is absent or the
- * principal may not list (the run then seals a new secret as before); other vault failures stop the run.
+ * Remove the secrets a killed run of this job left pending. Best effort when the principal may not list (the run
+ * then seals a new secret as before); other vault failures stop the run.
  */
-async function discardPendingSecrets(job: string, opts: EncryptOptions): Promise<void> {
-  let vault;
-  try {
-    vault = await openVolumeVault(opts.vault, opts.vaultCredentials);
-  } catch (e) {
-    if (isVhdcryptError(e, 'VAULT_NOT_FOUND')) return;
-    throw e;
-  }
+async function discardPendingSecrets(vault: VolumeVault, job: string): Promise<void> {
   try {
     await vault.discardPending(job);
   } catch (e) {
     if (!isVhdcryptError(e, 'VAULT_FORBIDDEN')) throw e;
-  } finally {
-    await vault.close();
   }
 }
 
