@@ -11,7 +11,7 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createCipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CryptPool, encryptImage, unlockImage, verifyImage, writeManifest } from '../src/engine/index.js';
-import { sealedSourceUuid } from '../src/engine/file-jobs/chain-manifest.js';
+import { newManifestKeys, sealedSourceUuid, wipeManifestKeys, writtenRegionTags } from '../src/engine/file-jobs/chain-manifest.js';
 import { createImage, openImage, SparseVhdImage, type WritableImage } from '../src/image/index.js';
 import { makeRaw, PBKDF2_FAST, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
@@ -183,6 +183,26 @@ describe('manifest v2 of a fixed VHD output', () => {
     expect((await problemsOf(out)).ok).toBe(true);
   });
 
+  it('a run interrupted and resumed (its header and done batches read back, the rest tagged by the workers): the same tags node:crypto computes', async () => {
+    const src = join(dir, 'fixed-src.vhd');
+    const out = join(dir, 'fixed-resumed.vhd');
+    const ac = new AbortController();
+    const opts = { passphraseFile, kdf: PBKDF2_FAST, threads: 2, batchBytes: 4 * MiB, checkpointBytes: 4 * MiB };
+    await expect(encryptImage(src, out, { ...opts, signal: ac.signal, onProgress: () => ac.abort(new Error('test abort')) })).rejects.toMatchObject({ code: 'ENGINE_ABORTED' });
+    // Some batches were done before the interrupt: the resumed run reads them back for the manifest.
+    expect((JSON.parse(readFileSync(join(dir, '.fixed-resumed.vhd.vhdcrypt-journal'), 'utf8')) as { doneBatches: number }).doneBatches).toBeGreaterThan(0);
+    expect((await encryptImage(src, out, { ...opts, resume: true })).resumed).toBe(true);
+    const m = manifestOf(out);
+    const vol = await volumeOf(out);
+    try {
+      const [, tagKey] = v2Keys(vol.key, vol.uuid, m.salt!);
+      expect(m.blocks).toEqual(fixedPieces(out).map((p, b) => [b, gmac(tagKey, b, [p])]));
+    } finally {
+      vol.key.fill(0);
+    }
+    expect((await problemsOf(out)).ok).toBe(true);
+  });
+
   it('verify catches a flipped byte in a data block, in a hole and in a header copy of the LUKS header region', async () => {
     const cases: Array<[number, number]> = [
       [D + 5 * MiB + 77, (D + 4 * MiB) / PIECE],
@@ -193,6 +213,7 @@ describe('manifest v2 of a fixed VHD output', () => {
     ];
     for (const [at, block] of cases) {
       const f = copyLink(outs.workers, `flip-${at}.vhd`);
+      expect(manifestOf(f).version).toBe(2);
       flip(f, at);
       const r = await problemsOf(f);
       expect(r.ok, String(at)).toBe(false);
@@ -202,6 +223,7 @@ describe('manifest v2 of a fixed VHD output', () => {
 
   it('verify names a swapped pair of blocks', async () => {
     const f = copyLink(outs.inline, 'swap.vhd');
+    expect(manifestOf(f).version).toBe(2);
     const b = readFileSync(f);
     const [x, y] = [D / PIECE + 1, D / PIECE + 4];
     const a = Buffer.from(b.subarray(x * PIECE, (x + 1) * PIECE));
@@ -347,6 +369,32 @@ describe('manifest v2 of a dynamic VHD output', () => {
       vol.key.fill(0);
     }
     expect((await problemsOf(v1)).ok).toBe(true);
+  });
+});
+
+describe('the tags of a region written as ranges into a fresh file', () => {
+  it('are the tags of the ranges\' bytes with zeros between them (what the file then reads), whatever the buffer holds elsewhere', () => {
+    const volumeKey = new Uint8Array(randomBytes(64));
+    const uuid = '3c9b7a51-2d40-4e8a-9d3c-0b5c6a7e8f90';
+    const keys = newManifestKeys(volumeKey, uuid);
+    try {
+      const end = 6 * MiB;
+      // Garbage outside the ranges: never written, so never tagged.
+      const bytes = new Uint8Array(randomBytes(end));
+      const ranges: Array<[number, number]> = [
+        [3 * MiB - 10, 3 * MiB + 20],
+        [100, 5000],
+        [70_000, 70_001],
+        [4 * MiB, 4 * MiB + 300_000],
+      ];
+      const file = new Uint8Array(end);
+      for (const [s, e] of ranges) file.set(bytes.subarray(s, e), s);
+      const [, tagKey] = v2Keys(volumeKey, uuid, keys.salt!);
+      const got = writtenRegionTags(keys, bytes, ranges, PIECE, end);
+      expect([...got]).toEqual([0, 1, 2].map((b) => [BigInt(b * PIECE), gmac(tagKey, b, [file.subarray(b * PIECE, (b + 1) * PIECE)])]));
+    } finally {
+      wipeManifestKeys(keys);
+    }
   });
 });
 
