@@ -283,7 +283,7 @@ describe('manifest v2 of a fixed VHD output', () => {
     expect((await problemsOf(s)).problems.join('; ')).toContain(`block ${D / PIECE} (offset ${D}) holds the data of block ${D / PIECE + 1}`);
   });
 
-  it('an unknown version, a v2 without a well-formed salt, or JSON that is no object: the malformed-manifest finding and ENGINE_VERIFY_FAILED', async () => {
+  it('an unknown version, a v2 without a well-formed salt, JSON that is no object, a MAC with a tail: the malformed-manifest or bad-MAC finding and ENGINE_VERIFY_FAILED', async () => {
     const good = manifestOf(outs.workers);
     const vol = await volumeOf(outs.workers);
     try {
@@ -307,6 +307,11 @@ describe('manifest v2 of a fixed VHD output', () => {
         expect(r.problems.join('; '), String(i)).toContain('is not a vhdcrypt chain manifest');
         await expect(sealedSourceUuid(f, vol.key, vol.uuid), String(i)).rejects.toMatchObject({ code: 'ENGINE_VERIFY_FAILED' });
       }
+      // The right MAC with something after it is not the MAC.
+      const f = copyLink(outs.workers, 'mac-tail.vhd');
+      writeFileSync(f + '.chain-manifest', JSON.stringify({ ...good, mac: `${good.mac}zz` }));
+      expect((await problemsOf(f)).problems.join('; ')).toContain('its MAC does not verify');
+      await expect(sealedSourceUuid(f, vol.key, vol.uuid)).rejects.toMatchObject({ code: 'ENGINE_VERIFY_FAILED' });
     } finally {
       vol.key.fill(0);
     }
