@@ -83,14 +83,17 @@ export async function readLuksRegion(image: DiskImage): Promise<LuksRegion | nul
 /**
  * Write a new header region (then flush) into a new image, which reads as zeros: only the ranges the header can
  * use (its copies and keyslot areas) are written. The region's other megabytes are never touched in memory (each
- * page of them read would be faulted in for nothing) and stay holes in the file.
+ * page of them read would be faulted in for nothing) and stay holes in the file. Returns the ranges written: the
+ * region now reads as `bytes` in them and zeros elsewhere.
  */
-export async function writeNewLuksRegion(image: WritableImage, bytes: Uint8Array): Promise<void> {
-  for (const [start, end] of await usedRangesOf(bytes)) {
+export async function writeNewLuksRegion(image: WritableImage, bytes: Uint8Array): Promise<Array<readonly [number, number]>> {
+  const ranges = await usedRangesOf(bytes);
+  for (const [start, end] of ranges) {
     if (end > bytes.length || start >= end) throw new VolumeError('ENGINE_HEADER_TOO_LARGE', `a keyslot area [${start}, ${end}) lies outside the ${bytes.length}-byte header region`);
     await image.write(BigInt(start), bytes.subarray(start, end));
   }
   await image.flush();
+  return ranges;
 }
 
 /** Write an edited header region back (then flush) into a writable image. */

@@ -6,7 +6,7 @@ import type { DiskImage, FileWriteReport, WritableImage } from '../../image/inde
 import { availableBackends } from '../../crypto/index.js';
 import type { CryptPool } from '../pool/crypt-pool.js';
 import type { PayloadLayout } from '../../volume/index.js';
-import { mapWriteError } from '../errors.js';
+import { EngineError, mapWriteError } from '../errors.js';
 import { batchesOf, payloadRanges, rangesTotal, type RangeSelection } from '../pool/payload-ranges.js';
 import { writeJournal, type JournalState } from './resume-journal.js';
 import { runSectorPipeline } from '../pool/sector-pipeline.js';
@@ -27,8 +27,11 @@ export interface CryptJobSpec {
   readonly journalPath: string;
   readonly journal: Omit<JournalState, 'doneBatches'>;
   readonly skipBatches: number;
-  /** Hash the output's payload in pieces of this many bytes as it is written (CryptJobStats.pieceHashes). */
-  readonly hashPieces?: number;
+  /**
+   * Tag the output's payload in pieces of `pieceBytes` as it is written (CryptJobStats.pieceTags), under the 32-byte
+   * `key` (the caller's: it wipes it); the output's virtual-disk offset of every batch must fall on a piece.
+   */
+  readonly tagPieces?: { readonly pieceBytes: number; readonly key: Uint8Array };
 }
 
 export interface CryptJobStats {
@@ -40,8 +43,8 @@ export interface CryptJobStats {
   readonly seconds: number;
   /** True when the output's data went straight to the device (O_DIRECT). */
   readonly directWrites: boolean;
-  /** With hashPieces: SHA-256 (hex) of every piece written by this run, by output virtual-disk offset. */
-  readonly pieceHashes: ReadonlyMap<bigint, string>;
+  /** With tagPieces: the block tag (hex) of every whole piece written by this run, by output virtual-disk offset. */
+  readonly pieceTags: ReadonlyMap<bigint, string>;
 }
 
 /** Run the job; `pool` (started early by the caller so workers load while keys are made) is destroyed at the end. */
@@ -67,12 +70,12 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
       throw mapWriteError(e, spec.output.path);
     }
   }
-  const job = pool.startJob(spec.volumeKey);
+  const job = pool.startJob(spec.volumeKey, spec.tagPieces?.key);
   let done = 0n;
   let processed = 0n;
   let skippedBytes = 0n;
-  const pieceHashes = new Map<bigint, string>();
-  const piece = spec.hashPieces ?? 0;
+  const pieceTags = new Map<bigint, string>();
+  const piece = spec.tagPieces?.pieceBytes ?? 0;
   const report = () => {
     const secs = (performance.now() - started) / 1000;
     opts.onProgress?.({ bytesDone: done, bytesTotal, rate: secs > 0 ? Number(processed) / secs : 0 });
@@ -114,11 +117,16 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
       skipBatches: spec.skipBatches,
       ...(piece > 0
         ? {
-            hashResults: {
+            tagResults: {
               pieceBytes: piece,
+              firstIndex: (off: bigint) => {
+                const at = spec.outputBase + off;
+                if (at % BigInt(piece) !== 0n) throw new EngineError('ENGINE_BAD_ARGUMENT', `tagPieces: a batch at output offset ${at} does not start on a ${piece}-byte piece`);
+                return Number(at / BigInt(piece));
+              },
               // Whole pieces only: a short last one is read back with the link's own size (a VHD's may be rounded up).
-              hashed: (off: bigint, length: number, hashes: readonly string[]) => {
-                for (let i = 0; i < hashes.length && (i + 1) * piece <= length; i++) pieceHashes.set(spec.outputBase + off + BigInt(i * piece), hashes[i]!);
+              tagged: (off: bigint, length: number, tags: readonly string[]) => {
+                for (let i = 0; i < tags.length && (i + 1) * piece <= length; i++) pieceTags.set(spec.outputBase + off + BigInt(i * piece), tags[i]!);
               },
             },
           }
@@ -158,7 +166,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
     threads: pool.threads,
     seconds: (performance.now() - started) / 1000,
     directWrites,
-    pieceHashes,
+    pieceTags,
   };
 }
 

@@ -34,7 +34,7 @@ import {
   type PreparedEncryption,
   type VolumeVault,
 } from '../../volume/index.js';
-import { writeManifest } from './chain-manifest.js';
+import { newManifestKeys, wipeManifestKeys, writeManifest, writtenRegionTags, type ManifestKeys } from './chain-manifest.js';
 import { encryptDelta, type DeltaEncryptOptions } from './delta-encrypt.js';
 import { containerFor, estimateOutputBytes, openOutput } from './output-image.js';
 
@@ -83,6 +83,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   let prepared: PreparedEncryption | null = null;
   // A secret sealed by this run for an output that then failed is deleted again (soft delete).
   let sealedNow: { secretId: string; vaultUri: string } | null = null;
+  // The output's manifest keys, made before the run so the workers tag what they write; wiped at the end.
+  let manifestKeys: ManifestKeys | null = null;
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
@@ -111,6 +113,14 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     let secretId: string | null = null;
     let output: WritableImage;
     let volumeKey: Uint8Array;
+    // A fixed output's manifest tags it in DEFAULT_BLOCK_SIZE pieces (chain-manifest.ts) where the tags can be taken
+    // as the bytes are written: the LUKS header region this run writes into a fresh file, and each batch, by the
+    // worker that writes it, when batches fall on those pieces. The manifest then reads back only a resumed run's
+    // header and skipped batches. A dynamic output's blocks are tagged with their bitmaps, after the run.
+    const wantManifest = container !== 'raw' && opts.manifest !== false;
+    const piece = BigInt(DEFAULT_BLOCK_SIZE);
+    const tagAsWritten = wantManifest && container === 'vhd-fixed' && dataOffset % piece === 0n && BigInt(batchBytes) % piece === 0n;
+    const knownTags = new Map<bigint, string>();
     const { resume, journal } = await findLeftover(paths, opts, warnings.warn);
     if (resume) {
       checkJournalMatches(resume, journalBase, paths.journal);
@@ -157,8 +167,13 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
         output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
         hold.ownsTemp = true;
-        if (prepared.header) await writeNewLuksRegion(output, prepared.header);
-        else await output.flush();
+        if (prepared.header) {
+          const written = await writeNewLuksRegion(output, prepared.header);
+          if (tagAsWritten && prepared.luksUuid !== null) {
+            manifestKeys = newManifestKeys(volumeKey, prepared.luksUuid);
+            for (const [at, tag] of writtenRegionTags(manifestKeys, prepared.header, written, DEFAULT_BLOCK_SIZE, Number(dataOffset))) knownTags.set(at, tag);
+          }
+        } else await output.flush();
         await writeJournal(paths.journal, { ...journalBase, doneBatches: 0, secretId });
         hold.journalWritten = true;
         // The journal now names the secret (--resume finds it): it is no longer pending.
@@ -168,12 +183,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       }
     }
 
-    // A fixed output's manifest hashes it in DEFAULT_BLOCK_SIZE pieces: the workers hash each batch they write when
-    // batches fall on those pieces (the manifest then reads back only the LUKS header's and a resumed run's skipped
-    // ones). A dynamic output's blocks are hashed with their bitmaps, after the run.
-    const wantManifest = container !== 'raw' && prepared.luksUuid !== null && opts.manifest !== false;
-    const piece = BigInt(DEFAULT_BLOCK_SIZE);
-    const hashPieces = wantManifest && container === 'vhd-fixed' && dataOffset % piece === 0n && BigInt(batchBytes) % piece === 0n ? DEFAULT_BLOCK_SIZE : 0;
+    const luksUuid = prepared.luksUuid;
+    if (tagAsWritten && luksUuid !== null) manifestKeys ??= newManifestKeys(volumeKey, luksUuid);
     const stats = await runCryptJob(
       {
         encrypt: true,
@@ -187,7 +198,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         journalPath: paths.journal,
         journal: { ...journalBase, secretId },
         skipBatches,
-        ...(hashPieces > 0 ? { hashPieces } : {}),
+        ...(manifestKeys !== null ? { tagPieces: { pieceBytes: DEFAULT_BLOCK_SIZE, key: manifestKeys.tagKey! } } : {}),
       },
       opts,
       pool,
@@ -197,8 +208,10 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     hold.ownsTemp = false;
     sealedNow = null;
     // Every encrypted VHD gets its authenticated manifest (chain-manifest.ts): the base of a chain as any link.
-    if (wantManifest && prepared.luksUuid) {
-      await writeManifest(paths.dest, volumeKey, { luksUuid: prepared.luksUuid, dataOffset, sectorSize }, source.uuid ?? null, stats.pieceHashes);
+    if (wantManifest && luksUuid !== null) {
+      for (const [at, tag] of stats.pieceTags) knownTags.set(at, tag);
+      const taken = manifestKeys !== null ? { keys: manifestKeys, tags: knownTags } : undefined;
+      await writeManifest(paths.dest, volumeKey, { luksUuid, dataOffset, sectorSize }, source.uuid ?? null, taken);
     }
     const outputFileSize = BigInt((await stat(paths.dest)).size);
     return runResultOf(stats, started, {
@@ -223,6 +236,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     failure = e;
     throw e;
   } finally {
+    if (manifestKeys !== null) wipeManifestKeys(manifestKeys);
     // An interrupted run keeps its temp file, journal and secret (the journal names it): --resume continues.
     const keep = await hold.release(failure, opts.signal);
     if (sealedNow && !keep) await discardSecret(sealedNow, opts.vaultCredentials);

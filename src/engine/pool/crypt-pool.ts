@@ -1,7 +1,8 @@
 /**
- * A piscina pool of XTS worker threads. A job's key is copied once into a small
- * SharedArrayBuffer that every task references (never cloned into a message);
- * endJob wipes it and has every worker dispose its key schedule.
+ * A piscina pool of XTS worker threads. A job's key (and its block tag key, when
+ * it tags its output) is copied once into a small SharedArrayBuffer that every
+ * task references (never cloned into a message); endJob wipes it and has every
+ * worker dispose its key schedule.
  * A small job runs its batches on the calling thread instead (`inline`): starting
  * a worker costs more than such a job's crypto and I/O (performance.md).
  */
@@ -36,6 +37,8 @@ export interface CryptJob {
   readonly id: string;
   readonly key: SharedArrayBuffer;
   readonly keyLength: number;
+  /** The shared copy of the block tag key (block-tag.ts), or null. */
+  readonly tagKey: SharedArrayBuffer | null;
 }
 
 /**
@@ -82,18 +85,18 @@ function replyError(r: Extract<WorkerReply, { ok: false }>): Error {
   return new WorkerCryptError(r.code, r.message);
 }
 
-/** Where a batch's I/O happens when the worker does it, and whether it hashes the result. */
+/** Where a batch's I/O happens when the worker does it, and whether it tags the result. */
 export interface BatchIo {
   readonly read: FileReadPlan | null;
   readonly write: FileWritePlan | null;
-  /** SHA-256 of the result in pieces of this many bytes (0 or absent: none). */
-  readonly hashPieces?: number;
+  /** Tag the result in pieces of `pieceBytes`, the first being block `firstIndex`, under the job's tag key. */
+  readonly tagPieces?: { readonly pieceBytes: number; readonly firstIndex: number };
 }
 
 /** What a batch's worker reports beyond success. */
 export interface BatchReport {
   readonly wrote?: FileWriteReport;
-  readonly hashes?: readonly string[];
+  readonly tags?: readonly string[];
 }
 
 /** A failed planned read or write of a batch, as the worker saw it. */
@@ -164,18 +167,24 @@ export class CryptPool {
     return all;
   }
 
-  /** Share a copy of the key with the workers; the caller may wipe its own copy afterwards. */
-  startJob(key: Uint8Array): CryptJob {
+  /** Share a copy of the key (and of the block tag key) with the workers; the caller may wipe its own afterwards. */
+  startJob(key: Uint8Array, tagKey?: Uint8Array): CryptJob {
     const sab = new SharedArrayBuffer(key.length);
     new Uint8Array(sab).set(key);
-    return { id: randomUUID(), key: sab, keyLength: key.length };
+    let tags: SharedArrayBuffer | null = null;
+    if (tagKey !== undefined) {
+      tags = new SharedArrayBuffer(tagKey.length);
+      new Uint8Array(tags).set(tagKey);
+    }
+    return { id: randomUUID(), key: sab, keyLength: key.length, tagKey: tags };
   }
 
   /**
    * Encrypt or decrypt a batch in its slot; with `io`, the worker first reads it in and then writes it out itself
-   * (a failed read or write rejects with BatchIoError). Resolves with the planned write's report and the hashes.
+   * (a failed read or write rejects with BatchIoError). Resolves with the planned write's report and the tags.
    */
   async crypt(job: CryptJob, encrypt: boolean, b: SectorBatchRef, io: BatchIo = { read: null, write: null }): Promise<BatchReport> {
+    if (io.tagPieces !== undefined && job.tagKey === null) throw new EngineError('ENGINE_BAD_ARGUMENT', 'tagPieces: the job was started without a block tag key');
     const task: CryptTask = {
       kind: 'crypt',
       jobId: job.id,
@@ -191,7 +200,8 @@ export class CryptPool {
       tweakStep: b.tweakStep,
       read: io.read,
       write: io.write,
-      hashPieces: io.hashPieces ?? 0,
+      tagPieces: io.tagPieces ?? null,
+      tagKey: io.tagPieces !== undefined ? job.tagKey : null,
     };
     const reply = await this.run(task);
     if (!reply.ok) {
@@ -199,12 +209,13 @@ export class CryptPool {
       throw reply.side !== undefined ? new BatchIoError(reply.side, e) : e;
     }
     if (!this.ran) this.ran = { backend: reply.backend, kernel: reply.kernel };
-    return { ...(reply.wrote ? { wrote: reply.wrote } : {}), ...(reply.hashes ? { hashes: reply.hashes } : {}) };
+    return { ...(reply.wrote ? { wrote: reply.wrote } : {}), ...(reply.tags ? { tags: reply.tags } : {}) };
   }
 
-  /** Wipe the shared key and make every worker drop its key schedule. */
+  /** Wipe the shared keys and make every worker drop its key schedule. */
   async endJob(job: CryptJob): Promise<void> {
     new Uint8Array(job.key).fill(0);
+    if (job.tagKey !== null) new Uint8Array(job.tagKey).fill(0);
     if (this.closed) return;
     const barrier = new SharedArrayBuffer(4);
     const task: DisposeTask = { kind: 'dispose', jobId: job.id, barrier, parties: this.threads };

@@ -35,10 +35,15 @@ export interface PipelineSpec {
   writePlan?(payloadOffset: bigint, length: number): FileWritePlan | null;
   wrotePlanned?(report: FileWriteReport): void;
   /**
-   * SHA-256 of each `pieceBytes` of every batch's result, taken by the worker while it holds the batch (`hashed`
-   * gets them with the batch's payload offset); batches must then start on a piece boundary.
+   * The block tag (block-tag.ts, under the job's tag key) of each `pieceBytes` of every batch's result, taken by the
+   * worker while it holds the batch; `firstIndex` gives the block index of a batch's first piece, `tagged` gets the
+   * tags with the batch's payload offset.
    */
-  readonly hashResults?: { readonly pieceBytes: number; hashed(payloadOffset: bigint, length: number, hashes: readonly string[]): void };
+  readonly tagResults?: {
+    readonly pieceBytes: number;
+    firstIndex(payloadOffset: bigint): number;
+    tagged(payloadOffset: bigint, length: number, tags: readonly string[]): void;
+  };
   /** The error a planned read or write failed with, as this side's own read or write would have thrown it. */
   plannedIoError?(side: 'read' | 'write', cause: Error): unknown;
   /** Batches below this index are already done (resume). */
@@ -121,12 +126,12 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
           p.job,
           p.encrypt,
           { buffer: slot.buffer, offset: slot.offset, length: b.length, firstTweak: t.firstTweak, sectorSize: p.sectorSize, tweakStep: t.tweakStep },
-          { read, write, hashPieces: p.hashResults?.pieceBytes ?? 0 },
+          { read, write, ...(p.tagResults ? { tagPieces: { pieceBytes: p.tagResults.pieceBytes, firstIndex: p.tagResults.firstIndex(b.offset) } } : {}) },
         );
       } catch (e) {
         throw e instanceof BatchIoError ? (p.plannedIoError?.(e.side, e.cause as Error) ?? e.cause) : e;
       }
-      if (p.hashResults && done.hashes) p.hashResults.hashed(b.offset, b.length, done.hashes);
+      if (p.tagResults && done.tags) p.tagResults.tagged(b.offset, b.length, done.tags);
       if (write !== null) {
         if (done.wrote) p.wrotePlanned?.(done.wrote);
       } else {

@@ -27,8 +27,13 @@ export interface CryptTask extends SectorBatchRef {
   readonly read: FileReadPlan | null;
   /** Write the batch from the slot afterwards, to the output's descriptors (else the engine writes it). */
   readonly write: FileWritePlan | null;
-  /** SHA-256 of the batch's result in pieces of this many bytes (the output's manifest blocks), or 0 for none. */
-  readonly hashPieces: number;
+  /**
+   * Tag the batch's result in pieces (the output's manifest blocks, block-tag.ts) under `tagKey`, the first piece
+   * being block `firstIndex`; null for none.
+   */
+  readonly tagPieces: { readonly pieceBytes: number; readonly firstIndex: number } | null;
+  /** The job's 32-byte block tag key, shared like `key` and wiped with it; null when the job tags nothing. */
+  readonly tagKey: SharedArrayBuffer | null;
 }
 
 /** Drop the job's Xts; every worker takes exactly one (the barrier holds each until all have arrived). */
@@ -54,8 +59,8 @@ export type WorkerReply =
       readonly backend: string;
       readonly kernel: string;
       readonly wrote?: FileWriteReport;
-      /** Hex SHA-256 of each hashPieces-byte piece of the result, in order (the last may be shorter). */
-      readonly hashes?: readonly string[];
+      /** The hex tag of each tagPieces piece of the result, in order (the last may be shorter). */
+      readonly tags?: readonly string[];
     }
   | {
       readonly ok: false;

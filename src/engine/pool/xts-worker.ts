@@ -8,9 +8,10 @@
  * thread, never copied and never waited for by the main thread.
  */
 import { createXts, type Xts } from '../../crypto/index.js';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { VhdcryptError } from '../../errors.js';
 import { readPlannedSync, writePlannedSync, type FileWriteReport } from '../../image/index.js';
+import { pieceTags } from './block-tag.js';
 import type { CryptTask, DisposeTask, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 
 const jobs = new Map<string, Xts>();
@@ -54,20 +55,16 @@ function crypt(t: CryptTask): WorkerReply {
   const opts = { tweakStep: t.tweakStep };
   if (t.encrypt) x.encryptSectors(data, t.firstTweak, t.sectorSize, opts);
   else x.decryptSectors(data, t.firstTweak, t.sectorSize, opts);
-  // Hashed while the batch is still in this core's cache: the manifest then needs no second pass over the output.
-  const hashes = t.hashPieces > 0 ? hashPieces(data, t.hashPieces) : undefined;
+  // Tagged while the batch is still in this core's cache: the manifest then needs no second pass over the output.
+  // The key is read in place from the job's shared copy (node:crypto copies it into its cipher context, which
+  // OpenSSL cleanses when freed): this thread allocates no copy of it to wipe.
+  const tags = t.tagPieces !== null && t.tagKey !== null ? pieceTags(new Uint8Array(t.tagKey), data, t.tagPieces.pieceBytes, t.tagPieces.firstIndex) : undefined;
   let wrote: FileWriteReport | undefined;
   if (t.write) {
     const plan = t.write;
     wrote = onSide('write', () => writePlannedSync(plan, data));
   }
-  return { ok: true, backend: x.backend, kernel: x.kernel, ...(wrote ? { wrote } : {}), ...(hashes ? { hashes } : {}) };
-}
-
-function hashPieces(data: Uint8Array, piece: number): string[] {
-  const out: string[] = [];
-  for (let o = 0; o < data.length; o += piece) out.push(createHash('sha256').update(data.subarray(o, o + piece)).digest('hex'));
-  return out;
+  return { ok: true, backend: x.backend, kernel: x.kernel, ...(wrote ? { wrote } : {}), ...(tags ? { tags } : {}) };
 }
 
 function dispose(t: DisposeTask): WorkerReply {
