@@ -455,4 +455,24 @@ describe('an encrypt opens its vault once', () => {
     const opens = readFileSync(trace, 'utf8').split('\n').filter((l) => /openat\(.*vault\.sqlite"/.test(l));
     expect(opens, opens.join('\n')).toHaveLength(1);
   });
+
+  test('a run that finished sealing leaves no sealing marker, so the next run of the job does not list the vault\'s secrets', async () => {
+    const dir = join(tempDir(), 'v');
+    const env = { VHDCRYPT_VAULT: dir };
+    expect(cli(['vault', 'init'], env).status).toBe(0);
+    const dst = join(work, 'no-scan.img');
+    for (const force of [[], ['--force']]) {
+      const r = cli(['encrypt', src, dst, ...force], env);
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(join(work, '.no-scan.img.vhdcrypt-sealing'))).toBe(false);
+    }
+    const v = await openVault(`file:${dir}`);
+    try {
+      const ops = (await v.readAudit()).map((e) => e.operation);
+      expect(ops.filter((o) => o === 'setSecret')).toHaveLength(2);
+      expect(ops).not.toContain('listSecrets');
+    } finally {
+      await v.close();
+    }
+  });
 });

@@ -1,6 +1,7 @@
 /** Secrets: Key Vault's limits, versions, attributes and dates on get, soft delete, backup/restore. */
 import { afterAll, afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { openVault, type Vault } from '../src/vault/index.js';
+import { join } from 'node:path';
 import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
 
 let vault: Vault;
@@ -237,4 +238,28 @@ test('a closed handle refuses calls', async () => {
   const v = await openVault(`file:${tempDir()}`, { create: true });
   await v.close();
   await expectCode(v.listSecrets(), 'VAULT_CLOSED');
+});
+
+test('opening a vault with nothing due for purging takes no write lock (another process may be writing)', async () => {
+  const d = tempDir();
+  const v = await openVault(`file:${d}`, { create: true });
+  for (const name of ['a', 'b', 'c']) await v.setSecret(name, 'v');
+  await v.deleteSecret('a');
+  await v.close();
+  // Another writer holds the database's write lock for as long as the open below runs.
+  const { default: Database } = await import('better-sqlite3');
+  const other = new Database(join(d, 'vault.sqlite'));
+  other.pragma('busy_timeout = 0');
+  other.prepare('BEGIN IMMEDIATE').run();
+  let again: Vault;
+  try {
+    again = await openVault(`file:${d}`);
+  } finally {
+    other.prepare('ROLLBACK').run();
+    other.close();
+  }
+  // Every call is audited (a write): the lock is released first.
+  expect((await again.listDeletedSecrets()).map((x) => x.name)).toEqual(['a']);
+  expect((await again.listSecrets()).map((x) => x.name).sort()).toEqual(['b', 'c']);
+  await again.close();
 });

@@ -3,7 +3,7 @@
  * is a LUKS volume (or a plain dm-crypt volume) holding the source disk sector
  * for sector, written safely (temp file, fsync, rename) and resumably.
  */
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
@@ -16,7 +16,7 @@ import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, journalDiffs, writeJournal, type JournalState } from './resume-journal.js';
-import { checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover } from './safe-output.js';
+import { checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, findLeftover, markSealing } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import {
   checkNewVolumeOptions,
@@ -154,8 +154,12 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       // vault costs its SQLite file a WAL checkpoint, and a remote vault its clients and tokens.
       const vault = keySource === 'vault' ? await openVolumeVault(opts.vault, opts.vaultCredentials, true) : null;
       try {
-        // A run of this job killed between sealing its key and writing its first journal left a pending secret.
-        if (vault) await discardPendingSecrets(vault, pendingJobTag(paths.dest));
+        if (vault) {
+          // A run of this job killed between sealing its key and writing its first journal left a pending secret,
+          // and its sealing marker: only then are the vault's secrets searched for it.
+          if (await exists(paths.sealing)) await discardPendingSecrets(vault, pendingJobTag(paths.dest));
+          await markSealing(paths.sealing);
+        }
         const containerUuid = randomUUID();
         // The key is sealed and the header made before the output exists, so no data sector precedes them.
         prepared = await prepareEncryption(
@@ -178,6 +182,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         hold.journalWritten = true;
         // The journal now names the secret (--resume finds it): it is no longer pending.
         if (secretId) await (vault ? vault.settle(secretId) : settleSecret(secretId, opts));
+        if (vault) await rm(paths.sealing, { force: true });
       } finally {
         await vault?.close();
       }

@@ -3,7 +3,7 @@
  * directory, made durable, and renamed into place only when complete, so the
  * destination name never holds a partial image (even after kill -9).
  */
-import { chmod, rename, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, open, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { EngineError } from '../errors.js';
 import { readJournal, type JournalState } from './resume-journal.js';
@@ -13,17 +13,35 @@ export interface OutputPaths {
   readonly dest: string;
   readonly temp: string;
   readonly journal: string;
+  /** Exists from just before an encrypt seals its key until its journal names the secret (encrypt-image.ts). */
+  readonly sealing: string;
 }
 
 /**
- * The temp and journal names beside the destination: `.NAME.vhdcrypt-tmp` and `.NAME.vhdcrypt-journal`, NAME being
- * `name` (RunOptions.outputName, checked by checkRunOptions) or else the destination's own name.
+ * The temp, journal and sealing-marker names beside the destination: `.NAME.vhdcrypt-tmp`, `.NAME.vhdcrypt-journal`
+ * and `.NAME.vhdcrypt-sealing`, NAME being `name` (RunOptions.outputName, checked by checkRunOptions) or else the
+ * destination's own name.
  */
 export function outputPaths(dest: string, name?: string): OutputPaths {
   const abs = resolve(dest);
   const dir = dirname(abs);
   const base = name ?? basename(abs);
-  return { dest: abs, temp: join(dir, `.${base}.vhdcrypt-tmp`), journal: join(dir, `.${base}.vhdcrypt-journal`) };
+  return { dest: abs, temp: join(dir, `.${base}.vhdcrypt-tmp`), journal: join(dir, `.${base}.vhdcrypt-journal`), sealing: join(dir, `.${base}.vhdcrypt-sealing`) };
+}
+
+/**
+ * Create the sealing marker, durably (the file and its directory entry), before a key is sealed: a run killed
+ * between the seal and its journal then leaves the marker, and only then does the next run of the job look for
+ * the pending secret it sealed (a scan of the vault's secrets).
+ */
+export async function markSealing(path: string): Promise<void> {
+  const fh = await open(path, 'w', 0o600);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await syncDir(dirname(path));
 }
 
 export async function exists(p: string): Promise<boolean> {

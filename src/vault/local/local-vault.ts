@@ -50,6 +50,8 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 const DAY_MS = 86_400_000;
+/** The meta entry of the purge schedule (purgeExpiredDeleted). */
+const PURGE_DUE_META = 'purge_due';
 
 type Access = { kind: 'secrets'; perm: SecretPermission } | { kind: 'keys'; perm: KeyPermission } | 'owner' | 'any';
 
@@ -311,23 +313,50 @@ export class LocalVault implements Vault {
     return this.#openRecord<PropertiesRecord>(blob, 'meta|properties', 'vault properties');
   }
 
-  /** Purge objects whose soft-delete retention has ended (as Key Vault does). */
+  /**
+   * The sealed 'purge_due' entry: no soft-deleted object is due for purging before this time (ms; null: none is
+   * deleted). A lower bound, lowered by every soft delete and set exactly by each scan; absent (a vault from before
+   * it, or unreadable): unknown, so the next open scans.
+   */
+  #purgeDue(): number | null | undefined {
+    const blob = this.#store.getMeta(PURGE_DUE_META);
+    if (!Buffer.isBuffer(blob)) return undefined;
+    const v = this.#openRecord<{ due: number | null }>(blob, `meta|${PURGE_DUE_META}`, 'vault purge schedule').due;
+    return v === null || Number.isFinite(v) ? v : undefined;
+  }
+
+  #setPurgeDue(due: number | null): void {
+    this.#store.setMeta(PURGE_DUE_META, this.#cipher.seal(toJson({ due }), `meta|${PURGE_DUE_META}`));
+  }
+
+  /**
+   * Purge objects whose soft-delete retention has ended (as Key Vault does). Every open calls it: the sealed
+   * purge_due bound makes that one read until something is due, instead of opening every object's state under the
+   * write lock (which other processes then wait for) on each open.
+   */
   purgeExpiredDeleted(): void {
     const now = Date.now();
-    for (const kind of ['secrets', 'keys'] as const) {
-      const expired = this.#store.tx(() => {
-        const names: string[] = [];
+    const due = this.#purgeDue();
+    if (due === null || (due !== undefined && now < due)) return;
+    const expired = this.#store.tx(() => {
+      const gone: Array<[ObjectKind, string]> = [];
+      let next: number | null = null;
+      for (const kind of ['secrets', 'keys'] as const) {
         for (const row of this.#store.listObjects(kind)) {
           const s = this.#state(kind, row.name);
-          if (s && s.deletedOn !== null && s.scheduledPurge !== null && s.scheduledPurge <= now) {
+          if (!s || s.deletedOn === null || s.scheduledPurge === null) continue;
+          if (s.scheduledPurge <= now) {
             this.#store.removeObject(kind, s.name);
-            names.push(s.name);
+            gone.push([kind, s.name]);
+          } else if (next === null || s.scheduledPurge < next) {
+            next = s.scheduledPurge;
           }
         }
-        return names;
-      });
-      for (const name of expired) this.#audit('system', 'purgeAfterRetention', objectId(this.uri, kind, name), 'ok');
-    }
+      }
+      this.#setPurgeDue(next);
+      return gone;
+    });
+    for (const [kind, name] of expired) this.#audit('system', 'purgeAfterRetention', objectId(this.uri, kind, name), 'ok');
   }
 
   // ---- vault properties ----
@@ -506,6 +535,9 @@ export class LocalVault implements Vault {
         const now = Date.now();
         const next: ObjectState = { name: s.name, deletedOn: now, scheduledPurge: now + this.#props().softDeleteRetentionDays * DAY_MS };
         this.#putState(kind, next);
+        // Keep purge_due a lower bound (unknown stays unknown: the next open scans).
+        const due = this.#purgeDue();
+        if (due !== undefined) this.#setPurgeDue(due === null ? next.scheduledPurge : Math.min(due, next.scheduledPurge!));
         return { ...this.#deleted(kind, next), properties: view(next, this.#row(kind, next, undefined)) };
       });
     });

@@ -30,6 +30,8 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 `;
+/** The tables and triggers SCHEMA makes, by name. */
+const SCHEMA_OBJECTS = [...SCHEMA.matchAll(/CREATE (?:TABLE|TRIGGER) IF NOT EXISTS (\w+)/g)].map((m) => m[1]!);
 
 export interface VersionRow {
   readonly seq: number;
@@ -129,16 +131,28 @@ export class VaultStore {
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
-      this.tx(() => {
-        this.db.exec(SCHEMA);
-        // A vault made before audit entries carried the client address gains the column (NULL in old entries).
-        const cols = this.db.prepare('PRAGMA table_info(audit)').all() as Array<{ name: string }>;
-        if (!cols.some((c) => c.name === 'client')) this.db.exec('ALTER TABLE audit ADD COLUMN client TEXT');
-      });
+      // Only a database that lacks part of the schema takes the write lock here: on every other open this is a
+      // read, so opening never waits for (or stalls) another process's write.
+      if (!this.#schemaCurrent()) {
+        this.tx(() => {
+          this.db.exec(SCHEMA);
+          // A vault made before audit entries carried the client address gains the column (NULL in old entries).
+          if (!this.#auditHasClient()) this.db.exec('ALTER TABLE audit ADD COLUMN client TEXT');
+        });
+      }
     } catch (e) {
       if ((e as { code?: unknown })?.code === 'SQLITE_CANTOPEN') throw cantOpen(path, e);
       throw storageError(e);
     }
+  }
+
+  #schemaCurrent(): boolean {
+    const have = new Set((this.db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')").all() as Array<{ name: string }>).map((r) => r.name));
+    return SCHEMA_OBJECTS.every((n) => have.has(n)) && this.#auditHasClient();
+  }
+
+  #auditHasClient(): boolean {
+    return (this.db.prepare('PRAGMA table_info(audit)').all() as Array<{ name: string }>).some((c) => c.name === 'client');
   }
 
   /** Run `fn` in an IMMEDIATE transaction (takes the write lock first, so read-modify-write is atomic across processes). */
