@@ -53,12 +53,12 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   const batchBytes = spec.journal.batchBytes;
   const ranges = () => payloadRanges(() => spec.input.extents(), spec.selection);
   const bytesTotal = await rangesTotal(ranges());
-  // Enough slots that every worker has its next batch queued while it runs one, and the main thread's own reads or
-  // writes (where the images cannot plan them) overlap the crypto. Inline, one batch runs at a time: a second slot
-  // lets such a read or write overlap it; where both images plan their I/O nothing overlaps, and a second slot
-  // would only be fresh pages to fault in (each first touch traps to the hypervisor on some VMs).
+  // Enough slots that every worker has its next batch queued while it runs one, and (two more) the main thread's own
+  // reads or writes, where the images cannot plan them, overlap the crypto. Inline, one batch runs at a time: a
+  // second slot lets such a read or write overlap it. Where both images plan their I/O, the slots beyond those would
+  // only be fresh pages to fault in (each first touch traps to the hypervisor on some VMs).
   const planned = (spec.output.format === 'raw' || spec.output.format === 'vhd-fixed') && spec.input.readPlan !== undefined && spec.input.format !== 'vhd-differencing';
-  const slots = new SlotRing(pool.usesWorkers ? pool.threads * 2 + 2 : planned ? 1 : 2, batchBytes);
+  const slots = new SlotRing(pool.usesWorkers ? pool.threads * 2 + (planned ? 0 : 2) : planned ? 1 : 2, batchBytes);
   // Batches are large and aligned: skip the page cache, whose copy and writeback cost more CPU than the crypto.
   const directWrites = await spec.output.useDirectWrites();
   if (directWrites) {
