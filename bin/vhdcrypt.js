@@ -24,7 +24,13 @@ try {
   throw e;
 }
 
-loaded.main(process.argv).then(
-  (code) => { process.exitCode = code; },
-  (err) => { console.error(err); process.exitCode = 70; },
-);
+// The run is over once main settles (servers settle when they have stopped): exit then, once standard output and
+// error have taken what was written, rather than wait for Node to tear down the heap and the thread pool first.
+const exitWith = (code) => {
+  process.exitCode = code;
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+};
+loaded.main(process.argv).then(exitWith, (err) => {
+  console.error(err);
+  exitWith(70);
+});

@@ -20,6 +20,8 @@ import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir }
 
 const ROOT = join(import.meta.dirname, '..');
 const MiB = 1 << 20;
+/** The batch size of a job of at most 64 MiB when none is asked for (batchBytesForJob). */
+const SMALL_JOB_BATCH = 2 * MiB;
 let dir: string;
 
 beforeAll(() => {
@@ -109,7 +111,7 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     expect(r.status, r.stderr).toBe(0);
     const files = readdirSync(dir).filter((f) => f.startsWith('trace.'));
     const mainPid = Math.min(...files.map((f) => Number(f.slice('trace.'.length))));
-    const batch = 4 * MiB;
+    const batch = SMALL_JOB_BATCH;
     const calls = files.flatMap((f) =>
       readFileSync(join(dir, f), 'utf8')
         .split('\n')
@@ -153,8 +155,8 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
       .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
       .map((l) => /^(?:pread64|read)\(\d+, "[^"]*"(?:\.\.\.)?, (\d+)/.exec(l))
       .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) >= MiB);
-    // The source's four 4 MiB batches; no block of the output (header region or payload) again.
-    expect(reads.map((m) => Number(m[1])).sort((a, b) => a - b)).toEqual(Array(4).fill(4 * MiB));
+    // The source's batches; no block of the output (header region or payload) again.
+    expect(reads.map((m) => Number(m[1])).sort((a, b) => a - b)).toEqual(Array(size / SMALL_JOB_BATCH).fill(SMALL_JOB_BATCH));
     const good = await verifyImage(out, { passphraseFile, blocks: true });
     expect(good.ok, JSON.stringify(good)).toBe(true);
     // The tags are of what was written: a byte changed in the last payload block is found.
@@ -259,9 +261,9 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     expect(JSON.parse(r.stdout).threads).toBe(1);
     const batchReads = readFileSync(trace, 'utf8')
       .split('\n')
-      .map((l) => /pread64\((0x[0-9a-f]+), (0x[0-9a-f]+), 0x400000, (0x[0-9a-f]+|0)\) = 0x400000/.exec(l))
+      .map((l) => /pread64\((0x[0-9a-f]+), (0x[0-9a-f]+), 0x200000, (0x[0-9a-f]+|0)\) = 0x200000/.exec(l))
       .filter((m): m is RegExpExecArray => m !== null);
-    expect(batchReads.length).toBe(size / (4 * MiB));
+    expect(batchReads.length).toBe(size / SMALL_JOB_BATCH);
     expect(new Set(batchReads.map((m) => m[2])).size).toBe(1);
   });
 

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
-import { poolForJob } from '../pool/crypt-pool.js';
+import { batchBytesForJob, poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
@@ -23,9 +23,10 @@ export interface DecryptOptions extends RunOptions, Omit<UnlockImageOptions, 'va
 
 /** Decrypt the image at `src` into a new plaintext image at `dst`. */
 export async function decryptImage(src: string, dst: string, opts: DecryptOptions = {}): Promise<RunResult> {
-  const batchBytes = checkRunOptions(opts);
+  const checkedBatchBytes = checkRunOptions(opts);
   const started = performance.now();
   const { paths, source, warnings, hold } = await startJob(src, dst, opts);
+  const batchBytes = batchBytesForJob(opts.batchBytes === undefined ? undefined : checkedBatchBytes, checkedBatchBytes, source.virtualSize);
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);

@@ -11,7 +11,7 @@ import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
-import { poolForJob } from '../pool/crypt-pool.js';
+import { batchBytesForJob, poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
@@ -75,9 +75,10 @@ export interface EncryptOptions extends RunOptions, KeySourceOptions {
 export async function encryptImage(src: string, dst: string, opts: EncryptOptions = {}): Promise<RunResult> {
   if (opts.parentImage !== undefined) return encryptDelta(src, dst, deltaOptions(opts));
   checkNewVolumeOptions(opts);
-  const batchBytes = checkRunOptions(opts);
+  const checkedBatchBytes = checkRunOptions(opts);
   const started = performance.now();
   const { paths, source, warnings, hold } = await startJob(src, dst, opts);
+  const batchBytes = batchBytesForJob(opts.batchBytes === undefined ? undefined : checkedBatchBytes, checkedBatchBytes, source.virtualSize);
   // hold.ownsTemp is set once this run owns the temp file: only then does a failure remove it (never a leftover it
   // refused to touch). Once the journal exists, an interrupt keeps the temp file, journal and secret for --resume.
   let prepared: PreparedEncryption | null = null;

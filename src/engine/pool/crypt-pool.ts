@@ -47,6 +47,19 @@ export interface CryptJob {
  */
 export const INLINE_MAX_BYTES = 64 << 20;
 
+/** The batch size of a job that runs inline because it is small, unless the caller chose one. */
+const SMALL_JOB_BATCH_BYTES = 2 << 20;
+
+/**
+ * The batch size for a job of `payloadBytes`: the caller's (already checked) when given; else a small job's batches
+ * are 2 MiB (a whole manifest block), so the one slot it runs through is 2 MiB of fresh pages instead of 4, and
+ * larger jobs keep `defaultBytes`. The same source always gives the same size, as a resumed run's journal requires.
+ */
+export function batchBytesForJob(asked: number | undefined, defaultBytes: number, payloadBytes: bigint): number {
+  if (asked !== undefined) return asked;
+  return payloadBytes <= BigInt(INLINE_MAX_BYTES) ? Math.min(defaultBytes, SMALL_JOB_BATCH_BYTES) : defaultBytes;
+}
+
 /**
  * The pool for a job of `payloadBytes`, inline where the native kernel runs it and either the caller asked for one
  * thread (a worker would add a thread to start and a hand-off per batch, and keep this thread busy beside it: a
