@@ -16,7 +16,7 @@ import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
 import { poolForJob } from '../src/engine/pool/crypt-pool.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
-import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
+import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, requireStrace, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const MiB = 1 << 20;
@@ -34,6 +34,15 @@ function makeRandomRaw(path: string, size: number): Uint8Array {
   const data = new Uint8Array(randomBytes(size));
   writeFileSync(path, data);
   return data;
+}
+
+/** A raw source of `size` random bytes and a 64-byte key file for a plain volume, named after `name`. */
+function plainJob(name: string, size: number): { src: string; keyFile: string } {
+  const src = join(dir, `${name}-src.raw`);
+  makeRandomRaw(src, size);
+  const keyFile = join(dir, `${name}.key`);
+  writeFileSync(keyFile, randomBytes(64));
+  return { src, keyFile };
 }
 
 describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
@@ -93,13 +102,9 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
   });
 
   it('a CLI encrypt with workers: every batch-sized pread and pwrite is a worker thread\'s, each batch read and written once', () => {
-    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
-    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    requireStrace();
     const size = 16 * MiB;
-    const src = join(dir, 'cli-src.raw');
-    makeRandomRaw(src, size);
-    const keyFile = join(dir, 'cli.key');
-    writeFileSync(keyFile, randomBytes(64));
+    const { src, keyFile } = plainJob('cli', size);
     // One trace file per thread (-ff): TRACE.<tid>; the main thread's tid is the process id strace started.
     const trace = join(dir, 'trace');
     const cli = join(ROOT, 'bin', 'vhdcrypt.js');
@@ -132,8 +137,7 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
   });
 
   it('a fixed VHD output\'s manifest takes its payload blocks\' tags from the workers and its LUKS header region\'s from the bytes written: nothing is read back, and verify checks every block', async () => {
-    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
-    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    requireStrace();
     const size = 16 * MiB;
     const srcPath = join(dir, 'man-src.vhd');
     const src = (await createImage(srcPath, { format: 'vhd-fixed', virtualSize: BigInt(size) })) as WritableImage;
@@ -243,13 +247,9 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
   });
 
   it('an inline job between flat images reads every batch into one slot (the pages of a second would be faulted in for nothing)', () => {
-    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
-    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    requireStrace();
     const size = 16 * MiB;
-    const src = join(dir, 'one-slot-src.raw');
-    makeRandomRaw(src, size);
-    const keyFile = join(dir, 'one-slot.key');
-    writeFileSync(keyFile, randomBytes(64));
+    const { src, keyFile } = plainJob('one-slot', size);
     const trace = join(dir, 'one-slot.trace');
     // raw=pread64: the arguments as numbers, the buffer's address among them.
     const r = spawnSync(

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { TAG_KEK_URL, WRAPPED_KEY_CONTENT_TYPE, openVault, sealDiskKey, unsealDiskKey } from '../src/vault/index.js';
 import { ensureDist, root } from './fixtures/vault/dist.js';
 import { cleanupTempDirs, expectCode, tempDir } from './fixtures/vault/temp-vault.js';
-import { makeRaw } from './fixtures/engine/helpers.js';
+import { makeRaw, requireStrace } from './fixtures/engine/helpers.js';
 
 afterAll(cleanupTempDirs);
 
@@ -439,8 +439,7 @@ describe('a run killed between sealing its key and its first journal write', () 
 
 describe('an encrypt opens its vault once', () => {
   test('the pending-secret check, the seal and settling it share one open of the database (strace: one openat of vault.sqlite)', () => {
-    const probe = spawnSync('strace', ['-f', '-o', '/dev/null', 'true']);
-    if (probe.status !== 0) throw new Error(`strace cannot trace here (${probe.stderr?.toString().trim() ?? probe.error?.message}); it is in .ci/run's package list`);
+    requireStrace();
     const dir = join(tempDir(), 'v');
     const env = { VHDCRYPT_VAULT: dir };
     expect(cli(['vault', 'init'], env).status).toBe(0);
