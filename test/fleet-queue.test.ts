@@ -283,10 +283,9 @@ describe('fleet: Redis restarted mid-run, SIGTERM hands a job back, cancel and r
     const { Queue } = await import('bullmq');
     const q = new Queue('q2', { connection: { path: redis.socket }, prefix: 'vhdcrypt' });
     try {
-      const done = await until(async () => {
-        const j = await q.getJob(again!.id);
-        return j && (await j.getState()) === 'completed' ? j : null;
-      }, 30_000, 'the repeated job');
+      // The state first, then the job: a job read while active and found completed a moment later holds no
+      // return value yet (BullMQ stores it and moves the job in one step).
+      const done = await until(async () => ((await q.getJobState(again!.id)) === 'completed' ? await q.getJob(again!.id) : null), 30_000, 'the repeated job');
       expect(done.returnvalue.outcome).toBe('exists');
       expect(statSync(dst).mtimeMs).toBe(before);
       const failed = await until(async () => (await fleet.status()).failed.find((f) => f.id === clash!.id), 30_000, 'the clashing job to fail');
