@@ -301,6 +301,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
   exports.Set("peerUid", Napi::Function::New<PeerUid>(env, "peerUid"));
   exports.Set("trimHeap", Napi::Function::New<TrimHeap>(env, "trimHeap"));
+  exports.Set("keepFreedHeap", Napi::Function::New<KeepFreedHeap>(env, "keepFreedHeap"));
   exports.Set("detachArrayBuffer", Napi::Function::New<DetachArrayBuffer>(env, "detachArrayBuffer"));
   InitDirectRead(env, exports);
   return exports;

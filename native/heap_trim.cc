@@ -7,7 +7,23 @@
 // engines without ArrayBuffer.prototype.transfer (Node 20). V8 drops its
 // reference to the backing store when it detaches, so the memory is freed now
 // instead of at a major GC, which an idle process may not run for minutes.
+//
+// keepFreedHeap(mmapThreshold, trimThreshold): mallopt(M_MMAP_THRESHOLD) and
+// mallopt(M_TRIM_THRESHOLD) (glibc, mallopt(3)), once per process. A stream
+// hands each chunk it makes to its reader, so every chunk is new memory; with
+// glibc's defaults a chunk of 128 KiB or more is mapped fresh from the kernel
+// or comes from heap pages trimmed back to it when the collector freed the
+// chunks before it, and every first touch of such a page is a fault (on a PVM
+// guest a trap to the hypervisor, several microseconds each: more than the
+// crypto of the page). Chunks up to mmapThreshold then come from the heap, and
+// up to trimThreshold of freed memory stays in the process for the next ones.
+// Left alone when the user tuned malloc (MALLOC_*_ variables or
+// GLIBC_TUNABLES). Returns true when this call set them.
 #include "heap_trim.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "addon_shared.h"
 
@@ -22,6 +38,35 @@ Napi::Value TrimHeap(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
 #else
   return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+Napi::Value KeepFreedHeap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    ThrowTyped(env, "XTS_BAD_ARG", "keepFreedHeap expects (mmapThreshold: number, trimThreshold: number)");
+    return env.Undefined();
+  }
+  const double mmapBytes = info[0].As<Napi::Number>().DoubleValue();
+  const double trimBytes = info[1].As<Napi::Number>().DoubleValue();
+  // glibc caps M_MMAP_THRESHOLD at HEAP_MAX_SIZE/2 (32 MiB on 64-bit) and takes an int.
+  if (!(mmapBytes >= 0 && mmapBytes <= 32.0 * 1024 * 1024) || !(trimBytes >= 0 && trimBytes <= 1024.0 * 1024 * 1024)) {
+    ThrowTyped(env, "XTS_BAD_ARG", "keepFreedHeap: mmapThreshold at most 32 MiB, trimThreshold at most 1 GiB");
+    return env.Undefined();
+  }
+#if defined(__GLIBC__)
+  // Worker threads load their own instance of the addon; the allocator is the process's.
+  static std::atomic<bool> applied{false};
+  if (applied.exchange(true)) return Napi::Boolean::New(env, false);
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr || std::getenv("MALLOC_TRIM_THRESHOLD_") != nullptr ||
+      std::getenv("MALLOC_TOP_PAD_") != nullptr || (tunables != nullptr && std::strstr(tunables, "glibc.malloc") != nullptr)) {
+    return Napi::Boolean::New(env, false);
+  }
+  const bool ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmapBytes)) == 1 && mallopt(M_TRIM_THRESHOLD, static_cast<int>(trimBytes)) == 1;
+  return Napi::Boolean::New(env, ok);
+#else
+  return Napi::Boolean::New(env, false);
 #endif
 }
 

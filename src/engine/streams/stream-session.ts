@@ -14,6 +14,7 @@ import { checkBatchBytes, type SectorTweak } from '../../volume/index.js';
 import { SlotRing } from '../pool/slot-ring.js';
 import { StreamCryptQueue } from './stream-crypt-queue.js';
 import type { StreamOutput } from './stream-duplex.js';
+import { nativeAddon } from '../../native-addon.js';
 
 export interface SessionOptions {
   readonly threads?: number;
@@ -34,13 +35,32 @@ export interface CryptSession {
 }
 
 /**
- * A batch crypted on this thread, which is also a chunk the reader gets. Each is new memory (the reader keeps
- * what it is given), and small chunks come back from the C heap as the reader drops them, where large ones are
- * mostly fresh pages from the kernel, whose faults cost more than the crypto (perf stat, a 1 GiB stream: with
- * 2 MiB chunks 73 000-91 000 page faults and 2.8-3.3 s of CPU, with 128 KiB 17 000-41 000 and 2.0-2.9 s; 256 KiB
- * was as fast on average but its faults swung from 17 000 to 87 000; 64 KiB made more of everything).
+ * A batch crypted on this thread, which is also a chunk the reader gets. Each is new memory (the reader keeps what
+ * it is given): with the C heap keeping freed chunks (keepFreedChunks below) a 1 MiB batch is reused heap, not fresh
+ * pages, and each chunk costs the reader one write call, not eight (a 1 GiB encrypt stream fed 1 MiB chunks, to
+ * /dev/null: 0.57-0.75 s with 1 MiB batches, 0.82-1.07 s with 128 KiB; with glibc's default thresholds 1 MiB
+ * batches faulted in 73 000-91 000 pages per GiB, which is why they were 128 KiB before).
  */
-const HERE_BATCH_BYTES = 128 << 10;
+const HERE_BATCH_BYTES = 1 << 20;
+
+/**
+ * Chunks a stream makes (and its reader's) come from the C heap rather than fresh mappings, and up to
+ * KEEP_FREED_BYTES of what the collector frees stays in the process for the next chunks: every chunk handed to the
+ * reader is new memory, and a fresh page's first touch faults (heap_trim.cc, keepFreedHeap). These are the values
+ * glibc's own dynamic thresholds reach at their ceiling (mallopt(3): 32 MiB, twice that kept), set from the start:
+ * glibc lowers them again each time the collector frees a run of chunks at once and trims it. A lower mapping
+ * threshold would send larger chunks to fresh mappings for good (setting it ends the dynamic adjustment): 4 MiB
+ * chunks then took 2.1-3.1 s per GiB instead of 0.8-1.0 s. A 1 GiB encrypt stream fed 1 MiB chunks with 128 KiB
+ * batches: 40 000-52 000 faults and 1.39-1.56 s with glibc's defaults, 22 000 and 0.90-1.11 s so.
+ */
+const HEAP_CHUNK_MAX = 32 << 20;
+const KEEP_FREED_BYTES = 64 << 20;
+
+/** Have the C heap keep what streams free (once per process; the user's own malloc tuning wins). */
+function keepFreedChunks(): void {
+  const keep = nativeAddon()?.keepFreedHeap;
+  if (typeof keep === 'function') (keep as (mmapThreshold: number, trimThreshold: number) => boolean)(HEAP_CHUNK_MAX, KEEP_FREED_BYTES);
+}
 
 /**
  * Start the crypto with a copy of `volumeKey` (the caller wipes its own). With the native kernel and no thread
@@ -50,6 +70,7 @@ const HERE_BATCH_BYTES = 128 << 10;
  */
 export function openCryptSession(o: SessionOptions, volumeKey: Uint8Array, encrypt: boolean, sectorSize: number, out: StreamOutput): CryptSession {
   const here = o.threads === undefined && nativeChosen(o.backend);
+  keepFreedChunks();
   const batchBytes = here && o.batchBytes === undefined ? HERE_BATCH_BYTES : checkBatchBytes(o.batchBytes);
   let xts: Xts | null = null;
   let pool: CryptPool | null = null;
