@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildProgram, COMMAND_PARTS } from '../src/cli/main.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin', 'vhdcrypt.js');
@@ -21,6 +22,20 @@ COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length 
 }
 
 describe('the CLI in a shell', () => {
+  it('a run builds only the part its command names; each part registers exactly the names listed for it, and all of them the whole CLI', () => {
+    const topLevel = (command?: string) => buildProgram(command).commands.map((c) => c.name()).sort();
+    const listed = COMMAND_PARTS.flatMap((p) => p.names);
+    expect(topLevel()).toEqual([...listed, 'completion'].sort());
+    for (const part of COMMAND_PARTS) {
+      for (const name of part.names) expect(topLevel(name), name).toEqual([...part.names, 'completion'].sort());
+    }
+    // Help, completion and unknown words get every command (commander suggests from them).
+    expect(topLevel('completion')).toEqual(topLevel());
+    expect(topLevel('encrpyt')).toEqual(topLevel());
+    const r = spawnSync(process.execPath, [CLI, 'encrpyt'], { encoding: 'utf8' });
+    expect([r.status, r.stderr]).toEqual([2, expect.stringContaining("Did you mean encrypt?")]);
+  });
+
   it('--version prints the package version', () => {
     const r = spawnSync(process.execPath, [CLI, '--version'], { encoding: 'utf8' });
     expect([r.status, r.stdout.trim()]).toEqual([0, version]);

@@ -63,19 +63,30 @@ export function resourceErrorLine(code: string, e: unknown): string {
   return `vhdcrypt: ${code}: ${RESOURCE_ERRORS[code]} (${(e as Error)?.message ?? String(e)})\n`;
 }
 
-/** Build the program; exported for tests. */
-export function buildProgram(): Command {
+/**
+ * Each part of the CLI and the top-level commands it registers. A run builds only the part its command word names
+ * (commander builds every option object of every command it is given: the vault's az-style commands alone take
+ * ~7 ms of a cold start); help, completion and words no part names build them all. test/cli-shell.test.ts checks
+ * these names against what each part registers.
+ */
+export const COMMAND_PARTS: ReadonlyArray<{ readonly names: readonly string[]; readonly register: (program: Command) => void }> = [
+  { names: ['encrypt', 'decrypt', 'info', 'verify', 'merge', 'keyslot', 'key', 'header'], register: registerImageCommands },
+  { names: ['vault'], register: registerVault },
+  { names: ['serve'], register: registerServe },
+  { names: ['pkcs11'], register: registerPkcs11 },
+  { names: ['bench'], register: registerBench },
+  { names: ['fleet'], register: registerFleet },
+];
+
+/** The program; with `command`, only the part that registers that top-level command when one does. Exported for tests. */
+export function buildProgram(command?: string): Command {
   const program = new Command('vhdcrypt')
     .description('Encrypt VHD and raw disk images into LUKS volumes with AES-XTS; keys sealed in a vault')
     .option('--debug', 'print stack traces on error')
     .addHelpText('after', '\n  -V, --version  print the version (alone)')
     .exitOverride();
-  registerImageCommands(program);
-  registerVault(program);
-  registerServe(program);
-  registerPkcs11(program);
-  registerBench(program);
-  registerFleet(program);
+  const part = command === undefined ? undefined : COMMAND_PARTS.find((p) => p.names.includes(command));
+  for (const p of part !== undefined ? [part] : COMMAND_PARTS) p.register(program);
   program
     .command('completion')
     .description('print a shell completion script: source <(vhdcrypt completion bash)')
@@ -98,7 +109,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   // Sources the commands open: files, and NBD exports (nbd://, nbd+unix://).
   registerNbdSource();
-  const program = buildProgram();
+  // The command word: the first argument that is not an option (the program's only option, --debug, takes no value).
+  const program = buildProgram(argv.slice(2).find((a) => !a.startsWith('-')));
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -4,11 +4,35 @@
  * serialize their writes and lose no update. Rows hold only sealed blobs plus
  * the plain columns needed to find them (kind, name, version, order).
  */
-import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { VaultError } from '../errors.js';
 
 export const DB_FILE_NAME = 'vault.sqlite';
+
+interface LoadedSqlite {
+  readonly Database: typeof BetterSqlite3;
+  /** The addon's path where the package built or fetched it, else undefined (better-sqlite3 then searches). */
+  readonly nativeBinding: string | undefined;
+}
+
+let sqlite: LoadedSqlite | null = null;
+
+/**
+ * better-sqlite3 through require (a CommonJS package: Node's ESM loader would scan its source for exports first)
+ * and its addon by path, where it lies in the package's build/Release: otherwise the package's `bindings` helper
+ * loads two more packages and probes a list of directories for it. ~5 ms less per first open (an encrypt's start-up).
+ */
+function loadSqlite(): LoadedSqlite {
+  if (sqlite !== null) return sqlite;
+  const req = createRequire(import.meta.url);
+  const Database = req('better-sqlite3') as typeof BetterSqlite3;
+  const built = join(dirname(req.resolve('better-sqlite3/package.json')), 'build', 'Release', 'better_sqlite3.node');
+  sqlite = { Database, nativeBinding: existsSync(built) ? built : undefined };
+  return sqlite;
+}
 const BUSY_TIMEOUT_MS = 30_000;
 
 const SCHEMA = `
@@ -117,16 +141,16 @@ export class VaultStore {
 
   /** Open (or create) the database. better-sqlite3 loads here, on first use: a job starts its workers sooner. */
   static async open(path: string, options: { create: boolean }): Promise<VaultStore> {
-    const { default: Database } = await import('better-sqlite3');
-    return new VaultStore(Database, path, options);
+    return new VaultStore(loadSqlite(), path, options);
   }
 
-  private constructor(Database: typeof BetterSqlite3, path: string, options: { create: boolean }) {
+  private constructor(sqlite: LoadedSqlite, path: string, options: { create: boolean }) {
+    const { Database, nativeBinding } = sqlite;
     try {
       // A new database file is made 0600 first: its contents are encrypted, but its size and its change times
       // still say something, and SQLite gives its -wal and -shm files the database file's mode.
       if (options.create) createPrivateFile(path);
-      this.db = new Database(path, { fileMustExist: !options.create, timeout: BUSY_TIMEOUT_MS });
+      this.db = new Database(path, { fileMustExist: !options.create, timeout: BUSY_TIMEOUT_MS, ...(nativeBinding !== undefined ? { nativeBinding } : {}) });
       for (const f of [path, `${path}-wal`, `${path}-shm`]) makePrivate(f);
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       this.db.pragma('journal_mode = WAL');
