@@ -92,6 +92,49 @@ describe('dynamic writes', () => {
   });
 });
 
+describe('dynamic blocks filled side by side', () => {
+  /**
+   * A block's space (and the end footer) is taken under the allocation lock; its bitmap, data and BAT entry are
+   * written outside it, so unallocated blocks written at once have their data writes in flight together. Seen in
+   * the system calls (strace) of a child process that writes eight whole blocks of a new dynamic VHD at once: the
+   * spaces of several blocks are taken (each one's end footer written, the first 512-byte write at a new offset)
+   * before the first block's BAT entry is written. One block at a time (the whole allocation under the lock, its
+   * footer, bitmap, data and BAT entry), exactly one space is taken by then.
+   */
+  it('eight blocks written at once: several blocks take their space before the first BAT entry; qemu reads them back', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { existsSync } = await import('node:fs');
+    const root = path.join(import.meta.dirname, '..');
+    const lib = path.join(root, 'dist', 'src', 'image', 'index.js');
+    if (!existsSync(lib) && spawnSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' }).status !== 0) throw new Error('npm run build failed');
+    if (spawnSync('strace', ['-f', '-o', '/dev/null', 'true']).status !== 0) throw new Error('strace cannot trace here; it is in .ci/run\'s package list');
+    const file = path.join(dir, 'side-by-side.vhd');
+    const log = path.join(dir, 'side-by-side.strace');
+    const child = `const { createImage } = await import(${JSON.stringify(lib)});
+      const img = await createImage(${JSON.stringify(file)}, { format: 'vhd-dynamic', virtualSize: ${16 * MiB}n });
+      await Promise.all(Array.from({ length: 8 }, (_, i) => img.write(BigInt(i * ${2 * MiB}), new Uint8Array(${2 * MiB}).fill(i + 1))));
+      await img.close();`;
+    const r = spawnSync('strace', ['-f', '-o', log, '-e', 'trace=pwrite64', process.execPath, '--input-type=module', '-e', child], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    // Entry lines, in the order the calls started: pwrite64(fd, buf, count, offset ...
+    const calls = (await readFile(log, 'utf8')).split('\n').flatMap((l) => {
+      const m = /pwrite64\(\d+, .*?, (\d+), (\d+)[,)< ]/.exec(l);
+      return m && !l.includes('resumed>') ? [{ count: Number(m[1]), offset: Number(m[2]) }] : [];
+    });
+    const firstBat = calls.findIndex((c) => c.count === 4);
+    expect(firstBat, JSON.stringify(calls.slice(0, 40))).toBeGreaterThan(0);
+    // createImage's own writes come first (footer, dynamic header, BAT, end footer): the spaces start past them.
+    const seen = new Set<number>();
+    const firstAt = calls.slice(0, firstBat).filter((c) => c.count === 512 && !seen.has(c.offset) && seen.add(c.offset));
+    const initialEnd = Math.max(...calls.slice(0, 4).map((c) => c.offset));
+    const spacesTaken = firstAt.filter((c) => c.offset > initialEnd).length;
+    expect(spacesTaken, JSON.stringify(calls.slice(0, 40))).toBeGreaterThan(1);
+    expect(calls.filter((c) => c.count === 4)).toHaveLength(8);
+    const model = Buffer.concat(Array.from({ length: 8 }, (_, i) => Buffer.alloc(2 * MiB, i + 1)));
+    expect((await qemuRaw(file)).equals(model)).toBe(true);
+  });
+});
+
 describe('raw and fixed', () => {
   it('raw: holes are kept for all-zero chunks; data and explicit zeros over data are written', async () => {
     const file = path.join(dir, 'sparse.raw');

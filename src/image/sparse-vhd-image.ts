@@ -2,8 +2,9 @@
  * Dynamic and differencing VHDs (spec "Dynamic Hard Disk Image"): a BAT of
  * block sector offsets, each block a sector bitmap padded to whole sectors
  * followed by block-size bytes of data. Reads go straight to the file with no
- * lock; allocations are serialized (they move the end footer and touch the
- * BAT); differencing bitmap updates are serialized per block.
+ * lock; allocations take their space one at a time (they move the end footer)
+ * and dynamic blocks are filled side by side; differencing allocations and
+ * bitmap updates are serialized.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { ImageBase, type ImageDescription } from './image-base.js';
@@ -60,6 +61,8 @@ export class SparseVhdImage extends ImageBase {
   private readonly differencing: boolean;
   private readonly parentSource: ParentSource | null;
   private readonly locks = new KeyedLock();
+  /** Dynamic blocks whose space is taken and whose data and BAT entry are being written (allocateWith). */
+  private readonly filling = new Map<number, Promise<void>>();
   private readonly bitmaps = new Map<number, Uint8Array>();
   /** Bumped after every bitmap write: a bitmap loaded across one is used once, never cached. */
   private bitmapEpoch = 0;
@@ -257,12 +260,7 @@ export class SparseVhdImage extends ImageBase {
     if (this.bat[blk] === BAT_UNALLOCATED) {
       // A dynamic block never written reads as zeros already.
       if (!this.differencing && isAllZero(data)) return;
-      const allocated = await this.locks.run(ALLOCATION, async () => {
-        if (this.bat[blk] !== BAT_UNALLOCATED) return false;
-        await this.allocate(blk, within, data);
-        return true;
-      });
-      if (allocated) return;
+      if (await this.allocateWith(blk, within, data)) return;
     }
     const dataPos = this.bat[blk]! * 512 + this.bitmapSize + within;
     await this.writeData(data, dataPos);
@@ -281,13 +279,38 @@ export class SparseVhdImage extends ImageBase {
   }
 
   /**
-   * Allocate block `blk` holding `data` at `within` (spec "Block Allocation
-   * Table and Data Blocks"): the footer goes to the new end first, then bitmap
-   * and data over the old footer, then the BAT entry, so after a crash at any
-   * step the file still ends in a valid footer and the BAT never points at
-   * unwritten data.
+   * Allocate block `blk` holding `data` at `within`, unless another write did first (then false: the caller writes
+   * into the block). A dynamic block's space is taken under the allocation lock and filled outside it, so blocks
+   * are filled side by side (their data writes are most of the time); a write into a block still being filled
+   * waits for it. A differencing block is allocated whole under the lock (its bitmap starts from this write).
    */
-  private async allocate(blk: number, within: number, data: Uint8Array): Promise<void> {
+  private async allocateWith(blk: number, within: number, data: Uint8Array): Promise<boolean> {
+    if (this.differencing) {
+      return this.locks.run(ALLOCATION, async () => {
+        if (this.bat[blk] !== BAT_UNALLOCATED) return false;
+        const space = await this.takeSpace();
+        await this.fillBlock(blk, space, within, data);
+        return true;
+      });
+    }
+    for (let pending = this.filling.get(blk); pending !== undefined; pending = this.filling.get(blk)) await pending.catch(() => undefined);
+    if (this.bat[blk] !== BAT_UNALLOCATED) return false;
+    const fill = this.locks.run(ALLOCATION, () => this.takeSpace()).then((space) => this.fillBlock(blk, space, within, data));
+    this.filling.set(blk, fill);
+    try {
+      await fill;
+    } finally {
+      this.filling.delete(blk);
+    }
+    return true;
+  }
+
+  /**
+   * The space of a new block (under the allocation lock): the footer goes to the new end first, so the file ends in
+   * a valid footer whatever happens to the block after (spec "Block Allocation Table and Data Blocks"). Returns its
+   * first byte and the file's end before it (bytes below that are not a hole: fillBlock zeros them).
+   */
+  private async takeSpace(): Promise<{ readonly start: number; readonly endBefore: number }> {
     // With direct writes, block data starts on a page (a bitmap sector before it, the gap unused), so whole
     // pages of data can go past the page cache; the spec lets a block sit at any sector.
     const start = this.directWritesOn ? alignBlockData(this.nextFree, this.bitmapSize) : this.nextFree;
@@ -296,25 +319,36 @@ export class SparseVhdImage extends ImageBase {
       throw new ImageError('VHD_UNSUPPORTED_SIZE', `${this.path}: file would grow past the 2 TiB a 32-bit BAT sector offset can address`);
     }
     await writeAt(this.fh, this.footerBytes, end);
+    const endBefore = this.fileEnd;
+    this.fileEnd = Math.max(this.fileEnd, end + this.footerBytes.length);
+    this.nextFree = end;
+    this.repairEndFooter = false;
+    return { start, endBefore };
+  }
+
+  /**
+   * Write block `blk`'s bitmap and `data` into its space (over the old footer, or into the hole past it), then its
+   * BAT entry: after a crash at any step the BAT never points at unwritten data. A block whose fill fails leaves its
+   * space unused (the spec allows it).
+   */
+  private async fillBlock(blk: number, space: { readonly start: number; readonly endBefore: number }, within: number, data: Uint8Array): Promise<void> {
+    const { start, endBefore } = space;
     const map = new Uint8Array(this.bitmapSize);
     if (this.differencing) bitmapSetRange(map, within / 512, (within + data.length) / 512);
     else map.fill(0xff); // every sector of a dynamic block is present (its data area reads zeros), as qemu writes it
     // Data-area bytes at or past the old end of file are a hole already (the footer write extended the
     // file): zeros need writing only below it, e.g. over the old footer or space leaked by a discard.
     const dataStart = start + this.bitmapSize;
-    const zerosUpTo = (limit: number) => Math.max(0, Math.min(limit, this.fileEnd - dataStart));
+    const zerosUpTo = (limit: number) => Math.max(0, Math.min(limit, endBefore - dataStart));
     const head = zerosUpTo(within);
     const tailFrom = within + data.length;
     const tail = Math.max(0, zerosUpTo(this.bs) - tailFrom);
     await writeVectorAt(this.fh, [map, ...zeroPieces(head)], start);
     await this.writeData(data, dataStart + within);
     if (tail > 0) await writeVectorAt(this.fh, zeroPieces(tail), dataStart + tailFrom);
-    this.fileEnd = Math.max(this.fileEnd, end + this.footerBytes.length);
     const entry = new Uint8Array(4);
     new DataView(entry.buffer).setUint32(0, start / 512, false);
     await writeAt(this.fh, entry, this.batOffset + blk * 4);
-    this.nextFree = end;
-    this.repairEndFooter = false;
     this.bat[blk] = start / 512;
     if (this.differencing) this.cacheBitmap(blk, map);
   }
