@@ -179,6 +179,60 @@ describe('batches go disk -> slot -> XTS -> disk on the worker', () => {
     expect(JSON.stringify(bad.links)).toContain(String((16 * MiB + size) / (2 * MiB) - 1));
   });
 
+  it('a dynamic VHD output\'s manifest takes its payload blocks\' tags (over their all-present bitmaps) from the workers: only header-region blocks are read back, and verify checks every block', async () => {
+    requireStrace();
+    const size = 16 * MiB;
+    const srcPath = join(dir, 'dman-src.vhd');
+    const src = (await createImage(srcPath, { format: 'vhd-dynamic', virtualSize: BigInt(size) })) as WritableImage;
+    await src.write(0n, new Uint8Array(randomBytes(size)));
+    await src.close();
+    const passphraseFile = join(dir, 'dman.pass');
+    writeFileSync(passphraseFile, 'correct horse');
+    const out = join(dir, 'dman-out.vhd');
+    const trace = join(dir, 'dtrace');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    // -y: each descriptor with its file's path, so reads of the output are told from the source's.
+    const r = spawnSync(
+      'strace',
+      ['-ff', '-qq', '-y', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const outputReads = readdirSync(dir)
+      .filter((f) => f.startsWith('dtrace.'))
+      .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
+      .filter((l) => /^(?:pread64|read)\(\d+<[^>]*dman-out\.vhd[^>]*>/.test(l))
+      .map((l) => /, (\d+)(?:, \d+)?\) += \d+/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) >= MiB);
+    // The LUKS2 header region is 16 MiB (8 blocks of 2 MiB), the payload 8 more: no payload block is read back.
+    const payloadBlocks = size / (2 * MiB);
+    expect(outputReads.length, outputReads.map((m) => m[0]).join('\n')).toBeLessThanOrEqual(16 / 2);
+    expect(outputReads.length).toBeLessThan(payloadBlocks + 1);
+    const good = await verifyImage(out, { passphraseFile, blocks: true });
+    expect(good.ok, JSON.stringify(good)).toBe(true);
+    // The tags are of what was written: a byte changed in the last allocated block's data is found.
+    const img = await openImage(out);
+    const last = (img as unknown as { blockCount: number }).blockCount - 1;
+    const at = await (async () => {
+      const sparse = img as unknown as { fileSpan(offset: bigint, length: number): number | null };
+      return sparse.fileSpan(BigInt(last) * BigInt(2 * MiB) + BigInt(2 * MiB - 4096), 4096);
+    })();
+    await img.close();
+    expect(at).not.toBeNull();
+    const fd = openSync(out, 'r+');
+    try {
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at!);
+      b[0]! ^= 1;
+      writeSync(fd, b, 0, 1, at!);
+    } finally {
+      closeSync(fd);
+    }
+    const bad = await verifyImage(out, { passphraseFile, blocks: true });
+    expect(bad.ok).toBe(false);
+    expect(JSON.stringify(bad.links)).toContain(String(last));
+  });
+
   it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {
     const pool = new CryptPool({ threads: 1, backend: 'native' });
     const job = pool.startJob(new Uint8Array(randomBytes(64)));

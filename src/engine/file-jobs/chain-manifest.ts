@@ -173,9 +173,10 @@ function blockValue(keys: ManifestKeys, index: number, parts: readonly Uint8Arra
 }
 
 /**
- * The value (blockValue) of each block this link's own file holds, in block order. `known`: the values of a fixed
- * link's pieces already taken under these keys (by virtual-disk offset: encrypt's workers tag each batch they
- * write, and encrypt tags the LUKS header region it wrote), so only the others are read back.
+ * The value (blockValue) of each block this link's own file holds, in block order. `known`: values already taken
+ * under these keys, by virtual-disk offset (encrypt's workers tag each batch they crypt, and encrypt tags the LUKS
+ * header region it wrote into a fixed output): a fixed link's pieces, or a dynamic link's blocks with every sector
+ * present (the bitmap a known value covers), so only the others are read back.
  */
 export async function blockValues(link: DiskImage, keys: ManifestKeys, known?: ReadonlyMap<bigint, string>): Promise<Array<[number, string]>> {
   const out: Array<[number, string]> = [];
@@ -185,6 +186,11 @@ export async function blockValues(link: DiskImage, keys: ManifestKeys, known?: R
     for (let b = 0; b < link.blockCount; b++) {
       const map = await link.ownBitmap(b);
       if (map === null) continue;
+      const taken = known?.get(BigInt(b) * BigInt(bs));
+      if (taken !== undefined && map.every((x) => x === 0xff)) {
+        out.push([b, taken]);
+        continue;
+      }
       await link.readOwnData(b, 0, data);
       out.push([b, blockValue(keys, b, [map, data])]);
     }

@@ -29,9 +29,10 @@ export interface CryptJobSpec {
   readonly skipBatches: number;
   /**
    * Tag the output's payload in pieces of `pieceBytes` as it is written (CryptJobStats.pieceTags), under the 32-byte
-   * `key` (the caller's: it wipes it); the output's virtual-disk offset of every batch must fall on a piece.
+   * `key` (the caller's: it wipes it), each tag over `bitmapBytes` of 0xff first (a dynamic output's blocks; 0 for a
+   * fixed one's pieces); the output's virtual-disk offset of every batch must fall on a piece.
    */
-  readonly tagPieces?: { readonly pieceBytes: number; readonly key: Uint8Array };
+  readonly tagPieces?: { readonly pieceBytes: number; readonly key: Uint8Array; readonly bitmapBytes: number };
 }
 
 export interface CryptJobStats {
@@ -119,6 +120,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
         ? {
             tagResults: {
               pieceBytes: piece,
+              bitmapBytes: spec.tagPieces?.bitmapBytes ?? 0,
               firstIndex: (off: bigint) => {
                 const at = spec.outputBase + off;
                 if (at % BigInt(piece) !== 0n) throw new EngineError('ENGINE_BAD_ARGUMENT', `tagPieces: a batch at output offset ${at} does not start on a ${piece}-byte piece`);

@@ -7,7 +7,7 @@ import { rm, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash, randomUUID } from 'node:crypto';
 import { isVhdcryptError } from '../../errors.js';
-import { createImage, DEFAULT_BLOCK_SIZE, type WritableImage } from '../../image/index.js';
+import { createImage, DEFAULT_BLOCK_SIZE, sectorBitmapSize, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf } from './crypt-job.js';
@@ -114,13 +114,16 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     let secretId: string | null = null;
     let output: WritableImage;
     let volumeKey: Uint8Array;
-    // A fixed output's manifest tags it in DEFAULT_BLOCK_SIZE pieces (chain-manifest.ts) where the tags can be taken
-    // as the bytes are written: the LUKS header region this run writes into a fresh file, and each batch, by the
-    // worker that writes it, when batches fall on those pieces. The manifest then reads back only a resumed run's
-    // header and skipped batches. A dynamic output's blocks are tagged with their bitmaps, after the run.
+    // A fixed output's manifest tags it in DEFAULT_BLOCK_SIZE pieces, a dynamic one's each block over its bitmap and
+    // data (chain-manifest.ts), where the tags can be taken as the bytes are written: each batch, by the worker that
+    // crypts it, when batches fall on those pieces (a dynamic block this run allocates has every sector present:
+    // its bitmap is all ones), and for a fixed output the LUKS header region this run writes into a fresh file.
+    // The manifest then reads back only the rest: a resumed run's header and skipped batches, a dynamic output's
+    // header blocks.
     const wantManifest = container !== 'raw' && opts.manifest !== false;
-    const piece = BigInt(DEFAULT_BLOCK_SIZE);
-    const tagAsWritten = wantManifest && container === 'vhd-fixed' && dataOffset % piece === 0n && BigInt(batchBytes) % piece === 0n;
+    const piece = BigInt(container === 'vhd-dynamic' ? blockSize : DEFAULT_BLOCK_SIZE);
+    const bitmapBytes = container === 'vhd-dynamic' ? sectorBitmapSize(blockSize) : 0;
+    const tagAsWritten = wantManifest && dataOffset % piece === 0n && BigInt(batchBytes) % piece === 0n;
     const knownTags = new Map<bigint, string>();
     const { resume, journal } = await findLeftover(paths, opts, warnings.warn);
     if (resume) {
@@ -174,7 +177,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         hold.ownsTemp = true;
         if (prepared.header) {
           const written = await writeNewLuksRegion(output, prepared.header);
-          if (tagAsWritten && prepared.luksUuid !== null) {
+          if (tagAsWritten && container === 'vhd-fixed' && prepared.luksUuid !== null) {
             manifestKeys = newManifestKeys(volumeKey, prepared.luksUuid);
             for (const [at, tag] of writtenRegionTags(manifestKeys, prepared.header, written, DEFAULT_BLOCK_SIZE, Number(dataOffset))) knownTags.set(at, tag);
           }
@@ -204,7 +207,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         journalPath: paths.journal,
         journal: { ...journalBase, secretId },
         skipBatches,
-        ...(manifestKeys !== null ? { tagPieces: { pieceBytes: DEFAULT_BLOCK_SIZE, key: manifestKeys.tagKey! } } : {}),
+        ...(manifestKeys !== null ? { tagPieces: { pieceBytes: Number(piece), key: manifestKeys.tagKey!, bitmapBytes } } : {}),
       },
       opts,
       pool,

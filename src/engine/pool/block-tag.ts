@@ -30,10 +30,18 @@ export function blockTag(key: Uint8Array, index: number, parts: readonly Uint8Ar
   return c.getAuthTag().toString('hex');
 }
 
-/** The tags of `data` cut in `pieceBytes` pieces (the last may be shorter), the first being block `firstIndex`. */
-export function pieceTags(key: Uint8Array, data: Uint8Array, pieceBytes: number, firstIndex: number): string[] {
+/**
+ * The tags of `data` cut in `pieceBytes` pieces (the last may be shorter), the first being block `firstIndex`; with
+ * `bitmapBytes`, each over that many 0xff bytes before the piece: a dynamic VHD block as its file holds it, its
+ * sector bitmap with every sector present, then its data.
+ */
+export function pieceTags(key: Uint8Array, data: Uint8Array, pieceBytes: number, firstIndex: number, bitmapBytes = 0): string[] {
+  const bitmap = bitmapBytes > 0 ? new Uint8Array(bitmapBytes).fill(0xff) : null;
   const out: string[] = [];
-  for (let o = 0, i = firstIndex; o < data.length; o += pieceBytes, i++) out.push(blockTag(key, i, [data.subarray(o, o + pieceBytes)]));
+  for (let o = 0, i = firstIndex; o < data.length; o += pieceBytes, i++) {
+    const piece = data.subarray(o, o + pieceBytes);
+    out.push(blockTag(key, i, bitmap !== null ? [bitmap, piece] : [piece]));
+  }
   return out;
 }
 

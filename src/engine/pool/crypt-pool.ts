@@ -102,8 +102,8 @@ function replyError(r: Extract<WorkerReply, { ok: false }>): Error {
 export interface BatchIo {
   readonly read: FileReadPlan | null;
   readonly write: FileWritePlan | null;
-  /** Tag the result in pieces of `pieceBytes`, the first being block `firstIndex`, under the job's tag key. */
-  readonly tagPieces?: { readonly pieceBytes: number; readonly firstIndex: number };
+  /** Tag the result in pieces of `pieceBytes`, the first being block `firstIndex`, under the job's tag key (worker-messages.ts). */
+  readonly tagPieces?: { readonly pieceBytes: number; readonly firstIndex: number; readonly bitmapBytes: number };
 }
 
 /** What a batch's worker reports beyond success. */

@@ -36,11 +36,12 @@ export interface PipelineSpec {
   wrotePlanned?(report: FileWriteReport): void;
   /**
    * The block tag (block-tag.ts, under the job's tag key) of each `pieceBytes` of every batch's result, taken by the
-   * worker while it holds the batch; `firstIndex` gives the block index of a batch's first piece, `tagged` gets the
-   * tags with the batch's payload offset.
+   * worker while it holds the batch, each over `bitmapBytes` of 0xff first (worker-messages.ts); `firstIndex` gives the
+   * block index of a batch's first piece, `tagged` gets the tags with the batch's payload offset.
    */
   readonly tagResults?: {
     readonly pieceBytes: number;
+    readonly bitmapBytes: number;
     firstIndex(payloadOffset: bigint): number;
     tagged(payloadOffset: bigint, length: number, tags: readonly string[]): void;
   };
@@ -126,7 +127,7 @@ export async function runSectorPipeline(p: PipelineSpec): Promise<PipelineResult
           p.job,
           p.encrypt,
           { buffer: slot.buffer, offset: slot.offset, length: b.length, firstTweak: t.firstTweak, sectorSize: p.sectorSize, tweakStep: t.tweakStep },
-          { read, write, ...(p.tagResults ? { tagPieces: { pieceBytes: p.tagResults.pieceBytes, firstIndex: p.tagResults.firstIndex(b.offset) } } : {}) },
+          { read, write, ...(p.tagResults ? { tagPieces: { pieceBytes: p.tagResults.pieceBytes, firstIndex: p.tagResults.firstIndex(b.offset), bitmapBytes: p.tagResults.bitmapBytes } } : {}) },
         );
       } catch (e) {
         throw e instanceof BatchIoError ? (p.plannedIoError?.(e.side, e.cause as Error) ?? e.cause) : e;

@@ -29,9 +29,10 @@ export interface CryptTask extends SectorBatchRef {
   readonly write: FileWritePlan | null;
   /**
    * Tag the batch's result in pieces (the output's manifest blocks, block-tag.ts) under `tagKey`, the first piece
-   * being block `firstIndex`; null for none.
+   * being block `firstIndex`, each tag over `bitmapBytes` of 0xff first (a dynamic block's sector bitmap, every
+   * sector present; 0 for a fixed output's pieces); null for none.
    */
-  readonly tagPieces: { readonly pieceBytes: number; readonly firstIndex: number } | null;
+  readonly tagPieces: { readonly pieceBytes: number; readonly firstIndex: number; readonly bitmapBytes: number } | null;
   /** The job's 32-byte block tag key, shared like `key` and wiped with it; null when the job tags nothing. */
   readonly tagKey: SharedArrayBuffer | null;
 }

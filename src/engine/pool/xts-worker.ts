@@ -58,7 +58,7 @@ function crypt(t: CryptTask): WorkerReply {
   // Tagged while the batch is still in this core's cache: the manifest then needs no second pass over the output.
   // The key is read in place from the job's shared copy (node:crypto copies it into its cipher context, which
   // OpenSSL cleanses when freed): this thread allocates no copy of it to wipe.
-  const tags = t.tagPieces !== null && t.tagKey !== null ? pieceTags(new Uint8Array(t.tagKey), data, t.tagPieces.pieceBytes, t.tagPieces.firstIndex) : undefined;
+  const tags = t.tagPieces !== null && t.tagKey !== null ? pieceTags(new Uint8Array(t.tagKey), data, t.tagPieces.pieceBytes, t.tagPieces.firstIndex, t.tagPieces.bitmapBytes) : undefined;
   let wrote: FileWriteReport | undefined;
   if (t.write) {
     const plan = t.write;
