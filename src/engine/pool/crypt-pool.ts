@@ -4,7 +4,10 @@
  * task references (never cloned into a message); endJob wipes it and has every
  * worker dispose its key schedule.
  * A small job runs its batches on the calling thread instead (`inline`): starting
- * a worker costs more than such a job's crypto and I/O (performance.md).
+ * a worker costs more than such a job's crypto and I/O (performance.md). With the
+ * native kernel the calling thread is also one of the pool's threads: N threads
+ * are N - 1 workers and this thread, which takes a batch whenever it has none
+ * (a worker costs ~60 ms of CPU to start on these VMs, more than a GiB's crypto).
  */
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -127,6 +130,11 @@ export class CryptPool {
   readonly backend: BackendChoice;
   /** The piscina pool, or null when batches run on this thread. */
   private readonly pool: Piscina | null;
+  /** Worker threads in the pool: `threads`, or one fewer when this thread takes batches too. */
+  private readonly workers: number;
+  /** This thread takes batches beside the workers (native kernel); `hereBusy` while it has one. */
+  private readonly here: boolean;
+  private hereBusy = false;
   private closed = false;
   /** Settles once every worker has loaded and started its backend (see warm). */
   private warming: Promise<void> | null = null;
@@ -142,13 +150,20 @@ export class CryptPool {
     this.backend = opts.backend ?? 'auto';
     if (opts.inline === true) {
       this.pool = null;
+      this.workers = 0;
+      this.here = true;
       return;
     }
+    this.here = threads > 1 && nativeChosen(this.backend);
+    this.workers = this.here ? threads - 1 : threads;
     const filename = workerPath();
     if (!existsSync(filename)) {
       throw new EngineError('ENGINE_WORKER_FAILED', `worker ${filename} is missing; build the package first (npm run build)`);
     }
-    this.pool = new (loadPiscina())({ filename, minThreads: threads, maxThreads: threads, idleTimeout: 60_000, concurrentTasksPerWorker: 1 });
+    // Two tasks per worker when this thread takes batches too: a worker then has its next batch while this thread
+    // is busy with one of its own and cannot hand it one.
+    const perWorker = this.here ? 2 : 1;
+    this.pool = new (loadPiscina())({ filename, minThreads: this.workers, maxThreads: this.workers, idleTimeout: 60_000, concurrentTasksPerWorker: perWorker });
     // Piscina emits a worker that failed to start (EMFILE, ENOMEM: ERR_WORKER_INIT_FAILED) on the pool; with no
     // listener that is an uncaught exception. The tasks given to such a worker fail with the same error.
     this.pool.on('error', () => undefined);
@@ -159,10 +174,20 @@ export class CryptPool {
     return this.pool !== null;
   }
 
-  /** One task on a worker, or on this thread when inline (the same function either way). */
+  /** One task on this thread (a turn of the event loop first, so signals, timers and progress run between batches). */
+  private runHere(task: WorkerTask): Promise<WorkerReply> {
+    return new Promise((resolve) => setImmediate(() => resolve(runOnThisThread(task))));
+  }
+
+  /** One task on a worker, or on this thread when inline, or when it takes batches too and has none (the same function). */
   private run(task: WorkerTask): Promise<WorkerReply> {
-    // Inline, each batch waits for a turn of the event loop, so signals, timers and progress run between batches.
-    if (this.pool === null) return new Promise((resolve) => setImmediate(() => resolve(runOnThisThread(task))));
+    if (this.pool === null) return this.runHere(task);
+    if (this.here && task.kind === 'crypt' && !this.hereBusy) {
+      this.hereBusy = true;
+      return this.runHere(task).finally(() => {
+        this.hereBusy = false;
+      });
+    }
     return this.pool.run(task) as Promise<WorkerReply>;
   }
 
@@ -171,7 +196,7 @@ export class CryptPool {
     if (this.warming !== null) return this.warming;
     if (this.pool === null) return (this.warming = Promise.resolve());
     const task: WarmTask = { kind: 'warm', backend: this.backend };
-    const all = Promise.all(Array.from({ length: this.threads }, () => this.run(task))).then((replies) => {
+    const all = Promise.all(Array.from({ length: this.workers }, () => this.run(task))).then((replies) => {
       for (const r of replies) if (!r.ok) throw new WorkerCryptError(r.code, r.message);
     });
     // A failure here is reported again by the first real batch; keep it from being unhandled meanwhile.
@@ -229,10 +254,12 @@ export class CryptPool {
   async endJob(job: CryptJob): Promise<void> {
     new Uint8Array(job.key).fill(0);
     if (job.tagKey !== null) new Uint8Array(job.tagKey).fill(0);
-    if (this.closed) return;
+    // This thread's key schedule (inline, or beside the workers) goes at once; every worker takes one dispose task.
+    if (this.here) runOnThisThread({ kind: 'dispose', jobId: job.id, barrier: new SharedArrayBuffer(4), parties: 1 });
+    if (this.closed || this.pool === null) return;
     const barrier = new SharedArrayBuffer(4);
-    const task: DisposeTask = { kind: 'dispose', jobId: job.id, barrier, parties: this.threads };
-    await Promise.all(Array.from({ length: this.threads }, () => this.run(task)));
+    const task: DisposeTask = { kind: 'dispose', jobId: job.id, barrier, parties: this.workers };
+    await Promise.all(Array.from({ length: this.workers }, () => this.run(task)));
   }
 
   async destroy(): Promise<void> {
