@@ -45,6 +45,33 @@ function plainJob(name: string, size: number): { src: string; keyFile: string } 
   return { src, keyFile };
 }
 
+/**
+ * A `format` source of `size` random bytes encrypted to a LUKS2 VHD by the CLI (--threads 2) under strace: its
+ * pread64 and read calls on every thread, each descriptor with its file's path (-y).
+ */
+async function encryptTraced(name: string, format: 'vhd-fixed' | 'vhd-dynamic', size: number): Promise<{ out: string; passphraseFile: string; traced: string[] }> {
+  requireStrace();
+  const srcPath = join(dir, `${name}-src.vhd`);
+  const src = (await createImage(srcPath, { format, virtualSize: BigInt(size) })) as WritableImage;
+  await src.write(0n, new Uint8Array(randomBytes(size)));
+  await src.close();
+  const passphraseFile = join(dir, `${name}.pass`);
+  writeFileSync(passphraseFile, 'correct horse');
+  const out = join(dir, `${name}-out.vhd`);
+  const trace = join(dir, `${name}-trace`);
+  const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+  const r = spawnSync(
+    'strace',
+    ['-ff', '-qq', '-y', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
+    { encoding: 'utf8' },
+  );
+  expect(r.status, r.stderr).toBe(0);
+  const traced = readdirSync(dir)
+    .filter((f) => f.startsWith(`${name}-trace.`))
+    .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'));
+  return { out, passphraseFile, traced };
+}
+
 describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them', () => {
   it('the pipeline never calls a flat image\'s own read or write: every batch goes by its plan, on the thread that crypts it; the output is plain64 AES-XTS of the input', async () => {
     const size = 24 * MiB;
@@ -140,27 +167,10 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
   });
 
   it('a fixed VHD output\'s manifest takes its payload blocks\' tags from the workers and its LUKS header region\'s from the bytes written: nothing is read back, and verify checks every block', async () => {
-    requireStrace();
     const size = 16 * MiB;
-    const srcPath = join(dir, 'man-src.vhd');
-    const src = (await createImage(srcPath, { format: 'vhd-fixed', virtualSize: BigInt(size) })) as WritableImage;
-    await src.write(0n, new Uint8Array(randomBytes(size)));
-    await src.close();
-    const passphraseFile = join(dir, 'man.pass');
-    writeFileSync(passphraseFile, 'correct horse');
-    const out = join(dir, 'man-out.vhd');
-    const trace = join(dir, 'mtrace');
-    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
-    const r = spawnSync(
-      'strace',
-      ['-ff', '-qq', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
-      { encoding: 'utf8' },
-    );
-    expect(r.status, r.stderr).toBe(0);
-    const reads = readdirSync(dir)
-      .filter((f) => f.startsWith('mtrace.'))
-      .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
-      .map((l) => /^(?:pread64|read)\(\d+, "[^"]*"(?:\.\.\.)?, (\d+)/.exec(l))
+    const { out, passphraseFile, traced } = await encryptTraced('man', 'vhd-fixed', size);
+    const reads = traced
+      .map((l) => /^(?:pread64|read)\(\d+(?:<[^>]*>)?, "[^"]*"(?:\.\.\.)?, (\d+)/.exec(l))
       .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) >= MiB);
     // The source's batches; no block of the output (header region or payload) again.
     expect(reads.map((m) => Number(m[1])).sort((a, b) => a - b)).toEqual(Array(size / SMALL_JOB_BATCH).fill(SMALL_JOB_BATCH));
@@ -183,27 +193,9 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
   });
 
   it('a dynamic VHD output\'s manifest takes its payload blocks\' tags (over their all-present bitmaps) from the workers: only header-region blocks are read back, and verify checks every block', async () => {
-    requireStrace();
     const size = 16 * MiB;
-    const srcPath = join(dir, 'dman-src.vhd');
-    const src = (await createImage(srcPath, { format: 'vhd-dynamic', virtualSize: BigInt(size) })) as WritableImage;
-    await src.write(0n, new Uint8Array(randomBytes(size)));
-    await src.close();
-    const passphraseFile = join(dir, 'dman.pass');
-    writeFileSync(passphraseFile, 'correct horse');
-    const out = join(dir, 'dman-out.vhd');
-    const trace = join(dir, 'dtrace');
-    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
-    // -y: each descriptor with its file's path, so reads of the output are told from the source's.
-    const r = spawnSync(
-      'strace',
-      ['-ff', '-qq', '-y', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
-      { encoding: 'utf8' },
-    );
-    expect(r.status, r.stderr).toBe(0);
-    const outputReads = readdirSync(dir)
-      .filter((f) => f.startsWith('dtrace.'))
-      .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
+    const { out, passphraseFile, traced } = await encryptTraced('dman', 'vhd-dynamic', size);
+    const outputReads = traced
       .filter((l) => /^(?:pread64|read)\(\d+<[^>]*dman-out\.vhd[^>]*>/.test(l))
       .map((l) => /, (\d+)(?:, \d+)?\) += \d+/.exec(l))
       .filter((m): m is RegExpExecArray => m !== null && Number(m[1]) >= MiB);
