@@ -16,6 +16,7 @@ import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
 import { poolForJob } from '../src/engine/pool/crypt-pool.js';
 import { mapWriteError } from '../src/engine/errors.js';
 import { createImage, openImage, type WritableImage } from '../src/image/index.js';
+import { nativeAddon } from '../src/native-addon.js';
 import { PBKDF2_FAST, firstDifference, oracleDecryptSector, removeDir, requireStrace, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -126,6 +127,23 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
       const back = oracleDecryptSector(key, BigInt(o / 512), cipher.subarray(o, o + 4096));
       if (firstDifference(back, plain.subarray(o, o + 4096)) !== -1) throw new Error(`sector at ${o} does not decrypt to the input`);
     }
+  });
+
+  it('the calling thread\'s key schedule (it crypts batches beside the worker) is in the addon\'s registry while the job runs and gone after it, finished or aborted', async () => {
+    const live = nativeAddon()!.liveKeySchedules as () => number;
+    const before = live();
+    const size = 32 * MiB;
+    const { src, keyFile } = plainJob('lane', size);
+    let most = before;
+    const seen = () => void (most = Math.max(most, live()));
+    await encryptImage(src, join(dir, 'lane-out.raw'), { format: 'plain', keyFile, threads: 2, backend: 'native', onProgress: seen });
+    expect(most).toBe(before + 1);
+    expect(live()).toBe(before);
+    // Aborted at its first progress: the schedule goes with the job all the same.
+    const ac = new AbortController();
+    const run = encryptImage(src, join(dir, 'lane-abort.raw'), { format: 'plain', keyFile, threads: 2, backend: 'native', batchBytes: MiB, signal: ac.signal, onProgress: () => ac.abort(new Error('test abort')) });
+    await expect(run).rejects.toMatchObject({ code: 'ENGINE_ABORTED' });
+    expect(live()).toBe(before);
   });
 
   it('a CLI encrypt with --threads 2 and the native kernel: one worker and the calling thread each read, crypt and write whole batches, each batch read and written once by one thread', () => {
