@@ -38,7 +38,7 @@ export interface CryptSession {
  * A batch crypted on this thread, which is also a chunk the reader gets. Each is new memory (the reader keeps what
  * it is given): with the C heap keeping freed chunks (keepFreedChunks below) a 1 MiB batch is reused heap, not fresh
  * pages, and each chunk costs the reader one write call, not eight (a 1 GiB encrypt stream fed 1 MiB chunks, to
- * /dev/null: 0.57-0.75 s with 1 MiB batches, 0.82-1.07 s with 128 KiB; with glibc's default thresholds 1 MiB
+ * /dev/null: 0.57-0.75 s with 1 MiB batches, 0.82-1.07 s with 128 KiB; with glibc's default thresholds 2 MiB
  * batches faulted in 73 000-91 000 pages per GiB, which is why they were 128 KiB before).
  */
 const HERE_BATCH_BYTES = 1 << 20;
