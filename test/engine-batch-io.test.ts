@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readSync, readdirSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { CryptPool, SlotRing, encryptImage, decryptImage, runSectorPipeline, verifyImage } from '../src/engine/index.js';
 import { batchesOf, payloadRanges } from '../src/engine/pool/payload-ranges.js';
@@ -244,6 +244,41 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     const bad = await verifyImage(out, { passphraseFile, blocks: true });
     expect(bad.ok).toBe(false);
     expect(JSON.stringify(bad.links)).toContain(String(last));
+  });
+
+  it('an encrypt with the embedded vault reserves the output\'s blocks while the key is sealed: the temp output exists before the vault is opened, its fallocate comes before the journal', () => {
+    requireStrace();
+    const size = 96 * MiB;
+    const srcPath = join(dir, 'early-src.raw');
+    makeRandomRaw(srcPath, size);
+    const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-vault') };
+    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
+    const out = join(dir, 'early-out.raw');
+    const trace = join(dir, 'early-trace');
+    const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,fallocate,rename', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--json'], { env, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = readFileSync(trace, 'utf8').split('\n');
+    const first = (re: RegExp) => lines.findIndex((l) => re.test(l));
+    const tempCreated = first(/openat\(.*\.early-out\.raw\.vhdcrypt-tmp", O_RDWR\|O_CREAT/);
+    const vaultOpened = first(/openat\(.*early-vault\/vault\.sqlite"/);
+    const reserved = first(/fallocate\(\d+<[^>]*\.early-out\.raw\.vhdcrypt-tmp>, FALLOC_FL_KEEP_SIZE/);
+    const journal = first(/rename\(".*\.early-out\.raw\.vhdcrypt-journal\.new"/);
+    expect(Math.min(tempCreated, vaultOpened, journal), lines.join('\n')).toBeGreaterThanOrEqual(0);
+    expect(tempCreated).toBeLessThan(vaultOpened);
+    // Reservation goes with direct writes (tmpfs takes them from Linux 6.6 on).
+    let direct = true;
+    try {
+      closeSync(openSync(join(dir, 'early-probe'), constants.O_CREAT | constants.O_WRONLY | constants.O_DIRECT, 0o600));
+    } catch {
+      direct = false;
+    }
+    if (direct) {
+      expect(reserved, lines.join('\n')).toBeGreaterThanOrEqual(0);
+      expect(reserved).toBeLessThan(journal);
+    }
+    // The temp file holds the whole output, and the secret the job sealed unlocks it.
+    expect(spawnSync('cryptsetup', ['luksDump', out], { encoding: 'utf8' }).status).toBe(0);
   });
 
   it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {

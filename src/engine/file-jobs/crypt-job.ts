@@ -33,6 +33,8 @@ export interface CryptJobSpec {
    * fixed one's pieces); the output's virtual-disk offset of every batch must fall on a piece.
    */
   readonly tagPieces?: { readonly pieceBytes: number; readonly key: Uint8Array; readonly bitmapBytes: number };
+  /** startOutputWrites for this output, when the caller started it early; else the job starts it. */
+  readonly outputWrites?: Promise<boolean>;
 }
 
 export interface CryptJobStats {
@@ -48,6 +50,24 @@ export interface CryptJobStats {
   readonly pieceTags: ReadonlyMap<bigint, string>;
 }
 
+/**
+ * Open the output for direct writes and, where they are on, reserve the blocks of its payload: reserved blocks let
+ * the file system run our direct writes side by side (ext4 serialises direct writes into holes; docs/performance.md
+ * has the effect on a decrypt). Resolves whether direct writes are on. It works on the output's descriptor: the
+ * output must stay open until it settles.
+ */
+export async function startOutputWrites(spec: Pick<CryptJobSpec, 'input' | 'output' | 'selection' | 'outputBase'>): Promise<boolean> {
+  const directWrites = await spec.output.useDirectWrites();
+  if (directWrites) {
+    try {
+      for await (const r of payloadRanges(() => spec.input.extents(), spec.selection)) await spec.output.reserve(spec.outputBase + r.start, r.end - r.start);
+    } catch (e) {
+      throw mapWriteError(e, spec.output.path);
+    }
+  }
+  return directWrites;
+}
+
 /** Run the job; `pool` (started early by the caller so workers load while keys are made) is destroyed at the end. */
 export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: CryptPool): Promise<CryptJobStats> {
   const started = performance.now();
@@ -61,16 +81,7 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
   const planned = (spec.output.format === 'raw' || spec.output.format === 'vhd-fixed') && spec.input.readPlan !== undefined && spec.input.format !== 'vhd-differencing';
   const slots = new SlotRing(pool.usesWorkers ? pool.threads * 2 + (planned ? 0 : 2) : planned ? 1 : 2, batchBytes);
   // Batches are large and aligned: skip the page cache, whose copy and writeback cost more CPU than the crypto.
-  const directWrites = await spec.output.useDirectWrites();
-  if (directWrites) {
-    // Reserved blocks let the file system run our direct writes side by side (ext4 serialises direct writes
-    // into holes; docs/performance.md has the effect on a decrypt).
-    try {
-      for await (const r of ranges()) await spec.output.reserve(spec.outputBase + r.start, r.end - r.start);
-    } catch (e) {
-      throw mapWriteError(e, spec.output.path);
-    }
-  }
+  const directWrites = await (spec.outputWrites ?? startOutputWrites(spec));
   const job = pool.startJob(spec.volumeKey, spec.tagPieces?.key);
   let done = 0n;
   let processed = 0n;

@@ -10,7 +10,7 @@ import { isVhdcryptError } from '../../errors.js';
 import { createImage, DEFAULT_BLOCK_SIZE, sectorBitmapSize, type WritableImage } from '../../image/index.js';
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
-import { runCryptJob, runResultOf } from './crypt-job.js';
+import { runCryptJob, runResultOf, startOutputWrites } from './crypt-job.js';
 import { batchBytesForJob, poolForJob } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
@@ -86,6 +86,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   let sealedNow: { secretId: string; vaultUri: string } | null = null;
   // The output's manifest keys, made before the run so the workers tag what they write; wiped at the end.
   let manifestKeys: ManifestKeys | null = null;
+  // The output's direct writes and reserved blocks, started as soon as it exists (crypt-job.ts startOutputWrites).
+  let outputWrites: Promise<boolean> | undefined;
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
@@ -109,6 +111,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       batchBytes,
     };
 
+    const selection = { base: 0n, payloadSize: diskSize - dataOffset, granule: BigInt(sparse ? blockSize : sectorSize), all: !sparse };
     let skipBatches = 0;
     let resumed = false;
     let secretId: string | null = null;
@@ -154,6 +157,14 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         await discardSecret({ secretId: journal.secretId, vaultUri: resolveVaultOf(journal.secretId, opts.vault) }, opts.vaultCredentials);
       }
       await checkFreeSpace(dirname(paths.dest), await estimateOutputBytes(source, container, diskSize, dataOffset, blockSize, !sparse));
+      // The output is made and its blocks reserved (fallocate: ~0.1 s per GiB on tmpfs) while the key is sealed; no
+      // data sector is written before the header.
+      const containerUuid = randomUUID();
+      output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
+      hold.ownsTemp = true;
+      outputWrites = startOutputWrites({ input: source, output, selection, outputBase: dataOffset });
+      // Awaited by the job, or in `finally` when the run fails before it.
+      outputWrites.catch(() => undefined);
       // One vault handle for the pending secrets, the seal and settling it: each open and close of the embedded
       // vault costs its SQLite file a WAL checkpoint, and a remote vault its clients and tokens.
       const vault = keySource === 'vault' ? await openVolumeVault(opts.vault, opts.vaultCredentials, true) : null;
@@ -164,8 +175,6 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
           if (await exists(paths.sealing)) await discardPendingSecrets(vault, pendingJobTag(paths.dest));
           await markSealing(paths.sealing);
         }
-        const containerUuid = randomUUID();
-        // The key is sealed and the header made before the output exists, so no data sector precedes them.
         prepared = await prepareEncryption(
           { format, keyBits, sectorSize, dataOffset, diskSize, containerUuid, sourceName: basename(src), pendingJob: pendingJobTag(paths.dest) },
           { ...opts, recoveryPassphrase: opts.addRecoveryPassphrase, ...(vault ? { openVault: vault } : {}) },
@@ -173,8 +182,6 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         volumeKey = hold.volumeKey = prepared.volumeKey;
         secretId = prepared.secretId;
         if (secretId && prepared.vaultUri) sealedNow = { secretId, vaultUri: prepared.vaultUri };
-        output = hold.output = await createImage(paths.temp, { format: container, virtualSize: diskSize, blockSize, uuid: containerUuid });
-        hold.ownsTemp = true;
         if (prepared.header) {
           const written = await writeNewLuksRegion(output, prepared.header);
           if (tagAsWritten && container === 'vhd-fixed' && prepared.luksUuid !== null) {
@@ -200,7 +207,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
         input: source,
         output,
         layout: prepared.layout,
-        selection: { base: 0n, payloadSize: prepared.layout.payloadSize, granule: BigInt(sparse ? blockSize : sectorSize), all: !sparse },
+        selection,
+        ...(outputWrites ? { outputWrites } : {}),
         inputBase: 0n,
         outputBase: dataOffset,
         volumeKey,
@@ -245,6 +253,8 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
     failure = e;
     throw e;
   } finally {
+    // The reservation works on the output's descriptor: it ends before the output is closed.
+    await outputWrites?.catch(() => undefined);
     if (manifestKeys !== null) wipeManifestKeys(manifestKeys);
     // An interrupted run keeps its temp file, journal and secret (the journal names it): --resume continues.
     const keep = await hold.release(failure, opts.signal);
