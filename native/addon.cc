@@ -21,6 +21,7 @@
 #include "bitlk_stretch.h"
 #include "cpu_features.h"
 #include "file_space.h"
+#include "gmac.h"
 #include "heap_trim.h"
 #include "nbd_direct_read.h"
 #include "peer_cred.h"
@@ -267,6 +268,70 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// gmacKernels(): the GHASH kernels this CPU can run, best first.
+Napi::Value GmacKernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& ks = UsableGhashKernels();
+  Napi::Array out = Napi::Array::New(env, ks.size());
+  for (size_t i = 0; i < ks.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, ks[i].name));
+  return out;
+}
+
+// gmacTags(key: 32 bytes, prefix: Uint8Array | null, data: Uint8Array, pieceBytes, firstIndex, kernel?): a Buffer of
+// the 16-byte GMAC tags of data's pieces (gmac.h GmacPieceTags), each over prefix then the piece.
+Napi::Value GmacTags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t *key = nullptr, *prefix = nullptr, *data = nullptr;
+  size_t keyLen = 0, prefixLen = 0, dataLen = 0;
+  if (info.Length() < 5 || !GetBytes(info[0], &key, &keyLen) || !GetBytes(info[2], &data, &dataLen) || !info[3].IsNumber() ||
+      !info[4].IsNumber()) {
+    ThrowTyped(env, "XTS_BAD_ARG", "gmacTags expects (key, prefix, data, pieceBytes, firstIndex[, kernel])");
+    return env.Undefined();
+  }
+  if (keyLen != 32) {
+    ThrowTyped(env, "XTS_BAD_KEY", "a GMAC key must be 32 bytes (AES-256), got " + std::to_string(keyLen));
+    return env.Undefined();
+  }
+  if (!info[1].IsNull() && !info[1].IsUndefined() && !GetBytes(info[1], &prefix, &prefixLen)) {
+    ThrowTyped(env, "XTS_BAD_ARG", "gmacTags: prefix expected a Uint8Array or null");
+    return env.Undefined();
+  }
+  if (prefixLen % 16 != 0) {
+    ThrowTyped(env, "XTS_BAD_ARG", "gmacTags: prefix must be whole 16-byte blocks, got " + std::to_string(prefixLen) + " bytes");
+    return env.Undefined();
+  }
+  const double piece = info[3].As<Napi::Number>().DoubleValue(), first = info[4].As<Napi::Number>().DoubleValue();
+  if (!(piece >= 1 && piece <= 4294967296.0 && std::floor(piece) == piece)) {
+    ThrowTyped(env, "XTS_BAD_ARG", "gmacTags: pieceBytes expected an integer from 1 to 2^32");
+    return env.Undefined();
+  }
+  if (!(first >= 0 && first <= 9007199254740991.0 && std::floor(first) == first)) {
+    ThrowTyped(env, "XTS_BAD_ARG", "gmacTags: firstIndex expected a safe non-negative integer");
+    return env.Undefined();
+  }
+  const auto& kernels = UsableGhashKernels();
+  const GhashKernelEntry* kernel = kernels.empty() ? nullptr : &kernels[0];
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    const std::string name = info[5].ToString().Utf8Value();
+    kernel = nullptr;
+    for (const auto& k : kernels)
+      if (name == k.name) kernel = &k;
+    if (kernel == nullptr) {
+      ThrowTyped(env, "XTS_BACKEND_UNAVAILABLE", "GHASH kernel '" + name + "' is not supported on this CPU");
+      return env.Undefined();
+    }
+  }
+  if (kernel == nullptr) {
+    ThrowTyped(env, "XTS_BACKEND_UNAVAILABLE", "no GHASH kernel on this CPU (needs PCLMULQDQ and AES-NI)");
+    return env.Undefined();
+  }
+  const size_t pieceBytes = static_cast<size_t>(piece);
+  const size_t count = dataLen / pieceBytes + (dataLen % pieceBytes != 0 ? 1 : 0);
+  Napi::Buffer<uint8_t> tags = Napi::Buffer<uint8_t>::New(env, count * 16);
+  GmacPieceTags(kernel->fn, key, prefix, prefixLen, data, dataLen, pieceBytes, static_cast<uint64_t>(first), tags.Data());
+  return tags;
+}
+
 // liveKeySchedules(): how many key schedules this environment's registry holds (for the tests that check each
 // owner registers its schedule and releases it when it closes).
 Napi::Value LiveKeySchedules(const Napi::CallbackInfo& info) {
@@ -292,6 +357,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_env_cleanup_hook(env, WipeRegistry, new std::shared_ptr<ScheduleRegistry>(st->registry));
   exports.Set("XtsKey", XtsKey::DefineClass(env));
   exports.Set("kernels", Napi::Function::New<Kernels>(env, "kernels"));
+  exports.Set("gmacKernels", Napi::Function::New<GmacKernels>(env, "gmacKernels"));
+  exports.Set("gmacTags", Napi::Function::New<GmacTags>(env, "gmacTags"));
   exports.Set("liveKeySchedules", Napi::Function::New<LiveKeySchedules>(env, "liveKeySchedules"));
   exports.Set("setErrorFactory", Napi::Function::New<SetErrorFactory>(env, "setErrorFactory"));
   exports.Set("startWriteback", Napi::Function::New<StartWriteback>(env, "startWriteback"));

@@ -39,6 +39,9 @@ void XtsCryptVaesAvx2(const XtsKeySchedule& ks, bool encrypt, const uint8_t* src
 void XtsCryptVaesAvx512(const XtsKeySchedule& ks, bool encrypt, const uint8_t* src, uint8_t* dst,
                         size_t sectorCount, size_t sectorSize, uint64_t firstTweak, uint64_t tweakStep);
 
+// Expands a 16- or 32-byte AES key into its encryption round keys (needs AES-NI); returns the rounds, 10 or 14.
+int ExpandAesEncryptKey(uint8_t rk[15][16], const uint8_t* key, size_t keyBytes);
+
 // Overwrites n bytes at p with zeros in a way the compiler may not elide.
 void SecureWipe(void* p, size_t n);
 

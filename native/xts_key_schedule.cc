@@ -84,6 +84,15 @@ void ExpandXtsKey(XtsKeySchedule& ks, const uint8_t* key1, const uint8_t* key2, 
     }
 }
 
+int ExpandAesEncryptKey(uint8_t rk[15][16], const uint8_t* key, size_t keyBytes) {
+  if (keyBytes == 16) {
+    Expand128(rk, key);
+    return 10;
+  }
+  Expand256(rk, key);
+  return 14;
+}
+
 }  // namespace vhdcrypt
 
 #else  // not x86: no kernels (UsableKernels() is empty, so these are never called)
@@ -92,6 +101,10 @@ namespace vhdcrypt {
 void ExpandXtsKey(XtsKeySchedule& ks, const uint8_t*, const uint8_t*, size_t keyBytes) {
   std::memset(&ks, 0, sizeof ks);
   ks.rounds = keyBytes == 16 ? 10 : 14;
+}
+int ExpandAesEncryptKey(uint8_t rk[15][16], const uint8_t*, size_t keyBytes) {
+  std::memset(rk, 0, 15 * 16);
+  return keyBytes == 16 ? 10 : 14;
 }
 }  // namespace vhdcrypt
 

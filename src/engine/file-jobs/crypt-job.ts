@@ -51,6 +51,12 @@ export interface CryptJobStats {
 }
 
 /**
+ * Bytes reserved per fallocate call: one call over a whole GiB holds the file's inode lock for ~0.1 s (tmpfs zeroes
+ * every page), and the header written meanwhile would wait for all of it.
+ */
+const RESERVE_STEP = 64n << 20n;
+
+/**
  * Open the output for direct writes and, where they are on, reserve the blocks of its payload: reserved blocks let
  * the file system run our direct writes side by side (ext4 serialises direct writes into holes; docs/performance.md
  * has the effect on a decrypt). Resolves whether direct writes are on. It works on the output's descriptor: the
@@ -60,7 +66,12 @@ export async function startOutputWrites(spec: Pick<CryptJobSpec, 'input' | 'outp
   const directWrites = await spec.output.useDirectWrites();
   if (directWrites) {
     try {
-      for await (const r of payloadRanges(() => spec.input.extents(), spec.selection)) await spec.output.reserve(spec.outputBase + r.start, r.end - r.start);
+      for await (const r of payloadRanges(() => spec.input.extents(), spec.selection)) {
+        for (let at = r.start; at < r.end; at += RESERVE_STEP) {
+          const n = r.end - at < RESERVE_STEP ? r.end - at : RESERVE_STEP;
+          await spec.output.reserve(spec.outputBase + at, n);
+        }
+      }
     } catch (e) {
       throw mapWriteError(e, spec.output.path);
     }

@@ -7,6 +7,32 @@
  * needs: only the volume key's holder makes or checks one.
  */
 import { createCipheriv } from 'node:crypto';
+import { nativeAddon } from '../../native-addon.js';
+
+/** The addon's GMAC (native/gmac.h: GHASH by carry-less multiplication, ~18 GB/s per core with VPCLMULQDQ, ~6.5 without; OpenSSL's GMAC ~4.8 here). */
+interface NativeGmac {
+  gmacKernels(): string[];
+  /** Tags (16 bytes each) of `data` in `pieceBytes` pieces, piece k being block firstIndex + k, each over `prefix` (whole 16-byte blocks) first. */
+  gmacTags(key: Uint8Array, prefix: Uint8Array | null, data: Uint8Array, pieceBytes: number, firstIndex: number, kernel?: string): Buffer;
+}
+
+let gmac: NativeGmac | null | undefined;
+
+/** The addon's GMAC where it is built and this CPU has a kernel for it, else null (node:crypto then). */
+export function nativeGmac(): NativeGmac | null {
+  if (gmac === undefined) {
+    const a = nativeAddon() as Partial<NativeGmac> | null;
+    gmac = a !== null && typeof a.gmacTags === 'function' && typeof a.gmacKernels === 'function' && a.gmacKernels().length > 0 ? (a as NativeGmac) : null;
+  }
+  return gmac;
+}
+
+/** The tags in a buffer of 16-byte tags, as hex. */
+function hexTags(tags: Buffer): string[] {
+  const out: string[] = [];
+  for (let o = 0; o < tags.length; o += BLOCK_TAG_BYTES) out.push(tags.toString('hex', o, o + BLOCK_TAG_BYTES));
+  return out;
+}
 
 /** Bytes of a tag (SP 800-38D 5.2.1.2: the full 128 bits). */
 export const BLOCK_TAG_BYTES = 16;
@@ -23,6 +49,14 @@ function ivOf(index: number): Buffer {
 
 /** The tag (hex) of block `index` whose bytes are `parts`, one after the other, under the 32-byte `key`. */
 export function blockTag(key: Uint8Array, index: number, parts: readonly Uint8Array[]): string {
+  const last = parts[parts.length - 1];
+  const lead = parts.slice(0, -1);
+  const native = nativeGmac();
+  // The addon takes whole blocks before the data (a VHD block's sector bitmap is whole sectors).
+  if (native !== null && last !== undefined && last.length > 0 && lead.every((p) => p.length % 16 === 0)) {
+    const prefix = lead.length === 0 ? null : lead.length === 1 ? lead[0]! : Buffer.concat(lead);
+    return hexTags(native.gmacTags(key, prefix, last, last.length, index))[0]!;
+  }
   const c = createCipheriv('aes-256-gcm', key, ivOf(index));
   // GCM takes its AAD in several calls before any plaintext (OpenSSL carries a partial 16-byte block across them).
   for (const p of parts) c.setAAD(p);
@@ -37,6 +71,8 @@ export function blockTag(key: Uint8Array, index: number, parts: readonly Uint8Ar
  */
 export function pieceTags(key: Uint8Array, data: Uint8Array, pieceBytes: number, firstIndex: number, bitmapBytes = 0): string[] {
   const bitmap = bitmapBytes > 0 ? new Uint8Array(bitmapBytes).fill(0xff) : null;
+  const native = nativeGmac();
+  if (native !== null && bitmapBytes % 16 === 0) return hexTags(native.gmacTags(key, bitmap, data, pieceBytes, firstIndex));
   const out: string[] = [];
   for (let o = 0, i = firstIndex; o < data.length; o += pieceBytes, i++) {
     const piece = data.subarray(o, o + pieceBytes);
