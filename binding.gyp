@@ -13,6 +13,7 @@
         "native/gmac_pclmul.cc",
         "native/gmac_vpclmul_avx512.cc",
         "native/heap_trim.cc",
+        "native/huge_pages.cc",
         "native/nbd_direct_read.cc",
         "native/peer_cred.cc",
         "native/writeback.cc",

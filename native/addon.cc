@@ -23,6 +23,7 @@
 #include "file_space.h"
 #include "gmac.h"
 #include "heap_trim.h"
+#include "huge_pages.h"
 #include "nbd_direct_read.h"
 #include "peer_cred.h"
 #include "writeback.h"
@@ -365,6 +366,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("afMerge", Napi::Function::New<AfMerge>(env, "afMerge"));
   exports.Set("bitlkStretch", Napi::Function::New<BitlkStretch>(env, "bitlkStretch"));
   exports.Set("fileSpace", Napi::Function::New<FileSpace>(env, "fileSpace"));
+  exports.Set("adviseHugePages", Napi::Function::New<AdviseHugePages>(env, "adviseHugePages"));
   exports.Set("addressMisalignment", Napi::Function::New<AddressMisalignment>(env, "addressMisalignment"));
   exports.Set("peerUid", Napi::Function::New<PeerUid>(env, "peerUid"));
   exports.Set("trimHeap", Napi::Function::New<TrimHeap>(env, "trimHeap"));

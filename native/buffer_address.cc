@@ -1,5 +1,5 @@
 // addressMisalignment(view, alignment): how many bytes the view's first byte
-// lies past a multiple of `alignment` (a power of two up to 1 MiB), or -1 for
+// lies past a multiple of `alignment` (a power of two up to 1 GiB), or -1 for
 // bad arguments. JS cannot see addresses; O_DIRECT writes need the buffer
 // aligned (open(2), "O_DIRECT"), so the engine places its batch slots by this.
 #include "buffer_address.h"
@@ -13,7 +13,7 @@ Napi::Value AddressMisalignment(const Napi::CallbackInfo& info) {
   const Napi::Number bad = Napi::Number::New(env, -1);
   if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber()) return bad;
   const double a = info[1].As<Napi::Number>().DoubleValue();
-  if (!(a >= 1 && a <= 1048576)) return bad;
+  if (!(a >= 1 && a <= 1073741824)) return bad;
   const auto align = static_cast<uintptr_t>(a);
   if ((align & (align - 1)) != 0) return bad;
   napi_typedarray_type type;

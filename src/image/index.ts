@@ -54,6 +54,6 @@ export { bitmapTest, bitmapSetRange } from './sector-bitmap.js';
 export { encodeRelativeLocator, encodeAbsoluteLocator } from './parent-locator.js';
 /** For buffers meant for direct writes (the engine's batch slots). */
 export { DIRECT_ADDRESS_ALIGNMENT } from './direct-writes.js';
-export { addressMisalignment } from './native-io.js';
+export { addressMisalignment, HUGE_PAGE_BYTES, hugePageView } from './native-io.js';
 /** Batches read and written by worker threads on the image's own descriptors. */
 export { readPlannedSync, writePlannedSync, type FileReadPlan, type FileWritePlan, type FileWriteReport, type ReadPiece } from './planned-io.js';

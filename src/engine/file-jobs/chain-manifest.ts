@@ -22,7 +22,7 @@
  */
 import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
-import { DEFAULT_BLOCK_SIZE, openImage, parentSearch, SparseVhdImage, type DiskImage, type ParentSearchOptions } from '../../image/index.js';
+import { DEFAULT_BLOCK_SIZE, HUGE_PAGE_BYTES, hugePageView, openImage, parentSearch, SparseVhdImage, type DiskImage, type ParentSearchOptions } from '../../image/index.js';
 import { publishNewFile } from '../../new-file.js';
 import { isVhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
@@ -221,7 +221,8 @@ export async function blockValues(link: DiskImage, keys: ManifestKeys, known?: R
  */
 export function writtenRegionTags(keys: ManifestKeys, bytes: Uint8Array, ranges: ReadonlyArray<readonly [number, number]>, pieceBytes: number, end: number): Map<bigint, string> {
   if (keys.tagKey === null) throw new EngineError('ENGINE_BAD_ARGUMENT', 'writtenRegionTags: version 2 keys expected');
-  const scratch = new Uint8Array(Math.min(pieceBytes, end));
+  const scratchBytes = Math.min(pieceBytes, end);
+  const scratch = hugePageView(new ArrayBuffer(scratchBytes + HUGE_PAGE_BYTES), scratchBytes);
   const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
   const out = new Map<bigint, string>();
   for (let p = 0; p < end; p += pieceBytes) {

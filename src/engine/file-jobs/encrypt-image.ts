@@ -11,7 +11,7 @@ import { createImage, DEFAULT_BLOCK_SIZE, sectorBitmapSize, type WritableImage }
 import type { KdfOptions } from '../../luks/index.js';
 import type { WrapAlgorithm } from '../../vault/index.js';
 import { runCryptJob, runResultOf, startOutputWrites } from './crypt-job.js';
-import { batchBytesForJob, poolForJob } from '../pool/crypt-pool.js';
+import { batchBytesForJob, poolForJob, type CryptPool } from '../pool/crypt-pool.js';
 import { startJob } from './job-hold.js';
 import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
@@ -91,9 +91,14 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
   let failure: unknown;
   try {
     await checkDestination(isRemoteSource(src) ? null : src, paths.dest, opts.force === true);
-    // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob).
-    const pool = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
-    void pool.warm();
+    // Workers load their backend while the keys are made or unlocked; a small job runs inline (poolForJob). Started
+    // once the output's reservation is under way: constructing the pool takes this thread ~20 ms.
+    const startPool = () => {
+      const p = (hold.pool = poolForJob({ threads: opts.threads, backend: opts.backend }, source.virtualSize));
+      void p.warm();
+      return p;
+    };
+    let pool: CryptPool;
     const format = opts.format ?? 'luks2';
     const container = opts.outFormat ?? containerFor(source.format);
     const keyBits = opts.keySize ?? 512;
@@ -133,6 +138,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       checkJournalMatches(resume, journalBase, paths.journal);
       // A run killed after its first journal write but before settling its secret left it pending.
       if (resume.secretId) await settleSecret(resume.secretId, opts);
+      pool = startPool();
       output = hold.output = await openOutput(paths.temp, container);
       const u = await unlockImage(output, { ...opts, secretId: resume.secretId ?? undefined, plain: { sectorSize, keyBits } });
       volumeKey = hold.volumeKey = u.volumeKey;
@@ -165,6 +171,7 @@ export async function encryptImage(src: string, dst: string, opts: EncryptOption
       outputWrites = startOutputWrites({ input: source, output, selection, outputBase: dataOffset });
       // Awaited by the job, or in `finally` when the run fails before it.
       outputWrites.catch(() => undefined);
+      pool = startPool();
       // One vault handle for the pending secrets, the seal and settling it: each open and close of the embedded
       // vault costs its SQLite file a WAL checkpoint, and a remote vault its clients and tokens.
       const vault = keySource === 'vault' ? await openVolumeVault(opts.vault, opts.vaultCredentials, true) : null;

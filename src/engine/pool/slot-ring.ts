@@ -1,9 +1,9 @@
 /**
  * A fixed set of equal slots in one SharedArrayBuffer: bounds the memory in flight whatever the image size.
- * Slots start on a 4096-byte address boundary when the addon can tell addresses, so the output can write
- * them with O_DIRECT (src/image/direct-writes.ts).
+ * Slots start on a 2 MiB address boundary when the addon can tell addresses, so the output can write them with
+ * O_DIRECT (src/image/direct-writes.ts: 4096 bytes suffice) and the kernel can back them with transparent huge pages.
  */
-import { addressMisalignment, DIRECT_ADDRESS_ALIGNMENT } from '../../image/index.js';
+import { HUGE_PAGE_BYTES, hugePageView } from '../../image/index.js';
 
 export interface Slot {
   readonly index: number;
@@ -33,16 +33,16 @@ export class SlotRing {
   constructor(count: number, slotSize: number) {
     this.count = count;
     this.slotSize = slotSize;
-    const align = DIRECT_ADDRESS_ALIGNMENT;
-    const bytes = count * slotSize + align;
+    // Slots on huge pages: each first touch of a 4 KiB page costs ~16 us on the VMs this is measured on, so a 16 MiB
+    // ring faulted in small pages costs the job's first batches ~65 ms, in huge pages ~1 ms (docs/performance.md).
+    const bytes = count * slotSize + HUGE_PAGE_BYTES;
     if (spare !== null && spare.byteLength === bytes) {
       this.buffer = spare;
       spare = null;
     } else {
       this.buffer = new SharedArrayBuffer(bytes);
     }
-    const skew = addressMisalignment(new Uint8Array(this.buffer, 0, 1), align);
-    const base = skew === undefined || skew === 0 ? 0 : align - skew;
+    const base = hugePageView(this.buffer, count * slotSize).byteOffset;
     for (let i = 0; i < count; i++) {
       const offset = base + i * slotSize;
       const buffer = this.buffer;
