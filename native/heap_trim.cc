@@ -17,11 +17,18 @@
 // guest a trap to the hypervisor, several microseconds each: more than the
 // crypto of the page). Chunks up to mmapThreshold then come from the heap, and
 // up to trimThreshold of freed memory stays in the process for the next ones.
-// Left alone when the user tuned malloc (MALLOC_*_ variables or
+// The next stretch of the heap is also advised for transparent huge pages
+// (MADV_HUGEPAGE, as glibc.malloc.hugetlb=1 would do), so the chunks placed
+// there are faulted in 2 MiB at a time: a stream's heap grows to ~60-70 MiB
+// once, ~16 000 faults in 4 KiB pages (~0.2 s on those guests), ~30 in huge
+// ones. Left alone when the user tuned malloc (MALLOC_*_ variables or
 // GLIBC_TUNABLES). Returns true when this call set them.
 #include "heap_trim.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <utility>
 #include <cstdlib>
 #include <cstring>
 
@@ -29,6 +36,7 @@
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <sys/mman.h>
 #endif
 
 namespace vhdcrypt {
@@ -40,6 +48,35 @@ Napi::Value TrimHeap(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), false);
 #endif
 }
+
+#if defined(__GLIBC__) && defined(__linux__) && defined(MADV_HUGEPAGE)
+namespace {
+
+// Grows the heap by two blocks just under the mmap threshold, advises their pages for huge pages before anything
+// touches them, and frees them: they join the heap's top chunk, which stays (smaller than the trim threshold), so
+// the next allocations are carved from advised memory. Best effort: the advice is lost if the top is trimmed later.
+void AdviseHeapTop(size_t mmapBytes, size_t trimBytes) {
+  const size_t block = std::min(mmapBytes - (64u << 10), (trimBytes - (8u << 20)) / 2);
+  if (mmapBytes <= (64u << 10) || trimBytes <= (8u << 20) || block < (4u << 20)) return;
+  void* a = std::malloc(block);
+  void* b = std::malloc(block);
+  if (a != nullptr && b != nullptr) {
+    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+    const uintptr_t pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+    // Contiguous (both from the heap's top) they are advised as one range; otherwise each alone.
+    const bool joined = pb > pa && pb - pa <= block + (64u << 10);
+    const std::pair<uintptr_t, uintptr_t> ranges[2] = {{pa, joined ? pb + block : pa + block}, {pb, joined ? pb : pb + block}};
+    for (const auto& [from, to] : ranges) {
+      const uintptr_t first = (from + kHuge - 1) & ~(kHuge - 1), end = to & ~(kHuge - 1);
+      if (end > first) madvise(reinterpret_cast<void*>(first), end - first, MADV_HUGEPAGE);
+    }
+  }
+  std::free(b);
+  std::free(a);
+}
+
+}  // namespace
+#endif
 
 Napi::Value KeepFreedHeap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -64,6 +101,9 @@ Napi::Value KeepFreedHeap(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(env, false);
   }
   const bool ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmapBytes)) == 1 && mallopt(M_TRIM_THRESHOLD, static_cast<int>(trimBytes)) == 1;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (ok) AdviseHeapTop(static_cast<size_t>(mmapBytes), static_cast<size_t>(trimBytes));
+#endif
   return Napi::Boolean::New(env, ok);
 #else
   return Napi::Boolean::New(env, false);

@@ -226,6 +226,23 @@ describe('the C heap keeps the chunks a stream frees', () => {
     expect(node(['--input-type=module', '-e', probe], { MALLOC_TRIM_THRESHOLD_: String(128 << 10) })).toBe('false false XTS_BAD_ARG');
   });
 
+  it('keepFreedHeap advises the heap\'s next stretch for transparent huge pages (at least 48 MiB flagged hg in smaps), not over the user\'s malloc tuning', (ctx) => {
+    const thp = '/sys/kernel/mm/transparent_hugepage/enabled';
+    if (!existsSync(thp) || /\[never\]/.test(readFileSync(thp, 'utf8'))) ctx.skip();
+    const probe = `import { readFileSync } from 'node:fs';
+      const { nativeAddon } = await import(${JSON.stringify(ADDON_MODULE)});
+      nativeAddon().keepFreedHeap(32 << 20, 64 << 20);
+      let kib = 0, size = 0;
+      for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\\n')) {
+        const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+        if (range) size = (parseInt(range[2], 16) - parseInt(range[1], 16)) / 1024;
+        else if (line.startsWith('VmFlags:') && line.split(/\\s+/).includes('hg')) kib += size;
+      }
+      console.log(kib);`;
+    expect(Number(node(['--input-type=module', '-e', probe]))).toBeGreaterThanOrEqual(48 * 1024);
+    expect(Number(node(['--input-type=module', '-e', probe], USER_TUNED))).toBe(0);
+  });
+
   it('a 128 MiB (2 x SIZE) encrypt stream faults in under 0.7x the pages it does with glibc left as it is', (ctx) => {
     // Node 24 faults in about as many pages either way (27 000-37 000 per stream of 128-512 MiB, measured with and
     // without): its ArrayBuffers' memory does not come back from glibc's heap as Node 20's does, so there the setting
