@@ -2,7 +2,7 @@ import { isBuiltin } from 'node:module';
 import { minifySync } from 'rolldown/utils';
 // Bundles of tsc's output in dist/src, for start-up time: Node 20 spends ~1 ms per module resolving, reading and
 // compiling it, and a file job loaded about a hundred. Packages stay in node_modules (native addons among them).
-//  - dist/cli: the CLI (plus chunks for commands loaded on demand);
+//  - dist/cli: the CLI (plus chunks for commands loaded on demand), CommonJS;
 //  - dist/worker: the XTS pool's worker, which every job starts on each core while the key is unlocked.
 // The library (src/index.ts) runs from dist/src.
 const external = [/^node:/, /^[^./]/];
@@ -35,7 +35,11 @@ const minifyPackages = {
   },
 };
 const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true });
+// The CLI as CommonJS (.cjs, the package being "type": "module"): Node 20 resolves, links and evaluates an ES module
+// graph at ~1 ms per module more than require() does the same files (a 16 MiB encrypt: 0.23 -> 0.21 s wall). Its
+// dynamic imports become require() calls behind a promise; the code has no top-level await.
+const cliOutput = { ...output('dist/cli'), format: 'cjs', entryFileNames: '[name].cjs', chunkFileNames: '[name]-[hash].cjs' };
 export default [
-  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, plugins: [minifyPackages], output: output('dist/cli') },
+  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, plugins: [minifyPackages], output: cliOutput },
   { input: { 'xts-worker': 'dist/src/engine/pool/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
 ];

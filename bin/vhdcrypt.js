@@ -1,12 +1,16 @@
 #!/usr/bin/env node
-// The CLI entry: the bundle that `npm run build` makes of the compiled TypeScript (rolldown.config.mjs), which
-// starts faster; tsc's output in dist/src when only that was built.
+// The CLI entry: the CommonJS bundle that `npm run build` makes of the compiled TypeScript (rolldown.config.mjs),
+// which starts faster; tsc's output in dist/src when only that was built.
+import { createRequire } from 'node:module';
+
 let loaded;
 try {
-  loaded = await import('../dist/cli/main.js').catch((e) => {
-    if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !String(e.message).includes('dist/cli/main.js')) throw e;
-    return import('../dist/src/cli/main.js');
-  });
+  try {
+    loaded = createRequire(import.meta.url)('../dist/cli/main.cjs');
+  } catch (e) {
+    if (e?.code !== 'MODULE_NOT_FOUND' || !String(e.message).includes('dist/cli/main.cjs')) throw e;
+    loaded = await import('../dist/src/cli/main.js');
+  }
 } catch (e) {
   // Out of file descriptors or memory before the CLI could load (its own mapping lives in main.js, resourceErrorCode).
   // Node 24's module loader reports a dependency's package.json it could not read as ERR_INVALID_PACKAGE_CONFIG,

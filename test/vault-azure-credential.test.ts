@@ -125,8 +125,9 @@ test('the CLI bundle carries the packages the Azure SDKs load (no separate Commo
   const ownExternal = new Set([pkg.dependencies, pkg.devDependencies, pkg.optionalDependencies].flatMap((d) => Object.keys(d ?? {})));
   const dir = join(root, 'dist', 'cli');
   const imported = new Set<string>();
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.js'))) {
-    for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/(?:^|\n)import\s[^;]*?from\s*"([^"]+)"|import\("([^"]+)"\)/g)) {
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cjs'))) {
+    // The bundle is CommonJS: require("x") for static and bundled dynamic imports, import("x") for a package's dynamic one.
+    for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/\brequire\("([^"]+)"\)|\bimport\("([^"]+)"\)/g)) {
       const spec = m[1] ?? m[2]!;
       if (spec.startsWith('.') || isBuiltin(spec)) continue;
       imported.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
@@ -134,16 +135,18 @@ test('the CLI bundle carries the packages the Azure SDKs load (no separate Commo
   }
   expect([...imported].filter((p) => !ownExternal.has(p) || p.startsWith('@azure/'))).toEqual([]);
   // The SDKs' chunks are all ASCII (V8 then holds their source at one byte per character).
-  const sdkChunks = readdirSync(dir).filter((n) => n.endsWith('.js') && /\/\/ node_modules\/@azure\/(keyvault-secrets|msal-node)\//.test(readFileSync(join(dir, n), 'utf8')));
+  const sdkChunks = readdirSync(dir).filter((n) => n.endsWith('.cjs') && /\/\/ node_modules\/@azure\/(keyvault-secrets|msal-node)\//.test(readFileSync(join(dir, n), 'utf8')));
   expect(sdkChunks).toHaveLength(2);
   for (const n of sdkChunks) expect(readFileSync(join(dir, n), 'utf8')).toMatch(/^[\x00-\x7f]*$/);
 });
 
 test('the CLI bundle loads each vault provider only for its own URIs: neither the SDKs nor the embedded vault on every run', () => {
   const dir = join(root, 'dist', 'cli');
-  const staticImports = (file: string) => [...readFileSync(join(dir, file), 'utf8').matchAll(/(?:^|\n)import\s(?:[^;]*?from\s*)?"\.\/([^"]+)"/g)].map((m) => m[1]!);
+  // Static imports are the top-level requires (`const require_x = require("./x.cjs")`); dynamic ones are
+  // `Promise.resolve().then(() => require(...))` inside functions.
+  const staticImports = (file: string) => [...readFileSync(join(dir, file), 'utf8').matchAll(/(?:^|\n)(?:const \w+ = )?require\("\.\/([^"]+)"\)/g)].map((m) => m[1]!);
   const loaded = new Set<string>();
-  const queue = ['main.js'];
+  const queue = ['main.cjs'];
   while (queue.length > 0) {
     const f = queue.pop()!;
     if (loaded.has(f)) continue;
@@ -151,7 +154,7 @@ test('the CLI bundle loads each vault provider only for its own URIs: neither th
     queue.push(...staticImports(f));
   }
   const code = [...loaded].map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
-  const everyChunk = readdirSync(dir).filter((n) => n.endsWith('.js')).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
+  const everyChunk = readdirSync(dir).filter((n) => n.endsWith('.cjs')).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
   expect(code).toContain('openVault');
   // The Key Vault SDKs, MSAL (found by the module comments rolldown writes before each bundled module: the packages
   // are minified, their class names not as written), the embedded vault's class: each only behind a dynamic import.
