@@ -260,23 +260,19 @@ class XtsKey : public Napi::ObjectWrap<XtsKey> {
   std::shared_ptr<ScheduleRegistry> registry_;
 };
 
-// kernels(): the kernels this CPU can run, best first.
-Napi::Value Kernels(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const auto& ks = UsableKernels();
-  Napi::Array out = Napi::Array::New(env, ks.size());
-  for (size_t i = 0; i < ks.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, ks[i].name));
+// The names of a dispatch list's entries, in its order (best first).
+template <class Entry>
+Napi::Value EntryNames(Napi::Env env, const std::vector<Entry>& entries) {
+  Napi::Array out = Napi::Array::New(env, entries.size());
+  for (size_t i = 0; i < entries.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, entries[i].name));
   return out;
 }
 
+// kernels(): the XTS kernels this CPU can run, best first.
+Napi::Value Kernels(const Napi::CallbackInfo& info) { return EntryNames(info.Env(), UsableKernels()); }
+
 // gmacKernels(): the GHASH kernels this CPU can run, best first.
-Napi::Value GmacKernels(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const auto& ks = UsableGhashKernels();
-  Napi::Array out = Napi::Array::New(env, ks.size());
-  for (size_t i = 0; i < ks.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, ks[i].name));
-  return out;
-}
+Napi::Value GmacKernels(const Napi::CallbackInfo& info) { return EntryNames(info.Env(), UsableGhashKernels()); }
 
 // gmacTags(key: 32 bytes, prefix: Uint8Array | null, data: Uint8Array, pieceBytes, firstIndex, kernel?): a Buffer of
 // the 16-byte GMAC tags of data's pieces (gmac.h GmacPieceTags), each over prefix then the piece.

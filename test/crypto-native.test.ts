@@ -18,6 +18,7 @@ import type { XtsKernelInstance } from '../src/crypto/kernel.js';
 import { loadNativeBackend, nativeAddonPath, nativeKernels } from '../src/crypto/native-backend.js';
 import { VhdcryptError } from '../src/errors.js';
 import { oracleXts } from './helpers/xts-oracle.js';
+import { cpuFlags } from './helpers/cpu-flags.js';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const MAX = (1n << 64n) - 1n;
@@ -25,9 +26,8 @@ const kernels = nativeKernels();
 
 /** The kernels the dispatch must offer, derived from the CPU flags Linux reports (it hides flags the OS cannot save). */
 function expectedKernels(): string[] {
-  if (process.arch !== 'x64' || !existsSync('/proc/cpuinfo')) return [];
-  const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-  const flags = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+  const flags = cpuFlags();
+  if (flags === null) return [];
   const has = (...f: string[]) => f.every((x) => flags.has(x));
   if (!has('aes', 'pclmulqdq', 'sse4_1')) return [];
   const out: string[] = [];

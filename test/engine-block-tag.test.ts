@@ -6,10 +6,10 @@
  * reports; bad input refused with typed errors.
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { blockTag, nativeGmac, pieceTags } from '../src/engine/pool/block-tag.js';
 import { VhdcryptError } from '../src/errors.js';
+import { cpuFlags } from './helpers/cpu-flags.js';
 
 /** node:crypto's GMAC of `parts` under `key` with the manifest's IV for block `index` (8 bytes big-endian, 4 zeros). */
 function oracleTag(key: Uint8Array, index: number, parts: readonly Uint8Array[]): string {
@@ -29,9 +29,8 @@ function oraclePieces(key: Uint8Array, data: Uint8Array, pieceBytes: number, fir
 
 /** The GHASH kernels the dispatch must offer, from the CPU flags Linux reports (it hides flags the OS cannot save). */
 function expectedKernels(): string[] {
-  if (process.arch !== 'x64' || !existsSync('/proc/cpuinfo')) return [];
-  const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-  const flags = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+  const flags = cpuFlags();
+  if (flags === null) return [];
   const has = (...f: string[]) => f.every((x) => flags.has(x));
   if (!has('aes', 'pclmulqdq', 'sse4_1')) return [];
   return [...(has('vpclmulqdq', 'avx2', 'avx512f', 'avx512bw', 'avx512vl') ? ['vpclmul-avx512'] : []), 'pclmul'];
