@@ -2,7 +2,8 @@
  * The vhdcrypt package root (package.json, native/, build/), found from this
  * module's location, so it works from src/ under vitest and from dist/src/.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -54,4 +55,38 @@ export function compiledModulePath(...segments: string[]): string | undefined {
 export function nativeAddonPath(): string | undefined {
   const root = findPackageRoot();
   return root === undefined ? undefined : join(root, 'build', 'Release', 'vhdcrypt_native.node');
+}
+
+/**
+ * require() of a package from the module at `from` (its import.meta.url): CommonJS's loader takes a package.json
+ * or file it could not stat or read for one that is not there, so a process out of file descriptors gets
+ * MODULE_NOT_FOUND for an installed package. When a descriptor cannot be opened right after, the failure is that
+ * resource's (EMFILE, ENFILE), and is thrown as such (the CLI reports those by name); otherwise the loader's error
+ * stands.
+ */
+export function requirePackage<T>(from: string, id: string): T {
+  return duringLoad(id, () => createRequire(from)(id) as T);
+}
+
+/** require.resolve() of a package's file from the module at `from`, with requirePackage's reading of a failure. */
+export function resolvePackage(from: string, id: string): string {
+  return duringLoad(id, () => createRequire(from).resolve(id));
+}
+
+function duringLoad<T>(id: string, load: () => T): T {
+  try {
+    return load();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException | null)?.code !== 'MODULE_NOT_FOUND') throw e;
+    try {
+      closeSync(openSync('/dev/null', 'r'));
+    } catch (probe) {
+      const code = (probe as NodeJS.ErrnoException | null)?.code;
+      if (code === 'EMFILE' || code === 'ENFILE') {
+        const first = String((e as Error).message).split('\n')[0];
+        throw Object.assign(new Error(`${code}: could not load ${id} (${first})`), { code, cause: e });
+      }
+    }
+    throw e;
+  }
 }

@@ -360,6 +360,23 @@ describe('resource exhaustion is a typed error', () => {
     expect(seen.has(0)).toBe(true);
   });
 
+  test('a package required while the process has no descriptor left is EMFILE, not "Cannot find module" (CommonJS takes a failed read for absence)', () => {
+    const script = `
+      import { openSync } from 'node:fs';
+      const { requirePackage } = await import(${JSON.stringify(join(root, 'dist', 'src', 'package-root.js'))});
+      const held = [];
+      try { for (;;) held.push(openSync('/dev/null', 'r')); } catch {}
+      const codes = [];
+      try { requirePackage(import.meta.url, 'piscina'); codes.push('loaded'); } catch (e) { codes.push(e.code + (String(e.message).includes('\\n') ? ' multiline' : '')); }
+      // Not installed at all stays MODULE_NOT_FOUND once descriptors are back.
+      for (const fd of held.splice(0, 8)) (await import('node:fs')).closeSync(fd);
+      try { requirePackage(import.meta.url, 'no-such-package-vhdcrypt'); } catch (e) { codes.push(e.code); }
+      process.stdout.write(codes.join(' '));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('EMFILE MODULE_NOT_FOUND');
+  });
+
   test('a file size limit (ulimit -f) is a one-line EFBIG report (exit 1) and the run leaves nothing behind', () => {
     const dir = join(tempDir(), 'v');
     const env = { VHDCRYPT_VAULT: dir };

@@ -4,9 +4,9 @@
  * for the tests. noble's AES uses lookup tables, so this backend is not hardened
  * against cache-timing observers; the WASM backend is (bitsliced).
  */
-import { createRequire } from 'node:module';
 import { XtsBackendUnavailableError } from './backend-errors.js';
 import type { XtsBackend, XtsKernelInstance } from './kernel.js';
+import { requirePackage } from '../package-root.js';
 
 type NobleAes = (typeof import('@noble/ciphers/aes.js'))['unsafe'];
 let nobleAes: NobleAes | undefined;
@@ -17,7 +17,7 @@ let nobleAes: NobleAes | undefined;
 function aesRounds(): NobleAes {
   if (nobleAes === undefined) {
     try {
-      nobleAes = (createRequire(import.meta.url)('@noble/ciphers/aes.js') as typeof import('@noble/ciphers/aes.js')).unsafe;
+      nobleAes = requirePackage<typeof import('@noble/ciphers/aes.js')>(import.meta.url, '@noble/ciphers/aes.js').unsafe;
     } catch (e) {
       throw new XtsBackendUnavailableError(`js backend: cannot load @noble/ciphers (Node ${process.versions.node}; needs 20.19 or later)`, { cause: e });
     }

@@ -5,8 +5,8 @@
  * Worker.terminate() and process.exit() both wait for the native call to
  * return. SIGKILL of a child ends the work and frees its memory immediately.
  */
-import { createRequire } from 'node:module';
 import { LuksError } from './errors.js';
+import { resolvePackage } from '../package-root.js';
 
 /** What the child computes; the secret follows the JSON on its stdin. */
 export type KdfChildRequest =
@@ -54,7 +54,7 @@ export function deriveInChild(
   aborted: () => LuksError,
   signal: AbortSignal,
 ): Promise<Uint8Array> {
-  argon2Path ??= createRequire(import.meta.url).resolve('@node-rs/argon2');
+  argon2Path ??= resolvePackage(import.meta.url, '@node-rs/argon2');
   return new Promise((resolve, reject) => {
     // No inherited environment: NODE_OPTIONS of the parent (loaders, inspectors) has no business in the KDF.
     // node:child_process is loaded here, on first use: most runs never derive in a child, and loading it costs

@@ -12,12 +12,11 @@
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type { Piscina } from 'piscina';
 import { nativeKernels, type BackendChoice } from '../../crypto/index.js';
 import { VhdcryptError } from '../../errors.js';
 import { EngineError } from '../errors.js';
-import { builtPath, compiledModulePath } from '../../package-root.js';
+import { builtPath, compiledModulePath, requirePackage } from '../../package-root.js';
 import type { FileReadPlan, FileWritePlan, FileWriteReport } from '../../image/index.js';
 import type { CryptTask, DisposeTask, SectorBatchRef, WarmTask, WorkerReply, WorkerTask } from './worker-messages.js';
 import runOnThisThread from './xts-worker.js';
@@ -80,7 +79,7 @@ export function poolForJob(opts: { threads?: number; backend?: BackendChoice }, 
  */
 let piscinaClass: typeof Piscina | null = null;
 function loadPiscina(): typeof Piscina {
-  piscinaClass ??= (createRequire(import.meta.url)('piscina') as { Piscina: typeof Piscina }).Piscina;
+  piscinaClass ??= requirePackage<{ Piscina: typeof Piscina }>(import.meta.url, 'piscina').Piscina;
   return piscinaClass;
 }
 

@@ -5,10 +5,10 @@
  * the plain columns needed to find them (kind, name, version, order).
  */
 import { chmodSync, closeSync, existsSync, openSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { VaultError } from '../errors.js';
+import { requirePackage, resolvePackage } from '../../package-root.js';
 
 export const DB_FILE_NAME = 'vault.sqlite';
 
@@ -27,9 +27,8 @@ let sqlite: LoadedSqlite | null = null;
  */
 function loadSqlite(): LoadedSqlite {
   if (sqlite !== null) return sqlite;
-  const req = createRequire(import.meta.url);
-  const Database = req('better-sqlite3') as typeof BetterSqlite3;
-  const built = join(dirname(req.resolve('better-sqlite3/package.json')), 'build', 'Release', 'better_sqlite3.node');
+  const Database = requirePackage<typeof BetterSqlite3>(import.meta.url, 'better-sqlite3');
+  const built = join(dirname(resolvePackage(import.meta.url, 'better-sqlite3/package.json')), 'build', 'Release', 'better_sqlite3.node');
   sqlite = { Database, nativeBinding: existsSync(built) ? built : undefined };
   return sqlite;
 }
