@@ -60,7 +60,7 @@ export function nativeAddonPath(): string | undefined {
 /**
  * require() of a package from the module at `from` (its import.meta.url): CommonJS's loader takes a package.json
  * or file it could not stat or read for one that is not there, so a process out of file descriptors gets
- * MODULE_NOT_FOUND for an installed package. When a descriptor cannot be opened right after, the failure is that
+ * MODULE_NOT_FOUND (Node 24: ERR_INVALID_PACKAGE_CONFIG) for an installed package. When a descriptor cannot be opened right after, the failure is that
  * resource's (EMFILE, ENFILE), and is thrown as such (the CLI reports those by name); otherwise the loader's error
  * stands.
  */
@@ -77,14 +77,16 @@ function duringLoad<T>(id: string, load: () => T): T {
   try {
     return load();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException | null)?.code !== 'MODULE_NOT_FOUND') throw e;
+    // Node 24 says ERR_INVALID_PACKAGE_CONFIG for a package.json it could not read.
+    const code = (e as NodeJS.ErrnoException | null)?.code;
+    if (code !== 'MODULE_NOT_FOUND' && code !== 'ERR_INVALID_PACKAGE_CONFIG') throw e;
     try {
       closeSync(openSync('/dev/null', 'r'));
     } catch (probe) {
-      const code = (probe as NodeJS.ErrnoException | null)?.code;
-      if (code === 'EMFILE' || code === 'ENFILE') {
+      const shortage = (probe as NodeJS.ErrnoException | null)?.code;
+      if (shortage === 'EMFILE' || shortage === 'ENFILE') {
         const first = String((e as Error).message).split('\n')[0];
-        throw Object.assign(new Error(`${code}: could not load ${id} (${first})`), { code, cause: e });
+        throw Object.assign(new Error(`${shortage}: could not load ${id} (${first})`), { code: shortage, cause: e });
       }
     }
     throw e;
