@@ -38,8 +38,10 @@ const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true }
 // The CLI as CommonJS (.cjs, the package being "type": "module"): Node 20 resolves, links and evaluates an ES module
 // graph at ~1 ms per module more than require() does the same files (a 16 MiB encrypt: 0.23 -> 0.21 s wall). Its
 // dynamic imports become require() calls behind a promise; the code has no top-level await.
-const cliOutput = { ...output('dist/cli'), format: 'cjs', entryFileNames: '[name].cjs', chunkFileNames: '[name]-[hash].cjs' };
+// External packages loaded on demand are require()d too (dynamicImportInCjs: false; each of them loads as CommonJS):
+// a script compiled from V8's code cache has no import() (src/cli/compile-cache.ts).
+const cliOutput = { ...output('dist/cli'), format: 'cjs', entryFileNames: '[name].cjs', chunkFileNames: '[name]-[hash].cjs', dynamicImportInCjs: false };
 export default [
-  { input: { main: 'dist/src/cli/main.js' }, platform: 'node', external: cliExternal, plugins: [minifyPackages], output: cliOutput },
+  { input: { main: 'dist/src/cli/main.js', 'compile-cache': 'dist/src/cli/compile-cache.js' }, platform: 'node', external: cliExternal, plugins: [minifyPackages], output: cliOutput },
   { input: { 'xts-worker': 'dist/src/engine/pool/xts-worker.js' }, platform: 'node', external, output: output('dist/worker') },
 ];

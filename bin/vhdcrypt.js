@@ -2,11 +2,17 @@
 // The CLI entry: the CommonJS bundle that `npm run build` makes of the compiled TypeScript (rolldown.config.mjs),
 // which starts faster; tsc's output in dist/src when only that was built.
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
+const require = createRequire(import.meta.url);
 let loaded;
 try {
   try {
-    loaded = createRequire(import.meta.url)('../dist/cli/main.cjs');
+    // V8's code cache for the bundle (src/cli/compile-cache.ts); an optimisation, so nothing in it may stop the run.
+    try {
+      require('../dist/cli/compile-cache.cjs').enableCompileCache(fileURLToPath(new URL('../dist/cli/', import.meta.url)));
+    } catch {}
+    loaded = require('../dist/cli/main.cjs');
   } catch (e) {
     if (e?.code !== 'MODULE_NOT_FOUND' || !String(e.message).includes('dist/cli/main.cjs')) throw e;
     loaded = await import('../dist/src/cli/main.js');
