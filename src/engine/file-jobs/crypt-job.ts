@@ -79,7 +79,10 @@ export async function startOutputWrites(spec: Pick<CryptJobSpec, 'input' | 'outp
   return directWrites;
 }
 
-/** Run the job; `pool` (started early by the caller so workers load while keys are made) is destroyed at the end. */
+/**
+ * Run the job; `pool` (started early by the caller so workers load while keys are made) has its job ended (every key
+ * copy wiped) and is being destroyed when this returns: the caller's JobHold.release awaits that.
+ */
 export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: CryptPool): Promise<CryptJobStats> {
   const started = performance.now();
   const batchBytes = spec.journal.batchBytes;
@@ -178,7 +181,9 @@ export async function runCryptJob(spec: CryptJobSpec, opts: RunOptions, pool: Cr
       await pool.endJob(job);
     } finally {
       slots.retire();
-      await pool.destroy();
+      // The workers hold no key now (endJob); they stop while the caller commits the output, and its JobHold waits
+      // for them (destroy returns the same promise) before the job returns.
+      pool.destroy().catch(() => undefined);
     }
   }
   const ran = pool.ran ?? expectedBackend(opts.backend ?? 'auto');

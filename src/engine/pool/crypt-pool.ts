@@ -135,6 +135,7 @@ export class CryptPool {
   private readonly here: boolean;
   private hereBusy = false;
   private closed = false;
+  private destroying: Promise<void> | null = null;
   /** Settles once every worker has loaded and started its backend (see warm). */
   private warming: Promise<void> | null = null;
   /** What really ran, from the first reply. */
@@ -261,8 +262,12 @@ export class CryptPool {
     await Promise.all(Array.from({ length: this.workers }, () => this.run(task)));
   }
 
-  async destroy(): Promise<void> {
-    if (this.closed) return;
+  /** Stop the workers; every call returns the same promise, so a later one waits for an earlier one's work. */
+  destroy(): Promise<void> {
+    return (this.destroying ??= this.stopWorkers());
+  }
+
+  private async stopWorkers(): Promise<void> {
     this.closed = true;
     if (this.pool === null) return;
     // Workers are not terminated while still loading their modules: Node 20 can abort the whole process
