@@ -282,6 +282,41 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     expect(spawnSync('cryptsetup', ['luksDump', out], { encoding: 'utf8' }).status).toBe(0);
   });
 
+  it('a decrypt of a LUKS image reads its layout from the header without the key: the temp output is made and reserved before the vault is opened; a failed unlock leaves nothing', () => {
+    requireStrace();
+    const size = 64 * MiB;
+    const srcPath = join(dir, 'early-dec-src.raw');
+    makeRandomRaw(srcPath, size);
+    const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-dec-vault') };
+    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
+    const enc = join(dir, 'early-dec-enc.raw');
+    expect(spawnSync(process.execPath, [cli, 'encrypt', srcPath, enc, '--format', 'luks2'], { env, encoding: 'utf8' }).status).toBe(0);
+    const out = join(dir, 'early-dec-out.raw');
+    const trace = join(dir, 'early-dec-trace');
+    const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,fallocate,rename', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'decrypt', enc, out, '--json'], { env, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(out).equals(readFileSync(srcPath))).toBe(true);
+    const lines = readFileSync(trace, 'utf8').split('\n');
+    const first = (re: RegExp) => lines.findIndex((l) => re.test(l));
+    const tempCreated = first(/openat\(.*\.early-dec-out\.raw\.vhdcrypt-tmp", O_RDWR\|O_CREAT/);
+    const vaultOpened = first(/openat\(.*early-dec-vault\/vault\.sqlite"/);
+    const reserved = first(/fallocate\(\d+<[^>]*\.early-dec-out\.raw\.vhdcrypt-tmp>, FALLOC_FL_KEEP_SIZE/);
+    const journal = first(/rename\(".*\.early-dec-out\.raw\.vhdcrypt-journal\.new"/);
+    expect(Math.min(tempCreated, vaultOpened, journal), lines.join('\n')).toBeGreaterThanOrEqual(0);
+    expect(tempCreated).toBeLessThan(vaultOpened);
+    expect(vaultOpened).toBeLessThan(journal);
+    if (reserved >= 0) expect(reserved).toBeLessThan(journal);
+    // A wrong key: the output made before the unlock is gone again, and nothing is left under the destination.
+    const wrong = join(dir, 'early-dec-wrong.txt');
+    writeFileSync(wrong, 'not the passphrase\n');
+    const bad = join(dir, 'early-dec-bad.raw');
+    const f = spawnSync(process.execPath, [cli, 'decrypt', enc, bad, '--passphrase-file', wrong], { env, encoding: 'utf8' });
+    expect(f.status).not.toBe(0);
+    expect(f.stderr).toMatch(/LUKS_BAD_PASSPHRASE|no keyslot/i);
+    expect(readdirSync(dir).filter((n) => n.includes('early-dec-bad'))).toEqual([]);
+  });
+
   it('a worker\'s failed write comes back with its errno across the thread (ENOSPC from /dev/full), and the engine maps it to ENGINE_NO_SPACE', async () => {
     const pool = new CryptPool({ threads: 1, backend: 'native' });
     const job = pool.startJob(new Uint8Array(randomBytes(64)));

@@ -28,6 +28,7 @@ export { hasUserSecret, plainKeyFromFile, userSecret, wipeSecret, type KeySource
 export {
   findPlainVolumeSecret,
   keyslotSecret,
+  readLuksLayout,
   unlockImage,
   unlockImageWithSecret,
   unlockVolume,

@@ -79,6 +79,20 @@ export async function unlockVolume(src: VolumeSource, opts: UnlockImageOptions =
   return unlocked;
 }
 
+/**
+ * The payload layout a LUKS header gives, read without any key (the same layout unlockImage returns for it); null
+ * for a disk with no LUKS header (a plain volume's layout is in its vault secret's tags).
+ */
+export async function readLuksLayout(image: DiskImage): Promise<PayloadLayout | null> {
+  const src = imageSource(image);
+  const info = await readVolumeLuksInfo(src);
+  return info && volumeLuksLayout(src, info);
+}
+
+function volumeLuksLayout(src: VolumeSource, info: LuksVolumeInfo): PayloadLayout {
+  return luksLayout(info, src.size ?? info.dataOffset + BigInt(info.sectorSize));
+}
+
 export interface UnlockedImageWithSecret extends UnlockedImage {
   /** LUKS volumes: the secret that opened the keyslot (wipe with wipeSecret); null for plain volumes. */
   readonly secret: LuksSecret | null;
@@ -97,7 +111,7 @@ async function unlockVolumeWithSecret(src: VolumeSource, opts: UnlockImageOption
   // Straight from the image: the headers, the JSON area and the one keyslot's material, not the whole region.
   const info = await readVolumeLuksInfo(src);
   if (!info) return { ...(await unlockPlain(src, opts)), secret: null };
-  const layout = luksLayout(info, src.size ?? info.dataOffset + BigInt(info.sectorSize));
+  const layout = volumeLuksLayout(src, info);
   const found = await keyslotSecret(src.name, { info }, opts);
   try {
     const r = await unlock(src.header, found.secret, { ...(found.keyslot !== null ? { keyslot: found.keyslot } : {}), signal: opts.signal });
