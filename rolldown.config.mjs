@@ -34,7 +34,10 @@ const minifyPackages = {
     },
   },
 };
-const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true });
+// The project's own code as ASCII too, and without its doc comments (the source maps lead back to them): one
+// non-ASCII character (a "§" in a comment) makes V8 hold a whole file as two bytes per character and Node decode it
+// from UTF-8 on every run; the comments are a third of what each run reads and scans.
+const output = (dir) => ({ dir, format: 'esm', sourcemap: true, cleanDir: true, charset: 'ascii', comments: { legal: true, annotation: true, jsdoc: false } });
 // The CLI as CommonJS (.cjs, the package being "type": "module"): Node 20 resolves, links and evaluates an ES module
 // graph at ~1 ms per module more than require() does the same files (a 16 MiB encrypt: 0.23 -> 0.21 s wall). Its
 // dynamic imports become require() calls behind a promise; the code has no top-level await.

@@ -47,6 +47,15 @@ describe('the CLI bundle compiles from V8\'s code cache', () => {
     expect(withImport).toEqual([]);
   });
 
+  it('the CLI and worker bundles are ASCII only: one other character would make V8 hold a whole file at two bytes a character', () => {
+    const files = [
+      ...readdirSync(join(ROOT, 'dist/cli')).filter((f) => f.endsWith('.cjs')).map((f) => join(ROOT, 'dist/cli', f)),
+      ...readdirSync(join(ROOT, 'dist/worker')).filter((f) => f.endsWith('.js')).map((f) => join(ROOT, 'dist/worker', f)),
+    ];
+    expect(files.length).toBeGreaterThan(5);
+    expect(files.filter((f) => readFileSync(f).some((b) => b > 0x7f))).toEqual([]);
+  });
+
   it('a first run writes the cache into a 0700 directory; a second reads every file of it and writes none', () => {
     const home = join(dir, 'home1');
     mkdirSync(home);
