@@ -25,7 +25,7 @@ const runs = Number(arg('--runs', '5'));
 const changedMiB = Number(arg('--changed', '256'));
 const diskGiB = Number(arg('--disk', '50'));
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
-const cli = join(root, 'bin', 'vhdcrypt.js');
+const cli = join(root, 'bin', 'vhdcrypt.cjs');
 const dir = mkdtempSync(join(arg('--dir', tmpdir()), 'vhdcrypt-delta-bench-'));
 const { NODE_EXTRA_CA_CERTS: _ca, ...callerEnv } = process.env;
 void _ca;

@@ -43,7 +43,7 @@ const verbose = process.argv.includes('--verbose');
 const sizeMiB = Number(arg('--size', '2048'));
 const runs = Number(arg('--runs', '5'));
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
-const cli = join(root, 'bin', 'vhdcrypt.js');
+const cli = join(root, 'bin', 'vhdcrypt.cjs');
 const streamRun = join(root, 'dist', 'bench', 'stream-run.js');
 const dir = mkdtempSync(join(arg('--dir', tmpdir()), 'vhdcrypt-engine-bench-'));
 // NODE_EXTRA_CA_CERTS makes every Node process parse that CA bundle before any script runs (these VMs set it

@@ -28,7 +28,7 @@ const rounds = Number(arg('--rounds', '3'));
 const samples = Number(arg('--samples', '20'));
 const json = process.argv.includes('--json');
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
-const cli = join(root, 'bin', 'vhdcrypt.js');
+const cli = join(root, 'bin', 'vhdcrypt.cjs');
 const dir = mkdtempSync(join(arg('--dir', '/dev/shm'), 'vhdcrypt-fleet-bench-'));
 
 function median(xs: number[]): number {

@@ -23,7 +23,7 @@ const rounds = Number(arg('--rounds', '11'));
 const sizeMiB = Number(arg('--size', '16'));
 const json = process.argv.includes('--json');
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const bin = join(root, 'bin', 'vhdcrypt.js');
+const bin = join(root, 'bin', 'vhdcrypt.cjs');
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

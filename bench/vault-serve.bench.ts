@@ -28,7 +28,7 @@ const runs = Number(arg('--runs', '3'));
 const connections = Number(arg('--connections', '64'));
 const tool = arg('--tool', 'autocannon');
 const root = join(fileURLToPath(import.meta.url), '..', '..', '..');
-const cli = join(root, 'bin', 'vhdcrypt.js');
+const cli = join(root, 'bin', 'vhdcrypt.cjs');
 const dir = mkdtempSync(join(tmpdir(), 'vhdcrypt-vault-bench-'));
 
 /** Key Vault's published per-vault limits (transactions per 10 s), for comparison. */

@@ -13,7 +13,7 @@ import { decryptBitlockerImage } from '../src/engine/index.js';
 import type { Protector } from '../src/bitlocker/index.js';
 import { extractCorpus, type Corpus } from './helpers/bitlk-images.js';
 
-const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.js');
+const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.cjs');
 const MIB = 1 << 20;
 let corpus: Corpus;
 let work: string;

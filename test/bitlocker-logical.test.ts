@@ -16,7 +16,7 @@ import { extractCorpus, fileBytes, type Corpus } from './helpers/bitlk-images.js
 import { startServe } from './helpers/nbd-serve-cli.js';
 import { TOOL_ENV } from './helpers/nbd-harness.js';
 
-const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.js');
+const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.cjs');
 const MIB = 1 << 20;
 const IMAGE = 'bitlk-aes-xts-128';
 let corpus: Corpus;

@@ -11,7 +11,7 @@ import { extractCorpus, type Corpus } from './helpers/bitlk-images.js';
 import { startServe } from './helpers/nbd-serve-cli.js';
 import { TOOL_ENV } from './helpers/nbd-harness.js';
 
-const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.js');
+const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.cjs');
 const NAME = 'bitlk-aes-cbc-128-4k';
 let corpus: Corpus;
 let disk: string;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openVault } from '../src/vault/index.js';
 import { extractCorpus, type Corpus } from './helpers/bitlk-images.js';
 
-const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.js');
+const CLI = join(import.meta.dirname, '..', 'bin', 'vhdcrypt.cjs');
 const NAME = 'bitlk-aes-xts-128-startup-key';
 let corpus: Corpus;
 let vaultUri: string;

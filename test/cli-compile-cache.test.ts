@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { removeDir, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin/vhdcrypt.js');
+const CLI = join(ROOT, 'bin/vhdcrypt.cjs');
 const nodeOwn = typeof ((await import('node:module')).default as { enableCompileCache?: unknown }).enableCompileCache === 'function';
 let dir: string;
 

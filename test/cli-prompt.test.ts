@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { makeRaw, rawToVhd, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin', 'vhdcrypt.js');
+const CLI = join(ROOT, 'bin', 'vhdcrypt.cjs');
 
 /** Runs the CLI on a pty; each answer is typed once the screen shows the prompt before it. Returns status and screen. */
 const DRIVER = `

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { buildProgram, COMMAND_PARTS } from '../src/cli/main.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin', 'vhdcrypt.js');
+const CLI = join(ROOT, 'bin', 'vhdcrypt.cjs');
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
 function complete(words: string[]): string[] {

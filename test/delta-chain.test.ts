@@ -161,7 +161,7 @@ describe.each(['dynamic', 'fixed'] as const)('a chain over a %s base', (kind) =>
     expect(d.chain.map((l) => l.path)).toEqual([...encLinks].reverse());
     for (let i = 0; i + 1 < d.chain.length; i++) expect(d.chain[i]!.parent?.uuid).toBe(d.chain[i + 1]!.uuid);
     expect(d.secret?.via).toBe('token');
-    const cli = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'info', encLinks[depth]!], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
+    const cli = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), 'info', encLinks[depth]!], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
     expect(cli.status).toBe(0);
     expect(cli.stdout).toContain(`link ${depth}:`);
   });
@@ -296,7 +296,7 @@ describe('refusals', () => {
 });
 
 describe('encrypt --chain', () => {
-  const cli = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
+  const cli = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') } });
 
   it('encrypts every link into OUTDIR parents first, keeping names, and reuses the links already there', async () => {
     mkdirSync(join(dir, 'ch'));

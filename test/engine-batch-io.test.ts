@@ -61,7 +61,7 @@ async function encryptTraced(name: string, format: 'vhd-fixed' | 'vhd-dynamic', 
   writeFileSync(passphraseFile, 'correct horse');
   const out = join(dir, `${name}-out.vhd`);
   const trace = join(dir, `${name}-trace`);
-  const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+  const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
   const r = spawnSync(
     'strace',
     ['-ff', '-qq', '-y', '-s', '0', '-e', 'trace=pread64,read', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--passphrase-file', passphraseFile, '--threads', '2', '--json'],
@@ -153,7 +153,7 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     const { src, keyFile } = plainJob('cli', size);
     // One trace file per thread (-ff): TRACE.<tid>; the main thread's tid is the process id strace started.
     const trace = join(dir, 'trace');
-    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
     const r = spawnSync(
       'strace',
       ['-ff', '-qq', '-s', '0', '-e', 'trace=pread64,pwrite64,read,write', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', src, join(dir, 'cli-out.raw'), '--format', 'plain', '--key-file', keyFile, '--threads', '2', '--json'],
@@ -253,7 +253,7 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     const srcPath = join(dir, 'early-src.raw');
     makeRandomRaw(srcPath, size);
     const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-vault') };
-    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
     expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
     const out = join(dir, 'early-out.raw');
     const trace = join(dir, 'early-trace');
@@ -288,7 +288,7 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     const srcPath = join(dir, 'early-dec-src.raw');
     makeRandomRaw(srcPath, size);
     const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-dec-vault') };
-    const cli = join(ROOT, 'bin', 'vhdcrypt.js');
+    const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
     expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
     const enc = join(dir, 'early-dec-enc.raw');
     expect(spawnSync(process.execPath, [cli, 'encrypt', srcPath, enc, '--format', 'luks2'], { env, encoding: 'utf8' }).status).toBe(0);
@@ -418,7 +418,7 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     // raw=pread64: the arguments as numbers, the buffer's address among them.
     const r = spawnSync(
       'strace',
-      ['-f', '-qq', '-e', 'trace=pread64', '-e', 'raw=pread64', '-e', 'signal=none', '-o', trace, process.execPath, join(ROOT, 'bin', 'vhdcrypt.js'), 'encrypt', src, join(dir, 'one-slot.out.raw'), '--format', 'plain', '--key-file', keyFile, '--json'],
+      ['-f', '-qq', '-e', 'trace=pread64', '-e', 'raw=pread64', '-e', 'signal=none', '-o', trace, process.execPath, join(ROOT, 'bin', 'vhdcrypt.cjs'), 'encrypt', src, join(dir, 'one-slot.out.raw'), '--format', 'plain', '--key-file', keyFile, '--json'],
       { encoding: 'utf8' },
     );
     expect(r.status, r.stderr).toBe(0);

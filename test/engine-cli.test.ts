@@ -1,5 +1,5 @@
 /**
- * The image commands as a user runs them (child processes of bin/vhdcrypt.js):
+ * The image commands as a user runs them (child processes of bin/vhdcrypt.cjs):
  * encrypt/decrypt with --json, info, keyslot add/list/remove, header
  * backup/restore after damaging the header, and the exit statuses of errors.
  * Cross-checked with cryptsetup (keyslots) and qemu-img compare (content).
@@ -20,7 +20,7 @@ let pass: string;
 let pass2: string;
 
 function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { env, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), ...args], { env, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -109,7 +109,7 @@ describe('vhdcrypt image commands', () => {
     const enc = join(dir, 'enc.vhd');
     const once = (i: number): Promise<number | null> =>
       new Promise((resolve) => {
-        const c = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'decrypt', enc, join(dir, `ff${i}.vhd`), '--passphrase-file', pass], { env, stdio: 'ignore' });
+        const c = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), 'decrypt', enc, join(dir, `ff${i}.vhd`), '--passphrase-file', pass], { env, stdio: 'ignore' });
         c.on('exit', (code) => resolve(code));
       });
     const statuses: Array<number | null> = [];
@@ -154,7 +154,7 @@ describe('vhdcrypt image commands', () => {
   it('a terminal gets a progress bar in MiB of the job; a pipe gets none', () => {
     // util-linux script(1) gives the CLI a pseudo-terminal, as a person's shell would.
     const enc = join(dir, 'bar.vhd');
-    const cmd = [process.execPath, join(ROOT, 'bin/vhdcrypt.js'), 'encrypt', src, enc, '--passphrase-file', pass].map((a) => `'${a}'`).join(' ');
+    const cmd = [process.execPath, join(ROOT, 'bin/vhdcrypt.cjs'), 'encrypt', src, enc, '--passphrase-file', pass].map((a) => `'${a}'`).join(' ');
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env, encoding: 'utf8' });
     expect(r.status, r.stdout).toBe(0);
     // The bar counts the source's allocated data (4 of its 2 MiB blocks hold data) in MiB, and ends at all of it.

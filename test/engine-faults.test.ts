@@ -254,7 +254,7 @@ describe('refusals and interruptions', () => {
     let stderr = '';
     const code = await new Promise<number | null>((resolve, reject) => {
       const w = watch(dir);
-      const child = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'encrypt', fixed, dst, '--format', 'luks1', '--passphrase-file', pass, '--backend', 'js', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), 'encrypt', fixed, dst, '--format', 'luks1', '--passphrase-file', pass, '--backend', 'js', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       // The temp file appears once the header is written: interrupt then.
       w.on('change', (_e, name) => {
@@ -273,7 +273,7 @@ describe('refusals and interruptions', () => {
     expect(stderr).toContain('interrupted; resume with --resume: vhdcrypt encrypt');
     expect(existsSync(dst)).toBe(false);
     // Interrupted before or after its first journal: --resume finishes (or says it starts over) either way.
-    const done = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'encrypt', fixed, dst, '--format', 'luks1', '--passphrase-file', pass, '--resume'], { encoding: 'utf8' });
+    const done = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), 'encrypt', fixed, dst, '--format', 'luks1', '--passphrase-file', pass, '--resume'], { encoding: 'utf8' });
     expect(done.status, done.stderr).toBe(0);
     expect(entries(dir).filter((n) => n.includes('vhdcrypt'))).toEqual([]);
   });

@@ -14,7 +14,7 @@ import { PBKDF2_FAST, entries, makeRaw, qemuCompare, rawToVhd, removeDir, tempDi
 
 const MIB = 1 << 20;
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin/vhdcrypt.js');
+const CLI = join(ROOT, 'bin/vhdcrypt.cjs');
 let dir: string;
 let big: string;
 let small: string;

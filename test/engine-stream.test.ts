@@ -131,7 +131,7 @@ function oracleDecrypt(key: Uint8Array, tweak: bigint, data: Uint8Array): Buffer
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'vhdcrypt-engine-stream-'));
   process.env.VHDCRYPT_VAULT = join(dir, 'vault');
-  expect(spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'init'], { env: process.env, encoding: 'utf8' }).status).toBe(0);
+  expect(spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'init'], { env: process.env, encoding: 'utf8' }).status).toBe(0);
   // The workers run compiled code.
   expect(statSync(join(root, 'dist', 'src', 'engine', 'pool', 'xts-worker.js')).isFile()).toBe(true);
   passFile = p('pass.txt');

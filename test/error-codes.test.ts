@@ -83,8 +83,8 @@ describe('the table of error codes', () => {
       const img = join(dir, 'plain.vhd');
       expect(spawnSync('qemu-img', ['create', '-q', '-f', 'vpc', img, '8M']).status).toBe(0);
       const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'vault') };
-      expect(spawnSync(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.js'), 'vault', 'init'], { env }).status).toBe(0);
-      const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.js'), 'decrypt', img, join(dir, 'out.vhd')], { env, encoding: 'utf8' });
+      expect(spawnSync(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.cjs'), 'vault', 'init'], { env }).status).toBe(0);
+      const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.cjs'), 'decrypt', img, join(dir, 'out.vhd')], { env, encoding: 'utf8' });
       expect(r.stderr).toMatch(/^vhdcrypt: ENGINE_NOT_ENCRYPTED: /);
       expect(r.status).toBe(3);
     } finally {

@@ -18,7 +18,7 @@ import { exited, slowExport, startRedis, startWorker, until, type SlowExport, ty
 const MIB = 1 << 20;
 
 function build(): void {
-  // The workers run the built CLI (bin/vhdcrypt.js -> dist/); `npm test` builds first.
+  // The workers run the built CLI (bin/vhdcrypt.cjs -> dist/); `npm test` builds first.
   if (!existsSync(join(import.meta.dirname, '../dist/src/fleet/index.js'))) {
     const r = spawnSync('npm', ['run', 'build'], { cwd: join(import.meta.dirname, '..'), stdio: 'ignore' });
     if (r.status !== 0) throw new Error('npm run build failed');

@@ -67,7 +67,7 @@ async function dropLocator(file: string, code: string): Promise<void> {
 }
 
 function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/vhdcrypt.js'), ...args], {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/vhdcrypt.cjs'), ...args], {
     encoding: 'utf8',
     timeout: 30_000,
     env: { ...process.env, VHDCRYPT_VAULT: path.join(dir, 'vault'), PATH: `/usr/bin:${process.env.PATH ?? ''}` },

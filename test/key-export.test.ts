@@ -15,7 +15,7 @@ import { randomTextPassphrase } from '../src/volume/index.js';
 import { PBKDF2_FAST, entries, firstDifference, makeRaw, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin', 'vhdcrypt.js');
+const CLI = join(ROOT, 'bin', 'vhdcrypt.cjs');
 let dir: string;
 let vaultDir: string;
 let src: string;

@@ -230,7 +230,7 @@ describe('SIGINT / SIGTERM to `vhdcrypt decrypt` inside the KDF', () => {
     writeVolume(src, h, 8 << 20);
     const pass = join(dir, 'pass.txt');
     writeFileSync(pass, 'wrong\n');
-    const child = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), 'decrypt', src, join(dir, 'out.raw'), '--passphrase-file', pass, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), 'decrypt', src, join(dir, 'out.raw'), '--passphrase-file', pass, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = new Promise<number | null>((resolve, reject) => {

@@ -143,7 +143,7 @@ describe('NBD client against real servers', () => {
       await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5e 6M 300k', uri]);
       source = Buffer.alloc(32 * 1024 * 1024);
       source.fill(0x5e, 6 * 1024 * 1024, 6 * 1024 * 1024 + 300 * 1024);
-      const r = await runOk(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'encrypt', uri, dst, '--passphrase-file', pass, '--out-format', 'vhd-dynamic', '--json']);
+      const r = await runOk(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.cjs'), 'encrypt', uri, dst, '--passphrase-file', pass, '--out-format', 'vhd-dynamic', '--json']);
       const summary = JSON.parse(r.stdout.toString());
       expect(summary.sourceVirtualSize).toBe(32 * 1024 * 1024);
       expect(summary.bytesProcessed).toBeLessThan(8 * 1024 * 1024); // holes of the export were skipped

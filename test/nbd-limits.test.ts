@@ -124,9 +124,9 @@ describe('idle timeout', () => {
     } finally {
       expect(await capped.stop()).toBe(0);
     }
-    const bad = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', file, '--idle-timeout', 'soon']);
+    const bad = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.cjs'), 'serve', file, '--idle-timeout', 'soon']);
     expect(bad.code).toBe(2);
-    const badCap = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', file, '--max-connections-per-peer', '0']);
+    const badCap = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.cjs'), 'serve', file, '--max-connections-per-peer', '0']);
     expect(badCap.code).toBe(2);
   });
 });

@@ -34,7 +34,7 @@ let luksVhd: string;
 
 function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
   // A serve that wrongly starts listens until killed: the timeout turns that into a failed status, not a hang.
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { env: { ...env, ...extraEnv }, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), ...args], { env: { ...env, ...extraEnv }, encoding: 'utf8', timeout: 30_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

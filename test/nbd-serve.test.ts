@@ -139,7 +139,7 @@ describe('vhdcrypt serve: LUKS2 (4096-byte sectors) in a dynamic VHD with holes'
   it('a wrong passphrase is a clear error with exit status 4', async () => {
     const bad = join(tmp.dir, 'bad');
     await writeFile(bad, 'nope\n');
-    const r = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.js'), 'serve', vhd, '--passphrase-file', bad, '--socket', join(tmp.dir, 'bad.sock')]);
+    const r = await run(process.execPath, [join(__dirname, '..', 'bin', 'vhdcrypt.cjs'), 'serve', vhd, '--passphrase-file', bad, '--socket', join(tmp.dir, 'bad.sock')]);
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/LUKS_/);
   });

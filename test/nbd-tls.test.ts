@@ -23,7 +23,7 @@ import { qemuEncryptLuks1 } from './helpers/qemu-luks.js';
 
 const MIB = 1024 * 1024;
 const PASS = 'tls test passphrase';
-const CLI = join(__dirname, '..', 'bin', 'vhdcrypt.js');
+const CLI = join(__dirname, '..', 'bin', 'vhdcrypt.cjs');
 
 /** Write a psktool-format key file readable by its owner only. */
 async function writePsk(path: string, lines: Array<[string, Buffer]>, mode = 0o600): Promise<void> {

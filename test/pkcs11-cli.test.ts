@@ -30,7 +30,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input
 
 /** The CLI with the module in the environment and the vault in the temp dir. */
 function cli(args: string[], env: NodeJS.ProcessEnv = {}, node: string[] = []): SpawnSyncReturns<string> {
-  const r = run(process.execPath, [...node, join(root, 'bin', 'vhdcrypt.js'), ...args], {
+  const r = run(process.execPath, [...node, join(root, 'bin', 'vhdcrypt.cjs'), ...args], {
     env: { VHDCRYPT_VAULT: join(dir, 'vault'), VHDCRYPT_PKCS11_MODULE: hsm.module, VHDCRYPT_PKCS11_PIN: '', ...env },
   });
   // No command ever prints the PIN.

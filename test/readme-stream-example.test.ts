@@ -14,7 +14,7 @@ import { openVault } from '../src/vault/index.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLE = join(root, 'examples', 'stream-backup.mjs');
-const CLI = join(root, 'bin', 'vhdcrypt.js');
+const CLI = join(root, 'bin', 'vhdcrypt.cjs');
 
 let dir: string;
 let env: NodeJS.ProcessEnv;

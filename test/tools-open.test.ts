@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { firstDifference, makeRaw, oracleDecryptSector, removeDir, tempDir } from './fixtures/engine/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CLI = join(ROOT, 'bin', 'vhdcrypt.js');
+const CLI = join(ROOT, 'bin', 'vhdcrypt.cjs');
 const PASS = 'qemu reads this';
 let dir: string;
 let src: string;

@@ -111,7 +111,7 @@ describe('the credential against vault serve as the authority', () => {
     const env: NodeJS.ProcessEnv = { ...TOOL_ENV };
     for (const k of ['NODE_EXTRA_CA_CERTS', 'VHDCRYPT_VAULT', 'VHDCRYPT_VAULT_TOKEN', ...AZURE_VARS]) delete env[k];
     Object.assign(env, vars(principal.clientSecret), { VHDCRYPT_VAULT_CA: server.caPath, AZURE_TOKEN_CREDENTIALS: 'AzureCliCredential', PATH: '/nonexistent' });
-    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(5);
     expect(r.stderr).toMatch(/VAULT_AUTH_FAILED.*(AzureCliCredential|Azure CLI)/);
     expect(r.stderr).not.toMatch(/EnvironmentCredential|ClientSecretCredential/);

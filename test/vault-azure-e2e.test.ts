@@ -40,7 +40,7 @@ function envFor(p: { clientId: string; clientSecret: string }, authority = serve
 }
 
 function cli(env: NodeJS.ProcessEnv, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), ...args], { env, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), ...args], { env, encoding: 'utf8', timeout: 120_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -133,7 +133,7 @@ describe('leaving Azure Disk Encryption', () => {
     const enc = cli(env, 'vault', 'key', 'encrypt', '--vault', server.url, '-n', 'ade-kek', '--algorithm', 'RSA-OAEP', '--value', Buffer.from(passphrase).toString('base64'), '-o', 'json');
     expect(enc.status, enc.stderr).toBe(0);
     const { kid, result } = JSON.parse(enc.stdout) as { kid: string; result: string };
-    const set = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'set', '--vault', server.url, '-n', 'ade-os-disk', '--value', '-',
+    const set = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'secret', 'set', '--vault', server.url, '-n', 'ade-os-disk', '--value', '-',
       '--content-type', 'Wrapped BEK', '--tags', 'DiskEncryptionKeyEncryptionAlgorithm=RSA-OAEP', `DiskEncryptionKeyEncryptionKeyURL=${kid}`,
       'DiskEncryptionKeyFileName=LinuxPassPhraseFileName', 'MachineName=legacy-vm'], { env, encoding: 'utf8', input: Buffer.from(result, 'base64').toString('base64url') });
     expect(set.status, set.stderr).toBe(0);

@@ -63,7 +63,7 @@ describe('vault rotate-kek across the network, killed at random points', () => {
       expect(r.signal === 'SIGKILL' || r.code === 0, `kill points ${points.join(',')}: ${r.err}`).toBe(true);
       for (const d of disks) expect(Buffer.from(await unsealDiskKey(v, d.secretId)).equals(d.material), `kill points ${points.join(',')}`).toBe(true);
     }
-    const rerun = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'rotate-kek', kek, '--vault', p.uri, '--json'], { env, encoding: 'utf8', timeout: 120_000 });
+    const rerun = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'rotate-kek', kek, '--vault', p.uri, '--json'], { env, encoding: 'utf8', timeout: 120_000 });
     expect(rerun.status, rerun.stderr).toBe(0);
     const result = JSON.parse(rerun.stdout) as { kekId: string };
     const versions = await v.listKeyVersions(kek);
@@ -99,7 +99,7 @@ describe('a vault that goes away (tests in this order: the mid-job one kills the
     const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=another CA',
       '-days', '1', '-keyout', join(dir, 'other-ca.key'), '-out', other], { encoding: 'utf8' });
     expect(made.status, made.stderr).toBe(0);
-    const show = (ca: Record<string, string>) => spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'absent', '--vault', server.url], {
+    const show = (ca: Record<string, string>) => spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'secret', 'show', '-n', 'absent', '--vault', server.url], {
       env: childEnv({ ...ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: p.clientSecret, AZURE_AUTHORITY_HOST: server.url }),
       encoding: 'utf8', timeout: 60_000,
     });
@@ -118,7 +118,7 @@ describe('a vault that goes away (tests in this order: the mid-job one kills the
     copyFileSync(server.caPath, ca);
     const bad = `${p.clientSecret}x`;
     const env = childEnv({ VHDCRYPT_VAULT_CA: ca, AZURE_TENANT_ID: server.tenantId, AZURE_CLIENT_ID: p.clientId, AZURE_CLIENT_SECRET: bad, AZURE_AUTHORITY_HOST: server.url });
-    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'secret', 'show', '-n', 'x', '--vault', server.url], { env, encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(5);
     expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
     expect(r.stderr).toMatch(/VAULT_AUTH_FAILED.*(EnvironmentCredential|ClientSecretCredential)/);
@@ -147,7 +147,7 @@ describe('a vault that goes away (tests in this order: the mid-job one kills the
     });
     try {
       const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
-        const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, dst, '--vault', server.url], { env });
+        const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'encrypt', src, dst, '--vault', server.url], { env });
         let err = '';
         child.stderr.on('data', (c) => (err += c));
         child.on('close', (code) => resolve({ code, err }));
@@ -172,7 +172,7 @@ describe('a vault that goes away (tests in this order: the mid-job one kills the
       });
     });
     const env = childEnv({ AZURE_TENANT_ID: 't', AZURE_CLIENT_ID: 'c', AZURE_CLIENT_SECRET: 's', AZURE_AUTHORITY_HOST: `https://127.0.0.1:${port}` });
-    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'secret', 'show', '-n', 'x', '--vault', `https://127.0.0.1:${port}`], { env, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'secret', 'show', '-n', 'x', '--vault', `https://127.0.0.1:${port}`], { env, encoding: 'utf8', timeout: 60_000 });
     expect(r.signal).toBeNull();
     expect(r.status, r.stderr).toBe(5);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -29,7 +29,7 @@ function cli(args: string[], opts: { env?: Record<string, string>; input?: Buffe
   const base = { ...process.env };
   delete base.VHDCRYPT_VAULT_TOKEN;
   delete base.VHDCRYPT_VAULT_PASSPHRASE;
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', ...args], {
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', ...args], {
     env: { ...base, VHDCRYPT_VAULT: dir, ...opts.env },
     encoding: 'utf8',
     input: opts.input ?? '',

@@ -20,7 +20,7 @@ function cli(args: string[], env: Record<string, string> = {}): { status: number
   const base = { ...process.env };
   delete base.VHDCRYPT_VAULT_TOKEN;
   delete base.VHDCRYPT_VAULT_PASSPHRASE;
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', ...args], {
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', ...args], {
     env: { ...base, VHDCRYPT_VAULT: dir, ...env },
     encoding: 'utf8',
   });

@@ -34,7 +34,7 @@ beforeAll(() => {
 function cli(args: string[], env: Record<string, string> = {}, input?: string): { status: number | null; stdout: string; stderr: string } {
   const base: Record<string, string | undefined> = { ...process.env };
   for (const k of ['VHDCRYPT_VAULT', 'VHDCRYPT_VAULT_TOKEN', 'VHDCRYPT_VAULT_PASSPHRASE', 'XDG_DATA_HOME']) delete base[k];
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), ...args], { env: { ...base, ...env }, encoding: 'utf8', input });
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), ...args], { env: { ...base, ...env }, encoding: 'utf8', input });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -348,7 +348,7 @@ describe('resource exhaustion is a typed error', () => {
     for (let n = first; n <= first + 21; n++) {
       expect(nodeRuns(n), `Node itself fails at ulimit -n ${n}, above ${first}`).toBe(true);
       for (const args of [['encrypt', src, join(work, 'ulimit.img'), '--force'], ['vault', 'secret', 'list']]) {
-        const r = underLimit(n, [join(root, 'bin', 'vhdcrypt.js'), ...args]);
+        const r = underLimit(n, [join(root, 'bin', 'vhdcrypt.cjs'), ...args]);
         seen.add(r.status);
         expect(r.signal, `ulimit -n ${n} ${args[0]}: ${r.stderr}`).toBeNull();
         if (r.status === 0) continue;
@@ -382,7 +382,7 @@ describe('resource exhaustion is a typed error', () => {
     const env = { VHDCRYPT_VAULT: dir };
     expect(cli(['vault', 'init'], env).status).toBe(0);
     const dst = join(work, 'fsize.img');
-    const r = spawnSync('bash', ['-c', 'ulimit -f 2048; exec "$@"', 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, dst], {
+    const r = spawnSync('bash', ['-c', 'ulimit -f 2048; exec "$@"', 'bash', process.execPath, join(root, 'bin', 'vhdcrypt.cjs'), 'encrypt', src, dst], {
       env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000,
     });
     expect(r.status, r.stderr).toBe(1);
@@ -395,7 +395,7 @@ describe('a run killed between sealing its key and its first journal write', () 
   /** Start `vhdcrypt encrypt`, stop it as soon as its secret is committed, and SIGKILL it; true when no journal existed then. */
   async function killAfterSeal(env: Record<string, string>, vaultDir: string, dst: string): Promise<boolean> {
     const journal = join(work, `.${basename(dst)}.vhdcrypt-journal`);
-    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, dst], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'encrypt', src, dst], { env: { ...process.env, ...env }, stdio: 'ignore' });
     let exited = false;
     const done = new Promise<void>((resolve) => child.on('exit', () => {
       exited = true;
@@ -463,7 +463,7 @@ describe('an encrypt opens its vault once', () => {
     const trace = join(work, 'open-once.trace');
     const base: Record<string, string | undefined> = { ...process.env, ...env };
     for (const k of ['VHDCRYPT_VAULT_TOKEN', 'VHDCRYPT_VAULT_PASSPHRASE', 'XDG_DATA_HOME']) delete base[k];
-    const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat', '-e', 'signal=none', '-o', trace, process.execPath, join(root, 'bin', 'vhdcrypt.js'), 'encrypt', src, join(work, 'open-once.img'), '--json'], { env: base, encoding: 'utf8' });
+    const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=openat', '-e', 'signal=none', '-o', trace, process.execPath, join(root, 'bin', 'vhdcrypt.cjs'), 'encrypt', src, join(work, 'open-once.img'), '--json'], { env: base, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     // Its secret was sealed and settled: the journal named it, so it is not pending.
     const secretId = (JSON.parse(r.stdout) as { secretId: string }).secretId;

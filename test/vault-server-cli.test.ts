@@ -27,7 +27,7 @@ function cli(args: string[]): { status: number | null; stdout: string; stderr: s
   const env = { ...process.env };
   delete env.VHDCRYPT_VAULT_TOKEN;
   delete env.VHDCRYPT_VAULT_PASSPHRASE;
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', ...args, '--vault', `file:${dir}`], { env, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', ...args, '--vault', `file:${dir}`], { env, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -73,7 +73,7 @@ describe('vault serve', () => {
   }, 90_000);
 
   test('the plain line: URL, tenant, CA path and its SHA-256 fingerprint', async () => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'serve', '--vault', `file:${dir}`, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'serve', '--vault', `file:${dir}`, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const line = await new Promise<string>((resolve, reject) => {
       let out = '';
       child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -90,7 +90,7 @@ describe('vault serve', () => {
   }, 60_000);
 
   test('SIGTERM while the server is still starting ends it with status 0, not death by signal', async () => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.js'), 'vault', 'serve', '--vault', `file:${dir}`, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'serve', '--vault', `file:${dir}`, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     // The CLI is running its own code once it has loaded: wait for its first system call on the vault, the lock file SQLite opens.
     await new Promise<void>((resolve) => {

@@ -15,7 +15,7 @@ export const D = 16 * MiB;
 
 /** The compiled CLI with VHDCRYPT_VAULT set to `vaultDir`. */
 export function cliRun(vaultDir: string, args: string[]) {
-  return spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.js'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: vaultDir } });
+  return spawnSync(process.execPath, [join(ROOT, 'bin/vhdcrypt.cjs'), ...args], { encoding: 'utf8', env: { ...process.env, VHDCRYPT_VAULT: vaultDir } });
 }
 
 /** A qemu-made base with data at scattered places (dynamic: holes elsewhere); returns its plaintext. */

@@ -18,7 +18,7 @@ export interface ServeProcess {
 }
 
 export function startServe(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = TOOL_ENV): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.js'), 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'vhdcrypt.cjs'), 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));

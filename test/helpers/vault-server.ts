@@ -67,7 +67,7 @@ export async function startVaultServer(opts: VaultServerStartOptions = {}): Prom
   delete baseEnv.VHDCRYPT_VAULT_TOKEN;
   delete baseEnv.VHDCRYPT_VAULT_PASSPHRASE;
   const args = [
-    join(root, 'bin', 'vhdcrypt.js'), 'vault', 'serve', '--vault', `file:${vaultDir}`, '--listen', '127.0.0.1:0', '--json',
+    join(root, 'bin', 'vhdcrypt.cjs'), 'vault', 'serve', '--vault', `file:${vaultDir}`, '--listen', '127.0.0.1:0', '--json',
     ...(opts.tokenLifetime !== undefined ? ['--token-lifetime', String(opts.tokenLifetime)] : []),
     ...(opts.args ?? []),
   ];
