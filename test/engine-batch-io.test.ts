@@ -247,19 +247,27 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
     expect(JSON.stringify(bad.links)).toContain(String(last));
   });
 
-  it('an encrypt with the embedded vault reserves the output\'s blocks while the key is sealed: the temp output exists before the vault is opened, its fallocate comes before the journal', () => {
-    requireStrace();
-    const size = 96 * MiB;
-    const srcPath = join(dir, 'early-src.raw');
+  /** The CLI under a fresh embedded vault, a source of random data, and a run of it under strace (its openat, fallocate and rename calls, in order). */
+  function vaultCli(name: string, size: number) {
+    const srcPath = join(dir, `${name}-src.raw`);
     makeRandomRaw(srcPath, size);
-    const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-vault') };
+    const env = { ...process.env, VHDCRYPT_VAULT: join(dir, `${name}-vault`) };
     const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
     expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
+    const traced = (args: string[]): string[] => {
+      const trace = join(dir, `${name}-trace`);
+      const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,fallocate,rename', '-e', 'signal=none', '-o', trace, process.execPath, cli, ...args], { env, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return readFileSync(trace, 'utf8').split('\n');
+    };
+    return { srcPath, env, cli, traced };
+  }
+
+  it('an encrypt with the embedded vault reserves the output\'s blocks while the key is sealed: the temp output exists before the vault is opened, its fallocate comes before the journal', () => {
+    requireStrace();
+    const { srcPath, traced } = vaultCli('early', 96 * MiB);
     const out = join(dir, 'early-out.raw');
-    const trace = join(dir, 'early-trace');
-    const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,fallocate,rename', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'encrypt', srcPath, out, '--format', 'luks2', '--json'], { env, encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-    const lines = readFileSync(trace, 'utf8').split('\n');
+    const lines = traced(['encrypt', srcPath, out, '--format', 'luks2', '--json']);
     const first = (re: RegExp) => lines.findIndex((l) => re.test(l));
     const tempCreated = first(/openat\(.*\.early-out\.raw\.vhdcrypt-tmp", O_RDWR\|O_CREAT/);
     const vaultOpened = first(/openat\(.*early-vault\/vault\.sqlite"/);
@@ -284,20 +292,12 @@ describe('batches go disk -> slot -> XTS -> disk on the thread that crypts them'
 
   it('a decrypt of a LUKS image reads its layout from the header without the key: the temp output is made and reserved before the vault is opened; a failed unlock leaves nothing', () => {
     requireStrace();
-    const size = 64 * MiB;
-    const srcPath = join(dir, 'early-dec-src.raw');
-    makeRandomRaw(srcPath, size);
-    const env = { ...process.env, VHDCRYPT_VAULT: join(dir, 'early-dec-vault') };
-    const cli = join(ROOT, 'bin', 'vhdcrypt.cjs');
-    expect(spawnSync(process.execPath, [cli, 'vault', 'init'], { env, encoding: 'utf8' }).status).toBe(0);
+    const { srcPath, env, cli, traced } = vaultCli('early-dec', 64 * MiB);
     const enc = join(dir, 'early-dec-enc.raw');
     expect(spawnSync(process.execPath, [cli, 'encrypt', srcPath, enc, '--format', 'luks2'], { env, encoding: 'utf8' }).status).toBe(0);
     const out = join(dir, 'early-dec-out.raw');
-    const trace = join(dir, 'early-dec-trace');
-    const r = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,fallocate,rename', '-e', 'signal=none', '-o', trace, process.execPath, cli, 'decrypt', enc, out, '--json'], { env, encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
+    const lines = traced(['decrypt', enc, out, '--json']);
     expect(readFileSync(out).equals(readFileSync(srcPath))).toBe(true);
-    const lines = readFileSync(trace, 'utf8').split('\n');
     const first = (re: RegExp) => lines.findIndex((l) => re.test(l));
     const tempCreated = first(/openat\(.*\.early-dec-out\.raw\.vhdcrypt-tmp", O_RDWR\|O_CREAT/);
     const vaultOpened = first(/openat\(.*early-dec-vault\/vault\.sqlite"/);

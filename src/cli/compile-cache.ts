@@ -12,11 +12,12 @@
  * cache is an optimisation: anything that goes wrong with it is ignored and the file compiles as usual.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import Module from 'node:module';
 import { homedir } from 'node:os';
-import { basename, dirname, isAbsolute, join, sep } from 'node:path';
+import { dirname, isAbsolute, join, sep } from 'node:path';
 import vm from 'node:vm';
+import { writeFileAtomic } from './atomic-file.js';
 
 /** The cache directory of this user, made if missing, or null where it cannot be trusted or made. */
 export function compileCacheDir(env: NodeJS.ProcessEnv = process.env): string | null {
@@ -110,20 +111,11 @@ function hookCommonJs(bundleDir: string, v8Dir: string): void {
   });
 }
 
-/** Write a script's cache in place atomically (a temp file renamed over it); failures are ignored. */
+/** Write a script's cache in place atomically (atomic-file.ts); failures are ignored. */
 function writeCache(file: string, script: vm.Script): void {
-  const temp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
   try {
-    const data = script.createCachedData();
-    const fd = openSync(temp, 'wx', 0o600);
-    try {
-      writeSync(fd, data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temp, file);
+    writeFileAtomic(file, script.createCachedData());
   } catch {
-    rmSync(temp, { force: true });
+    // An optimisation only: the next run compiles afresh.
   }
 }

@@ -5,13 +5,13 @@
  * --vault URI (default: the embedded vault) and -o (--json is -o json). The caller acts as the vault owner
  * unless $VHDCRYPT_VAULT_TOKEN holds a principal's token; a passphrase vault reads $VHDCRYPT_VAULT_PASSPHRASE.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join, basename } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { isPkcs11Uri } from '../pkcs11/index.js';
 import { withPkcs11, type Pkcs11Flags } from './pkcs11-command.js';
 import { Command, Option } from 'commander';
 import { systemErrorText } from './system-error-text.js';
+import { writeFileAtomic as writeWholeFile } from './atomic-file.js';
 import {
   ENCRYPT_ALGORITHMS, KEY_PERMISSIONS, MAX_SECRET_VALUE_BYTES, SECRET_PERMISSIONS, VaultError, WRAP_ALGORITHMS, objectId, openVault, resolveRef, rotateKek,
   type DeletedObject, type EncryptAlgorithm, type JsonWebKey, type KeyPermission, type KeyProperties, type KeyType, type ObjectKind,
@@ -189,36 +189,14 @@ function fileToValue(bytes: Buffer, encoding: FileEncoding, path: string): strin
 }
 
 /**
- * Write a file atomically (temp, fsync, rename), mode 0600: backups and downloaded secrets are sensitive.
- * With `noClobber` the temp file is hard-linked into place, which fails on an existing file (az's download refuses one).
+ * Write a file atomically (atomic-file.ts), mode 0600: backups and downloaded secrets are sensitive. With `noClobber`
+ * an existing file is refused (az's download refuses one).
  */
 function writeFileAtomic(path: string, data: Uint8Array, noClobber = false): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  let open = true;
   try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-    closeSync(fd);
-    open = false;
-    if (!noClobber) {
-      renameSync(tmp, path);
-      return;
-    }
-    try {
-      linkSync(tmp, path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw usage(`${path} exists; it is not overwritten`);
-      throw e;
-    }
-    unlinkSync(tmp);
+    writeWholeFile(path, data, noClobber);
   } catch (e) {
-    if (open) closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // Already renamed or linked away: nothing left to remove.
-    }
+    if (noClobber && (e as NodeJS.ErrnoException).code === 'EEXIST') throw usage(`${path} exists; it is not overwritten`);
     throw e;
   }
 }
