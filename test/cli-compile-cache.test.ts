@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { removeDir, tempDir } from './fixtures/engine/helpers.js';
 
@@ -94,6 +94,30 @@ describe('the CLI bundle compiles from V8\'s code cache', () => {
     const again = readFileSync(join(cache, biggest));
     expect(again.equals(Buffer.alloc(good.length, 0x5a))).toBe(false);
     expect(again.length).toBeGreaterThan(0);
+  });
+
+  it('a run that writes the cache removes what has gone unused for 30 days (an older build\'s), and keeps the rest', (ctx) => {
+    if (nodeOwn) ctx.skip(); // Node's own cache keeps its own files
+    const home = join(dir, 'home6');
+    mkdirSync(home);
+    run(home);
+    const cache = join(home, 'vhdcrypt');
+    const [v8Dir] = readdirSync(cache);
+    const at = (name: string) => join(cache, v8Dir!, name);
+    writeFileSync(at('0'.repeat(40) + '.v8'), 'an older build');
+    const old = new Date(Date.now() - 40 * 24 * 3600 * 1000);
+    utimesSync(at('0'.repeat(40) + '.v8'), old, old);
+    writeFileSync(at('1'.repeat(40) + '.v8'), 'another command of this build');
+    // No run writes, nothing is removed: a run that found every file in the cache leaves the old one.
+    run(home);
+    expect(existsSync(at('0'.repeat(40) + '.v8'))).toBe(true);
+    // A run that writes (one of its files missing) removes it, and only it.
+    const [some] = files(cache).filter((f) => !f.includes('0000') && !f.includes('1111'));
+    rmSync(join(cache, some!));
+    run(home);
+    expect(existsSync(at('0'.repeat(40) + '.v8'))).toBe(false);
+    expect(existsSync(at('1'.repeat(40) + '.v8'))).toBe(true);
+    expect(existsSync(join(cache, some!))).toBe(true);
   });
 
   it('a cache directory others can write, or a link in its place, is neither read nor written', () => {

@@ -8,11 +8,12 @@
  * Bytecode V8 accepts runs as code, so the cache lives only in a directory of this user's that nobody else can
  * write: $XDG_CACHE_HOME/vhdcrypt (else ~/.cache/vhdcrypt), made 0700, skipped when it is not owned by this user or
  * is writable by group or others. A file's cache is named by the SHA-256 of its source (V8 itself checks only the
- * source's length, its own version and flags). NODE_DISABLE_COMPILE_CACHE=1 turns it off, as it does Node's. The
+ * source's length, its own version and flags); a run that writes the cache removes files unused for 30 days (an
+ * older build's). NODE_DISABLE_COMPILE_CACHE=1 turns it off, as it does Node's. The
  * cache is an optimisation: anything that goes wrong with it is ignored and the file compiles as usual.
  */
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import Module from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, sep } from 'node:path';
@@ -105,10 +106,30 @@ function hookCommonJs(bundleDir: string, v8Dir: string): void {
     });
     return fn.call(mod.exports, mod.exports, require, mod, filename, dirname(filename));
   };
-  // Written once the run is over, so the cache holds the functions the run compiled, not only the top level.
+  // Written once the run is over, so the cache holds the functions the run compiled, not only the top level. A run
+  // that writes is the first of a new build: what older builds left is cleared then.
   process.once('exit', () => {
+    if (fresh.length === 0) return;
     for (const { script, file } of fresh) writeCache(file, script);
+    removeStale(v8Dir, Date.now());
   });
+}
+
+/** How long a cache file may go unread (nor written) before a run that writes the cache removes it. */
+const STALE_MS = 30 * 24 * 3600 * 1000;
+
+/** Remove the files of `dir` unused for STALE_MS: the caches of builds no longer run, a temp file a crash left. */
+function removeStale(dir: string, now: number): void {
+  try {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      const st = lstatSync(path);
+      // atime is "relatime" on most mounts (updated at most daily): a file read every day stays.
+      if (st.isFile() && now - Math.max(st.atimeMs, st.mtimeMs) > STALE_MS) rmSync(path, { force: true });
+    }
+  } catch {
+    // An optimisation only.
+  }
 }
 
 /** Write a script's cache in place atomically (atomic-file.ts); failures are ignored. */
