@@ -40,6 +40,14 @@ function files(root: string): string[] {
     .sort();
 }
 
+/** A cache home of its own (XDG_CACHE_HOME) with one run of the CLI done in it; its vhdcrypt directory. */
+function usedHome(name: string): { home: string; cache: string } {
+  const home = join(dir, name);
+  mkdirSync(home);
+  run(home);
+  return { home, cache: join(home, 'vhdcrypt') };
+}
+
 describe('the CLI bundle compiles from V8\'s code cache', () => {
   it('has no import() for a script compiled from cached data to need (rolldown dynamicImportInCjs: false)', () => {
     const bundle = join(ROOT, 'dist/cli');
@@ -83,10 +91,7 @@ describe('the CLI bundle compiles from V8\'s code cache', () => {
 
   it('a damaged cache file is rejected by V8 and written again; the run is not affected', (ctx) => {
     if (nodeOwn) ctx.skip(); // Node's own cache checks its files itself
-    const home = join(dir, 'home2');
-    mkdirSync(home);
-    run(home);
-    const cache = join(home, 'vhdcrypt');
+    const { home, cache } = usedHome('home2');
     const biggest = files(cache).sort((a, b) => statSync(join(cache, b)).size - statSync(join(cache, a)).size)[0]!;
     const good = readFileSync(join(cache, biggest));
     writeFileSync(join(cache, biggest), Buffer.alloc(good.length, 0x5a));
@@ -98,10 +103,7 @@ describe('the CLI bundle compiles from V8\'s code cache', () => {
 
   it('a run that writes the cache removes what has gone unused for 30 days (an older build\'s), and keeps the rest', (ctx) => {
     if (nodeOwn) ctx.skip(); // Node's own cache keeps its own files
-    const home = join(dir, 'home6');
-    mkdirSync(home);
-    run(home);
-    const cache = join(home, 'vhdcrypt');
+    const { home, cache } = usedHome('home6');
     const [v8Dir] = readdirSync(cache);
     const at = (name: string) => join(cache, v8Dir!, name);
     writeFileSync(at('0'.repeat(40) + '.v8'), 'an older build');
@@ -121,10 +123,7 @@ describe('the CLI bundle compiles from V8\'s code cache', () => {
   });
 
   it('a cache directory others can write, or a link in its place, is neither read nor written', () => {
-    const home = join(dir, 'home3');
-    mkdirSync(home);
-    run(home);
-    const cache = join(home, 'vhdcrypt');
+    const { home, cache } = usedHome('home3');
     const kept = files(cache);
     chmodSync(cache, 0o777);
     for (const f of kept) rmSync(join(cache, f));
