@@ -13,7 +13,7 @@ import { EngineError } from '../errors.js';
 import { isRemoteSource, sourceIdentity } from './source-image.js';
 import { checkJournalMatches, writeJournal, type JournalState } from './resume-journal.js';
 import {
-  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, exists, findLeftover, plaintextOutputMode, setOutputMode,
+  PLAINTEXT_CREATE_MODE, checkDestination, checkFreeSpace, commitOutput, discardOutput, findLeftover, plaintextOutputMode, setOutputMode,
 } from './safe-output.js';
 import { checkRunOptions, type RunOptions, type RunResult } from '../run-options.js';
 import { readLuksLayout, unlockImage, type PayloadLayout, type UnlockImageOptions } from '../../volume/index.js';
@@ -67,7 +67,7 @@ export async function decryptImage(src: string, dst: string, opts: DecryptOption
     // output is made and its blocks reserved while the key is unlocked (a plain volume's layout is in its vault
     // secret's tags, so its output comes after).
     const leftover = await findLeftover(paths, opts, warnings.warn);
-    const untouched = leftover.resume === null && leftover.journal === null && !(await exists(paths.temp));
+    const untouched = leftover.journal === null && !leftover.tempExists;
     const readLayout = untouched ? await readLuksLayout(source) : null;
     const early = readLayout !== null ? { journalBase: await journalBaseOf(readLayout), output: await createFresh(readLayout) } : null;
     const unlocked = await unlockImage(source, opts);

@@ -139,6 +139,8 @@ export interface Leftover {
   readonly resume: JournalState | null;
   /** The journal found, resumed or not. */
   readonly journal: JournalState | null;
+  /** Whether the temp file was there. */
+  readonly tempExists: boolean;
 }
 
 /**
@@ -149,10 +151,10 @@ export interface Leftover {
 export async function findLeftover(p: OutputPaths, opts: { readonly resume?: boolean; readonly force?: boolean }, warn: (message: string) => void): Promise<Leftover> {
   const journal = await readJournal(p.journal);
   const tempExists = await exists(p.temp);
-  if (opts.resume && journal && tempExists) return { resume: journal, journal };
+  if (opts.resume && journal && tempExists) return { resume: journal, journal, tempExists };
   if ((journal || tempExists) && !opts.resume && !opts.force) {
     throw new EngineError('ENGINE_TEMP_EXISTS', `an interrupted run left ${tempExists ? p.temp : p.journal}; use --resume to finish it or --force to start over`);
   }
   if (opts.resume) warn(nothingToResume(p.dest, journal !== null, tempExists));
-  return { resume: null, journal };
+  return { resume: null, journal, tempExists };
 }
