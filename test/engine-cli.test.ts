@@ -49,6 +49,9 @@ describe('vhdcrypt image commands', () => {
     expect(j).toMatchObject({ operation: 'encrypt', format: 'luks2', container: 'vhd-dynamic', threads: 2 });
     expect(String(j.secretId)).toContain('/secrets/');
     for (const k of ['backend', 'kernel', 'seconds', 'mbPerSecond', 'outputVirtualSize', 'sourceVirtualSize']) expect(j).toHaveProperty(k);
+    // The pass over the payload is a part of the whole job's time.
+    expect(j.dataSeconds).toBeGreaterThan(0);
+    expect(j.dataSeconds).toBeLessThanOrEqual(j.seconds as number);
     const info = cli('info', enc, '--json');
     expect(info.status, info.stderr).toBe(0);
     const d = JSON.parse(info.stdout) as { container: string; encryption: string; secret: { id: string; via: string } };

@@ -209,6 +209,7 @@ function summary(r: RunResult): Record<string, unknown> {
     threads: r.threads,
     directWrites: r.directWrites,
     seconds: Number(r.seconds.toFixed(3)),
+    dataSeconds: Number(r.dataSeconds.toFixed(3)),
     mbPerSecond: Number(r.mbPerSecond.toFixed(1)),
     resumed: r.resumed,
     secretId: r.secretId,

@@ -87,7 +87,11 @@ export interface RunResult {
   readonly threads: number;
   /** True when the output's data was written with O_DIRECT (past the page cache). */
   readonly directWrites: boolean;
+  /** The whole job's seconds: opening, keys and vault, header, the output's reservation, the data, the commit. */
   readonly seconds: number;
+  /** Of those, the pass over the payload alone (batches read, crypted, written and checkpointed). */
+  readonly dataSeconds: number;
+  /** bytesProcessed over the whole job's seconds. */
   readonly mbPerSecond: number;
   readonly resumed: boolean;
   readonly secretId: string | null;

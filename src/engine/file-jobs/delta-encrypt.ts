@@ -198,7 +198,9 @@ export async function encryptDelta(src: string, dst: string, opts: DeltaEncryptO
     xts = createXts(volumeKey, { backend: opts.backend ?? 'auto' });
     output = await createImage(paths.temp, { format: 'vhd-differencing', parent: opts.parentImage, blockSize: child.blockSize!, parentSearch: parentSearch(opts) });
     ownsTemp = true;
+    const dataStarted = performance.now();
     const stats = await encryptDeltaBlocks(child, output, { parent, layout, xts }, opts.signal);
+    const dataSeconds = (performance.now() - dataStarted) / 1000;
     const done = output;
     output = null;
     await done.close();
@@ -224,6 +226,7 @@ export async function encryptDelta(src: string, dst: string, opts: DeltaEncryptO
       threads: 1,
       directWrites: false,
       seconds,
+      dataSeconds,
       mbPerSecond: seconds > 0 ? Number(stats.bytes) / 1e6 / seconds : 0,
       resumed: false,
       secretId: unlocked.secretId,
