@@ -10,7 +10,8 @@
  * and `node -e 0`), and peak RSS of every row.
  * Whole-process runs of the vhdcrypt CLI against peers measured in the same
  * run, median of N rounds (each round rotates the order; every command starts
- * after sync and a short settle, writing a fresh output file): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
+ * after sync and a short settle, writing a fresh output file); the ratios to the floors are medians of pairs (each
+ * encrypt and decrypt run is followed at once by `cp` on tmpfs, by both `dd`s on a disk, and divided by it): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
  * (native, default threads) vs `dd bs=4M conv=fsync` (the issue's I/O floor; our output goes with
  * O_DIRECT, so `dd oflag=direct` is run too, as a reference without a target) and vs
  * qemu-img writing the same disk through its luks driver into a LUKS1 volume that cryptsetup formatted once with fixed
@@ -150,7 +151,11 @@ interface Step {
   readonly name: string;
   readonly cmd: string;
   readonly args: readonly string[];
+  /** The floors run right after each of this step's runs, so that each ratio to them is a pair's (drift falls on both). */
+  readonly pairedWith?: readonly string[];
 }
+/** Per ratio row: each round's run of the row and, right after it, of each floor it is paired with. */
+const pairs = new Map<string, { ours: number; refs: Map<string, number> }[]>();
 
 try {
   // statfs f_type: 0x01021994 is tmpfs.
@@ -180,6 +185,8 @@ try {
   const dd = (from: string): Step['args'] => [`if=${from}`, `of=${out}`, 'bs=4M', 'conv=fsync', 'status=none'];
   const enc = (from: string, ...more: string[]): string[] => [cli, 'encrypt', from, out, '--format', 'luks2', '--backend', 'native', '--json', ...more];
   const dec = (from: string, ...more: string[]): string[] => [cli, 'decrypt', from, out, '--backend', 'native', '--json', ...more];
+  // The ratio rows, each paired with its floors: `cp` in memory, the two `dd`s on a disk.
+  const floors = fsType === 'tmpfs' ? ['cp (floor)'] : ['dd bs=4M (encrypt floor)', 'dd bs=4M oflag=direct (reference)'];
   const steps: Step[] = [
     { name: 'cp (floor)', cmd: 'cp', args: [src, out] },
     { name: 'dd bs=4M (encrypt floor)', cmd: 'dd', args: dd(src) },
@@ -187,15 +194,15 @@ try {
     // The same with the device's cache flushed at the end, as every run of ours ends (durable before the rename):
     // oflag=direct alone leaves the data in the disk's write cache.
     { name: 'dd bs=4M oflag=direct conv=fsync (durable)', cmd: 'dd', args: [...dd(src).slice(0, -1), 'oflag=direct', 'conv=fsync', 'status=none'] },
-    { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: enc(src) },
+    { name: 'vhdcrypt encrypt native', cmd: process.execPath, args: enc(src), pairedWith: floors },
     { name: 'vhdcrypt encrypt native 1 thread', cmd: process.execPath, args: enc(src, '--threads', '1') },
     { name: 'vhdcrypt encrypt native 2 threads', cmd: process.execPath, args: enc(src, '--threads', '2') },
-    { name: 'vhdcrypt encrypt raw', cmd: process.execPath, args: enc(srcRaw) },
-    { name: 'vhdcrypt encrypt dynamic', cmd: process.execPath, args: enc(srcDyn) },
+    { name: 'vhdcrypt encrypt raw', cmd: process.execPath, args: enc(srcRaw), pairedWith: floors },
+    { name: 'vhdcrypt encrypt dynamic', cmd: process.execPath, args: enc(srcDyn), pairedWith: floors },
     { name: 'dd bs=4M (decrypt floor)', cmd: 'dd', args: dd(encSeed) },
-    { name: 'vhdcrypt decrypt native', cmd: process.execPath, args: dec(encSeed) },
-    { name: 'vhdcrypt decrypt raw', cmd: process.execPath, args: dec(rawSeed) },
-    { name: 'vhdcrypt decrypt dynamic', cmd: process.execPath, args: dec(dynSeed, '--passphrase-file', pass) },
+    { name: 'vhdcrypt decrypt native', cmd: process.execPath, args: dec(encSeed), pairedWith: floors },
+    { name: 'vhdcrypt decrypt raw', cmd: process.execPath, args: dec(rawSeed), pairedWith: floors },
+    { name: 'vhdcrypt decrypt dynamic', cmd: process.execPath, args: dec(dynSeed, '--passphrase-file', pass), pairedWith: floors },
     { name: 'createEncryptStream dynamic -> /dev/null', cmd: process.execPath, args: [streamRun, 'encrypt', srcDyn] },
     { name: 'createDecryptStream dynamic -> /dev/null', cmd: process.execPath, args: [streamRun, 'decrypt', dynSeed] },
     { name: 'stream floor: PassThrough -> /dev/null', cmd: process.execPath, args: [streamRun, 'pass', srcDyn] },
@@ -231,7 +238,18 @@ try {
       const st = steps[(i + k) % steps.length]!;
       rm(out);
       await new Promise((r) => setTimeout(r, settleMs));
-      times.get(st.name)!.push(timed(st.cmd, [...st.args]));
+      const ours = timed(st.cmd, [...st.args]);
+      times.get(st.name)!.push(ours);
+      if (st.pairedWith) {
+        const refs = new Map<string, number>();
+        for (const name of st.pairedWith) {
+          const ref = steps.find((x) => x.name === name)!;
+          rm(out);
+          await new Promise((r) => setTimeout(r, settleMs));
+          refs.set(name, timed(ref.cmd, [...ref.args]).seconds);
+        }
+        pairs.set(st.name, [...(pairs.get(st.name) ?? []), { ours: ours.seconds, refs }]);
+      }
     }
     if (extraCaCerts !== undefined) {
       const bare = Math.min(...[0, 1, 2].map(() => timed(process.execPath, ['-e', '0']).seconds));
@@ -255,19 +273,28 @@ try {
 }
 
 const r = (n: string) => rows[n]!;
+/**
+ * The median over the rounds of a row's run over the faster of the floors named (of those it was paired with, each
+ * run right after it); without pairs (that floor not paired on this file system), the ratio of the two medians.
+ */
+function pairRatio(n: string, floorNames: readonly string[]): number {
+  const ps = (pairs.get(n) ?? []).filter((p) => floorNames.every((f) => p.refs.has(f)));
+  if (ps.length === 0) return r(n).seconds / Math.min(...floorNames.map((f) => r(f).seconds));
+  return median(ps.map((p) => p.ours / Math.min(...floorNames.map((f) => p.refs.get(f)!))));
+}
+const cpFloor = ['cp (floor)'];
+const ddFloors = ['dd bs=4M (encrypt floor)', 'dd bs=4M oflag=direct (reference)'];
 const has = (n: string) => rows[n] !== undefined;
-/** The faster of the two dd floors of this run (the issue's disk reference). */
-const ddBest = Math.min(r('dd bs=4M (encrypt floor)').seconds, r('dd bs=4M oflag=direct (reference)').seconds);
 const gib = sizeMiB / 1024;
 const ratios = {
-  encryptVsCp: r('vhdcrypt encrypt native').seconds / r('cp (floor)').seconds,
-  decryptVsCp: r('vhdcrypt decrypt native').seconds / r('cp (floor)').seconds,
-  rawEncryptVsCp: r('vhdcrypt encrypt raw').seconds / r('cp (floor)').seconds,
-  rawDecryptVsCp: r('vhdcrypt decrypt raw').seconds / r('cp (floor)').seconds,
-  encryptVsDdBest: r('vhdcrypt encrypt native').seconds / ddBest,
-  decryptVsDdBest: r('vhdcrypt decrypt native').seconds / ddBest,
-  dynamicEncryptVsDdBest: r('vhdcrypt encrypt dynamic').seconds / ddBest,
-  dynamicDecryptVsDdBest: r('vhdcrypt decrypt dynamic').seconds / ddBest,
+  encryptVsCp: pairRatio('vhdcrypt encrypt native', cpFloor),
+  decryptVsCp: pairRatio('vhdcrypt decrypt native', cpFloor),
+  rawEncryptVsCp: pairRatio('vhdcrypt encrypt raw', cpFloor),
+  rawDecryptVsCp: pairRatio('vhdcrypt decrypt raw', cpFloor),
+  encryptVsDdBest: pairRatio('vhdcrypt encrypt native', ddFloors),
+  decryptVsDdBest: pairRatio('vhdcrypt decrypt native', ddFloors),
+  dynamicEncryptVsDdBest: pairRatio('vhdcrypt encrypt dynamic', ddFloors),
+  dynamicDecryptVsDdBest: pairRatio('vhdcrypt decrypt dynamic', ddFloors),
   encryptVsDd: r('vhdcrypt encrypt native').seconds / r('dd bs=4M (encrypt floor)').seconds,
   encryptVsDdDurableDirect: r('vhdcrypt encrypt native').seconds / r('dd bs=4M oflag=direct conv=fsync (durable)').seconds,
   decryptVsDdDurableDirect: r('vhdcrypt decrypt native').seconds / r('dd bs=4M oflag=direct conv=fsync (durable)').seconds,
@@ -303,7 +330,8 @@ const figures = {
 };
 const nodeStartCaSeconds = caCost.length > 0 ? median(caCost) : null;
 if (json) {
-  process.stdout.write(JSON.stringify({ sizeMiB, runs, fsType, rows, ratios, figures, nodeStartCaSeconds }, null, 2) + '\n');
+  const pairRuns = Object.fromEntries([...pairs].map(([n, ps]) => [n, ps.map((p) => ({ ours: p.ours, ...Object.fromEntries(p.refs) }))]));
+  process.stdout.write(JSON.stringify({ sizeMiB, runs, fsType, rows, ratios, figures, pairRuns, nodeStartCaSeconds }, null, 2) + '\n');
 } else {
   const x = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}x`);
   process.stdout.write(`engine bench: ${sizeMiB} MiB images of random data in ${dir.replace(/[^/]*$/, '')} (${fsType}), median of ${runs} rounds of whole-process runs, order rotated each round\n`);
@@ -313,11 +341,13 @@ if (json) {
     process.stdout.write(`  ${name.padEnd(50)} ${v.seconds.toFixed(2).padStart(8)} s${own} ${(mib / v.seconds).toFixed(0).padStart(6)} MiB/s  peak RSS ${(v.maxRssKiB / 1024).toFixed(0)} MiB  runs ${v.runs.map((t) => t.toFixed(2)).join(' ')}\n`);
   }
   process.stdout.write(`  floors of this machine: cp ${r('cp (floor)').seconds.toFixed(2)} s, dd conv=fsync ${r('dd bs=4M (encrypt floor)').seconds.toFixed(2)} s, dd oflag=direct ${r('dd bs=4M oflag=direct (reference)').seconds.toFixed(2)} s (with conv=fsync ${r('dd bs=4M oflag=direct conv=fsync (durable)').seconds.toFixed(2)} s) for ${gib} GiB; XTS kernel alone ${figures.xtsKernelPerCoreGBps?.toFixed(1) ?? '-'} GB/s per core\n`);
-  process.stdout.write(`  encrypt / cp            ${x(ratios.encryptVsCp)} fixed, ${x(ratios.rawEncryptVsCp)} raw   (target <= 1.6 on tmpfs)\n`);
-  process.stdout.write(`  decrypt / cp            ${x(ratios.decryptVsCp)} fixed, ${x(ratios.rawDecryptVsCp)} raw   (target <= 1.6 on tmpfs)\n`);
+  const paired = fsType === 'tmpfs' ? 'median of pairs, each run followed by a cp' : 'medians; cp paired on tmpfs only';
+  const pairedDd = fsType === 'tmpfs' ? 'medians; dd paired on disks only' : 'median of pairs, each run followed by both dd';
+  process.stdout.write(`  encrypt / cp            ${x(ratios.encryptVsCp)} fixed, ${x(ratios.rawEncryptVsCp)} raw   (target <= 1.6 on tmpfs; ${paired})\n`);
+  process.stdout.write(`  decrypt / cp            ${x(ratios.decryptVsCp)} fixed, ${x(ratios.rawDecryptVsCp)} raw   (target <= 1.6 on tmpfs; ${paired})\n`);
   process.stdout.write(`  data phase              encrypt ${figures.dataPhaseEncryptGBps.toFixed(2)} GB/s, decrypt ${figures.dataPhaseDecryptGBps.toFixed(2)} GB/s   (target >= 2.5 on tmpfs; --json dataSeconds)\n`);
   process.stdout.write(`  whole job               encrypt ${figures.jobEncryptGBps.toFixed(2)} GB/s, decrypt ${figures.jobDecryptGBps.toFixed(2)} GB/s   (--json seconds: set-up, vault, header, reservation, data, commit)\n`);
-  process.stdout.write(`  / faster dd             encrypt ${x(ratios.encryptVsDdBest)} fixed, ${x(ratios.dynamicEncryptVsDdBest)} dynamic; decrypt ${x(ratios.decryptVsDdBest)} fixed, ${x(ratios.dynamicDecryptVsDdBest)} dynamic   (target <= 1.15 on disk)\n`);
+  process.stdout.write(`  / faster dd             encrypt ${x(ratios.encryptVsDdBest)} fixed, ${x(ratios.dynamicEncryptVsDdBest)} dynamic; decrypt ${x(ratios.decryptVsDdBest)} fixed, ${x(ratios.dynamicDecryptVsDdBest)} dynamic   (target <= 1.15 on disk; ${pairedDd})\n`);
   process.stdout.write(`  / durable direct dd     encrypt ${x(ratios.encryptVsDdDurableDirect)} fixed; decrypt ${x(ratios.decryptVsDdDurableDirect)} fixed   (dd oflag=direct conv=fsync: both outputs on the medium at exit)\n`);
   process.stdout.write(`  native 2 threads / 1    ${x(ratios.native2VsNative1)}   (target >= 1.0)\n`);
   process.stdout.write(`  wasm 2 threads / 1      ${x(ratios.wasm2VsWasm1Throughput)} throughput as reported, ${x(ratios.wasm2VsWasm1)} whole processes   (target > 1)\n`);
