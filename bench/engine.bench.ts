@@ -10,7 +10,7 @@
  * and `node -e 0`), and peak RSS of every row.
  * Whole-process runs of the vhdcrypt CLI against peers measured in the same
  * run, median of N rounds (each round rotates the order; every command starts
- * after sync and a short settle, writing a fresh output file); the ratios to the floors are medians of pairs (each
+ * after sync, a short settle and warmPageAllocator, writing a fresh output file); the ratios to the floors are medians of pairs (each
  * encrypt and decrypt run is followed at once by `cp` on tmpfs, by both `dd`s on a disk, and divided by it): encrypt a fixed VHD of random data into a LUKS2 fixed VHD
  * (native, default threads) vs `dd bs=4M conv=fsync` (the issue's I/O floor; our output goes with
  * O_DIRECT, so `dd oflag=direct` is run too, as a reference without a target) and vs
@@ -25,7 +25,7 @@
  * beside the ratios. Default size 2048 MiB; use --size 256 while developing.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomFillSync } from 'node:crypto';
@@ -87,6 +87,31 @@ function rm(...paths: string[]): void {
   for (const p of paths) rmSync(p, { force: true });
 }
 
+/**
+ * Hand the next command memory the machine has just used: write `bytes` of zeros into a file on /dev/shm and remove
+ * it. On a VM with free page reporting (a virtio balloon; seen on these: "Free page reporting enabled" in dmesg), a
+ * page left free for ~2 s goes back to the host, and the guest's next touch of it costs ~1-2 s per GiB (`cp` of
+ * 1 GiB on tmpfs 0.36-2.33 s by how long the memory had been free, 0.36-0.46 s after this); the allocator hands out
+ * the pages freed last first, so each run, ours and the floors alike, gets memory the guest holds.
+ */
+function warmPageAllocator(bytes: number): void {
+  const shm = '/dev/shm';
+  try {
+    if (statfsSync(shm).type !== 0x01021994) return;
+  } catch {
+    return;
+  }
+  const file = join(shm, `.vhdcrypt-bench-warm-${process.pid}`);
+  const zeros = new Uint8Array(4 << 20);
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    for (let done = 0; done < bytes; done += zeros.length) writeSync(fd, zeros);
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+}
+
 function mustRun(cmd: string, args: readonly string[], input?: string): void {
   const r = spawnSync(cmd, args, { env: { ...env, PATH: `/usr/sbin:/sbin:${env.PATH ?? ''}` }, input, stdio: ['pipe', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${String(r.status)})`);
@@ -146,6 +171,8 @@ const out = join(dir, 'out');
 const rows: Record<string, { seconds: number; maxRssKiB: number; runs: number[]; jobSeconds: number; dataSeconds: number }> = {};
 const caCost: number[] = [];
 const settleMs = Number(arg('--settle', '1500'));
+/** What each run is handed of memory just used (warmPageAllocator): its output and its own heap, with room. */
+const warmBytes = Math.ceil(sizeMiB * 1.25 + 256) << 20;
 
 interface Step {
   readonly name: string;
@@ -238,6 +265,7 @@ try {
       const st = steps[(i + k) % steps.length]!;
       rm(out);
       await new Promise((r) => setTimeout(r, settleMs));
+      warmPageAllocator(warmBytes);
       const ours = timed(st.cmd, [...st.args]);
       times.get(st.name)!.push(ours);
       if (st.pairedWith) {
@@ -246,6 +274,7 @@ try {
           const ref = steps.find((x) => x.name === name)!;
           rm(out);
           await new Promise((r) => setTimeout(r, settleMs));
+          warmPageAllocator(warmBytes);
           refs.set(name, timed(ref.cmd, [...ref.args]).seconds);
         }
         pairs.set(st.name, [...(pairs.get(st.name) ?? []), { ours: ours.seconds, refs }]);
