@@ -91,13 +91,17 @@ function rm(...paths: string[]): void {
  * Hand the next command memory the machine has just used: write `bytes` of zeros into a file on /dev/shm and remove
  * it. On a VM with free page reporting (a virtio balloon; seen on these: "Free page reporting enabled" in dmesg), a
  * page left free for ~2 s goes back to the host, and the guest's next touch of it costs ~1-2 s per GiB (`cp` of
- * 1 GiB on tmpfs 0.36-2.33 s by how long the memory had been free, 0.36-0.46 s after this); the allocator hands out
- * the pages freed last first, so each run, ours and the floors alike, gets memory the guest holds.
+ * 1 GiB on tmpfs 0.36-2.33 s by how long the memory had been free); the allocator hands out the pages freed last
+ * first, so each run, ours and the floors alike, gets memory the guest holds. 1.5x the image left one run in five
+ * slow (the write copy into tmpfs pages the host had taken back); 3x left none in 12.
  */
 function warmPageAllocator(bytes: number): void {
   const shm = '/dev/shm';
   try {
-    if (statfsSync(shm).type !== 0x01021994) return;
+    const fs = statfsSync(shm);
+    if (fs.type !== 0x01021994) return;
+    // Leave the bench's own files room on a /dev/shm they share.
+    bytes = Math.min(bytes, fs.bavail * fs.bsize - (1 << 30));
   } catch {
     return;
   }
@@ -172,7 +176,7 @@ const rows: Record<string, { seconds: number; maxRssKiB: number; runs: number[];
 const caCost: number[] = [];
 const settleMs = Number(arg('--settle', '1500'));
 /** What each run is handed of memory just used (warmPageAllocator): its output and its own heap, with room. */
-const warmBytes = Math.ceil(sizeMiB * 1.25 + 256) << 20;
+const warmBytes = (sizeMiB * 3 + 256) * 1048576;
 
 interface Step {
   readonly name: string;
