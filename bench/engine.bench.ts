@@ -185,6 +185,12 @@ interface Step {
   /** The floors run right after each of this step's runs, so that each ratio to them is a pair's (drift falls on both). */
   readonly pairedWith?: readonly string[];
 }
+/** Before every timed run: no output left, the disk settled, memory the guest holds (warmPageAllocator). */
+async function beforeRun(): Promise<void> {
+  rm(out);
+  await new Promise((r) => setTimeout(r, settleMs));
+  warmPageAllocator(warmBytes);
+}
 /** Per ratio row: each round's run of the row and, right after it, of each floor it is paired with. */
 const pairs = new Map<string, { ours: number; refs: Map<string, number> }[]>();
 
@@ -267,18 +273,14 @@ try {
     // the same neighbour's write burst (this VM's disk slows after one).
     for (let k = 0; k < steps.length; k++) {
       const st = steps[(i + k) % steps.length]!;
-      rm(out);
-      await new Promise((r) => setTimeout(r, settleMs));
-      warmPageAllocator(warmBytes);
+      await beforeRun();
       const ours = timed(st.cmd, [...st.args]);
       times.get(st.name)!.push(ours);
       if (st.pairedWith) {
         const refs = new Map<string, number>();
         for (const name of st.pairedWith) {
           const ref = steps.find((x) => x.name === name)!;
-          rm(out);
-          await new Promise((r) => setTimeout(r, settleMs));
-          warmPageAllocator(warmBytes);
+          await beforeRun();
           refs.set(name, timed(ref.cmd, [...ref.args]).seconds);
         }
         pairs.set(st.name, [...(pairs.get(st.name) ?? []), { ours: ours.seconds, refs }]);
@@ -341,20 +343,20 @@ const ratios = {
   qemuDurableVsDecrypt: has('qemu-img convert luks -> raw -t writeback') ? r('qemu-img convert luks -> raw -t writeback').seconds / r('vhdcrypt decrypt native').seconds : null,
 };
 /** GB/s (10^9 bytes) of the whole job as the tool reports it (its --json seconds), or of a stream's pipeline. */
-const dataGBps = (n: string) => (sizeMiB * 1048576) / 1e9 / r(n).jobSeconds;
+const jobGBps = (n: string) => (sizeMiB * 1048576) / 1e9 / r(n).jobSeconds;
 /** GB/s of the pass over the payload alone (--json dataSeconds: after the set-up and the output's reservation). */
 const passGBps = (n: string) => (sizeMiB * 1048576) / 1e9 / r(n).dataSeconds;
 const figures = {
   dataPhaseEncryptGBps: passGBps('vhdcrypt encrypt native'),
   dataPhaseDecryptGBps: passGBps('vhdcrypt decrypt native'),
-  jobEncryptGBps: dataGBps('vhdcrypt encrypt native'),
-  jobDecryptGBps: dataGBps('vhdcrypt decrypt native'),
-  streamEncryptGBps: dataGBps('createEncryptStream dynamic -> /dev/null'),
-  streamDecryptGBps: dataGBps('createDecryptStream dynamic -> /dev/null'),
-  streamFloorGBps: dataGBps('stream floor: PassThrough -> /dev/null'),
-  stream1MiBEncryptGBps: dataGBps('createEncryptStream dynamic, 1 MiB reads'),
-  stream1MiBDecryptGBps: dataGBps('createDecryptStream dynamic, 1 MiB reads'),
-  stream1MiBFloorGBps: dataGBps('stream floor, 1 MiB reads: PassThrough'),
+  jobEncryptGBps: jobGBps('vhdcrypt encrypt native'),
+  jobDecryptGBps: jobGBps('vhdcrypt decrypt native'),
+  streamEncryptGBps: jobGBps('createEncryptStream dynamic -> /dev/null'),
+  streamDecryptGBps: jobGBps('createDecryptStream dynamic -> /dev/null'),
+  streamFloorGBps: jobGBps('stream floor: PassThrough -> /dev/null'),
+  stream1MiBEncryptGBps: jobGBps('createEncryptStream dynamic, 1 MiB reads'),
+  stream1MiBDecryptGBps: jobGBps('createDecryptStream dynamic, 1 MiB reads'),
+  stream1MiBFloorGBps: jobGBps('stream floor, 1 MiB reads: PassThrough'),
   startupSeconds: r('start-up: encrypt 16 MiB fixed VHD').seconds,
   nodeSeconds: r('start-up: node -e 0').seconds,
   startupUncachedSeconds: r('start-up without the code cache').seconds,
